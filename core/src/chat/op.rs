@@ -1,0 +1,97 @@
+//! The operations of the chat service and their replies: the vocabulary every layer shares.
+
+use crate::ids::{ClientId, MessageId};
+use serde::{Deserialize, Serialize};
+
+/// One operation, as ordered in the replicated log. The comments give the client command of
+/// the original exercise.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Op {
+    /// First request of every client session (request number 1). No chat effect: it only
+    /// creates the session's row in the client table, so re-applying it is harmless.
+    OpenSession,
+    /// `0|<regex>`: list the accounts whose whole name matches the pattern.
+    List { pattern: String },
+    /// `1|<user>`
+    Create { user: String },
+    /// `2|<user>`: logging in takes the account over from any other session.
+    Login { user: String },
+    /// `3|`
+    Logout,
+    /// `4|`: delete the logged-in account, with its queue; the session ends.
+    Delete,
+    /// `5|<user>|<text>`
+    Send { to: String, text: String },
+    /// `6|`: take every queued message of the logged-in account.
+    Deliver,
+    /// The client has shown these pushed messages: they leave the queue.
+    Ack { ids: Vec<MessageId> },
+}
+
+/// A chat message as a recipient sees it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Message {
+    pub id: MessageId,
+    pub from: String,
+    pub text: String,
+}
+
+/// The answer to one operation.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Reply {
+    SessionOpened,
+    /// The first `limits.list_max` matching names in name order, and how many matched in all.
+    Accounts { names: Vec<String>, total: u64 },
+    Created,
+    /// `waiting`: how many messages are queued for the account.
+    LoggedIn { user: String, waiting: u64 },
+    LoggedOut,
+    Deleted,
+    Sent { id: MessageId },
+    /// The queued messages, oldest first; they are no longer queued.
+    Delivered { messages: Vec<Message> },
+    Acked,
+    Error(ChatError),
+}
+
+/// Every way an operation can fail. Each has its own clear message (`Display`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum ChatError {
+    #[error("invalid pattern: {0}")]
+    BadPattern(String),
+    #[error("pattern too long (at most {max} bytes)")]
+    PatternTooLong { max: u32 },
+    #[error("user name must not be empty")]
+    NameEmpty,
+    #[error("user name too long (at most {max} bytes)")]
+    NameTooLong { max: u32 },
+    #[error("user name must not contain spaces, '|' or control characters")]
+    NameBadChar,
+    #[error("user name already taken")]
+    NameTaken,
+    #[error("no such user")]
+    NoSuchUser,
+    #[error("not logged in")]
+    NotLoggedIn,
+    #[error("message text must not be empty")]
+    TextEmpty,
+    #[error("message too long (at most {max} characters)")]
+    TextTooLong { max: u32 },
+    #[error("recipient's queue is full (at most {max} messages)")]
+    QueueFull { max: u32 },
+    #[error("too many accounts (at most {max})")]
+    TooManyAccounts { max: u32 },
+    #[error("session expired: start a new session")]
+    SessionExpired,
+}
+
+/// What applying an operation asks the driver to tell clients besides the reply.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Event {
+    /// Push a message to the session where its recipient is logged in. The message stays
+    /// queued until that client acknowledges it (`Op::Ack`).
+    Push { client: ClientId, message: Message },
+    /// The session was logged out by another login to the same account, or its account was
+    /// deleted elsewhere.
+    LoggedOut { client: ClientId },
+}

@@ -1,0 +1,4 @@
+//! Byte codecs for everything read from outside: wire frames and log records.
+
+pub mod frame;
+pub mod record;

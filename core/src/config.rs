@@ -1,0 +1,184 @@
+//! The cluster configuration, read from `config.yaml` (the file is read by the driver; this
+//! module only parses and checks text, so it stays pure).
+
+use crate::chat::Limits;
+use crate::ids::ReplicaId;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub replicas: Vec<ReplicaAddr>,
+    /// Replica `i` keeps its log and snapshots in `<data_dir>/replica-<i>`.
+    pub data_dir: String,
+    /// An idle primary sends a heartbeat this often.
+    pub heartbeat_interval_ms: u64,
+    /// A backup that hears no primary for a random time in [t, 2t) starts a view change.
+    pub election_timeout_ms: u64,
+    /// Snapshot and compact the log after this many new entries.
+    #[serde(default = "default_snapshot_every")]
+    pub snapshot_every: u64,
+    #[serde(default)]
+    pub limits: Limits,
+    #[serde(default)]
+    pub net: NetLimits,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReplicaAddr {
+    pub id: ReplicaId,
+    pub host: String,
+    pub client_port: u16,
+    pub peer_port: u16,
+}
+
+/// Limits of the network layer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NetLimits {
+    /// Largest frame, in bytes; a larger length prefix closes the connection.
+    pub max_frame_bytes: u32,
+    /// Most open client connections per replica.
+    pub max_connections: u32,
+    /// Most open connections from one peer address.
+    pub max_connections_per_address: u32,
+    /// A connection must complete its handshake within this time.
+    pub handshake_timeout_ms: u64,
+    /// A frame started but not finished within this time closes the connection.
+    pub partial_frame_timeout_ms: u64,
+}
+
+impl Default for NetLimits {
+    fn default() -> Self {
+        NetLimits {
+            max_frame_bytes: 1 << 20,
+            max_connections: 1024,
+            max_connections_per_address: 256,
+            handshake_timeout_ms: 5_000,
+            partial_frame_timeout_ms: 10_000,
+        }
+    }
+}
+
+fn default_snapshot_every() -> u64 {
+    10_000
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config: {0}")]
+    Yaml(#[from] serde_norway::Error),
+    #[error("config: {key}: {problem}")]
+    Invalid { key: String, problem: String },
+}
+
+fn invalid(key: impl Into<String>, problem: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        problem: problem.into(),
+    }
+}
+
+impl Config {
+    /// Parses and checks the text of a `config.yaml`.
+    pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        let config: Config = serde_norway::from_str(text)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let n = self.replicas.len();
+        if n == 0 || n > 9 || n % 2 == 0 {
+            return Err(invalid("replicas", format!("need an odd count from 1 to 9, got {n}")));
+        }
+        let mut ids = BTreeSet::new();
+        let mut ports = BTreeSet::new();
+        for (i, r) in self.replicas.iter().enumerate() {
+            if !ids.insert(r.id) {
+                return Err(invalid(format!("replicas[{i}].id"), format!("duplicate id {}", r.id)));
+            }
+            for (key, port) in [("client_port", r.client_port), ("peer_port", r.peer_port)] {
+                if port == 0 {
+                    return Err(invalid(format!("replicas[{i}].{key}"), "port 0 is not allowed"));
+                }
+                if !ports.insert((r.host.clone(), port)) {
+                    return Err(invalid(
+                        format!("replicas[{i}].{key}"),
+                        format!("duplicate port {}:{port}", r.host),
+                    ));
+                }
+            }
+            if r.host.is_empty() {
+                return Err(invalid(format!("replicas[{i}].host"), "must not be empty"));
+            }
+        }
+        if ids.iter().copied().ne(0..n as ReplicaId) {
+            return Err(invalid("replicas", format!("ids must be 0..{} (each once)", n - 1)));
+        }
+        if self.heartbeat_interval_ms == 0 {
+            return Err(invalid("heartbeat_interval_ms", "must be positive"));
+        }
+        if self.election_timeout_ms < 2 * self.heartbeat_interval_ms {
+            return Err(invalid(
+                "election_timeout_ms",
+                "must be at least twice heartbeat_interval_ms",
+            ));
+        }
+        if self.snapshot_every == 0 {
+            return Err(invalid("snapshot_every", "must be positive"));
+        }
+        if self.net.max_frame_bytes < 4096 {
+            return Err(invalid("net.max_frame_bytes", "must be at least 4096"));
+        }
+        Ok(())
+    }
+
+    pub fn replica(&self, id: ReplicaId) -> Option<&ReplicaAddr> {
+        self.replicas.iter().find(|r| r.id == id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = include_str!("../../config.yaml");
+
+    #[test]
+    fn checked_in_config_is_valid() {
+        let c = Config::parse(GOOD).unwrap();
+        assert_eq!(c.replicas.len(), 3);
+    }
+
+    fn err(text: &str) -> String {
+        Config::parse(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let e = err(&format!("{GOOD}\nbogus_key: 1\n"));
+        assert!(e.contains("bogus_key"), "{e}");
+    }
+
+    #[test]
+    fn missing_field_is_named() {
+        let text: String = GOOD
+            .lines()
+            .filter(|l| !l.starts_with("election_timeout_ms"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let e = err(&text);
+        assert!(e.contains("election_timeout_ms"), "{e}");
+    }
+
+    #[test]
+    fn duplicate_id_and_port_are_named() {
+        let e = err(&GOOD.replacen("id: 1", "id: 0", 1));
+        assert!(e.contains("replicas[1].id"), "{e}");
+        let e = err(&GOOD.replacen("client_port: 7001", "client_port: 7000", 1));
+        assert!(e.contains("replicas[1].client_port"), "{e}");
+    }
+}

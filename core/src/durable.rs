@@ -1,0 +1,134 @@
+//! What a replica keeps on disk, and how start-up rebuilds it.
+//!
+//! The write-ahead log is a sequence of [`Record`]s; snapshots are kept beside it. Both
+//! `net` (real files) and `sim` (a virtual disk) store these exact values with the codecs of
+//! [`crate::codec`], and both rebuild a replica with [`Recovered::replay`].
+
+use crate::ids::{OpIndex, ReplicaId, View};
+use crate::service::Request;
+use serde::{Deserialize, Serialize};
+
+/// One log entry: a client request (or a no-op a new primary commits to settle older views),
+/// stamped with the view in which a primary first ordered it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    pub index: OpIndex,
+    pub view: View,
+    pub body: EntryBody,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EntryBody {
+    Noop,
+    Request(Request),
+}
+
+/// A write-ahead log record.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Record {
+    /// The replica's view and the vote it cast in that view. Must be durable before any
+    /// message that relies on it leaves.
+    Vote {
+        view: View,
+        voted_for: Option<ReplicaId>,
+    },
+    Entry(Entry),
+    /// Drop every entry at `index` and above (a conflicting suffix is being replaced).
+    TruncateFrom(OpIndex),
+}
+
+/// Where a snapshot stands in the log: it holds the state after applying every entry up to
+/// `last_index`, whose view was `last_view`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotMeta {
+    pub last_index: OpIndex,
+    pub last_view: View,
+}
+
+/// A snapshot: its place and the [`crate::service::Service`] bytes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Snapshot {
+    pub meta: SnapshotMeta,
+    pub data: Vec<u8>,
+}
+
+/// Everything a replica needs to start again after a crash.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Recovered {
+    pub view: View,
+    pub voted_for: Option<ReplicaId>,
+    pub snapshot: Option<Snapshot>,
+    /// Contiguous entries following the snapshot (or index 1).
+    pub entries: Vec<Entry>,
+}
+
+/// The log did not form a valid history (this is a bug or corruption the checksums missed).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("log replay: {0}")]
+pub struct ReplayError(pub String);
+
+impl Recovered {
+    /// Rebuilds the state from the newest valid snapshot and the log records in the order they
+    /// were written. Entries the snapshot covers are dropped.
+    pub fn replay(
+        snapshot: Option<Snapshot>,
+        records: impl IntoIterator<Item = Record>,
+    ) -> Result<Recovered, ReplayError> {
+        let base = snapshot.as_ref().map_or(0, |s| s.meta.last_index);
+        let mut out = Recovered {
+            snapshot,
+            ..Recovered::default()
+        };
+        // Entries by index, all of them (the snapshot filter comes last, because a truncate
+        // may refer to indexes on either side of it).
+        let mut entries: Vec<Entry> = Vec::new();
+        for record in records {
+            match record {
+                Record::Vote { view, voted_for } => {
+                    if view < out.view {
+                        return Err(ReplayError(format!("view went back from {} to {view}", out.view)));
+                    }
+                    out.view = view;
+                    out.voted_for = voted_for;
+                }
+                Record::TruncateFrom(index) => truncate_from(&mut entries, index),
+                Record::Entry(entry) => {
+                    // A later write at an index replaces whatever was there.
+                    truncate_from(&mut entries, entry.index);
+                    if let Some(last) = entries.last() {
+                        if last.index + 1 != entry.index {
+                            // A gap: legal only where the snapshot covers the missing part.
+                            if entry.index > base + 1 {
+                                return Err(ReplayError(format!(
+                                    "entry {} follows entry {}",
+                                    entry.index, last.index
+                                )));
+                            }
+                            entries.clear();
+                        }
+                    }
+                    entries.push(entry);
+                }
+            }
+        }
+        entries.retain(|e| e.index > base);
+        if let Some(first) = entries.first() {
+            if first.index != base + 1 {
+                return Err(ReplayError(format!(
+                    "log starts at {} after a snapshot at {base}",
+                    first.index
+                )));
+            }
+        }
+        out.entries = entries;
+        Ok(out)
+    }
+}
+
+/// Drops the entries at `index` and above from a contiguous run.
+fn truncate_from(entries: &mut Vec<Entry>, index: OpIndex) {
+    if let Some(first) = entries.first() {
+        let keep = index.saturating_sub(first.index);
+        entries.truncate(usize::try_from(keep).unwrap_or(usize::MAX));
+    }
+}

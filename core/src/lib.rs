@@ -1,0 +1,23 @@
+//! `chat-core`: the pure, sans-IO heart of the replicated chat service.
+//!
+//! Nothing in this crate touches sockets, files, threads, clocks or OS randomness
+//! (`tests/purity.rs` enforces it). Time comes in as [`time::Instant`] values, randomness as
+//! a seed, and everything to send, persist or reply goes out as data.
+//!
+//! - [`chat`]: the chat state machine (accounts, sessions, messages).
+//! - [`service`]: chat + the client table (exactly-once requests), snapshotted together.
+//! - [`wire`]: every message that crosses a socket.
+//! - [`codec`]: length-prefixed frames and checksummed log records.
+//! - [`durable`]: what a replica persists and how it is replayed at start-up.
+//! - [`replica`]: the replication protocol (primary-backup with view changes).
+//! - [`config`]: the cluster configuration (`config.yaml`).
+
+pub mod chat;
+pub mod codec;
+pub mod config;
+pub mod durable;
+pub mod ids;
+pub mod replica;
+pub mod service;
+pub mod time;
+pub mod wire;
