@@ -1,0 +1,1 @@
+//! (stub: being written) Write-ahead log and snapshots on real files.
