@@ -83,6 +83,9 @@ pub enum ChatError {
     TooManyAccounts { max: u32 },
     #[error("session expired: start a new session")]
     SessionExpired,
+    /// Refused by the primary before ordering (see `replica::MAX_REQUEST_BYTES`).
+    #[error("request too large (at most {max} bytes)")]
+    RequestTooLarge { max: u32 },
 }
 
 /// What applying an operation asks the driver to tell clients besides the reply.

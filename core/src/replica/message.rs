@@ -1,7 +1,7 @@
 //! Messages between replicas.
 
 use crate::durable::{Entry, SnapshotMeta};
-use crate::ids::{OpIndex, ReplicaId, View};
+use crate::ids::{OpIndex, View};
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -15,10 +15,15 @@ pub enum PeerMessage {
         entries: Vec<Entry>,
         commit: OpIndex,
     },
-    /// Backup -> primary. `ok`: the backup's log now matches the primary's up to `index`,
-    /// durably. Not ok: the entries did not follow; `index` is the backup's last index, a
-    /// hint for where to resume.
-    AppendReply { view: View, ok: bool, index: OpIndex },
+    /// Backup -> primary, answering the `Append` that followed `prev_index`. `ok`: the
+    /// backup's log matches the primary's up to `index`, durably. Not ok: the entries did not
+    /// follow; `index` hints where the logs still agree.
+    AppendReply {
+        view: View,
+        ok: bool,
+        index: OpIndex,
+        prev_index: OpIndex,
+    },
     /// Candidate -> all: vote for me in `view`; my log ends at (`last_index`, `last_view`).
     RequestVote {
         view: View,
@@ -56,6 +61,3 @@ impl PeerMessage {
         }
     }
 }
-
-/// Who sent a message.
-pub type From = ReplicaId;

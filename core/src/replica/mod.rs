@@ -1,17 +1,43 @@
 //! The replication protocol: primary-backup with view changes, as a sans-IO state machine.
 //!
-//! (API skeleton: being written.)
+//! The design is Raft's (Ongaro and Ousterhout, 2014) in Viewstamped Replication's words: a
+//! *view* is a term, the *primary* is the leader, *backups* are followers. NOTEBOOK.md gives
+//! the safety argument. In short:
+//! - A primary orders requests into its log and commits an entry of its own view once a
+//!   majority (itself included) holds it durably; committing it commits everything before it.
+//! - A replica votes once per view, only for a candidate whose log is at least as up to date
+//!   as its own, so every primary holds every committed entry.
+//! - View, vote and log are durable before any message that relies on them leaves.
+//!
+//! # Contract with the driver
+//! - `handle(now, input)` for every input; `tick(now)` once `now >= poll_timeout()`.
+//! - After either, drain `poll_output()` until it returns `None`, and act on each output:
+//!   - `Persist { id, what }`: make it durable after every earlier `Persist`, then call
+//!     `handle(now, Input::Persisted(id))` (one call may cover many ids: group commit).
+//!   - `Send`: send to the peer at any time; the core itself holds back every message that
+//!     relies on state not yet durable, and releases it once `Persisted` covers that state.
+//!   - `Reply`, `Redirect`, `Event`: deliver to the client session, if it is connected here.
+//! - Time is only what `now` says; randomness comes from `Options::seed`.
 
+mod backup;
+mod election;
+mod log;
 mod message;
+mod primary;
 
 pub use message::PeerMessage;
 
 use crate::chat::{Event, Limits, Reply};
-use crate::durable::{Record, Recovered, Snapshot};
+use crate::durable::{Entry, EntryBody, Record, Recovered, Snapshot, SnapshotMeta};
 use crate::ids::{ClientId, OpIndex, ReplicaId, RequestNo, View};
-use crate::service::Request;
+use crate::service::{Request, Service};
 use crate::time::{Duration, Instant};
+use log::Log;
+use primary::Primary;
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
+use std::collections::{BTreeSet, VecDeque};
 
 /// Fixed settings of one replica.
 #[derive(Clone, Debug)]
@@ -36,6 +62,24 @@ pub struct Options {
     pub faults: Faults,
 }
 
+impl Options {
+    /// Defaults for everything but identity, for tests and the simulator.
+    pub fn new(id: ReplicaId, replica_count: u8) -> Options {
+        Options {
+            id,
+            replica_count,
+            heartbeat_interval: Duration::from_millis(100),
+            election_timeout: Duration::from_millis(1000),
+            snapshot_every: 10_000,
+            max_append_entries: 64,
+            snapshot_chunk_bytes: 256 * 1024,
+            seed: u64::from(id),
+            limits: Limits::default(),
+            faults: Faults::default(),
+        }
+    }
+}
+
 /// Deliberate bugs, each off by default. Only the simulator's checker tests turn them on.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Faults {
@@ -47,7 +91,7 @@ pub struct Faults {
     pub no_client_table: bool,
 }
 
-/// Identifies a [`Output::Persist`]; ids increase by one per output.
+/// Identifies a [`Output::Persist`]; ids increase by one per output, from 1.
 pub type PersistId = u64;
 
 /// What to make durable, in order.
@@ -104,43 +148,395 @@ pub struct Status {
     pub log_start: OpIndex,
 }
 
-#[derive(Debug)]
-pub struct Replica {}
-
 #[derive(Debug, thiserror::Error)]
 #[error("cannot restore replica state: {0}")]
 pub struct RestoreError(pub String);
 
+/// Requests larger than this are refused before they reach the log, so that an `Append`
+/// always fits in a frame.
+pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
+
+/// Most bytes of entries in one `Append` (at least one entry is always sent).
+const MAX_APPEND_BYTES: usize = 256 * 1024;
+
+#[derive(Debug)]
+pub struct Replica {
+    opts: Options,
+    rng: SmallRng,
+    now: Instant,
+
+    // Durable state (as last handed to the driver; `durable_id` says how much is on disk).
+    view: View,
+    voted_for: Option<ReplicaId>,
+    log: Log,
+
+    // Volatile state.
+    role: Role,
+    primary: Option<ReplicaId>,
+    commit: OpIndex,
+    applied: OpIndex,
+    service: Service,
+    /// The newest durable snapshot, kept to send to lagging backups.
+    snapshot: Option<Snapshot>,
+    /// A snapshot of our own handed to the driver and not yet durable.
+    snapshot_pending: Option<(PersistId, Snapshot)>,
+    /// A snapshot arriving from the primary in chunks.
+    incoming: Option<backup::IncomingSnapshot>,
+
+    // Persistence plumbing.
+    next_persist: PersistId,
+    durable_id: PersistId,
+    /// (persist id, last log index it wrote): turns `Persisted` into "log durable up to".
+    index_marks: VecDeque<(PersistId, OpIndex)>,
+    /// Every log entry up to here is durable on this replica.
+    durable_index: OpIndex,
+    /// Messages that may leave once the persist id they carry is durable.
+    held: VecDeque<(PersistId, Output)>,
+    outputs: VecDeque<Output>,
+
+    // Timers.
+    election_deadline: Instant,
+    heartbeat_due: Instant,
+
+    /// Candidate: who voted for us in this view; the persist id of our own vote.
+    votes: BTreeSet<ReplicaId>,
+    own_vote: PersistId,
+    /// Primary: what we know of each backup.
+    leader: Option<Primary>,
+}
+
 impl Replica {
-    pub fn new(_options: Options, _recovered: Recovered, _now: Instant) -> Result<Replica, RestoreError> {
-        todo!()
+    /// Starts a replica from what it recovered from its disk.
+    pub fn new(opts: Options, recovered: Recovered, now: Instant) -> Result<Replica, RestoreError> {
+        assert!(opts.id < opts.replica_count, "replica id out of range");
+        let (service, base, snapshot) = match recovered.snapshot {
+            Some(snap) => {
+                let service =
+                    Service::restore(&snap.data).map_err(|e| RestoreError(e.to_string()))?;
+                (service, snap.meta, Some(snap))
+            }
+            None => (Service::new(), SnapshotMeta::default(), None),
+        };
+        if let Some(first) = recovered.entries.first() {
+            if first.index != base.last_index + 1 {
+                return Err(RestoreError(format!(
+                    "log starts at {} but the snapshot ends at {}",
+                    first.index, base.last_index
+                )));
+            }
+        }
+        let log = Log::new(base, recovered.entries);
+        let durable_index = log.last_index();
+        let mut replica = Replica {
+            rng: SmallRng::seed_from_u64(opts.seed),
+            opts,
+            now,
+            view: recovered.view,
+            voted_for: recovered.voted_for,
+            log,
+            role: Role::Backup,
+            primary: None,
+            commit: base.last_index,
+            applied: base.last_index,
+            service,
+            snapshot,
+            snapshot_pending: None,
+            incoming: None,
+            next_persist: 1,
+            durable_id: 0,
+            index_marks: VecDeque::new(),
+            durable_index,
+            held: VecDeque::new(),
+            outputs: VecDeque::new(),
+            election_deadline: Instant::NEVER,
+            heartbeat_due: Instant::NEVER,
+            votes: BTreeSet::new(),
+            own_vote: 0,
+            leader: None,
+        };
+        replica.reset_election_timer();
+        Ok(replica)
     }
-    pub fn handle(&mut self, _now: Instant, _input: Input) {
-        todo!()
+
+    pub fn handle(&mut self, now: Instant, input: Input) {
+        self.now = self.now.max(now);
+        match input {
+            Input::Peer { from, message } => self.on_peer(from, message),
+            Input::Client(request) => self.on_client_request(request),
+            Input::ClientAttached(client) => self.on_client_attached(client),
+            Input::Persisted(id) => self.on_persisted(id),
+            // Crash evidence is not needed for the majority protocol: silence and refusal
+            // are treated alike.
+            Input::PeerRefused(_) => {}
+        }
     }
+
     /// Time has passed: fire any timer that is due.
-    pub fn tick(&mut self, _now: Instant) {
-        todo!()
+    pub fn tick(&mut self, now: Instant) {
+        self.now = self.now.max(now);
+        if self.role == Role::Primary {
+            if self.now >= self.heartbeat_due {
+                self.on_heartbeat_timer();
+            }
+        } else if self.now >= self.election_deadline {
+            self.start_election();
+        }
     }
+
     pub fn poll_output(&mut self) -> Option<Output> {
-        todo!()
+        self.outputs.pop_front()
     }
+
     /// When `tick` must be called next at the latest.
     pub fn poll_timeout(&self) -> Instant {
-        todo!()
+        match self.role {
+            Role::Primary => self.heartbeat_due,
+            _ => self.election_deadline,
+        }
     }
+
     pub fn status(&self) -> Status {
-        todo!()
+        Status {
+            id: self.opts.id,
+            role: self.role,
+            view: self.view,
+            primary: self.primary,
+            commit: self.commit,
+            last_index: self.log.last_index(),
+            log_start: self.log.first_index(),
+        }
     }
+
     pub fn commit_index(&self) -> OpIndex {
-        todo!()
+        self.commit
     }
+
     /// A log entry still held in memory (not compacted), committed or not.
-    pub fn entry(&self, _index: OpIndex) -> Option<&crate::durable::Entry> {
-        todo!()
+    pub fn entry(&self, index: OpIndex) -> Option<&Entry> {
+        self.log.get(index)
     }
+
     /// (last applied index, digest of the service state there).
     pub fn applied_digest(&self) -> (OpIndex, u32) {
-        todo!()
+        (self.applied, self.service.digest())
+    }
+
+    fn on_peer(&mut self, from: ReplicaId, message: PeerMessage) {
+        if from >= self.opts.replica_count || from == self.opts.id {
+            return;
+        }
+        match message {
+            PeerMessage::Append {
+                view,
+                prev_index,
+                prev_view,
+                entries,
+                commit,
+            } => self.on_append(from, view, prev_index, prev_view, entries, commit),
+            PeerMessage::AppendReply {
+                view,
+                ok,
+                index,
+                prev_index,
+            } => self.on_append_reply(from, view, ok, index, prev_index),
+            PeerMessage::RequestVote {
+                view,
+                last_index,
+                last_view,
+            } => self.on_request_vote(from, view, last_index, last_view),
+            PeerMessage::VoteReply { view, granted } => self.on_vote_reply(from, view, granted),
+            PeerMessage::SnapshotChunk {
+                view,
+                meta,
+                offset,
+                total_len,
+                data,
+            } => self.on_snapshot_chunk(from, view, meta, offset, total_len, data),
+            PeerMessage::SnapshotReply {
+                view,
+                last_index,
+                offset,
+            } => self.on_snapshot_reply(from, view, last_index, offset),
+        }
+    }
+
+    // ----- shared plumbing -----
+
+    fn majority(&self) -> usize {
+        usize::from(self.opts.replica_count) / 2 + 1
+    }
+
+    fn peers(&self) -> impl Iterator<Item = ReplicaId> {
+        let me = self.opts.id;
+        (0..self.opts.replica_count).filter(move |&r| r != me)
+    }
+
+    /// Hands `what` to the driver to make durable; returns its id.
+    fn persist(&mut self, what: Persist) -> PersistId {
+        let id = self.next_persist;
+        self.next_persist += 1;
+        if let Persist::Records(records) = &what {
+            if let Some(last) = records.iter().rev().find_map(|r| match r {
+                Record::Entry(e) => Some(e.index),
+                _ => None,
+            }) {
+                self.index_marks.push_back((id, last));
+            }
+        }
+        self.outputs.push_back(Output::Persist { id, what });
+        id
+    }
+
+    fn persist_vote(&mut self) {
+        self.persist(Persist::Records(vec![Record::Vote {
+            view: self.view,
+            voted_for: self.voted_for,
+        }]));
+    }
+
+    /// Sends `message` once everything persisted so far is durable.
+    fn send_after_persist(&mut self, to: ReplicaId, message: PeerMessage) {
+        let last = self.next_persist - 1;
+        let out = Output::Send { to, message };
+        if last <= self.durable_id {
+            self.outputs.push_back(out);
+        } else {
+            self.held.push_back((last, out));
+        }
+    }
+
+    fn send_now(&mut self, to: ReplicaId, message: PeerMessage) {
+        self.outputs.push_back(Output::Send { to, message });
+    }
+
+    fn on_persisted(&mut self, id: PersistId) {
+        if id <= self.durable_id {
+            return;
+        }
+        assert!(id < self.next_persist, "persisted an id never handed out");
+        self.durable_id = id;
+        while let Some(&(mark, index)) = self.index_marks.front() {
+            if mark > id {
+                break;
+            }
+            self.durable_index = self.durable_index.max(index);
+            self.index_marks.pop_front();
+        }
+        while self.held.front().is_some_and(|(mark, _)| *mark <= id) {
+            let (_, out) = self.held.pop_front().expect("checked above");
+            self.outputs.push_back(out);
+        }
+        if self.snapshot_pending.as_ref().is_some_and(|(mark, _)| *mark <= id) {
+            let (_, snapshot) = self.snapshot_pending.take().expect("checked above");
+            self.finish_own_snapshot(snapshot);
+        }
+        match self.role {
+            Role::Candidate => self.count_votes(),
+            Role::Primary => self.advance_commit(),
+            Role::Backup => {}
+        }
+    }
+
+    /// Log entries at `index` and above are gone: nothing about them may count as durable.
+    fn truncate_log(&mut self, index: OpIndex) {
+        self.log.truncate_from(index);
+        self.durable_index = self.durable_index.min(index - 1);
+        for (_, last) in self.index_marks.iter_mut() {
+            *last = (*last).min(index - 1);
+        }
+    }
+
+    /// Adopts a higher view as a backup, with no vote cast in it yet. The election timer
+    /// keeps running: hearing of a view is not hearing from its primary.
+    fn adopt_view(&mut self, view: View) {
+        debug_assert!(view > self.view);
+        self.view = view;
+        self.voted_for = None;
+        self.persist_vote();
+        self.step_down();
+        self.primary = None;
+    }
+
+    /// Follows `primary` (if known) as a backup; restarts the election timer.
+    fn become_backup(&mut self, primary: Option<ReplicaId>) {
+        self.step_down();
+        self.primary = primary;
+        self.reset_election_timer();
+    }
+
+    fn step_down(&mut self) {
+        if self.role != Role::Backup {
+            self.role = Role::Backup;
+            self.leader = None;
+            self.votes.clear();
+            self.reset_election_timer();
+        }
+    }
+
+    fn reset_election_timer(&mut self) {
+        let base = self.opts.election_timeout.as_micros() as u64;
+        let jitter = self.rng.gen_range(0..base.max(1));
+        self.election_deadline = self.now + Duration::from_micros(base + jitter);
+    }
+
+    /// Applies committed entries in order; the primary answers clients and pushes events.
+    fn apply_committed(&mut self) {
+        while self.applied < self.commit {
+            let index = self.applied + 1;
+            let entry = self.log.get(index).expect("committed entries are in the log").clone();
+            self.applied = index;
+            let EntryBody::Request(request) = entry.body else {
+                continue;
+            };
+            if let Some(leader) = self.leader.as_mut() {
+                leader.pending.remove(&request.client);
+            }
+            let applied = if self.opts.faults.no_client_table {
+                self.service
+                    .apply_without_client_table(&self.opts.limits, index, &request)
+            } else {
+                self.service.apply(&self.opts.limits, index, &request)
+            };
+            if self.role == Role::Primary {
+                if let Some(reply) = applied.reply {
+                    self.outputs.push_back(Output::Reply {
+                        client: request.client,
+                        request: request.request,
+                        reply,
+                    });
+                }
+                self.outputs
+                    .extend(applied.events.into_iter().map(Output::Event));
+            }
+        }
+        self.maybe_snapshot();
+    }
+
+    /// Snapshots the applied state once enough entries piled up since the last snapshot.
+    fn maybe_snapshot(&mut self) {
+        let since = self.applied - self.log.base().last_index;
+        if self.snapshot_pending.is_some() || since < self.opts.snapshot_every {
+            return;
+        }
+        let meta = SnapshotMeta {
+            last_index: self.applied,
+            last_view: self.log.view_at(self.applied).expect("applied entries are in the log"),
+        };
+        let snapshot = Snapshot {
+            meta,
+            data: self.service.snapshot(),
+        };
+        let id = self.persist(Persist::Snapshot(snapshot.clone()));
+        self.snapshot_pending = Some((id, snapshot));
+    }
+
+    /// Our own snapshot is durable: drop the entries it covers.
+    fn finish_own_snapshot(&mut self, snapshot: Snapshot) {
+        if snapshot.meta.last_index <= self.log.base().last_index {
+            return; // A newer snapshot (installed from the primary) already covers it.
+        }
+        let kept = self.log.compact_to(snapshot.meta);
+        debug_assert!(kept, "our own snapshot is of our own committed log");
+        self.snapshot = Some(snapshot);
     }
 }
