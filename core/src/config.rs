@@ -91,7 +91,7 @@ impl Config {
 
     fn validate(&self) -> Result<(), ConfigError> {
         let n = self.replicas.len();
-        if n == 0 || n > 9 || n % 2 == 0 {
+        if n == 0 || n > 9 || n.is_multiple_of(2) {
             return Err(invalid("replicas", format!("need an odd count from 1 to 9, got {n}")));
         }
         let mut ids = BTreeSet::new();

@@ -11,9 +11,11 @@
 //! - [`durable`]: what a replica persists and how it is replayed at start-up.
 //! - [`replica`]: the replication protocol (primary-backup with view changes).
 //! - [`config`]: the cluster configuration (`config.yaml`).
+//! - [`command`]: the client command line (`0|<regex>` ... `6|`, `quit`, `help`).
 
 pub mod chat;
 pub mod codec;
+pub mod command;
 pub mod config;
 pub mod durable;
 pub mod ids;

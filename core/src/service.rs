@@ -1,11 +1,32 @@
-//! (stub: being written) The replicated service: the chat state machine plus the client table.
+//! The replicated service: the chat state machine plus the client table.
 //!
-//! The client table gives exactly-once semantics: each session remembers its latest request
-//! number and reply; a retry gets the cached reply instead of a second application.
+//! The client table gives exactly-once semantics. Each client session (a [`ClientId`])
+//! numbers its requests; its row keeps the latest request number, that request's reply and
+//! the log index of its latest activity. A committed request is then:
+//! - newer than the row's number: applied to the chat; its reply replaces the cached one;
+//! - equal: a retry, answered with the cached reply and applied no second time;
+//! - older: stale (the client has moved on and waits for nothing), answered with nothing.
+//!
+//! Numbers may skip; only "greater" matters. A session starts with `OpenSession` as request
+//! 1, which creates its row. Any other request from a client without a row is answered
+//! [`ChatError::SessionExpired`] and creates nothing.
+//!
+//! **Eviction.** The table holds at most `limits.max_sessions` rows. When a new session
+//! opens in a full table, the least recently active row (lowest last-activity index; ties by
+//! lowest client id) is dropped, and its login ends ([`Chat::end_session`]). An evicted
+//! client finds out on its next request, which is answered `SessionExpired`: it opens a new
+//! session and logs in again. A reply it was still waiting for is lost, so a retried request
+//! whose outcome it never saw may or may not have taken effect; the error tells it so.
+//!
+//! **Vanished clients.** A session whose client went away keeps its login until either its
+//! user logs in from another session (a takeover: the old session gets
+//! [`Event::LoggedOut`]), or it becomes the least recently active row and is evicted. So no
+//! session blocks its user forever.
 
-use crate::chat::{Chat, Event, Limits, Message, Op, Reply};
+use crate::chat::{Chat, ChatError, Event, Limits, Message, Op, Reply};
 use crate::ids::{ClientId, OpIndex, RequestNo};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
 /// A client's request, as it travels to the primary and sits in the log.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -36,24 +57,80 @@ pub enum Lookup {
     Stale,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Service {
     chat: Chat,
+    /// Ordered by client id, so equal tables give equal snapshot bytes.
+    clients: BTreeMap<ClientId, ClientRow>,
+}
+
+/// One client session's row in the client table.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct ClientRow {
+    /// The latest request applied for this session.
+    request: RequestNo,
+    /// Its reply, sent again to a retry.
+    reply: Reply,
+    /// Log index of that request: the eviction order.
+    last_active: OpIndex,
 }
 
 impl Service {
     pub fn new() -> Service {
-        Service { chat: Chat::new() }
+        Service::default()
     }
 
     /// Applies the committed request at log position `index`. Duplicates are answered from the
     /// client table and change nothing.
-    pub fn apply(&mut self, _limits: &Limits, _index: OpIndex, _req: &Request) -> Applied {
-        todo!()
+    pub fn apply(&mut self, limits: &Limits, index: OpIndex, req: &Request) -> Applied {
+        let Some(row) = self.clients.get(&req.client) else {
+            return if req.op == Op::OpenSession && req.request == 1 {
+                self.open_session(limits, index, req.client);
+                Applied {
+                    reply: Some(Reply::SessionOpened),
+                    events: Vec::new(),
+                }
+            } else {
+                Applied {
+                    reply: Some(Reply::Error(ChatError::SessionExpired)),
+                    events: Vec::new(),
+                }
+            };
+        };
+        if req.request == row.request {
+            return Applied {
+                reply: Some(row.reply.clone()),
+                events: Vec::new(),
+            };
+        }
+        if req.request < row.request {
+            return Applied::default();
+        }
+        self.apply_to_chat(limits, index, req)
     }
 
-    pub fn lookup(&self, _client: ClientId, _request: RequestNo) -> Lookup {
-        todo!()
+    /// A deliberate bug, for showing that the simulator's checkers catch it (the replica's
+    /// `Faults::no_client_table`); never used otherwise. Every request is applied to the chat
+    /// as if it were new, retries and stale ones included. The row is still created and
+    /// updated, so the session exists and later requests are accepted.
+    pub fn apply_without_client_table(
+        &mut self,
+        limits: &Limits,
+        index: OpIndex,
+        req: &Request,
+    ) -> Applied {
+        if !self.clients.contains_key(&req.client) {
+            self.open_session(limits, index, req.client);
+        }
+        self.apply_to_chat(limits, index, req)
+    }
+
+    pub fn lookup(&self, client: ClientId, request: RequestNo) -> Lookup {
+        match self.clients.get(&client) {
+            Some(row) if request == row.request => Lookup::Done(row.reply.clone()),
+            Some(row) if request < row.request => Lookup::Stale,
+            _ => Lookup::New,
+        }
     }
 
     /// See [`Chat::unacked_pushes`].
@@ -75,10 +152,291 @@ impl Service {
     pub fn digest(&self) -> u32 {
         crc32c::crc32c(&self.snapshot())
     }
+
+    /// Adds a row for a new session (request 1), evicting to stay within `max_sessions`.
+    fn open_session(&mut self, limits: &Limits, index: OpIndex, client: ClientId) {
+        while self.clients.len() >= limits.max_sessions as usize {
+            let Some(victim) = self.least_recently_active() else {
+                break;
+            };
+            self.clients.remove(&victim);
+            self.chat.end_session(victim);
+        }
+        let row = ClientRow {
+            request: 1,
+            reply: Reply::SessionOpened,
+            last_active: index,
+        };
+        self.clients.insert(client, row);
+    }
+
+    /// O(rows): paid only when a session opens in a full table.
+    fn least_recently_active(&self) -> Option<ClientId> {
+        self.clients
+            .iter()
+            .min_by_key(|(id, row)| (row.last_active, **id))
+            .map(|(id, _)| *id)
+    }
+
+    /// Applies the request to the chat and records it as the session's latest.
+    fn apply_to_chat(&mut self, limits: &Limits, index: OpIndex, req: &Request) -> Applied {
+        let mut events = Vec::new();
+        let reply = self.chat.apply(limits, req.client, &req.op, &mut events);
+        let row = self
+            .clients
+            .get_mut(&req.client)
+            .expect("the session has a row");
+        row.request = row.request.max(req.request);
+        row.reply = reply.clone();
+        row.last_active = index;
+        Applied {
+            reply: Some(reply),
+            events,
+        }
+    }
 }
 
-impl Default for Service {
-    fn default() -> Self {
-        Service::new()
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const A: ClientId = 10;
+    const B: ClientId = 20;
+    const C: ClientId = 30;
+
+    struct World {
+        service: Service,
+        limits: Limits,
+        index: OpIndex,
+    }
+
+    impl World {
+        fn new(max_sessions: u32) -> World {
+            World {
+                service: Service::new(),
+                limits: Limits {
+                    max_sessions,
+                    ..Limits::default()
+                },
+                index: 0,
+            }
+        }
+
+        fn apply(&mut self, client: ClientId, request: RequestNo, op: Op) -> Applied {
+            self.index += 1;
+            self.service.apply(
+                &self.limits,
+                self.index,
+                &Request {
+                    client,
+                    request,
+                    op,
+                },
+            )
+        }
+
+        fn reply(&mut self, client: ClientId, request: RequestNo, op: Op) -> Option<Reply> {
+            self.apply(client, request, op).reply
+        }
+    }
+
+    fn create(user: &str) -> Op {
+        Op::Create { user: user.into() }
+    }
+
+    fn login(user: &str) -> Op {
+        Op::Login { user: user.into() }
+    }
+
+    fn send(to: &str, text: &str) -> Op {
+        Op::Send {
+            to: to.into(),
+            text: text.into(),
+        }
+    }
+
+    const EXPIRED: Option<Reply> = Some(Reply::Error(ChatError::SessionExpired));
+
+    #[test]
+    fn unknown_client_must_open_a_session_first() {
+        let mut w = World::new(4);
+        assert_eq!(w.reply(A, 2, create("ann")), EXPIRED);
+        assert_eq!(w.reply(A, 1, create("ann")), EXPIRED);
+        assert_eq!(w.reply(A, 2, Op::OpenSession), EXPIRED);
+        assert_eq!(w.service, Service::new(), "no row, no account");
+        assert_eq!(w.reply(A, 1, Op::OpenSession), Some(Reply::SessionOpened));
+        assert_eq!(w.reply(A, 2, create("ann")), Some(Reply::Created));
+    }
+
+    #[test]
+    fn retry_gets_the_cached_reply_and_changes_nothing() {
+        let mut w = World::new(4);
+        w.reply(A, 1, Op::OpenSession);
+        w.reply(A, 2, create("ann"));
+        w.reply(A, 3, login("ann"));
+        assert_eq!(
+            w.reply(A, 4, send("ann", "hi")),
+            Some(Reply::Sent { id: 1 })
+        );
+        let before = w.service.clone();
+        let retry = w.apply(A, 4, send("ann", "hi"));
+        assert_eq!(
+            retry,
+            Applied {
+                reply: Some(Reply::Sent { id: 1 }),
+                events: vec![]
+            }
+        );
+        assert_eq!(w.service, before);
+        // A duplicate OpenSession is a retry too.
+        w.reply(B, 1, Op::OpenSession);
+        let before = w.service.clone();
+        assert_eq!(w.reply(B, 1, Op::OpenSession), Some(Reply::SessionOpened));
+        assert_eq!(w.service, before);
+    }
+
+    #[test]
+    fn retried_deliver_returns_the_same_messages() {
+        let mut w = World::new(4);
+        w.reply(A, 1, Op::OpenSession);
+        w.reply(A, 2, create("ann"));
+        w.reply(A, 3, send("ann", "x")); // not logged in yet
+        w.reply(A, 4, login("ann"));
+        w.reply(A, 5, send("ann", "hi"));
+        let first = w.reply(A, 6, Op::Deliver);
+        assert!(matches!(&first, Some(Reply::Delivered { messages }) if messages.len() == 1));
+        assert_eq!(w.reply(A, 6, Op::Deliver), first);
+        assert_eq!(
+            w.reply(A, 7, Op::Deliver),
+            Some(Reply::Delivered { messages: vec![] })
+        );
+    }
+
+    #[test]
+    fn stale_requests_get_no_reply_and_change_nothing() {
+        let mut w = World::new(4);
+        w.reply(A, 1, Op::OpenSession);
+        w.reply(A, 5, create("ann"));
+        let before = w.service.clone();
+        assert_eq!(w.apply(A, 3, create("bob")), Applied::default());
+        assert_eq!(w.apply(A, 1, Op::OpenSession), Applied::default());
+        assert_eq!(w.service, before);
+        // Numbers may skip.
+        assert_eq!(w.reply(A, 9, create("bob")), Some(Reply::Created));
+    }
+
+    #[test]
+    fn lookup() {
+        let mut w = World::new(4);
+        assert_eq!(w.service.lookup(A, 1), Lookup::New);
+        w.reply(A, 1, Op::OpenSession);
+        w.reply(A, 3, create("ann"));
+        assert_eq!(w.service.lookup(A, 2), Lookup::Stale);
+        assert_eq!(w.service.lookup(A, 3), Lookup::Done(Reply::Created));
+        assert_eq!(w.service.lookup(A, 4), Lookup::New);
+        assert_eq!(w.service.lookup(B, 7), Lookup::New);
+    }
+
+    #[test]
+    fn full_table_evicts_the_least_recently_active_and_ends_its_login() {
+        let mut w = World::new(2);
+        w.reply(A, 1, Op::OpenSession);
+        w.reply(B, 1, Op::OpenSession);
+        w.reply(A, 2, create("ann"));
+        w.reply(A, 3, login("ann"));
+        w.reply(B, 2, create("bob"));
+        // A was active at index 4, B at 5: A goes.
+        assert_eq!(w.reply(C, 1, Op::OpenSession), Some(Reply::SessionOpened));
+        assert_eq!(w.reply(A, 4, Op::Deliver), EXPIRED);
+        assert_eq!(w.service.lookup(A, 3), Lookup::New);
+        // Ann's login ended with the eviction: nobody is pushed to.
+        w.reply(B, 3, login("bob"));
+        assert_eq!(w.apply(B, 4, send("ann", "hi")).events, vec![]);
+        // A starts again; C (active at 6) is older than B (9), so C goes.
+        assert_eq!(w.reply(A, 1, Op::OpenSession), Some(Reply::SessionOpened));
+        assert_eq!(w.reply(C, 2, Op::Deliver), EXPIRED);
+        assert!(matches!(
+            w.reply(B, 5, Op::Deliver),
+            Some(Reply::Delivered { .. })
+        ));
+    }
+
+    #[test]
+    fn eviction_ties_go_to_the_lowest_client_id() {
+        let mut w = World::new(2);
+        // Same activity index for both rows: only possible through the raw API.
+        for client in [B, A] {
+            let req = Request {
+                client,
+                request: 1,
+                op: Op::OpenSession,
+            };
+            w.service.apply(&w.limits, 1, &req);
+        }
+        w.index = 1;
+        w.reply(C, 1, Op::OpenSession);
+        assert_eq!(w.service.lookup(A, 1), Lookup::New);
+        assert_eq!(w.service.lookup(B, 1), Lookup::Done(Reply::SessionOpened));
+    }
+
+    #[test]
+    fn without_client_table_a_retry_is_applied_twice() {
+        let mut w = World::new(4);
+        let limits = w.limits.clone();
+        let mut raw = |request, op| {
+            w.index += 1;
+            let req = Request {
+                client: A,
+                request,
+                op,
+            };
+            w.service
+                .apply_without_client_table(&limits, w.index, &req)
+                .reply
+        };
+        raw(1, Op::OpenSession);
+        raw(2, create("ann"));
+        raw(3, login("ann"));
+        assert_eq!(raw(4, send("ann", "hi")), Some(Reply::Sent { id: 1 }));
+        assert_eq!(raw(4, send("ann", "hi")), Some(Reply::Sent { id: 2 }));
+        // An unknown client gets a row instead of SessionExpired.
+        w.index += 1;
+        let req = Request {
+            client: B,
+            request: 5,
+            op: create("bob"),
+        };
+        let applied = w.service.apply_without_client_table(&limits, w.index, &req);
+        assert_eq!(applied.reply, Some(Reply::Created));
+        assert_eq!(w.service.lookup(B, 5), Lookup::Done(Reply::Created));
+    }
+
+    #[test]
+    fn events_come_out_of_apply() {
+        let mut w = World::new(4);
+        w.reply(A, 1, Op::OpenSession);
+        w.reply(B, 1, Op::OpenSession);
+        w.reply(A, 2, create("ann"));
+        w.reply(A, 3, login("ann"));
+        assert_eq!(
+            w.apply(B, 2, login("ann")).events,
+            vec![Event::LoggedOut { client: A }]
+        );
+        let pushed = w.apply(A, 4, send("x", "y"));
+        assert_eq!(pushed.reply, Some(Reply::Error(ChatError::NotLoggedIn)));
+    }
+
+    #[test]
+    fn snapshot_restores_an_equal_service() {
+        let mut w = World::new(4);
+        w.reply(A, 1, Op::OpenSession);
+        w.reply(A, 2, create("ann"));
+        w.reply(A, 3, login("ann"));
+        w.reply(A, 4, send("ann", "hi"));
+        let restored = Service::restore(&w.service.snapshot()).unwrap();
+        assert_eq!(restored, w.service);
+        assert_eq!(restored.digest(), w.service.digest());
+        assert_eq!(restored.lookup(A, 4), Lookup::Done(Reply::Sent { id: 1 }));
+        assert!(Service::restore(&[0xff; 3]).is_err());
     }
 }

@@ -4,7 +4,9 @@
 //! snapshot bytes on every replica.
 
 mod limits;
+mod names;
 mod op;
+mod pattern;
 mod state;
 
 pub use limits::Limits;

@@ -1,11 +1,60 @@
-//! (stub: being written) The chat state.
+//! The chat state: accounts with their message queues, and which session is logged in where.
+//!
+//! Sessions are client session ids ([`ClientId`]), not connections, so a login survives a
+//! reconnection or a failover. At most one session is logged into an account: logging in
+//! takes the account over and the previous session gets [`Event::LoggedOut`]. So a session
+//! whose client vanished never blocks its user: the user logs in again from a new session,
+//! or the client table evicts the silent session ([`Chat::end_session`]).
+//!
+//! A message always enters the recipient's queue. If the recipient is logged in, it is also
+//! pushed ([`Event::Push`]) and marked as pushed; it stays queued until the client
+//! acknowledges it ([`Op::Ack`]) or takes the whole queue ([`Op::Deliver`]). So delivery is
+//! at least once on the wire, and exactly once to the user because the client ignores ids it
+//! has already shown.
+//!
+//! Checks, in order (the first failing one is the reply):
+//! - `List`: [`ChatError::PatternTooLong`], [`ChatError::BadPattern`].
+//! - `Create`: [`ChatError::NameEmpty`], [`ChatError::NameTooLong`], [`ChatError::NameBadChar`],
+//!   [`ChatError::NameTaken`], [`ChatError::TooManyAccounts`].
+//! - `Login`: [`ChatError::NoSuchUser`].
+//! - `Logout`, `Delete`, `Deliver`, `Ack`: [`ChatError::NotLoggedIn`].
+//! - `Send`: [`ChatError::NotLoggedIn`], [`ChatError::NoSuchUser`], [`ChatError::TextEmpty`],
+//!   [`ChatError::TextTooLong`], [`ChatError::QueueFull`].
+//!
+//! A failed operation changes nothing. [`ChatError::SessionExpired`] comes from the client
+//! table (`crate::service`), never from here.
 
-use super::{Event, Limits, Message, Op, Reply};
-use crate::ids::ClientId;
+use super::names::{check_name, check_text};
+use super::pattern::NamePattern;
+use super::{ChatError, Event, Limits, Message, Op, Reply};
+use crate::ids::{ClientId, MessageId};
 use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+/// The whole chat state. Only ordered containers, so equal states have equal snapshot bytes.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Chat {
+    accounts: BTreeMap<String, Account>,
+    /// Session -> the user it is logged in as. Every user here has an account.
+    user_of: BTreeMap<ClientId, String>,
+    /// User -> the one session logged in as that user: the inverse of `user_of`.
+    session_of: BTreeMap<String, ClientId>,
+    /// The id of the latest message; ids start at 1.
+    last_id: MessageId,
+}
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Chat {}
+struct Account {
+    /// Oldest first.
+    queue: VecDeque<Queued>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct Queued {
+    message: Message,
+    /// Pushed to a session of the recipient, not yet acknowledged.
+    pushed: bool,
+}
 
 impl Chat {
     pub fn new() -> Chat {
@@ -13,18 +62,580 @@ impl Chat {
     }
 
     /// Applies `op` for the session `client`; events for other sessions go to `events`.
-    pub fn apply(&mut self, _limits: &Limits, _client: ClientId, _op: &Op, _events: &mut Vec<Event>) -> Reply {
-        todo!()
+    pub fn apply(
+        &mut self,
+        limits: &Limits,
+        client: ClientId,
+        op: &Op,
+        events: &mut Vec<Event>,
+    ) -> Reply {
+        self.try_apply(limits, client, op, events)
+            .unwrap_or_else(Reply::Error)
     }
 
     /// The session left the client table: it is logged out.
-    pub fn end_session(&mut self, _client: ClientId) {
-        todo!()
+    pub fn end_session(&mut self, client: ClientId) {
+        if let Some(user) = self.user_of.remove(&client) {
+            self.session_of.remove(&user);
+        }
     }
 
     /// Messages pushed to `client`'s login and not yet acknowledged, oldest first: the driver
     /// pushes them again when the client reconnects.
-    pub fn unacked_pushes(&self, _client: ClientId) -> Vec<Message> {
-        todo!()
+    pub fn unacked_pushes(&self, client: ClientId) -> Vec<Message> {
+        let Some(user) = self.user_of.get(&client) else {
+            return Vec::new();
+        };
+        self.accounts[user]
+            .queue
+            .iter()
+            .filter(|queued| queued.pushed)
+            .map(|queued| queued.message.clone())
+            .collect()
+    }
+
+    fn try_apply(
+        &mut self,
+        limits: &Limits,
+        client: ClientId,
+        op: &Op,
+        events: &mut Vec<Event>,
+    ) -> Result<Reply, ChatError> {
+        match op {
+            Op::OpenSession => Ok(Reply::SessionOpened),
+            Op::List { pattern } => self.list(limits, pattern),
+            Op::Create { user } => self.create(limits, user),
+            Op::Login { user } => self.login(client, user, events),
+            Op::Logout => {
+                self.logged_in(client)?;
+                self.end_session(client);
+                Ok(Reply::LoggedOut)
+            }
+            Op::Delete => {
+                let user = self.logged_in(client)?.to_owned();
+                self.end_session(client);
+                self.accounts.remove(&user);
+                Ok(Reply::Deleted)
+            }
+            Op::Send { to, text } => self.send(limits, client, to, text, events),
+            Op::Deliver => {
+                let account = self.account_of(client)?;
+                let messages = account.queue.drain(..).map(|q| q.message).collect();
+                Ok(Reply::Delivered { messages })
+            }
+            Op::Ack { ids } => {
+                let account = self.account_of(client)?;
+                let ids: BTreeSet<MessageId> = ids.iter().copied().collect();
+                account.queue.retain(|q| !ids.contains(&q.message.id));
+                Ok(Reply::Acked)
+            }
+        }
+    }
+
+    fn list(&self, limits: &Limits, pattern: &str) -> Result<Reply, ChatError> {
+        let pattern = NamePattern::compile(limits, pattern)?;
+        let mut names = Vec::new();
+        let mut total = 0u64;
+        for name in self.accounts.keys().filter(|name| pattern.matches(name)) {
+            if names.len() < limits.list_max as usize {
+                names.push(name.clone());
+            }
+            total += 1;
+        }
+        Ok(Reply::Accounts { names, total })
+    }
+
+    fn create(&mut self, limits: &Limits, user: &str) -> Result<Reply, ChatError> {
+        check_name(limits, user)?;
+        if self.accounts.contains_key(user) {
+            return Err(ChatError::NameTaken);
+        }
+        if self.accounts.len() >= limits.max_accounts as usize {
+            return Err(ChatError::TooManyAccounts {
+                max: limits.max_accounts,
+            });
+        }
+        self.accounts.insert(user.to_owned(), Account::default());
+        Ok(Reply::Created)
+    }
+
+    fn login(
+        &mut self,
+        client: ClientId,
+        user: &str,
+        events: &mut Vec<Event>,
+    ) -> Result<Reply, ChatError> {
+        let waiting = self
+            .accounts
+            .get(user)
+            .ok_or(ChatError::NoSuchUser)?
+            .queue
+            .len() as u64;
+        if let Some(&previous) = self.session_of.get(user) {
+            if previous != client {
+                self.end_session(previous);
+                events.push(Event::LoggedOut { client: previous });
+            }
+        }
+        self.end_session(client);
+        self.user_of.insert(client, user.to_owned());
+        self.session_of.insert(user.to_owned(), client);
+        Ok(Reply::LoggedIn {
+            user: user.to_owned(),
+            waiting,
+        })
+    }
+
+    fn send(
+        &mut self,
+        limits: &Limits,
+        client: ClientId,
+        to: &str,
+        text: &str,
+        events: &mut Vec<Event>,
+    ) -> Result<Reply, ChatError> {
+        let from = self.logged_in(client)?.to_owned();
+        let recipient = self.accounts.get_mut(to).ok_or(ChatError::NoSuchUser)?;
+        check_text(limits, text)?;
+        if recipient.queue.len() >= limits.max_queue as usize {
+            return Err(ChatError::QueueFull {
+                max: limits.max_queue,
+            });
+        }
+        self.last_id += 1;
+        let message = Message {
+            id: self.last_id,
+            from,
+            text: text.to_owned(),
+        };
+        let session = self.session_of.get(to).copied();
+        if let Some(session) = session {
+            events.push(Event::Push {
+                client: session,
+                message: message.clone(),
+            });
+        }
+        recipient.queue.push_back(Queued {
+            message,
+            pushed: session.is_some(),
+        });
+        Ok(Reply::Sent { id: self.last_id })
+    }
+
+    fn logged_in(&self, client: ClientId) -> Result<&str, ChatError> {
+        self.user_of
+            .get(&client)
+            .map(String::as_str)
+            .ok_or(ChatError::NotLoggedIn)
+    }
+
+    fn account_of(&mut self, client: ClientId) -> Result<&mut Account, ChatError> {
+        let user = self.user_of.get(&client).ok_or(ChatError::NotLoggedIn)?;
+        Ok(self
+            .accounts
+            .get_mut(user)
+            .expect("a logged-in user has an account"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const A: ClientId = 1;
+    const B: ClientId = 2;
+
+    fn limits() -> Limits {
+        Limits {
+            max_name_bytes: 8,
+            max_text_chars: 5,
+            max_pattern_bytes: 16,
+            list_max: 2,
+            max_queue: 2,
+            max_accounts: 3,
+            ..Limits::default()
+        }
+    }
+
+    /// A chat with the given accounts, and a helper that applies ops and returns the reply
+    /// and events.
+    struct World {
+        chat: Chat,
+        limits: Limits,
+    }
+
+    impl World {
+        fn with_users(users: &[&str]) -> World {
+            let mut world = World {
+                chat: Chat::new(),
+                limits: limits(),
+            };
+            for user in users {
+                assert_eq!(
+                    world.ok(
+                        A,
+                        Op::Create {
+                            user: user.to_string()
+                        }
+                    ),
+                    Reply::Created
+                );
+            }
+            world
+        }
+
+        fn run(&mut self, client: ClientId, op: Op) -> (Reply, Vec<Event>) {
+            let mut events = Vec::new();
+            let reply = self.chat.apply(&self.limits, client, &op, &mut events);
+            (reply, events)
+        }
+
+        /// Applies an op that must emit no events.
+        fn ok(&mut self, client: ClientId, op: Op) -> Reply {
+            let (reply, events) = self.run(client, op);
+            assert_eq!(events, []);
+            reply
+        }
+
+        /// Applies an op that must fail, and checks that it changed nothing.
+        fn err(&mut self, client: ClientId, op: Op) -> ChatError {
+            let before = self.chat.clone();
+            let (reply, events) = self.run(client, op);
+            assert_eq!(events, []);
+            assert_eq!(self.chat, before, "a failed op changed the state");
+            match reply {
+                Reply::Error(e) => e,
+                other => panic!("expected an error, got {other:?}"),
+            }
+        }
+    }
+
+    fn login(user: &str) -> Op {
+        Op::Login { user: user.into() }
+    }
+
+    fn send(to: &str, text: &str) -> Op {
+        Op::Send {
+            to: to.into(),
+            text: text.into(),
+        }
+    }
+
+    fn list(pattern: &str) -> Op {
+        Op::List {
+            pattern: pattern.into(),
+        }
+    }
+
+    fn msg(id: MessageId, from: &str, text: &str) -> Message {
+        Message {
+            id,
+            from: from.into(),
+            text: text.into(),
+        }
+    }
+
+    #[test]
+    fn open_session_does_nothing() {
+        let mut w = World::with_users(&["ann"]);
+        let before = w.chat.clone();
+        assert_eq!(w.ok(A, Op::OpenSession), Reply::SessionOpened);
+        assert_eq!(w.chat, before);
+    }
+
+    #[test]
+    fn list_is_anchored_ordered_and_bounded() {
+        let mut w = World::with_users(&["bob", "ann", "abe"]);
+        let accounts = |names: &[&str], total| Reply::Accounts {
+            names: names.iter().map(|n| n.to_string()).collect(),
+            total,
+        };
+        assert_eq!(w.ok(A, list("")), accounts(&["abe", "ann"], 3));
+        assert_eq!(w.ok(A, list("a.*")), accounts(&["abe", "ann"], 2));
+        assert_eq!(w.ok(A, list("b")), accounts(&[], 0));
+        assert_eq!(w.ok(A, list(".*b.*")), accounts(&["abe", "bob"], 2));
+    }
+
+    #[test]
+    fn list_errors() {
+        let mut w = World::with_users(&[]);
+        assert_eq!(
+            w.err(A, list(&"a".repeat(17))),
+            ChatError::PatternTooLong { max: 16 }
+        );
+        assert!(matches!(w.err(A, list("(")), ChatError::BadPattern(_)));
+    }
+
+    #[test]
+    fn create_errors_in_order() {
+        let mut w = World::with_users(&["ann", "bob"]);
+        assert_eq!(
+            w.err(A, Op::Create { user: "".into() }),
+            ChatError::NameEmpty
+        );
+        let long = Op::Create {
+            user: "a b|cdefgh".into(),
+        };
+        assert_eq!(w.err(A, long), ChatError::NameTooLong { max: 8 });
+        assert_eq!(
+            w.err(A, Op::Create { user: "a|b".into() }),
+            ChatError::NameBadChar
+        );
+        assert_eq!(
+            w.err(A, Op::Create { user: "ann".into() }),
+            ChatError::NameTaken
+        );
+        assert_eq!(w.ok(A, Op::Create { user: "cy".into() }), Reply::Created);
+        // Full: a taken name is still reported as taken.
+        assert_eq!(
+            w.err(A, Op::Create { user: "ann".into() }),
+            ChatError::NameTaken
+        );
+        let fourth = Op::Create { user: "dee".into() };
+        assert_eq!(w.err(A, fourth), ChatError::TooManyAccounts { max: 3 });
+    }
+
+    #[test]
+    fn create_does_not_log_in() {
+        let mut w = World::with_users(&["ann"]);
+        assert_eq!(w.err(A, Op::Deliver), ChatError::NotLoggedIn);
+    }
+
+    #[test]
+    fn login_unknown_user() {
+        let mut w = World::with_users(&["ann"]);
+        assert_eq!(w.err(A, login("bob")), ChatError::NoSuchUser);
+    }
+
+    #[test]
+    fn login_takes_the_account_over() {
+        let mut w = World::with_users(&["ann"]);
+        w.ok(A, login("ann"));
+        let (reply, events) = w.run(B, login("ann"));
+        assert_eq!(
+            reply,
+            Reply::LoggedIn {
+                user: "ann".into(),
+                waiting: 0
+            }
+        );
+        assert_eq!(events, [Event::LoggedOut { client: A }]);
+        assert_eq!(w.err(A, Op::Deliver), ChatError::NotLoggedIn);
+        assert_eq!(w.ok(B, Op::Deliver), Reply::Delivered { messages: vec![] });
+        // Logging in again from the same session is no takeover.
+        assert_eq!(
+            w.ok(B, login("ann")),
+            Reply::LoggedIn {
+                user: "ann".into(),
+                waiting: 0
+            }
+        );
+    }
+
+    #[test]
+    fn login_as_another_user_leaves_the_first() {
+        let mut w = World::with_users(&["ann", "bob"]);
+        w.ok(A, login("ann"));
+        w.ok(A, login("bob"));
+        // Ann is free: B logs in without taking over anybody.
+        w.ok(B, login("ann"));
+        let (_, events) = w.run(B, send("ann", "hi"));
+        assert_eq!(
+            events,
+            [Event::Push {
+                client: B,
+                message: msg(1, "ann", "hi")
+            }]
+        );
+        assert_eq!(w.chat.unacked_pushes(A), []);
+        assert_eq!(w.chat.unacked_pushes(B), [msg(1, "ann", "hi")]);
+    }
+
+    #[test]
+    fn login_reports_waiting_messages() {
+        let mut w = World::with_users(&["ann", "bob"]);
+        w.ok(A, login("ann"));
+        w.ok(A, send("bob", "one"));
+        w.ok(A, send("bob", "two"));
+        assert_eq!(
+            w.ok(B, login("bob")),
+            Reply::LoggedIn {
+                user: "bob".into(),
+                waiting: 2
+            }
+        );
+    }
+
+    #[test]
+    fn operations_that_need_a_login() {
+        let mut w = World::with_users(&["ann"]);
+        for op in [
+            Op::Logout,
+            Op::Delete,
+            send("ann", "hi"),
+            Op::Deliver,
+            Op::Ack { ids: vec![1] },
+        ] {
+            assert_eq!(w.err(A, op), ChatError::NotLoggedIn);
+        }
+    }
+
+    #[test]
+    fn logout_ends_the_login_only() {
+        let mut w = World::with_users(&["ann"]);
+        w.ok(A, login("ann"));
+        assert_eq!(w.ok(A, Op::Logout), Reply::LoggedOut);
+        assert_eq!(w.err(A, Op::Logout), ChatError::NotLoggedIn);
+        assert_eq!(
+            w.ok(A, login("ann")),
+            Reply::LoggedIn {
+                user: "ann".into(),
+                waiting: 0
+            }
+        );
+    }
+
+    #[test]
+    fn delete_removes_account_queue_and_login() {
+        let mut w = World::with_users(&["ann", "bob"]);
+        w.ok(B, login("bob"));
+        w.ok(B, send("ann", "hi"));
+        w.ok(A, login("ann"));
+        assert_eq!(w.ok(A, Op::Delete), Reply::Deleted);
+        assert_eq!(w.err(A, Op::Deliver), ChatError::NotLoggedIn);
+        assert_eq!(w.err(B, send("ann", "hi")), ChatError::NoSuchUser);
+        assert_eq!(w.err(A, login("ann")), ChatError::NoSuchUser);
+        // The name is free again, with an empty queue.
+        w.ok(A, Op::Create { user: "ann".into() });
+        assert_eq!(
+            w.ok(A, login("ann")),
+            Reply::LoggedIn {
+                user: "ann".into(),
+                waiting: 0
+            }
+        );
+    }
+
+    #[test]
+    fn send_errors_in_order() {
+        let mut w = World::with_users(&["ann", "bob"]);
+        w.ok(A, login("ann"));
+        assert_eq!(w.err(A, send("cy", "")), ChatError::NoSuchUser);
+        assert_eq!(w.err(A, send("bob", "")), ChatError::TextEmpty);
+        assert_eq!(
+            w.err(A, send("bob", "sixsix")),
+            ChatError::TextTooLong { max: 5 }
+        );
+        assert_eq!(w.ok(A, send("bob", "ééééé")), Reply::Sent { id: 1 });
+        assert_eq!(w.ok(A, send("bob", "b")), Reply::Sent { id: 2 });
+        assert_eq!(w.err(A, send("bob", "")), ChatError::TextEmpty);
+        assert_eq!(w.err(A, send("bob", "c")), ChatError::QueueFull { max: 2 });
+    }
+
+    #[test]
+    fn send_queues_for_absent_and_pushes_to_present() {
+        let mut w = World::with_users(&["ann", "bob"]);
+        w.ok(A, login("ann"));
+        assert_eq!(w.ok(A, send("bob", "one")), Reply::Sent { id: 1 });
+        w.ok(B, login("bob"));
+        let (reply, events) = w.run(A, send("bob", "two"));
+        assert_eq!(reply, Reply::Sent { id: 2 });
+        assert_eq!(
+            events,
+            [Event::Push {
+                client: B,
+                message: msg(2, "ann", "two")
+            }]
+        );
+        // Only the pushed one is an unacknowledged push; both stay queued.
+        assert_eq!(w.chat.unacked_pushes(B), [msg(2, "ann", "two")]);
+        assert_eq!(w.chat.unacked_pushes(A), []);
+        assert_eq!(
+            w.ok(B, Op::Deliver),
+            Reply::Delivered {
+                messages: vec![msg(1, "ann", "one"), msg(2, "ann", "two")]
+            }
+        );
+        assert_eq!(w.ok(B, Op::Deliver), Reply::Delivered { messages: vec![] });
+        assert_eq!(w.chat.unacked_pushes(B), []);
+    }
+
+    #[test]
+    fn send_to_self_is_pushed_to_self() {
+        let mut w = World::with_users(&["ann"]);
+        w.ok(A, login("ann"));
+        let (_, events) = w.run(A, send("ann", "me"));
+        assert_eq!(
+            events,
+            [Event::Push {
+                client: A,
+                message: msg(1, "ann", "me")
+            }]
+        );
+    }
+
+    #[test]
+    fn ack_removes_only_the_given_ids() {
+        let limits = Limits {
+            max_queue: 10,
+            ..limits()
+        };
+        let mut w = World {
+            limits,
+            ..World::with_users(&["ann", "bob"])
+        };
+        w.ok(A, login("ann"));
+        w.ok(B, login("bob"));
+        for text in ["1", "2", "3"] {
+            w.run(A, send("bob", text));
+        }
+        assert_eq!(
+            w.ok(
+                B,
+                Op::Ack {
+                    ids: vec![1, 3, 99]
+                }
+            ),
+            Reply::Acked
+        );
+        assert_eq!(w.chat.unacked_pushes(B), [msg(2, "ann", "2")]);
+        assert_eq!(
+            w.ok(B, Op::Deliver),
+            Reply::Delivered {
+                messages: vec![msg(2, "ann", "2")]
+            }
+        );
+    }
+
+    #[test]
+    fn end_session_logs_out() {
+        let mut w = World::with_users(&["ann"]);
+        w.ok(A, login("ann"));
+        w.chat.end_session(A);
+        assert_eq!(w.err(A, Op::Deliver), ChatError::NotLoggedIn);
+        // The account is free: B logs in without a takeover.
+        assert_eq!(
+            w.ok(B, login("ann")),
+            Reply::LoggedIn {
+                user: "ann".into(),
+                waiting: 0
+            }
+        );
+        w.chat.end_session(A);
+    }
+
+    #[test]
+    fn snapshot_bytes_depend_only_on_state() {
+        let mut one = World::with_users(&["bob", "ann"]);
+        let mut two = World::with_users(&["ann", "bob"]);
+        one.ok(A, login("ann"));
+        two.ok(A, login("ann"));
+        assert_eq!(
+            postcard::to_stdvec(&one.chat).unwrap(),
+            postcard::to_stdvec(&two.chat).unwrap()
+        );
+        let restored: Chat =
+            postcard::from_bytes(&postcard::to_stdvec(&one.chat).unwrap()).unwrap();
+        assert_eq!(restored, one.chat);
     }
 }
