@@ -1,1 +1,239 @@
-//! (stub: being written) Write-ahead log and snapshots on real files.
+//! The write-ahead log in segment files, and snapshots, on real files.
+//!
+//! A directory holds log segments `wal-<seq>.log` and snapshots `snapshot-<last index>.snap`,
+//! all made of [`chat_core::codec::record`] records. Writing is group commit: [`Storage::append`]
+//! only writes, [`Storage::sync`] makes everything appended so far durable with one
+//! `fdatasync`, and only then may anything that depends on it be acknowledged.
+//!
+//! Invariants that keep recovery and compaction safe:
+//! - Only the active (last) segment has unsynced bytes: a full segment is synced before the
+//!   next one starts, so a torn tail can only be in the last segment.
+//! - Every segment this code creates starts with the latest [`Record::Vote`], synced, so old
+//!   segments can be deleted without losing the vote.
+//! - Segments are deleted oldest first and only while every entry they hold is covered by a
+//!   durable snapshot, so a truncation they record never matters again.
+//! - A failed fsync is returned as [`StorageError::Sync`] and never retried: after one, the
+//!   kernel may have dropped the dirty pages, and only a restart with recovery is sound.
+
+mod files;
+mod recovery;
+
+use chat_core::codec::record;
+use chat_core::durable::{Record, Recovered, ReplayError, Snapshot};
+use chat_core::ids::OpIndex;
+use files::{io_error, sync_dir, sync_error};
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StorageOptions {
+    /// Start a new segment once the active one reaches this size.
+    pub segment_bytes: u64,
+}
+
+impl Default for StorageOptions {
+    fn default() -> Self {
+        StorageOptions {
+            segment_bytes: 64 << 20,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// Durability is lost: the process must stop, and recover on restart.
+    #[error("fsync of {} failed: {source} (not retried: stop and recover)", path.display())]
+    Sync {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// Damage before the end of the log, or an unreadable snapshot: start-up stops and
+    /// nothing is deleted.
+    #[error("{}: corrupt at byte {offset}: {reason}", file.display())]
+    Corrupt {
+        file: PathBuf,
+        offset: u64,
+        reason: String,
+    },
+    #[error(transparent)]
+    Replay(#[from] ReplayError),
+}
+
+/// What [`Storage::open`] found.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RecoveryReport {
+    /// The segment whose cut-short last write was truncated away, and the new length.
+    pub torn_tail: Option<(PathBuf, u64)>,
+    /// Segments read.
+    pub segments: usize,
+    /// Log records read (including any the snapshot covers).
+    pub records: usize,
+    pub snapshot_index: Option<OpIndex>,
+}
+
+/// A log segment and the highest entry index ever written to it.
+#[derive(Debug)]
+struct Segment {
+    seq: u64,
+    path: PathBuf,
+    max_index: Option<OpIndex>,
+}
+
+impl Segment {
+    fn note(&mut self, record: &Record) {
+        if let Record::Entry(entry) = record {
+            self.max_index = self.max_index.max(Some(entry.index));
+        }
+    }
+}
+
+/// One replica's log and snapshots. See the module documentation.
+#[derive(Debug)]
+pub struct Storage {
+    dir: PathBuf,
+    opts: StorageOptions,
+    /// Full segments, oldest first; all synced.
+    sealed: Vec<Segment>,
+    active: Segment,
+    file: File,
+    /// Bytes in the active segment.
+    len: u64,
+    /// Whether the active segment has bytes not yet synced.
+    unsynced: bool,
+    /// The newest vote appended, repeated at the start of every new segment.
+    last_vote: Option<Record>,
+    /// Records encoded but not yet written.
+    pending: Vec<u8>,
+}
+
+impl Storage {
+    /// Opens (creating it if needed) the storage directory and rebuilds the replica's durable
+    /// state from the newest snapshot and the log after it. A torn tail is truncated and
+    /// reported; any other damage is an error that names the file and byte offset, and then
+    /// nothing has been changed or deleted. Appends go to a fresh segment.
+    pub fn open(
+        dir: &Path,
+        opts: StorageOptions,
+    ) -> Result<(Storage, Recovered, RecoveryReport), StorageError> {
+        recovery::open(dir, opts)
+    }
+
+    /// Writes `records` after everything appended before. They are durable only after the
+    /// next [`sync`](Self::sync).
+    pub fn append(&mut self, records: &[Record]) -> Result<(), StorageError> {
+        for record in records {
+            record::encode(record, &mut self.pending);
+            self.active.note(record);
+            if let Record::Vote { .. } = record {
+                self.last_vote = Some(record.clone());
+            }
+            if self.len + self.pending.len() as u64 >= self.opts.segment_bytes {
+                self.rotate()?;
+            }
+        }
+        self.write_pending()
+    }
+
+    /// Makes everything appended so far durable, with one `fdatasync`.
+    pub fn sync(&mut self) -> Result<(), StorageError> {
+        self.write_pending()?;
+        if self.unsynced {
+            self.file
+                .sync_data()
+                .map_err(sync_error(&self.active.path))?;
+            self.unsynced = false;
+        }
+        Ok(())
+    }
+
+    /// Durably replaces the snapshot with `snap`, then deletes the log segments it makes
+    /// unnecessary.
+    pub fn write_snapshot(&mut self, snap: &Snapshot) -> Result<(), StorageError> {
+        let index = snap.meta.last_index;
+        let mut bytes = Vec::new();
+        record::encode(snap, &mut bytes);
+        let temp = self.dir.join(files::temp_name(index));
+        let path = self.dir.join(files::snapshot_name(index));
+        let mut file = File::create(&temp).map_err(io_error(&temp))?;
+        file.write_all(&bytes).map_err(io_error(&temp))?;
+        file.sync_all().map_err(sync_error(&temp))?;
+        drop(file);
+        std::fs::rename(&temp, &path).map_err(io_error(&temp))?;
+        sync_dir(&self.dir)?;
+
+        // Seal the active segment too if the snapshot covers it, so it can go now.
+        if self.active.max_index.is_some_and(|max| max <= index) {
+            self.rotate()?;
+        }
+        let listing = files::list(&self.dir)?;
+        for (_, old) in listing.snapshots.iter().filter(|(_, p)| *p != path) {
+            std::fs::remove_file(old).map_err(io_error(old))?;
+        }
+        let covered = self
+            .sealed
+            .iter()
+            .take_while(|s| s.max_index.is_none_or(|max| max <= index))
+            .count();
+        for segment in self.sealed.drain(..covered) {
+            std::fs::remove_file(&segment.path).map_err(io_error(&segment.path))?;
+        }
+        sync_dir(&self.dir)
+    }
+
+    fn write_pending(&mut self) -> Result<(), StorageError> {
+        if !self.pending.is_empty() {
+            self.file
+                .write_all(&self.pending)
+                .map_err(io_error(&self.active.path))?;
+            self.len += self.pending.len() as u64;
+            self.unsynced = true;
+            self.pending.clear();
+        }
+        Ok(())
+    }
+
+    /// Syncs and seals the active segment, and starts the next one.
+    fn rotate(&mut self) -> Result<(), StorageError> {
+        self.sync()?;
+        let (segment, file, len) =
+            start_segment(&self.dir, self.active.seq + 1, self.last_vote.as_ref())?;
+        self.sealed
+            .push(std::mem::replace(&mut self.active, segment));
+        self.file = file;
+        self.len = len;
+        Ok(())
+    }
+}
+
+/// Creates segment `seq` holding `vote` (if any), durably: file synced, then directory.
+fn start_segment(
+    dir: &Path,
+    seq: u64,
+    vote: Option<&Record>,
+) -> Result<(Segment, File, u64), StorageError> {
+    let path = dir.join(files::segment_name(seq));
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&path)
+        .map_err(io_error(&path))?;
+    let mut bytes = Vec::new();
+    if let Some(vote) = vote {
+        record::encode(vote, &mut bytes);
+        file.write_all(&bytes).map_err(io_error(&path))?;
+        file.sync_data().map_err(sync_error(&path))?;
+    }
+    sync_dir(dir)?;
+    let segment = Segment {
+        seq,
+        path,
+        max_index: None,
+    };
+    Ok((segment, file, bytes.len() as u64))
+}

@@ -1,0 +1,431 @@
+//! Crash tests of the storage on real temporary directories: write random log histories,
+//! sync at random points, "crash" by cutting off what was not synced or by damaging bytes,
+//! and check what recovery gives back.
+
+use chat_core::chat::Op;
+use chat_core::codec::record;
+use chat_core::durable::{Entry, EntryBody, Record, Recovered, Snapshot, SnapshotMeta};
+use chat_core::ids::OpIndex;
+use chat_core::service::Request;
+use chat_net::storage::{Storage, StorageError, StorageOptions};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// Random but valid log histories: views never go back, entries are contiguous, and
+/// truncations never reach into the snapshot.
+struct History {
+    rng: StdRng,
+    view: u64,
+    last_index: OpIndex,
+    snapshot_index: OpIndex,
+}
+
+impl History {
+    fn new(seed: u64) -> History {
+        History {
+            rng: StdRng::seed_from_u64(seed),
+            view: 0,
+            last_index: 0,
+            snapshot_index: 0,
+        }
+    }
+
+    fn record(&mut self) -> Record {
+        let roll = self.rng.gen_range(0..100);
+        if roll < 10 {
+            self.view += self.rng.gen_range(0..=1);
+            let voted_for = self.rng.gen_bool(0.7).then(|| self.rng.gen_range(0..3));
+            Record::Vote {
+                view: self.view,
+                voted_for,
+            }
+        } else if roll < 16 {
+            let from = self
+                .rng
+                .gen_range(self.snapshot_index + 1..=self.last_index + 1);
+            self.last_index = from - 1;
+            Record::TruncateFrom(from)
+        } else {
+            self.last_index += 1;
+            let body = if self.rng.gen_bool(0.2) {
+                EntryBody::Noop
+            } else {
+                let len = self.rng.gen_range(0..160);
+                EntryBody::Request(Request {
+                    client: self.rng.gen(),
+                    request: self.rng.gen(),
+                    op: Op::Send {
+                        to: "bob".to_string(),
+                        text: "x".repeat(len),
+                    },
+                })
+            };
+            Record::Entry(Entry {
+                index: self.last_index,
+                view: self.view,
+                body,
+            })
+        }
+    }
+
+    fn batch(&mut self) -> Vec<Record> {
+        let n = self.rng.gen_range(1..8);
+        (0..n).map(|_| self.record()).collect()
+    }
+
+    /// A snapshot at a random index between the previous one and the end of the log.
+    fn snapshot(&mut self) -> Snapshot {
+        self.snapshot_index = self.rng.gen_range(self.snapshot_index..=self.last_index);
+        let data = (0..self.rng.gen_range(0..300))
+            .map(|_| self.rng.gen())
+            .collect();
+        Snapshot {
+            meta: SnapshotMeta {
+                last_index: self.snapshot_index,
+                last_view: self.view,
+            },
+            data,
+        }
+    }
+}
+
+fn options(rng: &mut StdRng) -> StorageOptions {
+    StorageOptions {
+        segment_bytes: rng.gen_range(256..4096),
+    }
+}
+
+fn segments(dir: &Path) -> Vec<PathBuf> {
+    let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            let name = p.file_name().unwrap().to_str().unwrap();
+            name.starts_with("wal-") && name.ends_with(".log")
+        })
+        .collect();
+    found.sort();
+    found
+}
+
+/// The last segment and its length.
+fn log_end(dir: &Path) -> (PathBuf, u64) {
+    let last = segments(dir).pop().expect("a segment always exists");
+    let len = std::fs::metadata(&last).unwrap().len();
+    (last, len)
+}
+
+/// Every file of the directory with its contents.
+fn dir_state(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| {
+            let path = e.unwrap().path();
+            let bytes = std::fs::read(&path).unwrap();
+            (path, bytes)
+        })
+        .collect()
+}
+
+fn replay(snapshot: Option<Snapshot>, records: &[Record]) -> Recovered {
+    Recovered::replay(snapshot, records.iter().cloned()).expect("generated histories are valid")
+}
+
+/// Cuts the last segment at a random offset past its synced length: the unsynced bytes a
+/// power failure may lose. `synced` is where the log ended at the last sync; a segment
+/// started since then had its leading vote (if any) synced when it was created.
+fn lose_unsynced_tail(dir: &Path, synced: &(PathBuf, u64), rng: &mut StdRng) {
+    let (last, len) = log_end(dir);
+    let from = if last == synced.0 {
+        synced.1
+    } else {
+        let bytes = std::fs::read(&last).unwrap();
+        match record::decode_all::<Record>(&bytes).records.as_slice() {
+            [(_, Record::Vote { .. }), (next, _), ..] => *next,
+            [(_, Record::Vote { .. })] => len,
+            _ => 0,
+        }
+    };
+    let cut = rng.gen_range(from..=len);
+    let file = std::fs::OpenOptions::new().write(true).open(&last).unwrap();
+    file.set_len(cut).unwrap();
+}
+
+/// Recovers after a crash and checks the result is the history up to some point that
+/// includes every acknowledged record; returns how many records survived.
+fn recover_prefix(
+    dir: &Path,
+    opts: StorageOptions,
+    snapshot: &Option<Snapshot>,
+    written: &[Record],
+    acked: usize,
+) -> (Storage, usize) {
+    let (storage, recovered, report) = Storage::open(dir, opts).expect("recovery");
+    if let Some((path, offset)) = &report.torn_tail {
+        assert_eq!(
+            std::fs::metadata(path).unwrap().len(),
+            *offset,
+            "torn tail truncated"
+        );
+    }
+    assert_eq!(
+        report.snapshot_index,
+        snapshot.as_ref().map(|s| s.meta.last_index)
+    );
+    let survived = (acked..=written.len())
+        .rev()
+        .find(|&n| replay(snapshot.clone(), &written[..n]) == recovered)
+        .unwrap_or_else(|| {
+            panic!(
+                "recovered state is no prefix of the {} written records holding the {acked} acknowledged ones",
+                written.len()
+            )
+        });
+    (storage, survived)
+}
+
+#[test]
+fn crashes_keep_a_prefix_holding_every_acknowledged_record() {
+    for seed in 0..200 {
+        let mut history = History::new(seed);
+        let mut rng = StdRng::seed_from_u64(seed ^ 0x5eed);
+        let opts = options(&mut rng);
+        let dir = tempfile::tempdir().unwrap();
+        let (mut storage, recovered, _) = Storage::open(dir.path(), opts).unwrap();
+        assert_eq!(recovered, Recovered::default());
+        let mut written: Vec<Record> = Vec::new();
+        for _round in 0..3 {
+            let mut acked = written.len();
+            let mut synced = log_end(dir.path());
+            for _ in 0..rng.gen_range(1..16) {
+                let batch = history.batch();
+                storage.append(&batch).unwrap();
+                written.extend(batch);
+                if rng.gen_bool(0.4) {
+                    storage.sync().unwrap();
+                    acked = written.len();
+                    synced = log_end(dir.path());
+                }
+            }
+            drop(storage);
+            lose_unsynced_tail(dir.path(), &synced, &mut rng);
+            let survived;
+            (storage, survived) = recover_prefix(dir.path(), opts, &None, &written, acked);
+            written.truncate(survived);
+            // Later records continue the surviving history.
+            history.last_index = replay(None, &written).entries.last().map_or(0, |e| e.index);
+        }
+    }
+}
+
+#[test]
+fn damaged_bytes_are_reported_never_silently_changed() {
+    for seed in 0..300 {
+        let mut history = History::new(seed);
+        let mut rng = StdRng::seed_from_u64(seed ^ 0xf11b);
+        let opts = options(&mut rng);
+        let dir = tempfile::tempdir().unwrap();
+        let (mut storage, _, _) = Storage::open(dir.path(), opts).unwrap();
+        for _ in 0..rng.gen_range(1..12) {
+            storage.append(&history.batch()).unwrap();
+        }
+        storage.sync().unwrap();
+        drop(storage);
+
+        let all = segments(dir.path());
+        let originals: Vec<Vec<u8>> = all.iter().map(|p| std::fs::read(p).unwrap()).collect();
+        let candidates: Vec<usize> = (0..all.len())
+            .filter(|&i| !originals[i].is_empty())
+            .collect();
+        let i = candidates[rng.gen_range(0..candidates.len())];
+        let at = rng.gen_range(0..originals[i].len());
+        let mut damaged = originals[i].clone();
+        damaged[at] ^= rng.gen_range(1..=255u8);
+        std::fs::write(&all[i], &damaged).unwrap();
+        let before = dir_state(dir.path());
+
+        // Where the damaged byte sits, from the undamaged bytes.
+        let decoded = record::decode_all::<Record>(&originals[i]);
+        let k = decoded
+            .records
+            .iter()
+            .rposition(|(o, _)| *o <= at as u64)
+            .unwrap();
+        let start = decoded.records[k].0;
+        match Storage::open(dir.path(), opts) {
+            Err(StorageError::Corrupt { file, offset, .. }) => {
+                assert_eq!((file, offset), (all[i].clone(), start), "seed {seed}");
+                assert_eq!(dir_state(dir.path()), before, "seed {seed}: nothing changes");
+            }
+            Ok(_) => panic!("seed {seed}: damage at byte {at} of {:?} went unnoticed", all[i]),
+            Err(other) => panic!("seed {seed}: unexpected error {other}"),
+        }
+    }
+}
+
+#[test]
+fn snapshots_compact_the_log_and_recovery_still_agrees() {
+    for seed in 0..200 {
+        let mut history = History::new(seed);
+        let mut rng = StdRng::seed_from_u64(seed ^ 0x5a4b);
+        let opts = options(&mut rng);
+        let dir = tempfile::tempdir().unwrap();
+        let (mut storage, _, _) = Storage::open(dir.path(), opts).unwrap();
+        let mut written = Vec::new();
+        let mut snapshot = None;
+        let mut acked = 0;
+        let mut synced = log_end(dir.path());
+        for _ in 0..rng.gen_range(5..40) {
+            let batch = history.batch();
+            storage.append(&batch).unwrap();
+            written.extend(batch);
+            if rng.gen_bool(0.3) {
+                storage.sync().unwrap();
+                acked = written.len();
+                synced = log_end(dir.path());
+            }
+            if rng.gen_bool(0.15) {
+                let snap = history.snapshot();
+                storage.write_snapshot(&snap).unwrap();
+                assert_compacted(dir.path(), snap.meta.last_index);
+                snapshot = Some(snap);
+            }
+        }
+        drop(storage);
+        lose_unsynced_tail(dir.path(), &synced, &mut rng);
+        let (storage, survived) = recover_prefix(dir.path(), opts, &snapshot, &written, acked);
+        drop(storage);
+        // And once more, from the state the first recovery left.
+        let (_, recovered, _) = Storage::open(dir.path(), opts).unwrap();
+        assert_eq!(recovered, replay(snapshot, &written[..survived]));
+    }
+}
+
+/// Exactly one snapshot file remains, and the oldest remaining segment is either the last
+/// one or still holds an entry past the snapshot.
+fn assert_compacted(dir: &Path, snapshot_index: OpIndex) {
+    let snapshots = std::fs::read_dir(dir)
+        .unwrap()
+        .filter(|e| {
+            let name = e.as_ref().unwrap().file_name();
+            name.to_str().unwrap().starts_with("snapshot-")
+        })
+        .count();
+    assert_eq!(snapshots, 1);
+    let all = segments(dir);
+    if all.len() > 1 {
+        let bytes = std::fs::read(&all[0]).unwrap();
+        let needed = record::decode_all::<Record>(&bytes)
+            .records
+            .iter()
+            .any(|(_, r)| matches!(r, Record::Entry(e) if e.index > snapshot_index));
+        assert!(needed, "{} should have been deleted", all[0].display());
+    }
+}
+
+#[test]
+fn stray_temporary_files_are_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let stray = dir.path().join("snapshot-00000000000000000009.snap.tmp");
+    std::fs::write(&stray, b"half a snapshot").unwrap();
+    let (_, recovered, report) = Storage::open(dir.path(), StorageOptions::default()).unwrap();
+    assert_eq!(recovered, Recovered::default());
+    assert_eq!(report.snapshot_index, None);
+    assert!(!stray.exists());
+}
+
+#[test]
+fn a_damaged_snapshot_stops_start_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = StorageOptions::default();
+    let (mut storage, _, _) = Storage::open(dir.path(), opts).unwrap();
+    let mut history = History::new(1);
+    let records: Vec<Record> = (0..10).map(|_| history.record()).collect();
+    storage.append(&records).unwrap();
+    storage.sync().unwrap();
+    let snap = history.snapshot();
+    storage.write_snapshot(&snap).unwrap();
+    drop(storage);
+
+    let path = dir
+        .path()
+        .join(format!("snapshot-{:020}.snap", snap.meta.last_index));
+    let mut bytes = std::fs::read(&path).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    std::fs::write(&path, &bytes).unwrap();
+    let before = dir_state(dir.path());
+    match Storage::open(dir.path(), opts) {
+        Err(StorageError::Corrupt { file, .. }) => assert_eq!(file, path),
+        other => panic!("expected corruption, got {other:?}"),
+    }
+    assert_eq!(dir_state(dir.path()), before);
+}
+
+#[test]
+fn a_cut_short_segment_before_the_last_is_corruption() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = StorageOptions { segment_bytes: 512 };
+    let (mut storage, _, _) = Storage::open(dir.path(), opts).unwrap();
+    let mut history = History::new(2);
+    while segments(dir.path()).len() < 3 {
+        storage.append(&history.batch()).unwrap();
+    }
+    storage.sync().unwrap();
+    drop(storage);
+    let first = &segments(dir.path())[0];
+    let len = std::fs::metadata(first).unwrap().len();
+    let file = std::fs::OpenOptions::new().write(true).open(first).unwrap();
+    file.set_len(len - 1).unwrap();
+    match Storage::open(dir.path(), opts) {
+        Err(StorageError::Corrupt { file, .. }) => assert_eq!(&file, first),
+        other => panic!("expected corruption, got {other:?}"),
+    }
+}
+
+/// A segment whose entries the snapshot covers may still hold a truncation of older,
+/// uncovered entries: deleting it alone would bring those back.
+#[test]
+fn compaction_keeps_truncations_that_still_matter() {
+    let entry = |index, view| {
+        Record::Entry(Entry {
+            index,
+            view,
+            body: EntryBody::Request(Request {
+                client: 7,
+                request: index,
+                op: Op::Create {
+                    user: "y".repeat(200),
+                },
+            }),
+        })
+    };
+    let dir = tempfile::tempdir().unwrap();
+    // Every entry fills a segment of its own.
+    let opts = StorageOptions { segment_bytes: 100 };
+    let (mut storage, _, _) = Storage::open(dir.path(), opts).unwrap();
+    let mut written: Vec<Record> = (1..=10).map(|i| entry(i, 1)).collect();
+    written.push(Record::Vote {
+        view: 2,
+        voted_for: Some(1),
+    });
+    written.push(Record::TruncateFrom(6));
+    written.extend((6..=8).map(|i| entry(i, 2)));
+    storage.append(&written).unwrap();
+    let snap = Snapshot {
+        meta: SnapshotMeta {
+            last_index: 8,
+            last_view: 2,
+        },
+        data: vec![1, 2, 3],
+    };
+    storage.write_snapshot(&snap).unwrap();
+    assert_compacted(dir.path(), 8);
+    drop(storage);
+    let (_, recovered, _) = Storage::open(dir.path(), opts).unwrap();
+    let expected = replay(Some(snap), &written);
+    assert!(expected.entries.is_empty());
+    assert_eq!(recovered, expected);
+}
