@@ -1,1 +1,120 @@
-//! (stub: being written) One replica's event loop.
+//! One replica's event loop: a mio poll over a client listener, a peer listener, one
+//! outgoing connection to every other replica, and a waker for the I/O thread that owns the
+//! storage (so the loop never waits for a disk sync).
+//!
+//! - [`run`] opens the storage, rebuilds the replica and drives it until shutdown.
+//! - Every connection opens with a `wire::Hello` both ways; anything a connection sends that
+//!   breaks the protocol or a limit of `config.net` closes that connection only, with a
+//!   `warn` line.
+
+mod admission;
+mod clients;
+mod conn;
+mod event_loop;
+mod io_thread;
+mod links;
+mod peers;
+mod shutdown;
+
+pub use shutdown::Shutdown;
+
+use crate::storage::{Storage, StorageError, StorageOptions};
+use chat_core::config::Config;
+use chat_core::ids::ReplicaId;
+use chat_core::replica::{Faults, Options, Replica, RestoreError};
+use chat_core::time::Duration;
+use event_loop::{Clock, EventLoop};
+use std::path::PathBuf;
+use tracing::{info, warn};
+
+/// Most entries in one `Append` message.
+const MAX_APPEND_ENTRIES: usize = 64;
+
+/// How to run a replica beyond what the configuration says.
+#[derive(Clone, Debug, Default)]
+pub struct ServerOptions {
+    /// Where the log and snapshots live; `<config.data_dir>/replica-<id>` if `None`.
+    pub data_dir: Option<PathBuf>,
+    /// Stops the replica when requested (also by SIGINT/SIGTERM if `handle_signals`).
+    pub shutdown: Shutdown,
+    /// Install SIGINT/SIGTERM handlers that request shutdown (the `chat-server` binary does;
+    /// tests running a server inside their own process do not).
+    pub handle_signals: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("replica {0} is not in the configuration")]
+    UnknownId(ReplicaId),
+    #[error("storage: {0}")]
+    Storage(#[from] StorageError),
+    #[error(transparent)]
+    Restore(#[from] RestoreError),
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        source: std::io::Error,
+    },
+    #[error("the storage thread stopped unexpectedly")]
+    IoThreadGone,
+}
+
+impl ServerError {
+    fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ServerError {
+        let what = what.into();
+        move |source| ServerError::Io { what, source }
+    }
+}
+
+/// Runs replica `id` of `config` until shutdown is requested (then `Ok`) or its storage
+/// fails (then `Err`: durability is lost, and the process must stop and recover).
+pub fn run(config: &Config, id: ReplicaId, opts: ServerOptions) -> Result<(), ServerError> {
+    config.replica(id).ok_or(ServerError::UnknownId(id))?;
+    let dir = opts
+        .data_dir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(&config.data_dir).join(format!("replica-{id}")));
+    let (storage, recovered, report) = Storage::open(&dir, StorageOptions::default())?;
+    if let Some((file, len)) = &report.torn_tail {
+        warn!(
+            "{}: a write cut short by a crash was truncated to {len} bytes",
+            file.display()
+        );
+    }
+    info!(
+        dir = %dir.display(),
+        segments = report.segments,
+        records = report.records,
+        snapshot = ?report.snapshot_index,
+        "storage opened"
+    );
+    let clock = Clock::start();
+    let replica = Replica::new(replica_options(config, id), recovered, clock.now())?;
+    let signals = opts
+        .handle_signals
+        .then(|| opts.shutdown.on_signals())
+        .transpose()
+        .map_err(ServerError::io("installing signal handlers"))?;
+    let result =
+        EventLoop::new(config, id, replica, storage, clock, opts.shutdown).and_then(EventLoop::run);
+    if let Some(signals) = signals {
+        signals.close();
+    }
+    result
+}
+
+fn replica_options(config: &Config, id: ReplicaId) -> Options {
+    Options {
+        id,
+        replica_count: u8::try_from(config.replicas.len()).expect("config allows at most 9"),
+        heartbeat_interval: Duration::from_millis(config.heartbeat_interval_ms),
+        election_timeout: Duration::from_millis(config.election_timeout_ms),
+        snapshot_every: config.snapshot_every,
+        max_append_entries: MAX_APPEND_ENTRIES,
+        snapshot_chunk_bytes: config.net.max_frame_bytes as usize / 4,
+        // Election jitter must differ between replicas and between restarts.
+        seed: rand::random::<u64>() ^ u64::from(id),
+        limits: config.limits.clone(),
+        faults: Faults::default(),
+    }
+}

@@ -1,0 +1,321 @@
+//! The loop itself: poll, hand readiness to connections, fire timers, drive the replica and
+//! route what it outputs.
+
+use super::admission::Admission;
+use super::clients::Routes;
+use super::io_thread::IoThread;
+use super::links::{Link, Side};
+use super::peers::Peers;
+use super::{ServerError, Shutdown};
+use crate::storage::Storage;
+use chat_core::chat::Event;
+use chat_core::config::{Config, NetLimits};
+use chat_core::ids::ReplicaId;
+use chat_core::replica::{Input, Output, Replica, Role};
+use chat_core::time::{Duration, Instant};
+use chat_core::wire::ServerToClient;
+use mio::net::TcpListener;
+use mio::{Events, Interest, Poll, Token, Waker};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::io::ErrorKind;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::Arc;
+use tracing::{error, info};
+
+pub(super) const CLIENT_LISTENER: Token = Token(0);
+pub(super) const PEER_LISTENER: Token = Token(1);
+const WAKER: Token = Token(2);
+const FIRST_CONNECTION: usize = 3;
+
+/// Bytes read from a socket at a time.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// The OS monotonic clock as the core's microseconds since start.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Clock(std::time::Instant);
+
+impl Clock {
+    pub(super) fn start() -> Clock {
+        Clock(std::time::Instant::now())
+    }
+
+    pub(super) fn now(&self) -> Instant {
+        Instant(u64::try_from(self.0.elapsed().as_micros()).unwrap_or(u64::MAX))
+    }
+}
+
+pub(super) struct EventLoop {
+    pub(super) me: ReplicaId,
+    pub(super) net: NetLimits,
+    pub(super) poll: Poll,
+    clock: Clock,
+    /// The time of the current turn of the loop.
+    pub(super) now: Instant,
+    pub(super) replica: Replica,
+    /// `None` once stopping.
+    io: Option<IoThread>,
+    pub(super) client_listener: Option<TcpListener>,
+    pub(super) peer_listener: Option<TcpListener>,
+    pub(super) client_admission: Admission,
+    pub(super) peer_admission: Admission,
+    /// After an accept failed for want of resources, when to try again.
+    pub(super) accept_retry: Option<Instant>,
+    pub(super) links: HashMap<Token, Link>,
+    next_token: usize,
+    /// Connection deadlines (handshake, half frame), checked lazily against the link.
+    pub(super) timers: BinaryHeap<Reverse<(Instant, Token)>>,
+    pub(super) peers: Peers,
+    pub(super) routes: Routes,
+    /// Connections whose read budget ran out with bytes still waiting.
+    pub(super) pending_reads: Vec<Token>,
+    /// Connections with queued bytes to write at the end of the turn.
+    pub(super) dirty: Vec<Token>,
+    pub(super) scratch: Vec<u8>,
+    shutdown: Shutdown,
+    /// The role, view and primary last logged.
+    logged_role: (Role, u64, Option<ReplicaId>),
+}
+
+impl EventLoop {
+    pub(super) fn new(
+        config: &Config,
+        me: ReplicaId,
+        replica: Replica,
+        storage: Storage,
+        clock: Clock,
+        shutdown: Shutdown,
+    ) -> Result<EventLoop, ServerError> {
+        let addr = config.replica(me).ok_or(ServerError::UnknownId(me))?;
+        let poll = Poll::new().map_err(ServerError::io("creating the poll"))?;
+        let waker = Arc::new(
+            Waker::new(poll.registry(), WAKER).map_err(ServerError::io("creating the waker"))?,
+        );
+        let mut client_listener = listen(&addr.host, addr.client_port, "client")?;
+        let mut peer_listener = listen(&addr.host, addr.peer_port, "peer")?;
+        for (listener, token) in [
+            (&mut client_listener, CLIENT_LISTENER),
+            (&mut peer_listener, PEER_LISTENER),
+        ] {
+            poll.registry()
+                .register(listener, token, Interest::READABLE)
+                .map_err(ServerError::io("registering a listener"))?;
+        }
+        let now = clock.now();
+        let peers = Peers::new(config, me, now)?;
+        let io = IoThread::spawn(storage, waker.clone())
+            .map_err(ServerError::io("starting the storage thread"))?;
+        shutdown.set_waker(waker);
+        info!(
+            "replica {me} serving clients on {} and peers on {}",
+            local(&client_listener),
+            local(&peer_listener)
+        );
+        let net = config.net.clone();
+        let status = replica.status();
+        Ok(EventLoop {
+            me,
+            poll,
+            clock,
+            now,
+            replica,
+            io: Some(io),
+            client_listener: Some(client_listener),
+            peer_listener: Some(peer_listener),
+            client_admission: Admission::new(net.max_connections, net.max_connections_per_address),
+            peer_admission: Admission::new(net.max_connections, net.max_connections_per_address),
+            accept_retry: None,
+            links: HashMap::new(),
+            next_token: FIRST_CONNECTION,
+            timers: BinaryHeap::new(),
+            peers,
+            routes: Routes::default(),
+            pending_reads: Vec::new(),
+            dirty: Vec::new(),
+            scratch: vec![0; READ_CHUNK],
+            shutdown,
+            logged_role: (status.role, status.view, status.primary),
+            net,
+        })
+    }
+
+    pub(super) fn run(mut self) -> Result<(), ServerError> {
+        let mut events = Events::with_capacity(1024);
+        while !self.shutdown.is_requested() {
+            let timeout = self.poll_timeout();
+            match self.poll.poll(&mut events, timeout) {
+                Ok(()) => {}
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => return Err(ServerError::io("polling")(e)),
+            }
+            self.now = self.clock.now();
+            for event in events.iter() {
+                match event.token() {
+                    CLIENT_LISTENER => self.accept(Side::Client),
+                    PEER_LISTENER => self.accept(Side::Peer),
+                    WAKER => self.on_wake()?,
+                    token => self.on_ready(token),
+                }
+            }
+            self.turn_timers();
+            self.flush_dirty();
+        }
+        self.stop()
+    }
+
+    /// Everything that is due by time rather than by readiness.
+    fn turn_timers(&mut self) {
+        for token in std::mem::take(&mut self.pending_reads) {
+            self.read(token);
+        }
+        while let Some(&Reverse((at, token))) = self.timers.peek() {
+            if at > self.now {
+                break;
+            }
+            self.timers.pop();
+            self.check_deadlines(token);
+        }
+        self.connect_due_peers();
+        if self.accept_retry.is_some_and(|at| at <= self.now) {
+            self.accept_retry = None;
+            self.accept(Side::Client);
+            self.accept(Side::Peer);
+        }
+        if self.now >= self.replica.poll_timeout() {
+            self.replica.tick(self.now);
+            self.drain_outputs();
+        }
+    }
+
+    fn poll_timeout(&self) -> Option<std::time::Duration> {
+        if !self.pending_reads.is_empty() {
+            return Some(Duration::ZERO);
+        }
+        let next = [
+            Some(self.replica.poll_timeout()),
+            self.timers.peek().map(|Reverse((at, _))| *at),
+            self.peers.next_attempt(),
+            self.accept_retry,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .unwrap_or(Instant::NEVER);
+        (next != Instant::NEVER).then(|| next.saturating_sub(self.clock.now()))
+    }
+
+    /// The I/O thread finished a batch (or stopped), or shutdown was requested.
+    fn on_wake(&mut self) -> Result<(), ServerError> {
+        let Some(io) = &self.io else {
+            return Ok(());
+        };
+        // Checked first: once the thread has ended, all it reported is in the channel.
+        let ended = io.is_finished();
+        match io.completed() {
+            Err(e) => {
+                error!("storage failed; stopping without acknowledging anything more: {e}");
+                return Err(e.into());
+            }
+            Ok(Some(id)) => {
+                self.replica.handle(self.now, Input::Persisted(id));
+                self.drain_outputs();
+            }
+            Ok(None) => {}
+        }
+        if ended {
+            error!("the storage thread stopped unexpectedly");
+            return Err(ServerError::IoThreadGone);
+        }
+        Ok(())
+    }
+
+    /// Acts on everything the replica has to say.
+    pub(super) fn drain_outputs(&mut self) {
+        while let Some(output) = self.replica.poll_output() {
+            match output {
+                Output::Send { to, message } => self.send_to_peer(to, &message),
+                Output::Persist { id, what } => {
+                    if let Some(io) = &self.io {
+                        io.submit(id, what);
+                    }
+                }
+                Output::Reply {
+                    client,
+                    request,
+                    reply,
+                } => self.send_to_client(client, &ServerToClient::Reply { request, reply }),
+                Output::Redirect { client, primary } => {
+                    self.send_to_client(client, &ServerToClient::Redirect { primary })
+                }
+                Output::Event(Event::Push { client, message }) => {
+                    self.send_to_client(client, &ServerToClient::Push(message))
+                }
+                Output::Event(Event::LoggedOut { client }) => {
+                    self.send_to_client(client, &ServerToClient::LoggedOut)
+                }
+            }
+        }
+        self.log_role_change();
+    }
+
+    fn log_role_change(&mut self) {
+        let status = self.replica.status();
+        let now = (status.role, status.view, status.primary);
+        if now != self.logged_role {
+            self.logged_role = now;
+            let primary = status
+                .primary
+                .map_or("unknown".to_owned(), |p| p.to_string());
+            info!(
+                "{:?} in view {} (primary: {primary})",
+                status.role, status.view
+            );
+        }
+    }
+
+    /// A new connection gets the next token (tokens are never reused, so a stale event or
+    /// timer cannot reach a newer connection).
+    pub(super) fn next_token(&mut self) -> Token {
+        let token = Token(self.next_token);
+        self.next_token += 1;
+        token
+    }
+
+    /// Stops accepting, lets the I/O thread write and sync what it has, and sends the replies
+    /// that this made possible (best effort).
+    fn stop(mut self) -> Result<(), ServerError> {
+        info!("stopping: no new connections; finishing the sync in flight");
+        self.client_listener = None;
+        self.peer_listener = None;
+        if let Some(io) = self.io.take() {
+            if let Some(id) = io.finish()? {
+                self.now = self.clock.now();
+                self.replica.handle(self.now, Input::Persisted(id));
+                self.drain_outputs();
+                self.flush_dirty();
+            }
+        }
+        info!("stopped");
+        Ok(())
+    }
+}
+
+fn listen(host: &str, port: u16, what: &str) -> Result<TcpListener, ServerError> {
+    let place = format!("the {what} port {host}:{port}");
+    let addr = resolve(host, port).map_err(ServerError::io(format!("resolving {place}")))?;
+    TcpListener::bind(addr).map_err(ServerError::io(format!("listening on {place}")))
+}
+
+/// The first address `host` resolves to.
+pub(super) fn resolve(host: &str, port: u16) -> std::io::Result<SocketAddr> {
+    (host, port)
+        .to_socket_addrs()?
+        .next()
+        .ok_or_else(|| std::io::Error::new(ErrorKind::NotFound, "no address"))
+}
+
+fn local(listener: &TcpListener) -> String {
+    listener
+        .local_addr()
+        .map_or_else(|e| e.to_string(), |a| a.to_string())
+}

@@ -1,0 +1,497 @@
+//! Bad input against real replicas run in this process: each case sends something hostile on
+//! a real socket, checks that the server closes that connection, and then checks that a
+//! well-behaved client (one connected all along, and a new one) still gets correct replies.
+
+use chat_core::chat::{Op, Reply};
+use chat_core::codec::frame::{self, FrameDecoder};
+use chat_core::config::Config;
+use chat_core::ids::{ClientId, RequestNo};
+use chat_core::replica::PeerMessage;
+use chat_core::service::Request;
+use chat_core::wire::{ClientToServer, Hello, Role, ServerToClient, MAGIC, PROTOCOL_VERSION};
+use chat_net::server::{run, ServerError, ServerOptions, Shutdown};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use std::io::{ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+const MAX_FRAME: u32 = 65_536;
+/// How long anything the test waits for may take before the test fails.
+const PATIENCE: Duration = Duration::from_secs(20);
+
+/// Network limits of a test cluster.
+#[derive(Clone, Copy)]
+struct Net {
+    handshake_ms: u64,
+    partial_ms: u64,
+    per_address: u32,
+}
+
+const NET: Net = Net {
+    handshake_ms: 30_000,
+    partial_ms: 500,
+    per_address: 100,
+};
+
+/// Replicas running on threads of this process, each with its own data directory.
+struct Cluster {
+    config: Config,
+    servers: Vec<(Shutdown, JoinHandle<Result<(), ServerError>>)>,
+    _dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    fn start(replicas: usize, net: Net) -> Cluster {
+        let dir = tempfile::tempdir().unwrap();
+        // Hold every port at once so that no two are the same, then free them for the servers.
+        let holders: Vec<TcpListener> = (0..2 * replicas)
+            .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
+            .collect();
+        let port = |i: usize| holders[i].local_addr().unwrap().port();
+        let mut yaml = String::from("replicas:\n");
+        for id in 0..replicas {
+            yaml += &format!(
+                "  - id: {id}\n    host: 127.0.0.1\n    client_port: {}\n    peer_port: {}\n",
+                port(2 * id),
+                port(2 * id + 1)
+            );
+        }
+        yaml += &format!(
+            "data_dir: {}\nheartbeat_interval_ms: 50\nelection_timeout_ms: 300\n\
+             net:\n  max_frame_bytes: {MAX_FRAME}\n  max_connections: 1024\n  \
+             max_connections_per_address: {}\n  handshake_timeout_ms: {}\n  \
+             partial_frame_timeout_ms: {}\n",
+            dir.path().display(),
+            net.per_address,
+            net.handshake_ms,
+            net.partial_ms
+        );
+        let config = Config::parse(&yaml).unwrap();
+        drop(holders);
+        let servers = (0..replicas as u8)
+            .map(|id| {
+                let shutdown = Shutdown::new();
+                let opts = ServerOptions {
+                    data_dir: Some(dir.path().join(format!("replica-{id}"))),
+                    shutdown: shutdown.clone(),
+                    handle_signals: false,
+                };
+                let config = config.clone();
+                (shutdown, thread::spawn(move || run(&config, id, opts)))
+            })
+            .collect();
+        Cluster {
+            config,
+            servers,
+            _dir: dir,
+        }
+    }
+
+    fn client_ports(&self) -> Vec<u16> {
+        self.config.replicas.iter().map(|r| r.client_port).collect()
+    }
+
+    fn client_port(&self) -> u16 {
+        self.config.replicas[0].client_port
+    }
+
+    fn peer_port(&self) -> u16 {
+        self.config.replicas[0].peer_port
+    }
+
+    /// Asks every replica to stop and checks that each stopped cleanly.
+    fn stop(mut self) {
+        for (shutdown, _) in &self.servers {
+            shutdown.request();
+        }
+        let deadline = Instant::now() + PATIENCE;
+        for (_, thread) in std::mem::take(&mut self.servers) {
+            while !thread.is_finished() {
+                assert!(Instant::now() < deadline, "a replica did not stop");
+                thread::sleep(Duration::from_millis(10));
+            }
+            thread
+                .join()
+                .unwrap()
+                .expect("the replica stopped with an error");
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for (shutdown, _) in &self.servers {
+            shutdown.request();
+        }
+    }
+}
+
+/// A raw framed connection, for both well-behaved and hostile talk.
+struct Raw {
+    stream: TcpStream,
+    decoder: FrameDecoder,
+}
+
+impl Raw {
+    fn connect(port: u16) -> std::io::Result<Raw> {
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        Ok(Raw::over(TcpStream::connect_timeout(&addr, PATIENCE)?))
+    }
+
+    fn over(stream: TcpStream) -> Raw {
+        Raw {
+            stream,
+            decoder: FrameDecoder::new(MAX_FRAME),
+        }
+    }
+
+    /// Connects and sends a `Hello` (without waiting for the answer).
+    fn hello(port: u16, hello: Hello) -> Raw {
+        let mut raw = Raw::connect(port).unwrap();
+        raw.send(&hello);
+        raw
+    }
+
+    fn send<T: Serialize>(&mut self, value: &T) {
+        self.send_bytes(&frame::encode(value, MAX_FRAME).unwrap());
+    }
+
+    /// The server may already have closed the connection: that is for the reads to tell.
+    fn send_bytes(&mut self, bytes: &[u8]) {
+        let _ = self.stream.write_all(bytes);
+    }
+
+    fn recv<T: DeserializeOwned>(&mut self, within: Duration) -> Result<T, String> {
+        let deadline = Instant::now() + within;
+        let mut buf = [0u8; 4096];
+        loop {
+            if let Some(value) = self.decoder.next().map_err(|e| e.to_string())? {
+                return Ok(value);
+            }
+            match self.read(&mut buf, deadline)? {
+                0 => return Err("closed".into()),
+                n => self.decoder.push(&buf[..n]),
+            }
+        }
+    }
+
+    /// Reads with a deadline; `Ok(0)` when the server closed (or reset) the connection.
+    fn read(&mut self, buf: &mut [u8], deadline: Instant) -> Result<usize, String> {
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err("timed out".into());
+            }
+            self.stream.set_read_timeout(Some(left)).unwrap();
+            return match self.stream.read(buf) {
+                Ok(n) => Ok(n),
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                    continue
+                }
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted
+                    ) =>
+                {
+                    Ok(0)
+                }
+                Err(e) => Err(e.to_string()),
+            };
+        }
+    }
+
+    /// Fails unless the server closes this connection in time (bytes before that are fine).
+    fn assert_closed(self, what: &str) {
+        self.wait_closed(what, true);
+    }
+
+    /// Fails unless the server closes this connection in time without a word: the server
+    /// answers a `Hello` only once it accepted it.
+    fn assert_refused(self, what: &str) {
+        self.wait_closed(what, false);
+    }
+
+    fn wait_closed(mut self, what: &str, bytes_allowed: bool) {
+        let deadline = Instant::now() + PATIENCE;
+        let mut buf = [0u8; 4096];
+        loop {
+            match self.read(&mut buf, deadline) {
+                Ok(0) => return,
+                Ok(n) => assert!(bytes_allowed, "{what}: the server answered {n} bytes"),
+                Err(e) => panic!("{what}: the server did not close the connection: {e}"),
+            }
+        }
+    }
+}
+
+/// A well-behaved client session speaking raw frames; follows redirects to the primary.
+struct Session {
+    ports: Vec<u16>,
+    at: usize,
+    raw: Option<Raw>,
+    client: ClientId,
+    next: RequestNo,
+}
+
+impl Session {
+    fn open(ports: Vec<u16>) -> Session {
+        let mut session = Session {
+            ports,
+            at: 0,
+            raw: None,
+            client: rand::random(),
+            next: 1,
+        };
+        assert_eq!(session.request(Op::OpenSession), Reply::SessionOpened);
+        session
+    }
+
+    /// Connects, greets and attaches; `None` if the server refused or closed.
+    fn connect(&self) -> Option<Raw> {
+        let mut raw = Raw::connect(self.ports[self.at]).ok()?;
+        raw.send(&Hello::new(Role::Client));
+        let hello: Hello = raw.recv(Duration::from_secs(5)).ok()?;
+        assert_eq!((hello.magic, hello.version), (MAGIC, PROTOCOL_VERSION));
+        raw.send(&ClientToServer::Attach {
+            client: self.client,
+        });
+        Some(raw)
+    }
+
+    /// Sends `op` as the next request and retries it (same number) until it is answered.
+    fn request(&mut self, op: Op) -> Reply {
+        let n = self.next;
+        self.next += 1;
+        let request = ClientToServer::Request(Request {
+            client: self.client,
+            request: n,
+            op,
+        });
+        let deadline = Instant::now() + PATIENCE;
+        while Instant::now() < deadline {
+            let Some(raw) = self.raw.as_mut() else {
+                self.raw = self.connect();
+                if self.raw.is_none() {
+                    self.at = (self.at + 1) % self.ports.len();
+                    thread::sleep(Duration::from_millis(50));
+                }
+                continue;
+            };
+            raw.send(&request);
+            loop {
+                match raw.recv::<ServerToClient>(Duration::from_secs(5)) {
+                    Ok(ServerToClient::Reply { request, reply }) if request == n => return reply,
+                    Ok(ServerToClient::Redirect { primary }) => {
+                        self.at = match primary {
+                            Some(p) => usize::from(p),
+                            None => (self.at + 1) % self.ports.len(),
+                        };
+                        thread::sleep(Duration::from_millis(50));
+                    }
+                    Ok(_) => continue,
+                    Err(_) => self.at = (self.at + 1) % self.ports.len(),
+                }
+                self.raw = None;
+                break;
+            }
+        }
+        panic!("request {n} got no reply in time");
+    }
+}
+
+static NAMES: AtomicU64 = AtomicU64::new(0);
+
+/// The session connected all along creates an account, and a new session sees it.
+fn assert_serving(cluster: &Cluster, session: &mut Session) {
+    let user = format!("user{}", NAMES.fetch_add(1, Ordering::Relaxed));
+    assert_eq!(
+        session.request(Op::Create { user: user.clone() }),
+        Reply::Created
+    );
+    let mut fresh = Session::open(cluster.client_ports());
+    assert_eq!(
+        fresh.request(Op::List {
+            pattern: user.clone()
+        }),
+        Reply::Accounts {
+            names: vec![user],
+            total: 1
+        }
+    );
+}
+
+/// Starts a cluster, checks it serves, runs `attack`, checks it still serves, stops it.
+fn survives(replicas: usize, net: Net, attack: impl FnOnce(&Cluster)) {
+    let cluster = Cluster::start(replicas, net);
+    let mut session = Session::open(cluster.client_ports());
+    assert_serving(&cluster, &mut session);
+    attack(&cluster);
+    assert_serving(&cluster, &mut session);
+    cluster.stop();
+}
+
+#[test]
+fn garbage_bytes_close_the_connection() {
+    survives(1, NET, |c| {
+        for port in [c.client_port(), c.peer_port()] {
+            let mut raw = Raw::connect(port).unwrap();
+            raw.send_bytes(b"GET / HTTP/1.1\r\nHost: chat\r\n\r\n");
+            raw.assert_refused("an HTTP request");
+        }
+        // A frame of the right size whose bytes do not decode, after a good handshake.
+        let mut raw = Raw::hello(c.client_port(), Hello::new(Role::Client));
+        raw.send_bytes(&[0, 0, 0, 4, 0xff, 0xff, 0xff, 0xff]);
+        raw.assert_closed("an undecodable frame");
+        // A valid value followed by stray bytes.
+        let mut raw = Raw::hello(c.client_port(), Hello::new(Role::Client));
+        raw.send_bytes(&[0, 0, 0, 3, 2, 0xaa, 0xbb]);
+        raw.assert_closed("a frame with trailing bytes");
+    });
+}
+
+#[test]
+fn a_4_gib_length_prefix_closes_the_connection() {
+    survives(1, NET, |c| {
+        for port in [c.client_port(), c.peer_port()] {
+            let mut raw = Raw::connect(port).unwrap();
+            raw.send_bytes(&[0xff, 0xff, 0xff, 0xff, 1, 2, 3]);
+            raw.assert_refused("a 4 GiB length prefix");
+        }
+        let mut raw = Raw::hello(c.client_port(), Hello::new(Role::Client));
+        raw.send_bytes(&(MAX_FRAME + 1).to_be_bytes());
+        raw.assert_closed("a frame one byte over the limit");
+    });
+}
+
+#[test]
+fn a_stalled_half_frame_is_closed_after_the_partial_frame_timeout() {
+    survives(1, NET, |c| {
+        let mut raw = Raw::hello(c.client_port(), Hello::new(Role::Client));
+        let hello: Hello = raw.recv(PATIENCE).unwrap();
+        assert_eq!(hello.role, Role::Replica(0));
+        raw.send_bytes(&[0, 0, 0, 100, 1, 2, 3]);
+        raw.assert_closed("a stalled half frame");
+    });
+}
+
+#[test]
+fn a_silent_connection_is_closed_after_the_handshake_timeout() {
+    let net = Net {
+        handshake_ms: 500,
+        ..NET
+    };
+    survives(1, net, |c| {
+        for port in [c.client_port(), c.peer_port()] {
+            Raw::connect(port)
+                .unwrap()
+                .assert_refused("no hello at all");
+        }
+    });
+}
+
+#[test]
+fn a_wrong_magic_or_version_closes_the_connection() {
+    survives(1, NET, |c| {
+        let wrong = [
+            Hello {
+                magic: 0xdead_beef,
+                ..Hello::new(Role::Client)
+            },
+            Hello {
+                version: PROTOCOL_VERSION + 1,
+                ..Hello::new(Role::Client)
+            },
+        ];
+        for hello in wrong {
+            Raw::hello(c.client_port(), hello).assert_refused("a wrong hello on the client port");
+            let peer = Hello {
+                role: Role::Replica(0),
+                ..hello
+            };
+            Raw::hello(c.peer_port(), peer).assert_refused("a wrong hello on the peer port");
+        }
+    });
+}
+
+#[test]
+fn a_client_port_hello_as_a_replica_closes_the_connection() {
+    survives(1, NET, |c| {
+        for id in [0, 1] {
+            Raw::hello(c.client_port(), Hello::new(Role::Replica(id)))
+                .assert_refused("a replica's hello on the client port");
+        }
+    });
+}
+
+#[test]
+fn a_peer_port_hello_from_an_unknown_replica_or_a_client_closes_the_connection() {
+    survives(1, NET, |c| {
+        for role in [Role::Replica(7), Role::Replica(0), Role::Client] {
+            Raw::hello(c.peer_port(), Hello::new(role)).assert_refused("a bad peer hello");
+        }
+    });
+}
+
+#[test]
+fn a_thousand_connections_opened_and_dropped() {
+    survives(1, NET, |c| {
+        for port in [c.client_port(), c.peer_port()] {
+            let mut conns: Vec<TcpStream> = (0..1000)
+                .filter_map(|_| TcpStream::connect(("127.0.0.1", port)).ok())
+                .collect();
+            assert!(conns.len() > 900, "only {} connections opened", conns.len());
+            // Far over the limit of connections from one address: closed at once.
+            let last = conns.pop().unwrap();
+            Raw::over(last).assert_refused("a connection over the per-address limit");
+            drop(conns);
+        }
+    });
+}
+
+#[test]
+fn a_peer_claiming_an_id_from_the_wrong_address_is_closed() {
+    survives(3, NET, |c| {
+        // 127.0.0.2 is this machine too, but not replica 1's configured address.
+        let socket =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        socket
+            .bind(&SocketAddr::from(([127, 0, 0, 2], 0)).into())
+            .unwrap();
+        let target = SocketAddr::from(([127, 0, 0, 1], c.peer_port()));
+        socket.connect(&target.into()).unwrap();
+        let mut raw = Raw::over(socket.into());
+        raw.send(&Hello::new(Role::Replica(1)));
+        raw.assert_refused("a forged peer");
+    });
+}
+
+#[test]
+fn a_client_sending_peer_messages_is_closed_and_changes_nothing() {
+    survives(3, NET, |c| {
+        for port in c.client_ports() {
+            let mut raw = Raw::hello(port, Hello::new(Role::Client));
+            raw.send(&PeerMessage::Append {
+                view: 1_000,
+                prev_index: 0,
+                prev_view: 0,
+                entries: Vec::new(),
+                commit: 0,
+            });
+            raw.assert_closed("a peer message on the client port");
+        }
+        for port in c.client_ports() {
+            let mut raw = Raw::hello(port, Hello::new(Role::Client));
+            raw.send(&ClientToServer::Status);
+            let _: Hello = raw.recv(PATIENCE).unwrap();
+            match raw.recv(PATIENCE).unwrap() {
+                ServerToClient::Status(status) => assert!(status.view < 1_000, "{status:?}"),
+                other => panic!("expected a status, got {other:?}"),
+            }
+        }
+    });
+}
