@@ -12,6 +12,10 @@ pub struct Config {
     pub replicas: Vec<ReplicaAddr>,
     /// Replica `i` keeps its log and snapshots in `<data_dir>/replica-<i>`.
     pub data_dir: String,
+    /// A file holding the cluster's shared secret (at least 32 bytes), with which replicas
+    /// prove to each other who they are. Without it, peers are checked by address only.
+    #[serde(default)]
+    pub cluster_secret_file: Option<String>,
     /// An idle primary sends a heartbeat this often.
     pub heartbeat_interval_ms: u64,
     /// A backup that hears no primary for a random time in [t, 2t) starts a view change.
