@@ -1,0 +1,114 @@
+//! The interactive client loop. In a terminal: line editing and history (rustyline), and
+//! incoming messages printed above the line being typed. From a pipe: one command per line,
+//! each answer on its own line(s), incoming messages as they come, exit at end of input.
+
+use chat_core::chat::{ChatError, Reply};
+use chat_core::command::{self, Command, HELP};
+use chat_net::client::{Client, Incoming};
+use rustyline::error::ReadlineError;
+use rustyline::ExternalPrinter;
+use std::io::{BufRead, IsTerminal};
+use std::sync::mpsc::Receiver;
+use std::thread;
+use std::time::Duration;
+
+/// At the end of piped input (or `quit`), how long to wait for messages still on their way.
+const LINGER: Duration = Duration::from_millis(300);
+
+/// Runs the loop until `quit`, end of input or Ctrl-C.
+pub fn run(client: &Client, incoming: Receiver<Incoming>) -> Result<(), String> {
+    if std::io::stdin().is_terminal() {
+        run_terminal(client, incoming)
+    } else {
+        run_piped(client, incoming)
+    }
+}
+
+fn run_terminal(client: &Client, incoming: Receiver<Incoming>) -> Result<(), String> {
+    let mut editor = rustyline::DefaultEditor::new().map_err(|e| e.to_string())?;
+    let mut printer = editor
+        .create_external_printer()
+        .map_err(|e| e.to_string())?;
+    thread::spawn(move || {
+        for event in incoming {
+            if printer.print(describe_incoming(&event)).is_err() {
+                return;
+            }
+        }
+    });
+    loop {
+        match editor.readline("> ") {
+            Ok(line) => {
+                if !line.trim().is_empty() {
+                    let _ = editor.add_history_entry(line.as_str());
+                }
+                match answer(client, &line) {
+                    Step::Print(text) => println!("{text}"),
+                    Step::Skip => {}
+                    Step::Quit => return Ok(()),
+                }
+            }
+            Err(ReadlineError::Interrupted | ReadlineError::Eof) => return Ok(()),
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+}
+
+fn run_piped(client: &Client, incoming: Receiver<Incoming>) -> Result<(), String> {
+    thread::spawn(move || {
+        for event in incoming {
+            println!("{}", describe_incoming(&event));
+        }
+    });
+    for line in std::io::stdin().lock().lines() {
+        let line = line.map_err(|e| format!("reading standard input: {e}"))?;
+        match answer(client, &line) {
+            Step::Print(text) => println!("{text}"),
+            Step::Skip => {}
+            Step::Quit => break,
+        }
+    }
+    thread::sleep(LINGER);
+    Ok(())
+}
+
+/// What to do after one input line.
+enum Step {
+    Print(String),
+    /// A blank line: nothing to do.
+    Skip,
+    Quit,
+}
+
+fn answer(client: &Client, line: &str) -> Step {
+    if line.trim().is_empty() {
+        return Step::Skip;
+    }
+    let text = match command::parse(line) {
+        Ok(Command::Quit) => return Step::Quit,
+        Ok(Command::Help) => HELP.to_owned(),
+        Ok(Command::Op(op)) => match client.request(op) {
+            Ok(Reply::Error(ChatError::SessionExpired)) => {
+                "error: session expired: you are logged out; log in again with 2|<user>".to_owned()
+            }
+            Ok(reply) => command::describe(&reply),
+            Err(e) => format!("error: {e}"),
+        },
+        Err(e) => format!("error: {e}"),
+    };
+    Step::Print(text)
+}
+
+/// The line printed for something the service said unasked.
+pub fn describe_incoming(event: &Incoming) -> String {
+    match event {
+        Incoming::Message(m) => command::describe_message(m),
+        Incoming::LoggedOut => {
+            "logged out: your account was taken over elsewhere (or deleted)".to_owned()
+        }
+        Incoming::SessionExpired => {
+            "session expired: you are logged out; log in again with 2|<user>".to_owned()
+        }
+        Incoming::Trouble(e) => format!("error: {e}"),
+    }
+}

@@ -1,0 +1,420 @@
+//! The service on real processes: three `chat-server`s on local ports, driven through the
+//! client library and the `chat-client` program. Each test bounds every wait, and its
+//! `Cluster` kills every process it started.
+
+mod support;
+
+use chat_core::chat::{Message, Op, Reply};
+use chat_core::codec::frame;
+use chat_core::ids::{MessageId, ReplicaId};
+use chat_core::wire::{Hello, Role};
+use chat_net::client::{Client, Incoming};
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+use support::{Cluster, NET_TIMEOUT, REPLICAS};
+
+const WAIT: Duration = Duration::from_secs(15);
+
+fn ok(client: &Client, op: Op) -> Reply {
+    let reply = client
+        .request(op.clone())
+        .unwrap_or_else(|e| panic!("{op:?}: {e}"));
+    assert!(!matches!(reply, Reply::Error(_)), "{op:?} -> {reply:?}");
+    reply
+}
+
+fn create(client: &Client, user: &str) {
+    assert_eq!(ok(client, Op::Create { user: user.into() }), Reply::Created);
+}
+
+fn login(client: &Client, user: &str) -> u64 {
+    match ok(client, Op::Login { user: user.into() }) {
+        Reply::LoggedIn { waiting, .. } => waiting,
+        other => panic!("login {user}: {other:?}"),
+    }
+}
+
+fn send(client: &Client, to: &str, text: &str) -> MessageId {
+    let op = Op::Send {
+        to: to.into(),
+        text: text.into(),
+    };
+    match ok(client, op) {
+        Reply::Sent { id } => id,
+        other => panic!("send to {to}: {other:?}"),
+    }
+}
+
+fn deliver(client: &Client) -> Vec<Message> {
+    match ok(client, Op::Deliver) {
+        Reply::Delivered { messages } => messages,
+        other => panic!("deliver: {other:?}"),
+    }
+}
+
+/// The next pushed message, waiting at most `WAIT`.
+fn next_message(incoming: &Receiver<Incoming>) -> Message {
+    match incoming.recv_timeout(WAIT) {
+        Ok(Incoming::Message(m)) => m,
+        other => panic!("expected a pushed message, got {other:?}"),
+    }
+}
+
+#[test]
+fn online_users_get_messages_pushed_and_offline_users_find_them_queued() {
+    let cluster = Cluster::start();
+    let (alice, _) = cluster.client();
+    let (bob, bob_incoming) = cluster.client();
+    for user in ["alice", "bob", "carol"] {
+        create(&alice, user);
+    }
+    assert_eq!(login(&alice, "alice"), 0);
+    assert_eq!(login(&bob, "bob"), 0);
+
+    let id = send(&alice, "bob", "hello bob");
+    let pushed = next_message(&bob_incoming);
+    assert_eq!(
+        pushed,
+        Message {
+            id,
+            from: "alice".into(),
+            text: "hello bob".into()
+        }
+    );
+
+    let to_carol = send(&alice, "carol", "hello carol");
+    let (carol, carol_incoming) = cluster.client();
+    assert_eq!(login(&carol, "carol"), 1);
+    let queued = deliver(&carol);
+    assert_eq!(queued.iter().map(|m| m.id).collect::<Vec<_>>(), [to_carol]);
+    assert_eq!(queued[0].text, "hello carol");
+    assert!(carol_incoming.try_recv().is_err(), "queued, not pushed");
+    assert_eq!(deliver(&bob), [], "a pushed message is not shown again");
+}
+
+/// Reads `chat-client`'s output lines on a thread.
+fn lines_of(stdout: impl Read + Send + 'static) -> Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+fn expect_line(lines: &Receiver<String>, want: &str) {
+    match lines.recv_timeout(WAIT) {
+        Ok(line) => assert_eq!(line, want),
+        Err(e) => panic!("chat-client printed nothing for {want:?}: {e}"),
+    }
+}
+
+#[test]
+fn chat_client_over_a_pipe_shows_pushes_without_being_asked() {
+    let cluster = Cluster::start();
+    let mut child = KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_chat-client"))
+            .arg("--config")
+            .arg(&cluster.config_path)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start chat-client"),
+    );
+    let child = &mut child.0;
+    let mut stdin = child.stdin.take().unwrap();
+    let lines = lines_of(child.stdout.take().unwrap());
+
+    writeln!(stdin, "1|dave\n2|dave\n\n9|x\n5|dave").unwrap();
+    expect_line(&lines, "account created");
+    expect_line(&lines, "logged in as dave; no messages waiting");
+    expect_line(
+        &lines,
+        "error: unknown opcode `9`: use 0 to 6 (type `help`)",
+    );
+    expect_line(
+        &lines,
+        "error: `5|` needs a recipient and a text separated by '|': `5|<user>|<text>`",
+    );
+
+    let (alice, _) = cluster.client();
+    create(&alice, "alice");
+    login(&alice, "alice");
+    let id = send(&alice, "dave", "hi | dave");
+    expect_line(&lines, &format!("[{id}] alice: hi | dave"));
+
+    writeln!(stdin, "5|alice|hi back\n6|").unwrap();
+    let line = lines.recv_timeout(WAIT).expect("reply to 5|");
+    assert!(line.starts_with("sent ["), "{line}");
+    expect_line(&lines, "no messages");
+    drop(stdin);
+    let deadline = Instant::now() + WAIT;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "chat-client did not exit at end of input"
+        );
+        thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status}");
+    let mut errors = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut errors)
+        .unwrap();
+    assert_eq!(errors, "");
+}
+
+/// The piped `chat-client`, killed if the test ends before it does.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn killing_the_primary_loses_nothing_and_shows_nothing_twice() {
+    let mut cluster = Cluster::start();
+    let (alice, _) = cluster.client();
+    let (bob, bob_incoming) = cluster.client();
+    create(&alice, "alice");
+    create(&alice, "bob");
+    login(&alice, "alice");
+    login(&bob, "bob");
+    let primary = cluster.wait_for_primary(None);
+
+    let sent = Arc::new(AtomicU64::new(0));
+    let sender = {
+        let sent = sent.clone();
+        thread::spawn(move || {
+            let mut texts = BTreeMap::new();
+            for i in 0..60 {
+                let text = format!("message {i}");
+                texts.insert(send(&alice, "bob", &text), text);
+                sent.fetch_add(1, Ordering::Relaxed);
+                thread::sleep(Duration::from_millis(10));
+            }
+            (alice, texts)
+        })
+    };
+    let deadline = Instant::now() + WAIT;
+    while sent.load(Ordering::Relaxed) < 20 {
+        assert!(
+            Instant::now() < deadline,
+            "the first 20 sends did not finish"
+        );
+        thread::sleep(Duration::from_millis(5));
+    }
+    cluster.kill(primary);
+    let (alice, texts) = sender
+        .join()
+        .expect("every send succeeds through the failover");
+    let new_primary = cluster.wait_for_primary(Some(primary));
+    assert_ne!(new_primary, primary);
+
+    // Bob does nothing: every acknowledged message reaches him, pushed, exactly once.
+    let mut shown: BTreeMap<MessageId, Vec<String>> = BTreeMap::new();
+    let deadline = Instant::now() + WAIT;
+    while shown.len() < texts.len() && Instant::now() < deadline {
+        if let Ok(Incoming::Message(m)) = bob_incoming.recv_timeout(Duration::from_millis(100)) {
+            assert_eq!(m.from, "alice");
+            shown.entry(m.id).or_default().push(m.text);
+        }
+    }
+    for m in deliver(&bob) {
+        shown.entry(m.id).or_default().push(m.text);
+    }
+    let expected: BTreeMap<MessageId, Vec<String>> = texts
+        .into_iter()
+        .map(|(id, text)| (id, vec![text]))
+        .collect();
+    assert_eq!(shown, expected, "each sent message shown exactly once");
+
+    // The session and login survived: Alice keeps sending, Bob keeps receiving.
+    let id = send(&alice, "bob", "after the failover");
+    assert_eq!(next_message(&bob_incoming).id, id);
+}
+
+#[test]
+fn after_all_replicas_restart_queued_messages_remain_and_logins_work() {
+    let mut cluster = Cluster::start();
+    let (alice, _) = cluster.client();
+    let (bob, bob_incoming) = cluster.client();
+    for user in ["alice", "bob", "carol"] {
+        create(&alice, user);
+    }
+    login(&alice, "alice");
+    login(&bob, "bob");
+    // More operations than `snapshot_every` (25): recovery reads a snapshot and a log.
+    let for_carol: Vec<MessageId> = (0..40)
+        .map(|i| send(&alice, "carol", &format!("queued {i}")))
+        .collect();
+    let to_bob = send(&alice, "bob", "pushed before the crash");
+    assert_eq!(next_message(&bob_incoming).id, to_bob);
+
+    cluster.kill_all();
+    cluster.start_all();
+
+    // Carol was offline throughout: all 40 are still queued, in order.
+    let (carol, _) = cluster.client();
+    assert_eq!(login(&carol, "carol"), 40);
+    let delivered: Vec<MessageId> = deliver(&carol).iter().map(|m| m.id).collect();
+    assert_eq!(delivered, for_carol);
+
+    // Alice's session survived the restart; Bob logs in again from a new client (his old
+    // one is told it was logged out) and is not stuck "already logged in".
+    let (bob_again, bob_again_incoming) = cluster.client();
+    login(&bob_again, "bob");
+    let deadline = Instant::now() + WAIT;
+    loop {
+        match bob_incoming.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(Incoming::LoggedOut) => break,
+            Ok(Incoming::Message(m)) => assert_eq!(m.id, to_bob, "only the unacknowledged push"),
+            other => panic!("expected the old client to be logged out, got {other:?}"),
+        }
+    }
+    let id = send(&alice, "bob", "after the restart");
+    assert_eq!(next_message(&bob_again_incoming).id, id);
+    drop(bob);
+}
+
+/// Opens a connection and sends `bytes`; returns it for further checks.
+fn connect_and_send(port: u16, bytes: &[u8]) -> TcpStream {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    stream.write_all(bytes).expect("write");
+    stream
+}
+
+/// Whether the server closes `stream` within `within` (reading and discarding its bytes).
+fn closed_within(mut stream: TcpStream, within: Duration) -> bool {
+    let deadline = Instant::now() + within;
+    let mut buf = [0u8; 1024];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return false;
+        }
+        stream.set_read_timeout(Some(left)).unwrap();
+        match stream.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => {}
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                return false
+            }
+            Err(_) => return true,
+        }
+    }
+}
+
+#[test]
+fn hostile_input_on_both_ports_does_not_stop_the_service() {
+    let cluster = Cluster::start();
+    let (alice, alice_incoming) = cluster.client();
+    create(&alice, "alice");
+    login(&alice, "alice");
+
+    // A well-behaved client keeps sending to itself throughout.
+    let stop = Arc::new(AtomicBool::new(false));
+    let worker = {
+        let stop = stop.clone();
+        thread::spawn(move || {
+            let mut rounds = 0u32;
+            while !stop.load(Ordering::Relaxed) {
+                let id = send(&alice, "alice", &format!("ping {rounds}"));
+                assert_eq!(next_message(&alice_incoming).id, id);
+                rounds += 1;
+            }
+            rounds
+        })
+    };
+
+    let max = cluster.config.net.max_frame_bytes;
+    let hello = frame::encode(&Hello::new(Role::Client), max).unwrap();
+    let mut wrong_magic = Hello::new(Role::Replica(0));
+    wrong_magic.magic = 0xdead_beef;
+    let wrong_magic = frame::encode(&wrong_magic, max).unwrap();
+    let ports: Vec<(ReplicaId, &str, u16)> = cluster
+        .config
+        .replicas
+        .iter()
+        .flat_map(|r| [(r.id, "client", r.client_port), (r.id, "peer", r.peer_port)])
+        .collect();
+    let slack = NET_TIMEOUT * 5;
+    for &(id, kind, port) in &ports {
+        let at = format!("replica {id} {kind} port");
+        let http = connect_and_send(port, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert!(closed_within(http, slack), "{at}: garbage left open");
+        let junk = connect_and_send(port, &[0, 0, 0, 5, 0xff, 0xff, 0xff, 0xff, 0xff]);
+        assert!(
+            closed_within(junk, slack),
+            "{at}: undecodable frame left open"
+        );
+        let huge = connect_and_send(port, &[0xff, 0xff, 0xff, 0xff, 1, 2, 3]);
+        assert!(
+            closed_within(huge, slack),
+            "{at}: 4 GiB length prefix left open"
+        );
+        let magic = connect_and_send(port, &wrong_magic);
+        assert!(closed_within(magic, slack), "{at}: wrong magic left open");
+        let stalled_hello = connect_and_send(port, &[0, 0, 0, 9, 1]);
+        assert!(
+            closed_within(stalled_hello, slack),
+            "{at}: stalled handshake left open"
+        );
+    }
+    for r in &cluster.config.replicas {
+        let mut half = hello.clone();
+        half.extend_from_slice(&[0, 0, 0, 100, 1, 2, 3]);
+        let stalled = connect_and_send(r.client_port, &half);
+        assert!(
+            closed_within(stalled, slack),
+            "replica {}: stalled frame left open",
+            r.id
+        );
+    }
+    for batch in 0..10 {
+        let conns: Vec<TcpStream> = (0..100)
+            .filter_map(|i| {
+                let (_, _, port) = ports[(batch * 100 + i) % ports.len()];
+                TcpStream::connect(("127.0.0.1", port)).ok()
+            })
+            .collect();
+        assert!(
+            conns.len() >= 90,
+            "batch {batch}: only {} connections",
+            conns.len()
+        );
+        for conn in conns {
+            let _ = conn.shutdown(Shutdown::Both);
+        }
+    }
+
+    stop.store(true, Ordering::Relaxed);
+    let rounds = worker
+        .join()
+        .expect("the well-behaved client was served throughout");
+    assert!(rounds > 0);
+    assert!(cluster.all_running(), "a replica process died");
+    for id in 0..REPLICAS as ReplicaId {
+        assert!(cluster.status(id).is_some(), "replica {id} does not answer");
+    }
+}

@@ -1,0 +1,224 @@
+//! A three-replica cluster of real `chat-server` processes on free local ports, each with its
+//! own temporary data directory. Dropping it kills every process it started (and, if the test
+//! is failing, prints the end of each replica's log); a test that runs past `TEST_LIMIT` has
+//! its processes killed and the test program aborted.
+
+use chat_bin::process::ServerProcess;
+use chat_core::config::Config;
+use chat_core::ids::ReplicaId;
+use chat_core::replica::{Role, Status};
+use chat_net::client::{self, Client, Incoming};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread;
+use std::time::{Duration, Instant};
+use tempfile::TempDir;
+
+pub const REPLICAS: usize = 3;
+/// The partial-frame and handshake timeouts of the test configuration.
+pub const NET_TIMEOUT: Duration = Duration::from_millis(1000);
+
+/// The longest a test may run.
+const TEST_LIMIT: Duration = Duration::from_secs(180);
+
+/// One cluster at a time: the machine may have two cores, and free ports stay free.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+pub struct Cluster {
+    pub dir: TempDir,
+    pub config: Config,
+    pub config_path: PathBuf,
+    servers: Servers,
+    /// Dropping it stops the watchdog.
+    _watchdog: mpsc::Sender<()>,
+    _turn: MutexGuard<'static, ()>,
+}
+
+type Servers = Arc<Mutex<Vec<Option<ServerProcess>>>>;
+
+fn lock(servers: &Servers) -> MutexGuard<'_, Vec<Option<ServerProcess>>> {
+    servers.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Kills the servers and aborts if the test is still running after `TEST_LIMIT`.
+fn watchdog(servers: Servers) -> mpsc::Sender<()> {
+    let (cancel, cancelled) = mpsc::channel::<()>();
+    thread::spawn(move || {
+        if let Err(RecvTimeoutError::Timeout) = cancelled.recv_timeout(TEST_LIMIT) {
+            eprintln!(
+                "test still running after {} s: killing its servers",
+                TEST_LIMIT.as_secs()
+            );
+            for server in lock(&servers).iter_mut().flatten() {
+                server.kill();
+            }
+            std::process::abort();
+        }
+    });
+    cancel
+}
+
+impl Cluster {
+    /// Starts all replicas and waits for a primary.
+    pub fn start() -> Cluster {
+        let turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let secret = dir.path().join("cluster.secret");
+        chat_bin::secret::create(&secret).expect("cluster secret");
+        let text = config_text(&free_ports(2 * REPLICAS), dir.path(), &secret);
+        let config = Config::parse(&text).expect("test configuration");
+        let config_path = dir.path().join("config.yaml");
+        std::fs::write(&config_path, text).expect("write configuration");
+        let servers: Servers = Arc::new(Mutex::new((0..REPLICAS).map(|_| None).collect()));
+        let mut cluster = Cluster {
+            dir,
+            config,
+            config_path,
+            _watchdog: watchdog(servers.clone()),
+            servers,
+            _turn: turn,
+        };
+        cluster.start_all();
+        cluster
+    }
+
+    pub fn start_all(&mut self) {
+        for id in 0..REPLICAS {
+            self.start_replica(id as ReplicaId);
+        }
+        self.wait_for_primary(None);
+    }
+
+    pub fn start_replica(&mut self, id: ReplicaId) {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_chat-server"));
+        command
+            .arg("--config")
+            .arg(&self.config_path)
+            .arg("--id")
+            .arg(id.to_string())
+            .arg("--data-dir")
+            .arg(self.dir.path().join(format!("replica-{id}")))
+            .env("RUST_LOG", "info");
+        let log = self.dir.path().join(format!("replica-{id}.log"));
+        let server = ServerProcess::spawn(command, &log).expect("start chat-server");
+        lock(&self.servers)[id as usize] = Some(server);
+    }
+
+    /// `kill -9` one replica.
+    pub fn kill(&mut self, id: ReplicaId) {
+        let server = lock(&self.servers)[id as usize].take();
+        if let Some(mut server) = server {
+            server.kill();
+        }
+    }
+
+    pub fn kill_all(&mut self) {
+        for id in 0..REPLICAS {
+            self.kill(id as ReplicaId);
+        }
+    }
+
+    /// Whether every started replica process is still running.
+    pub fn all_running(&self) -> bool {
+        lock(&self.servers)
+            .iter_mut()
+            .flatten()
+            .all(|server| server.exited().is_none())
+    }
+
+    pub fn status(&self, id: ReplicaId) -> Option<Status> {
+        let replica = self.config.replica(id)?;
+        client::status(
+            replica,
+            self.config.net.max_frame_bytes,
+            Duration::from_millis(500),
+        )
+        .ok()
+    }
+
+    /// Waits (at most 20 s) until one replica other than `not` says it is primary.
+    pub fn wait_for_primary(&self, not: Option<ReplicaId>) -> ReplicaId {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let primary = (0..REPLICAS as ReplicaId)
+                .filter(|&id| Some(id) != not)
+                .filter_map(|id| self.status(id))
+                .filter(|s| s.role == Role::Primary)
+                .max_by_key(|s| s.view);
+            if let Some(status) = primary {
+                return status.id;
+            }
+            assert!(Instant::now() < deadline, "no primary within 20 s");
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// A client session with the default (production) timing.
+    pub fn client(&self) -> (Client, Receiver<Incoming>) {
+        Client::connect(&self.config).expect("connect to the cluster")
+    }
+
+    fn log_tails(&self) -> String {
+        let mut out = String::new();
+        for id in 0..REPLICAS {
+            let path = self.dir.path().join(format!("replica-{id}.log"));
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            out += &format!(
+                "--- replica {id} (last 40 lines of {}) ---\n",
+                path.display()
+            );
+            for line in &lines[lines.len().saturating_sub(40)..] {
+                out += line;
+                out.push('\n');
+            }
+        }
+        out
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.kill_all();
+        if thread::panicking() {
+            eprintln!("{}", self.log_tails());
+        }
+    }
+}
+
+/// Ports free right now: bound all at once (so they differ), then released.
+fn free_ports(n: usize) -> Vec<u16> {
+    let listeners: Vec<TcpListener> = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind a free port"))
+        .collect();
+    listeners
+        .iter()
+        .map(|l| l.local_addr().expect("local address").port())
+        .collect()
+}
+
+fn config_text(ports: &[u16], data_dir: &Path, secret: &Path) -> String {
+    let mut text = String::from("replicas:\n");
+    for id in 0..REPLICAS {
+        text += &format!(
+            "  - id: {id}\n    host: 127.0.0.1\n    client_port: {}\n    peer_port: {}\n",
+            ports[2 * id],
+            ports[2 * id + 1]
+        );
+    }
+    text += &format!(
+        "data_dir: {}\n\
+         cluster_secret_file: {}\n\
+         heartbeat_interval_ms: 50\n\
+         election_timeout_ms: 300\n\
+         snapshot_every: 25\n\
+         net:\n  handshake_timeout_ms: {ms}\n  partial_frame_timeout_ms: {ms}\n",
+        data_dir.display(),
+        secret.display(),
+        ms = NET_TIMEOUT.as_millis()
+    );
+    text
+}

@@ -1,0 +1,171 @@
+//! One client connection to one replica: connect, exchange `Hello`, then a reader thread turns
+//! the byte stream into frames while the owner writes requests on the same socket.
+
+use chat_core::codec::frame::{self, FrameDecoder, FrameError};
+use chat_core::codec::handshake::check_hello;
+use chat_core::wire::{Hello, Role, ServerToClient};
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream, ToSocketAddrs};
+use std::sync::mpsc::Sender;
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// What the reader thread of connection number `generation` reports.
+#[derive(Debug)]
+pub(crate) enum FromReader {
+    Frame {
+        generation: u64,
+        frame: ServerToClient,
+    },
+    /// The connection ended: closed by the server, reset, or sent bytes that do not decode.
+    Closed { generation: u64, why: String },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum SendError {
+    /// The value does not fit in a frame: no replica would take it.
+    #[error(transparent)]
+    Encode(FrameError),
+    /// The connection is broken.
+    #[error("{0}")]
+    Io(String),
+}
+
+/// A connected, greeted socket. Dropping it shuts the socket down, which ends its reader.
+#[derive(Debug)]
+pub(crate) struct Connection {
+    stream: TcpStream,
+    max_frame: u32,
+}
+
+impl Connection {
+    /// Connects to `host:port` and exchanges `Hello`, within `timeout` per step. Bytes after
+    /// the server's `Hello` stay in the returned decoder.
+    pub(crate) fn open(
+        host: &str,
+        port: u16,
+        max_frame: u32,
+        timeout: Duration,
+    ) -> Result<(Connection, FrameDecoder), String> {
+        let stream = connect(host, port, timeout)?;
+        let problem = |e: std::io::Error| format!("{host}:{port}: {e}");
+        stream.set_nodelay(true).map_err(problem)?;
+        stream.set_write_timeout(Some(timeout)).map_err(problem)?;
+        let mut conn = Connection { stream, max_frame };
+        conn.send(&Hello::new(Role::Client))
+            .map_err(|e| format!("{host}:{port}: {e}"))?;
+        let mut decoder = FrameDecoder::new(max_frame);
+        let hello: Hello = conn
+            .read_one(&mut decoder, Instant::now() + timeout)
+            .map_err(|e| format!("{host}:{port}: handshake: {e}"))?;
+        check_hello(&hello).map_err(|e| format!("{host}:{port}: {e}"))?;
+        Ok((conn, decoder))
+    }
+
+    pub(crate) fn send<T: serde::Serialize>(&mut self, value: &T) -> Result<(), SendError> {
+        let bytes = frame::encode(value, self.max_frame).map_err(SendError::Encode)?;
+        self.stream
+            .write_all(&bytes)
+            .map_err(|e| SendError::Io(e.to_string()))
+    }
+
+    /// Reads frames until one decodes as `T` (blocking, for the handshake and `status`).
+    pub(crate) fn read_one<T: serde::de::DeserializeOwned>(
+        &mut self,
+        decoder: &mut FrameDecoder,
+        deadline: Instant,
+    ) -> Result<T, String> {
+        let mut buf = [0u8; 4096];
+        loop {
+            if let Some(value) = decoder.next::<T>().map_err(|e| e.to_string())? {
+                return Ok(value);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err("no answer in time".to_owned());
+            }
+            self.stream
+                .set_read_timeout(Some(left))
+                .map_err(|e| e.to_string())?;
+            match self.stream.read(&mut buf) {
+                Ok(0) => return Err("connection closed".to_owned()),
+                Ok(n) => decoder.push(&buf[..n]),
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+    }
+
+    /// Starts the thread that reads the rest of the stream and reports to `to`.
+    pub(crate) fn spawn_reader(
+        &self,
+        mut decoder: FrameDecoder,
+        generation: u64,
+        to: Sender<super::session::Input>,
+    ) -> Result<(), String> {
+        let mut stream = self.stream.try_clone().map_err(|e| e.to_string())?;
+        stream.set_read_timeout(None).map_err(|e| e.to_string())?;
+        thread::Builder::new()
+            .name(format!("chat-client-reader-{generation}"))
+            .spawn(move || {
+                let why = read_frames(&mut stream, &mut decoder, |frame| {
+                    let event = FromReader::Frame { generation, frame };
+                    to.send(super::session::Input::Reader(event)).is_ok()
+                });
+                let _ = to.send(super::session::Input::Reader(FromReader::Closed {
+                    generation,
+                    why,
+                }));
+            })
+            .map(drop)
+            .map_err(|e| e.to_string())
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        let _ = self.stream.shutdown(Shutdown::Both);
+    }
+}
+
+/// Reads and decodes until the stream ends or `deliver` returns false; says why it stopped.
+fn read_frames(
+    stream: &mut TcpStream,
+    decoder: &mut FrameDecoder,
+    mut deliver: impl FnMut(ServerToClient) -> bool,
+) -> String {
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        loop {
+            match decoder.next::<ServerToClient>() {
+                Ok(Some(frame)) => {
+                    if !deliver(frame) {
+                        return "client stopped".to_owned();
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => return format!("bad frame from server: {e}"),
+            }
+        }
+        match stream.read(&mut buf) {
+            Ok(0) => return "connection closed by the server".to_owned(),
+            Ok(n) => decoder.push(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return e.to_string(),
+        }
+    }
+}
+
+fn connect(host: &str, port: u16, timeout: Duration) -> Result<TcpStream, String> {
+    let addrs: Vec<SocketAddr> = (host, port)
+        .to_socket_addrs()
+        .map_err(|e| format!("{host}:{port}: {e}"))?
+        .collect();
+    let mut last = format!("{host}:{port}: no address");
+    for addr in addrs {
+        match TcpStream::connect_timeout(&addr, timeout) {
+            Ok(stream) => return Ok(stream),
+            Err(e) => last = format!("{host}:{port}: {e}"),
+        }
+    }
+    Err(last)
+}
