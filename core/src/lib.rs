@@ -10,6 +10,7 @@
 //! - [`codec`]: length-prefixed frames and checksummed log records.
 //! - [`durable`]: what a replica persists and how it is replayed at start-up.
 //! - [`replica`]: the replication protocol (primary-backup with view changes).
+//! - [`peer_auth`]: how replicas prove to each other that they hold the cluster secret.
 //! - [`config`]: the cluster configuration (`config.yaml`).
 //! - [`command`]: the client command line (`0|<regex>` ... `6|`, `quit`, `help`).
 
@@ -19,6 +20,7 @@ pub mod command;
 pub mod config;
 pub mod durable;
 pub mod ids;
+pub mod peer_auth;
 pub mod replica;
 pub mod service;
 pub mod time;

@@ -1,11 +1,16 @@
 //! Bad input against real replicas run in this process: each case sends something hostile on
 //! a real socket, checks that the server closes that connection, and then checks that a
 //! well-behaved client (one connected all along, and a new one) still gets correct replies.
+//! Peers prove they hold the cluster secret; the forged peers here know another one, or
+//! break the handshake.
 
 use chat_core::chat::{Op, Reply};
 use chat_core::codec::frame::{self, FrameDecoder};
 use chat_core::config::Config;
-use chat_core::ids::{ClientId, RequestNo};
+use chat_core::ids::{ClientId, ReplicaId, RequestNo};
+use chat_core::peer_auth::{
+    proof, verify, AuthFrame, AuthMessage, ClusterSecret, Nonce, Prover, Transcript,
+};
 use chat_core::replica::PeerMessage;
 use chat_core::service::Request;
 use chat_core::wire::{ClientToServer, Hello, Role, ServerToClient, MAGIC, PROTOCOL_VERSION};
@@ -22,18 +27,26 @@ const MAX_FRAME: u32 = 65_536;
 /// How long anything the test waits for may take before the test fails.
 const PATIENCE: Duration = Duration::from_secs(20);
 
-/// Network limits of a test cluster.
+/// The test clusters' shared secret (what a real one would be: 32 random bytes, as hex).
+const SECRET: &[u8] = b"5f0c9a1e7b3d2c4f8a6e0b9d1c3f5a7e2b4d6f8a0c1e3b5d7f9a2c4e6b8d0f1a\n";
+/// A view no test cluster reaches by itself: a forged `Append` in it must change nothing.
+const FORGED_VIEW: u64 = 1_000;
+
+/// Network limits and peer authentication of a test cluster.
 #[derive(Clone, Copy)]
 struct Net {
     handshake_ms: u64,
     partial_ms: u64,
     per_address: u32,
+    /// Whether the replicas prove to each other that they hold [`SECRET`].
+    secret: bool,
 }
 
 const NET: Net = Net {
     handshake_ms: 30_000,
     partial_ms: 500,
     per_address: 100,
+    secret: true,
 };
 
 /// Replicas running on threads of this process, each with its own data directory.
@@ -45,6 +58,11 @@ struct Cluster {
 
 impl Cluster {
     fn start(replicas: usize, net: Net) -> Cluster {
+        Cluster::start_some(replicas, replicas, net)
+    }
+
+    /// A cluster of `replicas` of which only the first `running` run.
+    fn start_some(replicas: usize, running: usize, net: Net) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
         // Hold every port at once so that no two are the same, then free them for the servers.
         let holders: Vec<TcpListener> = (0..2 * replicas)
@@ -69,9 +87,14 @@ impl Cluster {
             net.handshake_ms,
             net.partial_ms
         );
+        if net.secret {
+            let path = dir.path().join("cluster.secret");
+            std::fs::write(&path, SECRET).unwrap();
+            yaml += &format!("cluster_secret_file: {}\n", path.display());
+        }
         let config = Config::parse(&yaml).unwrap();
         drop(holders);
-        let servers = (0..replicas as u8)
+        let servers = (0..running as u8)
             .map(|id| {
                 let shutdown = Shutdown::new();
                 let opts = ServerOptions {
@@ -100,6 +123,10 @@ impl Cluster {
 
     fn peer_port(&self) -> u16 {
         self.config.replicas[0].peer_port
+    }
+
+    fn peer_ports(&self) -> Vec<u16> {
+        self.config.replicas.iter().map(|r| r.peer_port).collect()
     }
 
     /// Asks every replica to stop and checks that each stopped cleanly.
@@ -327,7 +354,10 @@ fn assert_serving(cluster: &Cluster, session: &mut Session) {
 
 /// Starts a cluster, checks it serves, runs `attack`, checks it still serves, stops it.
 fn survives(replicas: usize, net: Net, attack: impl FnOnce(&Cluster)) {
-    let cluster = Cluster::start(replicas, net);
+    cluster_survives(Cluster::start(replicas, net), attack);
+}
+
+fn cluster_survives(cluster: Cluster, attack: impl FnOnce(&Cluster)) {
     let mut session = Session::open(cluster.client_ports());
     assert_serving(&cluster, &mut session);
     attack(&cluster);
@@ -455,19 +485,25 @@ fn a_thousand_connections_opened_and_dropped() {
 
 #[test]
 fn a_peer_claiming_an_id_from_the_wrong_address_is_closed() {
-    survives(3, NET, |c| {
-        // 127.0.0.2 is this machine too, but not replica 1's configured address.
-        let socket =
-            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-        socket
-            .bind(&SocketAddr::from(([127, 0, 0, 2], 0)).into())
-            .unwrap();
-        let target = SocketAddr::from(([127, 0, 0, 1], c.peer_port()));
-        socket.connect(&target.into()).unwrap();
-        let mut raw = Raw::over(socket.into());
-        raw.send(&Hello::new(Role::Replica(1)));
-        raw.assert_refused("a forged peer");
-    });
+    let without_secret = Net {
+        secret: false,
+        ..NET
+    };
+    for net in [NET, without_secret] {
+        survives(3, net, |c| {
+            // 127.0.0.2 is this machine too, but not replica 1's configured address.
+            let socket =
+                socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+            socket
+                .bind(&SocketAddr::from(([127, 0, 0, 2], 0)).into())
+                .unwrap();
+            let target = SocketAddr::from(([127, 0, 0, 1], c.peer_port()));
+            socket.connect(&target.into()).unwrap();
+            let mut raw = Raw::over(socket.into());
+            raw.send(&Hello::new(Role::Replica(1)));
+            raw.assert_refused("a forged peer");
+        });
+    }
 }
 
 #[test]
@@ -476,7 +512,7 @@ fn a_client_sending_peer_messages_is_closed_and_changes_nothing() {
         for port in c.client_ports() {
             let mut raw = Raw::hello(port, Hello::new(Role::Client));
             raw.send(&PeerMessage::Append {
-                view: 1_000,
+                view: FORGED_VIEW,
                 prev_index: 0,
                 prev_view: 0,
                 entries: Vec::new(),
@@ -484,14 +520,220 @@ fn a_client_sending_peer_messages_is_closed_and_changes_nothing() {
             });
             raw.assert_closed("a peer message on the client port");
         }
-        for port in c.client_ports() {
-            let mut raw = Raw::hello(port, Hello::new(Role::Client));
-            raw.send(&ClientToServer::Status);
-            let _: Hello = raw.recv(PATIENCE).unwrap();
-            match raw.recv(PATIENCE).unwrap() {
-                ServerToClient::Status(status) => assert!(status.view < 1_000, "{status:?}"),
-                other => panic!("expected a status, got {other:?}"),
-            }
+        assert_no_forged_view(c);
+    });
+}
+
+/// No replica moved to [`FORGED_VIEW`].
+fn assert_no_forged_view(cluster: &Cluster) {
+    for port in cluster.client_ports() {
+        let Ok(mut raw) = Raw::connect(port) else {
+            continue; // not running
+        };
+        raw.send(&Hello::new(Role::Client));
+        raw.send(&ClientToServer::Status);
+        let _: Hello = raw.recv(PATIENCE).unwrap();
+        match raw.recv(PATIENCE).unwrap() {
+            ServerToClient::Status(status) => assert!(status.view < FORGED_VIEW, "{status:?}"),
+            other => panic!("expected a status, got {other:?}"),
+        }
+    }
+}
+
+fn forged_append() -> PeerMessage {
+    PeerMessage::Append {
+        view: FORGED_VIEW,
+        prev_index: 0,
+        prev_view: 0,
+        entries: Vec::new(),
+        commit: 0,
+    }
+}
+
+fn cluster_secret() -> ClusterSecret {
+    ClusterSecret::from_file_contents(SECRET.to_vec()).unwrap()
+}
+
+fn challenge(nonce: Nonce) -> AuthFrame {
+    AuthFrame::new(AuthMessage::Challenge(nonce))
+}
+
+fn proof_frame(secret: &ClusterSecret, prover: Prover, transcript: &Transcript) -> AuthFrame {
+    AuthFrame::new(AuthMessage::Proof(proof(secret, prover, transcript)))
+}
+
+/// Dials a replica's peer port as replica `claimed` and exchanges hellos and challenges;
+/// returns the connection and the transcript so far.
+fn dial_as(port: u16, acceptor: ReplicaId, claimed: ReplicaId, nonce: Nonce) -> (Raw, Transcript) {
+    let mut raw = Raw::hello(port, Hello::new(Role::Replica(claimed)));
+    raw.send(&challenge(nonce));
+    let hello: Hello = raw.recv(PATIENCE).unwrap();
+    assert_eq!(hello.role, Role::Replica(acceptor));
+    let frame: AuthFrame = raw.recv(PATIENCE).unwrap();
+    let AuthMessage::Challenge(acceptor_nonce) = frame.message else {
+        panic!("expected the acceptor's challenge, got {frame:?}");
+    };
+    let transcript = Transcript {
+        dialer: claimed,
+        acceptor,
+        dialer_nonce: nonce,
+        acceptor_nonce,
+    };
+    (raw, transcript)
+}
+
+#[test]
+fn a_peer_with_the_wrong_secret_is_closed_and_injects_nothing() {
+    survives(3, NET, |c| {
+        let wrong = ClusterSecret::from_file_contents(vec![b'w'; 64]).unwrap();
+        for (acceptor, port) in c.peer_ports().into_iter().enumerate() {
+            let acceptor = acceptor as ReplicaId;
+            let claimed = (acceptor + 1) % 3;
+            let (mut raw, t) = dial_as(port, acceptor, claimed, rand::random());
+            raw.send(&proof_frame(&wrong, Prover::Dialer, &t));
+            raw.send(&forged_append());
+            // Not a byte after the challenge: no proof, no replication traffic.
+            raw.assert_refused("a peer with the wrong secret");
+        }
+        assert_no_forged_view(c);
+    });
+}
+
+#[test]
+fn a_peer_sending_peer_messages_before_its_proof_is_closed_and_injects_nothing() {
+    survives(3, NET, |c| {
+        // Right after its hello, without a challenge.
+        let mut raw = Raw::hello(c.peer_port(), Hello::new(Role::Replica(1)));
+        let _: Hello = raw.recv(PATIENCE).unwrap();
+        let _: AuthFrame = raw.recv(PATIENCE).unwrap();
+        raw.send(&forged_append());
+        raw.assert_refused("a peer message instead of a challenge");
+        // After the challenges, instead of its proof.
+        let (mut raw, _) = dial_as(c.peer_port(), 0, 2, rand::random());
+        raw.send(&forged_append());
+        raw.assert_refused("a peer message instead of a proof");
+        assert_no_forged_view(c);
+    });
+}
+
+#[test]
+fn a_proof_with_the_right_secret_is_answered_and_a_replayed_one_is_refused() {
+    survives(3, NET, |c| {
+        let secret = cluster_secret();
+        let nonce: Nonce = rand::random();
+        // Knowing the secret, the test is replica 2 (for a moment): the acceptor answers
+        // with its own proof.
+        let (mut raw, first) = dial_as(c.peer_port(), 0, 2, nonce);
+        let recorded = proof_frame(&secret, Prover::Dialer, &first);
+        raw.send(&recorded);
+        let answer: AuthFrame = raw.recv(PATIENCE).unwrap();
+        let AuthMessage::Proof(tag) = answer.message else {
+            panic!("expected the acceptor's proof, got {answer:?}");
+        };
+        assert!(verify(&secret, Prover::Acceptor, &first, &tag));
+        drop(raw);
+        // The same proof on a new connection, with the same dialer nonce: the acceptor's
+        // nonce is fresh, so the proof is not valid there.
+        let (mut raw, second) = dial_as(c.peer_port(), 0, 2, nonce);
+        assert_ne!(first.acceptor_nonce, second.acceptor_nonce);
+        raw.send(&recorded);
+        raw.assert_refused("a replayed proof");
+    });
+}
+
+#[test]
+fn a_forged_acceptor_reads_nothing_but_the_handshake() {
+    // Replica 2 is down, and whoever holds its peer port does not know the secret.
+    let cluster = Cluster::start_some(3, 2, NET);
+    let fake = TcpListener::bind(("127.0.0.1", cluster.config.replicas[2].peer_port)).unwrap();
+    cluster_survives(cluster, |_| {
+        let wrong = ClusterSecret::from_file_contents(vec![b'w'; 64]).unwrap();
+        let secret = cluster_secret();
+        for _ in 0..2 {
+            let (stream, _) = fake.accept().unwrap();
+            let mut raw = Raw::over(stream);
+            let hello: Hello = raw.recv(PATIENCE).unwrap();
+            let Role::Replica(dialer) = hello.role else {
+                panic!("a replica dials as a replica: {hello:?}");
+            };
+            let frame: AuthFrame = raw.recv(PATIENCE).unwrap();
+            let AuthMessage::Challenge(dialer_nonce) = frame.message else {
+                panic!("expected the dialer's challenge, got {frame:?}");
+            };
+            let t = Transcript {
+                dialer,
+                acceptor: 2,
+                dialer_nonce,
+                acceptor_nonce: rand::random(),
+            };
+            raw.send(&Hello::new(Role::Replica(2)));
+            raw.send(&challenge(t.acceptor_nonce));
+            let frame: AuthFrame = raw.recv(PATIENCE).unwrap();
+            let AuthMessage::Proof(tag) = frame.message else {
+                panic!("expected the dialer's proof, got {frame:?}");
+            };
+            assert!(verify(&secret, Prover::Dialer, &t, &tag));
+            raw.send(&proof_frame(&wrong, Prover::Acceptor, &t));
+            raw.assert_refused("a forged acceptor");
         }
     });
+}
+
+#[test]
+fn a_client_connection_never_speaks_the_peer_handshake() {
+    survives(3, NET, |c| {
+        let frame = challenge(rand::random());
+        for port in c.client_ports() {
+            let mut raw = Raw::connect(port).unwrap();
+            raw.send(&frame);
+            raw.assert_refused("a challenge instead of a hello");
+            let mut raw = Raw::hello(port, Hello::new(Role::Client));
+            raw.send(&frame);
+            raw.assert_closed("a challenge on a client connection");
+            let mut raw = Raw::hello(port, Hello::new(Role::Replica(1)));
+            raw.send(&frame);
+            raw.assert_refused("a replica's handshake on the client port");
+        }
+    });
+}
+
+/// Runs replica 0 of a one-replica cluster whose secret file is `contents` (or missing).
+fn start_with_secret_file(contents: Option<&[u8]>) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cluster.secret");
+    if let Some(contents) = contents {
+        std::fs::write(&path, contents).unwrap();
+    }
+    let yaml = format!(
+        "replicas:\n  - id: 0\n    host: 127.0.0.1\n    client_port: 1\n    peer_port: 2\n\
+         data_dir: {}\nheartbeat_interval_ms: 50\nelection_timeout_ms: 300\n\
+         cluster_secret_file: {}\n",
+        dir.path().display(),
+        path.display()
+    );
+    let config = Config::parse(&yaml).unwrap();
+    let opts = ServerOptions {
+        data_dir: Some(dir.path().join("replica-0")),
+        ..ServerOptions::default()
+    };
+    let error = run(&config, 0, opts)
+        .expect_err("start-up must fail")
+        .to_string();
+    let path = path.display().to_string();
+    assert!(error.contains(&path), "{error}");
+    assert!(
+        error.contains(&format!("chat-admin new-secret {path}")),
+        "{error}"
+    );
+    error
+}
+
+#[test]
+fn a_missing_or_short_secret_file_stops_start_up_with_a_clear_error() {
+    let error = start_with_secret_file(None);
+    assert!(error.contains("No such file"), "{error}");
+    let short = b"0123456789abcdef0123456789abcde\n";
+    let error = start_with_secret_file(Some(short));
+    assert!(error.contains("fewer than 32 bytes"), "{error}");
+    assert!(!error.contains("0123456789abcdef"), "{error}");
 }

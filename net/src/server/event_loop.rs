@@ -11,6 +11,7 @@ use crate::storage::Storage;
 use chat_core::chat::Event;
 use chat_core::config::{Config, NetLimits};
 use chat_core::ids::ReplicaId;
+use chat_core::peer_auth::ClusterSecret;
 use chat_core::replica::{Input, Output, Replica, Role};
 use chat_core::time::{Duration, Instant};
 use chat_core::wire::ServerToClient;
@@ -81,6 +82,7 @@ impl EventLoop {
     pub(super) fn new(
         config: &Config,
         me: ReplicaId,
+        secret: Option<ClusterSecret>,
         replica: Replica,
         storage: Storage,
         clock: Clock,
@@ -102,7 +104,7 @@ impl EventLoop {
                 .map_err(ServerError::io("registering a listener"))?;
         }
         let now = clock.now();
-        let peers = Peers::new(config, me, now)?;
+        let peers = Peers::new(config, me, secret, now)?;
         let io = IoThread::spawn(storage, waker.clone())
             .map_err(ServerError::io("starting the storage thread"))?;
         shutdown.set_waker(waker);

@@ -1,5 +1,7 @@
 //! Connections of every kind: accepting them within the limits, reading frames by the
 //! connection's handshake state, the `Hello` exchange, writing, deadlines and closing.
+//! A peer connection carries `PeerMessage`s only once both sides proved that they hold the
+//! cluster secret (if the configuration names one): see [`super::authentication`].
 
 use super::admission::Admission;
 use super::conn::{Conn, ReadOutcome, MAX_OUTGOING};
@@ -7,6 +9,7 @@ use super::event_loop::EventLoop;
 use chat_core::codec::frame;
 use chat_core::codec::handshake::check_hello;
 use chat_core::ids::{ClientId, ReplicaId};
+use chat_core::peer_auth::{AuthFrame, Handshake, Prover};
 use chat_core::replica::{Input, PeerMessage};
 use chat_core::time::{Duration, Instant};
 use chat_core::wire::{ClientToServer, Hello, Role};
@@ -42,10 +45,29 @@ pub(super) enum Kind {
     Client { attached: Option<ClientId> },
     /// Accepted on the peer port, waiting for `Hello`.
     PeerHello,
-    /// Replica `from` sends us its messages here (it only ever receives our `Hello`).
+    /// Claims to be replica `from` (and comes from its address); proving it holds the secret.
+    PeerInProving { from: ReplicaId, auth: Handshake },
+    /// Replica `from` sends us its messages here (it only ever receives our handshake).
     PeerIn { from: ReplicaId },
-    /// Our connection to replica `to`, for our messages; `greeted` once its `Hello` came.
-    PeerOut { to: ReplicaId, greeted: bool },
+    /// Our connection to replica `to`, waiting for its `Hello`; then `auth` runs, if any.
+    PeerOutHello {
+        to: ReplicaId,
+        auth: Option<Handshake>,
+    },
+    /// Our connection to replica `to`, waiting for it to prove it holds the secret.
+    PeerOutProving { to: ReplicaId, auth: Handshake },
+    /// Our connection to replica `to`, ready for our messages.
+    PeerOut { to: ReplicaId },
+}
+
+impl Kind {
+    /// Whether the connection is through its handshake.
+    fn is_ready(self) -> bool {
+        matches!(
+            self,
+            Kind::Client { .. } | Kind::PeerIn { .. } | Kind::PeerOut { .. }
+        )
+    }
 }
 
 pub(super) struct Link {
@@ -59,10 +81,16 @@ pub(super) struct Link {
 }
 
 impl Link {
-    pub(super) fn outgoing(conn: Conn, to: ReplicaId, addr: SocketAddr, deadline: Instant) -> Link {
+    pub(super) fn outgoing(
+        conn: Conn,
+        to: ReplicaId,
+        auth: Option<Handshake>,
+        addr: SocketAddr,
+        deadline: Instant,
+    ) -> Link {
         Link {
             conn,
-            kind: Kind::PeerOut { to, greeted: false },
+            kind: Kind::PeerOutHello { to, auth },
             addr,
             side: None,
             handshake_deadline: Some(deadline),
@@ -76,15 +104,18 @@ impl Link {
     /// The next frame, decoded as what this connection may send in its current state.
     fn next_frame(&mut self) -> Result<Option<Frame>, String> {
         let frame = match self.kind {
-            Kind::ClientHello | Kind::PeerHello | Kind::PeerOut { greeted: false, .. } => {
+            Kind::ClientHello | Kind::PeerHello | Kind::PeerOutHello { .. } => {
                 self.conn.next().map(|f| f.map(Frame::Hello))
+            }
+            Kind::PeerInProving { .. } | Kind::PeerOutProving { .. } => {
+                self.conn.next().map(|f| f.map(Frame::Auth))
             }
             Kind::Client { .. } => self.conn.next().map(|f| f.map(Frame::Client)),
             Kind::PeerIn { .. } => self.conn.next().map(|f| f.map(Frame::Peer)),
-            Kind::PeerOut { greeted: true, .. } if self.conn.buffered() > 0 => {
+            Kind::PeerOut { .. } if self.conn.buffered() > 0 => {
                 return Err("sent data on a connection that only carries our messages".into())
             }
-            Kind::PeerOut { greeted: true, .. } => Ok(None),
+            Kind::PeerOut { .. } => Ok(None),
         };
         frame.map_err(|e| e.to_string())
     }
@@ -97,8 +128,20 @@ impl fmt::Display for Kind {
             Kind::ClientHello => f.write_str("client connection before its handshake"),
             Kind::Client { .. } => f.write_str("client connection"),
             Kind::PeerHello => f.write_str("peer connection before its handshake"),
+            Kind::PeerInProving { from, .. } => {
+                write!(
+                    f,
+                    "connection claiming to be replica {from}, before its proof"
+                )
+            }
             Kind::PeerIn { from } => write!(f, "connection from replica {from}"),
-            Kind::PeerOut { to, .. } => write!(f, "connection to replica {to}"),
+            Kind::PeerOutHello { to, .. } => {
+                write!(f, "connection to replica {to} before its handshake")
+            }
+            Kind::PeerOutProving { to, .. } => {
+                write!(f, "connection to replica {to}, before its proof")
+            }
+            Kind::PeerOut { to } => write!(f, "connection to replica {to}"),
         }
     }
 }
@@ -106,6 +149,7 @@ impl fmt::Display for Kind {
 /// A decoded frame.
 enum Frame {
     Hello(Hello),
+    Auth(AuthFrame),
     Client(ClientToServer),
     Peer(PeerMessage),
 }
@@ -261,6 +305,7 @@ impl EventLoop {
     fn on_frame(&mut self, token: Token, frame: Frame) {
         match frame {
             Frame::Hello(hello) => self.on_hello(token, hello),
+            Frame::Auth(frame) => self.on_auth_frame(token, frame),
             Frame::Client(message) => self.on_client_message(token, message),
             Frame::Peer(message) => {
                 let Some(Kind::PeerIn { from }) = self.links.get(&token).map(|l| l.kind) else {
@@ -280,19 +325,23 @@ impl EventLoop {
             return self.reject(token, &e.to_string());
         }
         let (kind, ip) = (link.kind, link.ip());
+        let mut challenge = None;
         let greeted = match (kind, hello.role) {
             (Kind::ClientHello, Role::Client) => Kind::Client { attached: None },
             (Kind::PeerHello, Role::Replica(from)) => match self.peers.verify(from, ip) {
-                Ok(()) => {
-                    self.peer_connected(from, token);
-                    Kind::PeerIn { from }
-                }
+                Ok(()) => match self.peers.start_auth(Prover::Acceptor, from, self.me) {
+                    Some((auth, frame)) => {
+                        challenge = Some(frame);
+                        Kind::PeerInProving { from, auth }
+                    }
+                    None => Kind::PeerIn { from },
+                },
                 Err(why) => return self.reject(token, &why),
             },
-            (Kind::PeerOut { to, .. }, Role::Replica(id)) if id == to => {
-                self.peers.greeted(to);
-                Kind::PeerOut { to, greeted: true }
-            }
+            (Kind::PeerOutHello { to, auth }, Role::Replica(id)) if id == to => match auth {
+                Some(auth) => Kind::PeerOutProving { to, auth },
+                None => Kind::PeerOut { to },
+            },
             (kind, role) => {
                 return self.reject(
                     token,
@@ -300,14 +349,31 @@ impl EventLoop {
                 )
             }
         };
+        if !matches!(kind, Kind::PeerOutHello { .. }) {
+            // Our outgoing connections sent their `Hello` (and challenge) when they opened.
+            self.send_frame(token, &Hello::new(Role::Replica(self.me)));
+        }
+        if let Some(challenge) = challenge {
+            self.send_frame(token, &challenge);
+        }
+        self.handshake_done(token, greeted);
+    }
+
+    /// The connection goes on as `kind`; if that ends its handshake, its deadline is lifted
+    /// and a peer connection takes its place in the cluster.
+    pub(super) fn handshake_done(&mut self, token: Token, kind: Kind) {
         let Some(link) = self.links.get_mut(&token) else {
             return;
         };
-        link.kind = greeted;
+        link.kind = kind;
+        if !kind.is_ready() {
+            return;
+        }
         link.handshake_deadline = None;
-        if !matches!(greeted, Kind::PeerOut { .. }) {
-            // Our outgoing connections sent their `Hello` when they opened.
-            self.send_frame(token, &Hello::new(Role::Replica(self.me)));
+        match kind {
+            Kind::PeerIn { from } => self.peer_connected(from, token),
+            Kind::PeerOut { to } => self.peers.greeted(to),
+            _ => {}
         }
     }
 
@@ -355,7 +421,7 @@ impl EventLoop {
             let why = format!("no handshake within {} ms", self.net.handshake_timeout_ms);
             return match link.kind {
                 // Silence from a peer is reported as nothing more than silence.
-                Kind::PeerOut { .. } => self.drop_link(token, &why),
+                Kind::PeerOutHello { .. } => self.drop_link(token, &why),
                 _ => self.reject(token, &why),
             };
         }
@@ -398,8 +464,13 @@ impl EventLoop {
                 attached: Some(client),
             } => self.routes.detach(client, token),
             Kind::PeerIn { from } => self.peers.inbound_closed(from, token),
-            Kind::PeerOut { to, .. } => self.peers.outbound_closed(to, self.now),
-            Kind::Client { attached: None } | Kind::ClientHello | Kind::PeerHello => {}
+            Kind::PeerOutHello { to, .. }
+            | Kind::PeerOutProving { to, .. }
+            | Kind::PeerOut { to } => self.peers.outbound_closed(to, self.now),
+            Kind::Client { attached: None }
+            | Kind::ClientHello
+            | Kind::PeerHello
+            | Kind::PeerInProving { .. } => {}
         }
         Some(link)
     }

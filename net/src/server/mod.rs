@@ -6,8 +6,11 @@
 //! - Every connection opens with a `wire::Hello` both ways; anything a connection sends that
 //!   breaks the protocol or a limit of `config.net` closes that connection only, with a
 //!   `warn` line.
+//! - With `cluster_secret_file` configured, the two ends of a peer connection prove that
+//!   they hold the cluster secret before it carries any replication traffic.
 
 mod admission;
+mod authentication;
 mod clients;
 mod conn;
 mod event_loop;
@@ -57,6 +60,11 @@ pub enum ServerError {
     },
     #[error("the storage thread stopped unexpectedly")]
     IoThreadGone,
+    #[error(
+        "cannot use the cluster secret file {path}: {problem} \
+         (make one with `chat-admin new-secret {path}`)"
+    )]
+    Secret { path: String, problem: String },
 }
 
 impl ServerError {
@@ -70,6 +78,7 @@ impl ServerError {
 /// fails (then `Err`: durability is lost, and the process must stop and recover).
 pub fn run(config: &Config, id: ReplicaId, opts: ServerOptions) -> Result<(), ServerError> {
     config.replica(id).ok_or(ServerError::UnknownId(id))?;
+    let secret = authentication::load_secret(config)?;
     let dir = opts
         .data_dir
         .clone()
@@ -95,8 +104,8 @@ pub fn run(config: &Config, id: ReplicaId, opts: ServerOptions) -> Result<(), Se
         .then(|| opts.shutdown.on_signals())
         .transpose()
         .map_err(ServerError::io("installing signal handlers"))?;
-    let result =
-        EventLoop::new(config, id, replica, storage, clock, opts.shutdown).and_then(EventLoop::run);
+    let result = EventLoop::new(config, id, secret, replica, storage, clock, opts.shutdown)
+        .and_then(EventLoop::run);
     if let Some(signals) = signals {
         signals.close();
     }

@@ -1,19 +1,24 @@
 //! Connections between replicas. Each replica dials every other one for its own messages
 //! (outgoing connections only send) and receives theirs on its peer port (incoming ones
-//! only receive). Dialing retries with exponential backoff; a refused connect is reported to
-//! the replica as crash evidence, a timeout as nothing.
+//! only receive). An incoming connection must come from the address of the replica it
+//! claims to be and, with a cluster secret, both ends prove they hold it before any message
+//! passes. Dialing retries with exponential backoff; a refused connect is reported to the
+//! replica as crash evidence, a timeout as nothing.
 
 use super::conn::Conn;
 use super::event_loop::{resolve, EventLoop};
-use super::links::Link;
+use super::links::{Kind, Link};
 use super::ServerError;
 use chat_core::config::Config;
 use chat_core::ids::ReplicaId;
+use chat_core::peer_auth::{AuthFrame, ClusterSecret, Handshake, Prover};
 use chat_core::replica::{Input, PeerMessage};
 use chat_core::time::{Duration, Instant};
 use chat_core::wire::{Hello, Role};
 use mio::net::TcpStream;
 use mio::Token;
+use rand::rngs::OsRng;
+use rand::Rng;
 use socket2::{Domain, Protocol, Socket, Type};
 use std::collections::{BTreeMap, HashMap};
 use std::io::{self, ErrorKind};
@@ -46,11 +51,18 @@ pub(super) struct Peers {
     /// The addresses each other replica's configured host resolves to: an incoming
     /// connection claiming an id must come from one of them.
     addresses: HashMap<ReplicaId, Vec<IpAddr>>,
+    /// With it, peers must prove they hold it; without it, the address check is all.
+    pub(super) secret: Option<ClusterSecret>,
 }
 
 impl Peers {
     /// Resolves every other replica's host (once, at start).
-    pub(super) fn new(config: &Config, me: ReplicaId, now: Instant) -> Result<Peers, ServerError> {
+    pub(super) fn new(
+        config: &Config,
+        me: ReplicaId,
+        secret: Option<ClusterSecret>,
+        now: Instant,
+    ) -> Result<Peers, ServerError> {
         let own = config.replica(me).ok_or(ServerError::UnknownId(me))?;
         let local_ip = resolve(&own.host, 0)
             .map_err(ServerError::io(format!(
@@ -85,6 +97,7 @@ impl Peers {
             outbound,
             inbound: HashMap::new(),
             addresses,
+            secret,
         })
     }
 
@@ -107,6 +120,18 @@ impl Peers {
             )),
             Some(_) => Ok(()),
         }
+    }
+
+    /// With a secret, starts a handshake on a connection from `dialer` to `acceptor`, as
+    /// `me`: the handshake and the challenge to send.
+    pub(super) fn start_auth(
+        &self,
+        me: Prover,
+        dialer: ReplicaId,
+        acceptor: ReplicaId,
+    ) -> Option<(Handshake, AuthFrame)> {
+        self.secret.as_ref()?;
+        Some(Handshake::start(me, dialer, acceptor, OsRng.gen()))
     }
 
     /// Our connection to `to` completed its handshake: the next failure starts over with a
@@ -160,7 +185,8 @@ impl EventLoop {
         };
         let deadline = self.now + Duration::from_millis(self.net.handshake_timeout_ms);
         let conn = Conn::new(stream, self.net.max_frame_bytes, false);
-        match self.add_link(Link::outgoing(conn, to, addr, deadline)) {
+        let (auth, challenge) = self.peers.start_auth(Prover::Dialer, self.me, to).unzip();
+        match self.add_link(Link::outgoing(conn, to, auth, addr, deadline)) {
             Some(token) => {
                 self.peers
                     .outbound
@@ -168,6 +194,9 @@ impl EventLoop {
                     .expect("dialed above")
                     .token = Some(token);
                 self.send_frame(token, &Hello::new(Role::Replica(self.me)));
+                if let Some(challenge) = challenge {
+                    self.send_frame(token, &challenge);
+                }
             }
             None => self.peers.outbound_closed(to, self.now),
         }
@@ -200,17 +229,21 @@ impl EventLoop {
         }
     }
 
-    /// Replica `from` opened a new incoming connection: an older one is stale.
+    /// Replica `from` opened a new incoming connection (and proved who it is, with a
+    /// secret): an older one is stale.
     pub(super) fn peer_connected(&mut self, from: ReplicaId, token: Token) {
         if let Some(old) = self.peers.inbound.insert(from, token) {
             self.drop_link(old, &format!("replica {from} connected again"));
         }
     }
 
-    /// Sends on our connection to `to`; without one the message is dropped (the protocol
-    /// sends again).
+    /// Sends on our connection to `to`; without one through its handshake the message is
+    /// dropped (the protocol sends again).
     pub(super) fn send_to_peer(&mut self, to: ReplicaId, message: &PeerMessage) {
-        if let Some(token) = self.peers.outbound.get(&to).and_then(|o| o.token) {
+        let Some(token) = self.peers.outbound.get(&to).and_then(|o| o.token) else {
+            return;
+        };
+        if matches!(self.links.get(&token), Some(link) if link.kind == Kind::PeerOut { to }) {
             self.send_frame(token, message);
         }
     }
