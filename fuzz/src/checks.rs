@@ -10,6 +10,7 @@ use chat_core::codec::{handshake, record};
 use chat_core::command;
 use chat_core::config::Config;
 use chat_core::durable::{Record, Recovered, Snapshot};
+use chat_core::peer_auth::{AuthFrame, ClusterSecret, Handshake, Prover, Step};
 use chat_core::service::Service;
 use chat_core::wire::{ClientToServer, Hello, PeerMessage, ServerToClient};
 use serde::de::DeserializeOwned;
@@ -109,8 +110,28 @@ pub fn config(data: &[u8]) {
     }
 }
 
+/// The peer authentication handshake, from the acceptor's side: whatever a stranger sends, it
+/// never gets authenticated without the secret.
+pub fn peer_auth(data: &[u8]) {
+    let secret = ClusterSecret::from_file_contents(vec![7; 32]).expect("32 bytes");
+    let (mut acceptor, _) = Handshake::start(Prover::Acceptor, 1, 0, [9; 32]);
+    let mut decoder = FrameDecoder::new(MAX_FRAME);
+    decoder.push(data);
+    while let Ok(Some(frame)) = decoder.next::<AuthFrame>() {
+        match acceptor.on_frame(&secret, frame) {
+            Ok(Step::Continue(_)) => {}
+            Ok(Step::Authenticated(_)) => panic!("authenticated without the secret"),
+            Err(_) => return,
+        }
+    }
+}
+
+/// A fuzz target's body.
+pub type Check = fn(&[u8]);
+
 /// Every target, by name (the names of `fuzz/fuzz_targets/*.rs` and of the corpus folders).
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Check)] = &[
+    ("peer_auth", peer_auth),
     ("client_frame", client_frame),
     ("server_frame", server_frame),
     ("peer_frame", peer_frame),
