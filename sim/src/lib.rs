@@ -1,1 +1,216 @@
-pub fn placeholder() {}
+//! `chat-sim`: the deterministic simulator. The real `chat-core` replicas and virtual
+//! clients run on a virtual network, disk and clock; everything random comes from one seed,
+//! so a run is a pure function of its [`SimOptions`] and a failing seed reproduces exactly.
+//!
+//! - [`engine`]: the event loop, the random faults, the quiet phase, the scripting API.
+//! - [`network`], [`disk`]: the virtual network and disks with their faults.
+//! - [`client`], [`workload`]: virtual clients and their random chat workload.
+//! - [`checker`]: linearizability, messages, agreement (liveness is judged by the engine).
+//! - [`history`]: what the clients saw, also as JSON Lines (format in `sim/README.md`).
+
+pub mod checker;
+pub mod client;
+pub mod disk;
+pub mod engine;
+pub mod history;
+pub mod network;
+pub mod options;
+mod trace;
+pub mod workload;
+
+pub use checker::{Checker, Failure};
+pub use engine::{Report, Sim, Stats};
+pub use options::{FaultPlan, SimOptions};
+
+use chat_core::replica::Faults;
+
+/// Runs one whole run: the busy phase, the quiet phase and every checker.
+pub fn run(opts: SimOptions) -> Result<Report, Failure> {
+    let busy_for = opts.busy_for;
+    let mut sim = Sim::new(opts);
+    if let Err(failure) = sim.run_for(busy_for) {
+        sim.write_history();
+        return Err(failure);
+    }
+    sim.finish()
+}
+
+/// One random faulty run: its seed, and the switches a reproduce line carries as
+/// environment variables.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RunSpec {
+    /// `SIM_SEED`
+    pub seed: u64,
+    /// Deliberate protocol bugs (`SIM_FAULT`, comma-separated [`FAULT_NAMES`]).
+    pub faults: Faults,
+    /// A smaller client table, so that sessions are evicted (`SIM_MAX_SESSIONS`).
+    pub max_sessions: Option<u32>,
+    /// Another number of replicas than 3 (`SIM_REPLICAS`).
+    pub replicas: Option<u8>,
+}
+
+impl RunSpec {
+    pub fn new(seed: u64) -> RunSpec {
+        RunSpec {
+            seed,
+            ..RunSpec::default()
+        }
+    }
+
+    /// Reads `SIM_SEED`, `SIM_FAULT`, `SIM_MAX_SESSIONS` and `SIM_REPLICAS`; `None` without
+    /// `SIM_SEED`.
+    pub fn from_env() -> Result<Option<RunSpec>, String> {
+        let var = |name| std::env::var(name).ok();
+        let Some(seed) = var("SIM_SEED") else {
+            return Ok(None);
+        };
+        let number = |name: &str, text: String| {
+            text.trim()
+                .parse()
+                .map_err(|e| format!("{name}={text:?}: {e}"))
+        };
+        Ok(Some(RunSpec {
+            seed: number("SIM_SEED", seed)?,
+            faults: parse_faults(&var("SIM_FAULT").unwrap_or_default())?,
+            max_sessions: var("SIM_MAX_SESSIONS")
+                .map(|n| number("SIM_MAX_SESSIONS", n).map(|n| n as u32))
+                .transpose()?,
+            replicas: var("SIM_REPLICAS")
+                .map(|n| number("SIM_REPLICAS", n).map(|n| n as u8))
+                .transpose()?,
+        }))
+    }
+
+    pub fn options(&self) -> SimOptions {
+        let mut opts = SimOptions::for_seed(self.seed);
+        opts.replica_faults = self.faults;
+        if let Some(max) = self.max_sessions {
+            opts.limits.max_sessions = max;
+        }
+        if let Some(n) = self.replicas {
+            opts.replicas = n;
+        }
+        opts
+    }
+
+    /// The one-line command that reruns this run with full tracing.
+    pub fn reproduce_command(&self) -> String {
+        let on = [
+            self.faults.commit_without_majority,
+            self.faults.vote_for_shorter_log,
+            self.faults.no_client_table,
+        ];
+        let names: Vec<&str> = FAULT_NAMES
+            .iter()
+            .zip(on)
+            .filter(|(_, on)| *on)
+            .map(|(name, _)| *name)
+            .collect();
+        let mut env = String::new();
+        if !names.is_empty() {
+            env += &format!("SIM_FAULT={} ", names.join(","));
+        }
+        if let Some(max) = self.max_sessions {
+            env += &format!("SIM_MAX_SESSIONS={max} ");
+        }
+        if let Some(n) = self.replicas {
+            env += &format!("SIM_REPLICAS={n} ");
+        }
+        format!(
+            "{env}SIM_SEED={} cargo test -p chat-sim --test reproduce -- --nocapture",
+            self.seed
+        )
+    }
+}
+
+/// A run that failed a checker or panicked.
+#[derive(Clone, Debug)]
+pub struct SeedFailure {
+    pub seed: u64,
+    /// The checker failure, or the panic message.
+    pub message: String,
+    /// The command that reproduces it.
+    pub reproduce: String,
+}
+
+impl std::fmt::Display for SeedFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "seed {}: {}\n{}",
+            self.seed, self.message, self.reproduce
+        )
+    }
+}
+
+/// Runs `spec`, turning a panic (a failed assertion in the core or the simulator) into a
+/// failure too.
+pub fn check(spec: RunSpec) -> Result<Report, SeedFailure> {
+    let outcome = std::panic::catch_unwind(|| run(spec.options()));
+    let message = match outcome {
+        Ok(Ok(report)) => return Ok(report),
+        Ok(Err(failure)) => failure.to_string(),
+        Err(panic) => {
+            let text = panic
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| panic.downcast_ref::<&str>().copied())
+                .unwrap_or("(no message)");
+            format!("panicked: {text}")
+        }
+    };
+    Err(SeedFailure {
+        seed: spec.seed,
+        message,
+        reproduce: spec.reproduce_command(),
+    })
+}
+
+/// The names of the deliberate protocol faults, as `SIM_FAULT` takes them.
+pub const FAULT_NAMES: [&str; 3] = [
+    "commit_without_majority",
+    "vote_for_shorter_log",
+    "no_client_table",
+];
+
+/// Parses a comma-separated list of [`FAULT_NAMES`].
+pub fn parse_faults(list: &str) -> Result<Faults, String> {
+    let mut faults = Faults::default();
+    for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+        match name {
+            "commit_without_majority" => faults.commit_without_majority = true,
+            "vote_for_shorter_log" => faults.vote_for_shorter_log = true,
+            "no_client_table" => faults.no_client_table = true,
+            other => return Err(format!("unknown fault {other:?}; known: {FAULT_NAMES:?}")),
+        }
+    }
+    Ok(faults)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn switches_round_trip_through_the_reproduce_line() {
+        let faults = parse_faults("no_client_table, vote_for_shorter_log").unwrap();
+        assert!(faults.no_client_table && faults.vote_for_shorter_log);
+        assert!(!faults.commit_without_majority);
+        let spec = RunSpec {
+            seed: 7,
+            faults,
+            max_sessions: Some(3),
+            replicas: Some(5),
+        };
+        assert_eq!(
+            spec.reproduce_command(),
+            "SIM_FAULT=vote_for_shorter_log,no_client_table SIM_MAX_SESSIONS=3 SIM_REPLICAS=5 SIM_SEED=7 cargo test -p chat-sim --test reproduce -- --nocapture"
+        );
+        assert_eq!(
+            RunSpec::new(7).reproduce_command(),
+            "SIM_SEED=7 cargo test -p chat-sim --test reproduce -- --nocapture"
+        );
+        assert_eq!(spec.options().limits.max_sessions, 3);
+        assert!(parse_faults("bogus").is_err());
+    }
+}

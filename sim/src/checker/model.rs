@@ -1,0 +1,111 @@
+//! The sequential model: the committed log replayed, in order, through a fresh
+//! [`Service`]. What it answers at each position is what a correct system must have answered.
+
+use super::agreement::CommitLog;
+use chat_core::chat::{Event, Limits, Op, Reply};
+use chat_core::durable::EntryBody;
+use chat_core::ids::{ClientId, MessageId, OpIndex, RequestNo};
+use chat_core::service::{Lookup, Service};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// A message the model accepted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SentMessage {
+    pub index: OpIndex,
+    pub sender: ClientId,
+    pub from: String,
+    pub to: String,
+    pub text: String,
+    /// The recipient account was deleted after the send: the message may be gone.
+    pub recipient_deleted: bool,
+}
+
+#[derive(Debug, Default)]
+pub struct Model {
+    /// Each request's first position in the log and the model's reply there.
+    pub first: BTreeMap<(ClientId, RequestNo), (OpIndex, Option<Reply>)>,
+    pub messages: BTreeMap<MessageId, SentMessage>,
+    /// Every account each session was ever logged in as.
+    pub logins: BTreeMap<ClientId, BTreeSet<String>>,
+    /// Sessions the client table evicted, and the index of the request that first evicted
+    /// them (a retried opening may bring a session back, to be evicted again).
+    pub evicted: BTreeMap<ClientId, OpIndex>,
+    /// The state digest after the last committed entry.
+    pub digest: u32,
+    pub last_index: OpIndex,
+}
+
+impl Model {
+    pub fn replay(log: &CommitLog, limits: &Limits) -> Model {
+        let mut model = Model::default();
+        let mut service = Service::new();
+        let mut user_of: BTreeMap<ClientId, String> = BTreeMap::new();
+        // Sessions with a row in the client table (an opening session may evict one).
+        let mut sessions: BTreeSet<ClientId> = BTreeSet::new();
+        for committed in log.entries() {
+            let index = committed.entry.index;
+            model.last_index = index;
+            let EntryBody::Request(request) = &committed.entry.body else {
+                continue;
+            };
+            let applied = service.apply(limits, index, request);
+            let client = request.client;
+            // Opening a session (a retried opening too: the row may have been evicted since)
+            // may evict another session.
+            if applied.reply == Some(Reply::SessionOpened) {
+                sessions.retain(|&s| {
+                    let kept = service.lookup(s, 1) != Lookup::New;
+                    if !kept {
+                        model.evicted.entry(s).or_insert(index);
+                    }
+                    kept
+                });
+                sessions.insert(client);
+            }
+            let key = (request.client, request.request);
+            if model.first.contains_key(&key) {
+                continue; // a duplicate: the client table answers it, nothing changes
+            }
+            model.first.insert(key, (index, applied.reply.clone()));
+            match (&applied.reply, &request.op) {
+                (Some(Reply::LoggedIn { user, .. }), _) => {
+                    user_of.insert(client, user.clone());
+                    model.logins.entry(client).or_default().insert(user.clone());
+                }
+                (Some(Reply::LoggedOut), _) => {
+                    user_of.remove(&client);
+                }
+                (Some(Reply::Deleted), _) => {
+                    if let Some(user) = user_of.remove(&client) {
+                        for message in model.messages.values_mut() {
+                            if message.to == user {
+                                message.recipient_deleted = true;
+                            }
+                        }
+                    }
+                }
+                (Some(Reply::Sent { id }), Op::Send { to, text }) => {
+                    model.messages.insert(
+                        *id,
+                        SentMessage {
+                            index,
+                            sender: client,
+                            from: user_of.get(&client).cloned().unwrap_or_default(),
+                            to: to.clone(),
+                            text: text.clone(),
+                            recipient_deleted: false,
+                        },
+                    );
+                }
+                _ => {}
+            }
+            for event in &applied.events {
+                if let Event::LoggedOut { client } = event {
+                    user_of.remove(client);
+                }
+            }
+        }
+        model.digest = service.digest();
+        model
+    }
+}

@@ -1,0 +1,818 @@
+//! The engine: replicas, clients, network and disks on one virtual clock.
+//!
+//! Events wait in a queue ordered by (time, sequence number), so equal times resolve in the
+//! order the events were made; replica timers are not queued but taken from each replica's
+//! `poll_timeout()`, and fire before queued events of the same time. Every random choice
+//! comes from one generator seeded from the run's seed, and only ordered containers are
+//! iterated, so a run is a pure function of its options.
+//!
+//! After every step the engine reads each live replica's commit index and reports newly
+//! committed entries to the agreement checker (see [`crate::checker::agreement`]).
+
+mod faults;
+mod quiet;
+mod scenario;
+
+use crate::checker::agreement::CommitLog;
+use crate::checker::{Checker, Failure};
+use crate::client::{Action, Client, Ctx};
+use crate::disk::{Disk, DiskError};
+use crate::history::History;
+use crate::network::{ConnId, Direction, Network, Node};
+use crate::options::{FaultPlan, SimOptions};
+use crate::trace::Trace;
+use crate::workload::Workload;
+use chat_core::chat::Event as ChatEvent;
+use chat_core::ids::{ClientId, OpIndex, ReplicaId, View};
+use chat_core::replica::{Input, Options, Output, PeerMessage, PersistId, Replica, Role};
+use chat_core::service::Request;
+use chat_core::time::{Duration, Instant};
+use chat_core::wire::ServerToClient;
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use std::cmp::Ordering;
+use std::collections::{BTreeMap, BinaryHeap};
+
+/// Replica timing in the simulator: short, so that a run sees many view changes.
+const HEARTBEAT: Duration = Duration::from_millis(50);
+const ELECTION_TIMEOUT: Duration = Duration::from_millis(300);
+
+/// A replica whose `poll_timeout()` stays at or before `now` after this many ticks at one
+/// instant would spin forever.
+const MAX_TICKS_AT_ONE_INSTANT: u32 = 1_000;
+
+#[derive(Debug)]
+enum Event {
+    Peer {
+        to: ReplicaId,
+        from: ReplicaId,
+        message: PeerMessage,
+    },
+    /// `peer` refused a connection from `to` (it is down).
+    PeerRefused {
+        to: ReplicaId,
+        life: u64,
+        peer: ReplicaId,
+    },
+    ToReplica {
+        conn: ConnId,
+        attach: Option<ClientId>,
+        request: Request,
+    },
+    ToClient {
+        conn: ConnId,
+        session: ClientId,
+        message: ServerToClient,
+    },
+    /// The connection was refused (replica down) or reset (replica crashed).
+    ConnRefused {
+        slot: usize,
+        conn: ConnId,
+    },
+    DiskSynced {
+        replica: ReplicaId,
+        life: u64,
+    },
+    ClientStart {
+        slot: usize,
+    },
+    ClientWake {
+        slot: usize,
+        token: u64,
+    },
+    FaultTick,
+    Restart {
+        replica: ReplicaId,
+    },
+    Heal,
+}
+
+struct Scheduled {
+    at: Instant,
+    seq: u64,
+    event: Event,
+}
+
+impl PartialEq for Scheduled {
+    fn eq(&self, other: &Self) -> bool {
+        (self.at, self.seq) == (other.at, other.seq)
+    }
+}
+impl Eq for Scheduled {}
+impl PartialOrd for Scheduled {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Scheduled {
+    /// Reversed: `BinaryHeap` is a max-heap and the earliest event must come out first.
+    fn cmp(&self, other: &Self) -> Ordering {
+        (other.at, other.seq).cmp(&(self.at, self.seq))
+    }
+}
+
+/// One replica's process and disk.
+struct Slot {
+    replica: Option<Replica>,
+    disk: Disk,
+    /// Bumped at every crash: events meant for an earlier life are void.
+    life: u64,
+    /// Never starts again (its disk was found corrupt), and why.
+    stopped: Option<String>,
+    /// Its disk was deliberately corrupted.
+    corrupted: bool,
+    /// Client sessions attached here, and their connection.
+    attached: BTreeMap<ClientId, ConnId>,
+    /// Commit index already reported to the checker.
+    seen_commit: OpIndex,
+    /// The last `Persist` id of this life (ids must go up by one).
+    last_persist: PersistId,
+    ticks_at_now: (Instant, u32),
+}
+
+struct Conn {
+    slot: usize,
+    replica: ReplicaId,
+    /// The session last attached on it.
+    session: ClientId,
+}
+
+/// Where the run is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    Busy,
+    Quiet,
+}
+
+/// Counts of what happened in a run.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub events: u64,
+    pub crashes: u32,
+    pub torn_crashes: u32,
+    /// Restarts that found a torn record at the end of the log and cut it off.
+    pub torn_tails_cut: u32,
+    pub corruptions: u32,
+    pub partitions: u32,
+    pub max_view: View,
+    /// Snapshot chunks each replica received (state transfers).
+    pub snapshot_chunks: Vec<u32>,
+}
+
+/// The result of a run that passed every checker.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Report {
+    pub seed: u64,
+    pub sim_time: Instant,
+    pub committed: OpIndex,
+    pub calls: usize,
+    pub returns: usize,
+    pub messages: usize,
+    /// Returns that said `SessionExpired` (the session left the client table).
+    pub expired: usize,
+    pub stats: Stats,
+    /// Hash of every event, if `trace_digest` was on.
+    pub trace_digest: Option<u64>,
+}
+
+/// A simulated cluster with its clients. Build one with [`Sim::new`], drive it with the
+/// scripting methods (`run_for`, `crash`, `partition`, ...), end it with [`Sim::finish`].
+pub struct Sim {
+    opts: SimOptions,
+    plan: FaultPlan,
+    rng: SmallRng,
+    now: Instant,
+    queue: BinaryHeap<Scheduled>,
+    seq: u64,
+    net: Network,
+    slots: Vec<Slot>,
+    clients: Vec<Client>,
+    conns: BTreeMap<ConnId, Conn>,
+    /// Each client's current connection (it may be one being refused).
+    client_conn: Vec<Option<ConnId>>,
+    next_conn: ConnId,
+    workload: Workload,
+    history: History,
+    commits: CommitLog,
+    /// The primary of each view seen so far: two in one view is a safety failure.
+    primaries: BTreeMap<View, ReplicaId>,
+    trace: Trace,
+    phase: Phase,
+    stats: Stats,
+    /// Replica settings drawn from the seed.
+    snapshot_every: u64,
+    max_append_entries: usize,
+    snapshot_chunk_bytes: usize,
+}
+
+impl Sim {
+    pub fn new(opts: SimOptions) -> Sim {
+        assert!(
+            opts.replicas >= 1 && opts.clients >= 1,
+            "a run needs replicas and clients"
+        );
+        let mut rng = SmallRng::seed_from_u64(opts.seed);
+        let plan = if opts.random_faults {
+            FaultPlan::draw(&mut rng)
+        } else {
+            FaultPlan::calm()
+        };
+        let snapshot_every = rng.gen_range(20..=400);
+        let snapshot_every = opts.snapshot_every.unwrap_or(snapshot_every);
+        let max_append_entries = rng.gen_range(1..=64);
+        let snapshot_chunk_bytes = rng.gen_range(200..=16_384);
+        let n = opts.replicas;
+        let mut sim = Sim {
+            net: Network::new(plan.loss, plan.duplicate, plan.latency_us),
+            rng,
+            now: Instant::ZERO,
+            queue: BinaryHeap::new(),
+            seq: 0,
+            slots: (0..n)
+                .map(|_| Slot {
+                    replica: None,
+                    disk: Disk::new(),
+                    life: 0,
+                    stopped: None,
+                    corrupted: false,
+                    attached: BTreeMap::new(),
+                    seen_commit: 0,
+                    last_persist: 0,
+                    ticks_at_now: (Instant::ZERO, 0),
+                })
+                .collect(),
+            clients: (0..opts.clients).map(|slot| Client::new(slot, n)).collect(),
+            conns: BTreeMap::new(),
+            client_conn: vec![None; opts.clients],
+            next_conn: 1,
+            workload: Workload::new(),
+            history: History::default(),
+            commits: CommitLog::new(),
+            primaries: BTreeMap::new(),
+            trace: Trace::new(opts.verbose, opts.trace_digest),
+            phase: Phase::Busy,
+            stats: Stats {
+                snapshot_chunks: vec![0; usize::from(n)],
+                ..Stats::default()
+            },
+            snapshot_every,
+            max_append_entries,
+            snapshot_chunk_bytes,
+            plan,
+            opts,
+        };
+        if sim.trace.on() {
+            let (plan, every) = (&sim.plan, sim.snapshot_every);
+            sim.trace.record(
+                sim.now,
+                format_args!("plan {plan:?} snapshot_every {every}"),
+            );
+        }
+        for r in 0..n {
+            sim.start_replica(r)
+                .expect("a replica starts from an empty disk");
+        }
+        for slot in 0..sim.clients.len() {
+            // Clients open their sessions at staggered times.
+            let at = Instant(sim.rng.gen_range(0..50_000));
+            sim.schedule(at, Event::ClientStart { slot });
+            if !sim.opts.workload {
+                sim.clients[slot].finish();
+            }
+        }
+        if sim.opts.random_faults {
+            sim.schedule_fault_tick();
+        }
+        sim
+    }
+
+    fn schedule(&mut self, at: Instant, event: Event) {
+        self.seq += 1;
+        self.queue.push(Scheduled {
+            at: at.max(self.now),
+            seq: self.seq,
+            event,
+        });
+    }
+
+    fn replica_options(&self, r: ReplicaId) -> Options {
+        let life = self.slots[usize::from(r)].life;
+        let mut o = Options::new(r, self.opts.replicas);
+        o.heartbeat_interval = HEARTBEAT;
+        o.election_timeout = ELECTION_TIMEOUT;
+        o.snapshot_every = self.snapshot_every;
+        o.max_append_entries = self.max_append_entries;
+        o.snapshot_chunk_bytes = self.snapshot_chunk_bytes;
+        o.seed = self
+            .opts
+            .seed
+            .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+            .wrapping_add(u64::from(r) << 32 | life);
+        o.limits = self.opts.limits.clone();
+        o.faults = self.opts.replica_faults;
+        o
+    }
+
+    // ----- the main loop -----
+
+    /// The earliest replica timer: (time, replica).
+    fn earliest_timer(&self) -> Option<(Instant, ReplicaId)> {
+        self.slots
+            .iter()
+            .enumerate()
+            .filter_map(|(r, s)| Some((s.replica.as_ref()?.poll_timeout(), r as ReplicaId)))
+            .filter(|(t, _)| *t != Instant::NEVER)
+            .min()
+    }
+
+    fn next_due(&self) -> Option<Instant> {
+        let event = self.queue.peek().map(|s| s.at);
+        let timer = self.earliest_timer().map(|(t, _)| t);
+        match (event, timer) {
+            (Some(e), Some(t)) => Some(e.min(t).max(self.now)),
+            (e, t) => e.or(t).map(|t| t.max(self.now)),
+        }
+    }
+
+    /// Processes the next timer or event.
+    fn step(&mut self) -> Result<(), Failure> {
+        let event_at = self.queue.peek().map(|s| s.at);
+        match self.earliest_timer() {
+            Some((t, r)) if event_at.is_none_or(|e| t <= e) => {
+                self.now = self.now.max(t);
+                self.tick(r)?;
+            }
+            _ => {
+                let Some(next) = self.queue.pop() else {
+                    return Ok(());
+                };
+                self.now = self.now.max(next.at);
+                self.dispatch(next.event)?;
+            }
+        }
+        self.stats.events += 1;
+        self.observe()
+    }
+
+    /// Runs every timer and event up to `end`; the clock then reads `end`.
+    fn run_until(&mut self, end: Instant) -> Result<(), Failure> {
+        while let Some(t) = self.next_due() {
+            if t > end {
+                break;
+            }
+            self.step()?;
+        }
+        self.now = self.now.max(end);
+        Ok(())
+    }
+
+    fn tick(&mut self, r: ReplicaId) -> Result<(), Failure> {
+        let now = self.now;
+        let slot = &mut self.slots[usize::from(r)];
+        let replica = slot
+            .replica
+            .as_mut()
+            .expect("only live replicas have timers");
+        replica.tick(now);
+        if replica.poll_timeout() <= now {
+            slot.ticks_at_now = match slot.ticks_at_now {
+                (t, n) if t == now => (t, n + 1),
+                _ => (now, 1),
+            };
+            if slot.ticks_at_now.1 > MAX_TICKS_AT_ONE_INSTANT {
+                return Err(Failure::new(
+                    Checker::Liveness,
+                    now,
+                    format!("replica {r}: poll_timeout() stays at or before now after tick()"),
+                ));
+            }
+        }
+        if self.trace.on() {
+            self.trace.record(now, format_args!("tick r{r}"));
+        }
+        self.drain(r)
+    }
+
+    fn dispatch(&mut self, event: Event) -> Result<(), Failure> {
+        if self.trace.on() {
+            self.trace.record(self.now, format_args!("{event:?}"));
+        }
+        match event {
+            Event::Peer { to, from, message } => {
+                if self.is_up(to) {
+                    if matches!(message, PeerMessage::SnapshotChunk { .. }) {
+                        self.stats.snapshot_chunks[usize::from(to)] += 1;
+                    }
+                    self.input(to, Input::Peer { from, message })?;
+                } else if !self.net.is_cut(Node::Replica(to), Node::Replica(from)) {
+                    let at = self.net.refusal_delivery(&mut self.rng, self.now);
+                    let life = self.slots[usize::from(from)].life;
+                    self.schedule(
+                        at,
+                        Event::PeerRefused {
+                            to: from,
+                            life,
+                            peer: to,
+                        },
+                    );
+                }
+            }
+            Event::PeerRefused { to, life, peer } => {
+                if self.is_up(to) && self.slots[usize::from(to)].life == life {
+                    self.input(to, Input::PeerRefused(peer))?;
+                }
+            }
+            Event::ToReplica {
+                conn,
+                attach,
+                request,
+            } => {
+                // Crashes and partitions close connections, so an open one leads to a live
+                // replica.
+                let Some(r) = self.conns.get(&conn).map(|c| c.replica) else {
+                    return Ok(());
+                };
+                if let Some(session) = attach {
+                    self.slots[usize::from(r)].attached.insert(session, conn);
+                    self.input(r, Input::ClientAttached(session))?;
+                }
+                self.input(r, Input::Client(request))?;
+            }
+            Event::ToClient {
+                conn,
+                session,
+                message,
+            } => {
+                let Some(slot) = self.conns.get(&conn).map(|c| c.slot) else {
+                    return Ok(());
+                };
+                if self.client_conn[slot] == Some(conn) && self.clients[slot].session == session {
+                    if let ServerToClient::Push(pushed) = &message {
+                        self.history.pushed(self.now, slot, session, conn, pushed);
+                    }
+                    self.with_client(slot, |client, ctx| client.on_server(ctx, message));
+                }
+            }
+            Event::ConnRefused { slot, conn } => {
+                if self.client_conn[slot] == Some(conn) {
+                    self.close_client_conn(slot);
+                    self.with_client(slot, |client, ctx| client.on_refused(ctx));
+                }
+            }
+            Event::DiskSynced { replica, life } => {
+                let slot = &mut self.slots[usize::from(replica)];
+                if slot.replica.is_some() && slot.life == life {
+                    let id = slot.disk.finish_sync();
+                    self.input(replica, Input::Persisted(id))?;
+                    self.kick_disk(replica);
+                }
+            }
+            Event::ClientStart { slot } => {
+                self.with_client(slot, |client, ctx| client.start(ctx));
+            }
+            Event::ClientWake { slot, token } => {
+                self.with_client(slot, |client, ctx| client.wake(ctx, token));
+            }
+            Event::FaultTick => {
+                if self.phase == Phase::Busy {
+                    self.inject_fault()?;
+                    self.schedule_fault_tick();
+                }
+            }
+            Event::Restart { replica } => {
+                if self.phase == Phase::Busy && !self.is_up(replica) {
+                    self.start_replica(replica)?;
+                }
+            }
+            Event::Heal => {
+                if self.phase == Phase::Busy {
+                    self.net.heal();
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Hands `input` to replica `r` and carries out what it asks.
+    fn input(&mut self, r: ReplicaId, input: Input) -> Result<(), Failure> {
+        let now = self.now;
+        let replica = self.slots[usize::from(r)]
+            .replica
+            .as_mut()
+            .expect("inputs go to live replicas");
+        replica.handle(now, input);
+        self.drain(r)
+    }
+
+    /// Carries out every output of replica `r`.
+    fn drain(&mut self, r: ReplicaId) -> Result<(), Failure> {
+        loop {
+            let slot = &mut self.slots[usize::from(r)];
+            let Some(output) = slot.replica.as_mut().and_then(Replica::poll_output) else {
+                return Ok(());
+            };
+            if self.trace.on() {
+                self.trace
+                    .record(self.now, format_args!("r{r} -> {output:?}"));
+            }
+            match output {
+                Output::Send { to, message } => {
+                    for at in self.net.peer_deliveries(&mut self.rng, self.now, r, to) {
+                        let message = message.clone();
+                        self.schedule(
+                            at,
+                            Event::Peer {
+                                to,
+                                from: r,
+                                message,
+                            },
+                        );
+                    }
+                }
+                Output::Persist { id, what } => {
+                    if id != slot.last_persist + 1 {
+                        return Err(Failure::new(
+                            Checker::Recovery,
+                            self.now,
+                            format!(
+                                "replica {r} handed out persist id {id} after {}: ids must go up by one",
+                                slot.last_persist
+                            ),
+                        ));
+                    }
+                    slot.last_persist = id;
+                    slot.disk.write(id, what);
+                    self.kick_disk(r);
+                }
+                Output::Reply {
+                    client,
+                    request,
+                    reply,
+                } => self.send_to_session(r, client, ServerToClient::Reply { request, reply }),
+                Output::Redirect { client, primary } => {
+                    self.send_to_session(r, client, ServerToClient::Redirect { primary })
+                }
+                Output::Event(ChatEvent::Push { client, message }) => {
+                    self.send_to_session(r, client, ServerToClient::Push(message))
+                }
+                Output::Event(ChatEvent::LoggedOut { client }) => {
+                    self.send_to_session(r, client, ServerToClient::LoggedOut)
+                }
+            }
+        }
+    }
+
+    /// Starts a disk sync if none is running and something waits for one.
+    fn kick_disk(&mut self, r: ReplicaId) {
+        let slot = &mut self.slots[usize::from(r)];
+        if slot.disk.start_sync().is_some() {
+            let (lo, hi) = self.plan.disk_latency_us;
+            let at = self.now + Duration::from_micros(self.rng.gen_range(lo..=hi));
+            let life = slot.life;
+            self.schedule(at, Event::DiskSynced { replica: r, life });
+        }
+    }
+
+    /// Sends to a client session over its connection to replica `r`, if it has one.
+    fn send_to_session(&mut self, r: ReplicaId, session: ClientId, message: ServerToClient) {
+        let Some(&conn) = self.slots[usize::from(r)].attached.get(&session) else {
+            return;
+        };
+        let at = self
+            .net
+            .conn_delivery(&mut self.rng, self.now, conn, Direction::ToClient);
+        self.schedule(
+            at,
+            Event::ToClient {
+                conn,
+                session,
+                message,
+            },
+        );
+    }
+
+    // ----- clients -----
+
+    fn with_client(&mut self, slot: usize, f: impl FnOnce(&mut Client, &mut Ctx) -> Vec<Action>) {
+        let mut ctx = Ctx {
+            now: self.now,
+            rng: &mut self.rng,
+            workload: &mut self.workload,
+            history: &mut self.history,
+        };
+        let actions = f(&mut self.clients[slot], &mut ctx);
+        for action in actions {
+            match action {
+                Action::Send { to, request } => self.client_send(slot, to, request),
+                Action::Wake { at, token } => self.schedule(at, Event::ClientWake { slot, token }),
+            }
+        }
+    }
+
+    /// Sends a request from client `slot` to replica `to`, on its open connection there or
+    /// on a new one (which first attaches the session).
+    fn client_send(&mut self, slot: usize, to: ReplicaId, request: Request) {
+        let session = request.client;
+        let current = self.client_conn[slot]
+            .filter(|c| self.conns.get(c).is_some_and(|conn| conn.replica == to));
+        let conn = match current {
+            Some(conn) => conn,
+            None => {
+                self.close_client_conn(slot);
+                let conn = self.next_conn;
+                self.next_conn += 1;
+                self.client_conn[slot] = Some(conn);
+                if self.net.is_cut(Node::Client(slot), Node::Replica(to)) {
+                    return; // silence: the client will time out
+                }
+                if !self.is_up(to) {
+                    let at = self.net.refusal_delivery(&mut self.rng, self.now);
+                    self.schedule(at, Event::ConnRefused { slot, conn });
+                    return;
+                }
+                self.conns.insert(
+                    conn,
+                    Conn {
+                        slot,
+                        replica: to,
+                        session: 0,
+                    },
+                );
+                conn
+            }
+        };
+        let open = self.conns.get_mut(&conn).expect("open connection");
+        let attach = (open.session != session).then_some(session);
+        open.session = session;
+        let at = self
+            .net
+            .conn_delivery(&mut self.rng, self.now, conn, Direction::ToReplica);
+        self.schedule(
+            at,
+            Event::ToReplica {
+                conn,
+                attach,
+                request,
+            },
+        );
+    }
+
+    fn close_client_conn(&mut self, slot: usize) {
+        if let Some(conn) = self.client_conn[slot].take() {
+            self.close_conn(conn);
+        }
+    }
+
+    fn close_conn(&mut self, conn: ConnId) {
+        if let Some(c) = self.conns.remove(&conn) {
+            self.slots[usize::from(c.replica)]
+                .attached
+                .retain(|_, &mut attached| attached != conn);
+            self.net.forget_conn(conn);
+        }
+    }
+
+    // ----- replica processes -----
+
+    /// Starts replica `r` from its disk. A deliberately corrupted disk stops it for good;
+    /// any other failure to start is a failure of the run.
+    fn start_replica(&mut self, r: ReplicaId) -> Result<(), Failure> {
+        let opts = self.replica_options(r);
+        let now = self.now;
+        let slot = &mut self.slots[usize::from(r)];
+        if slot.replica.is_some() || slot.stopped.is_some() {
+            return Ok(());
+        }
+        let fail =
+            |what: String| Failure::new(Checker::Recovery, now, format!("replica {r} {what}"));
+        let recovered = match slot.disk.recover() {
+            Ok((recovered, cut)) => {
+                if cut.is_some() {
+                    self.stats.torn_tails_cut += 1;
+                }
+                recovered
+            }
+            Err(e @ DiskError::Corrupt { .. }) if slot.corrupted => {
+                slot.stopped = Some(e.to_string());
+                if self.trace.on() {
+                    self.trace
+                        .record(now, format_args!("r{r} refuses to start: {e}"));
+                }
+                return Ok(());
+            }
+            Err(e) => return Err(fail(format!("cannot recover from its disk: {e}"))),
+        };
+        let replica = Replica::new(opts, recovered, now)
+            .map_err(|e| fail(format!("cannot start from what it recovered: {e}")))?;
+        let commit = replica.commit_index();
+        slot.replica = Some(replica);
+        slot.seen_commit = commit;
+        slot.last_persist = 0;
+        if self.trace.on() {
+            self.trace
+                .record(now, format_args!("r{r} starts, commit {commit}"));
+        }
+        self.commits.check_known(now, r, commit)?;
+        self.drain(r)
+    }
+
+    /// Kills replica `r`: its volatile disk writes are lost (or, with `torn`, a random prefix
+    /// of them survives), its connections are reset.
+    fn crash_replica(&mut self, r: ReplicaId, torn: bool) {
+        let slot = &mut self.slots[usize::from(r)];
+        if slot.replica.take().is_none() {
+            return;
+        }
+        slot.life += 1;
+        slot.attached.clear();
+        let kept = slot.disk.crash(&mut self.rng, torn);
+        self.stats.crashes += 1;
+        if torn {
+            self.stats.torn_crashes += 1;
+        }
+        if self.trace.on() {
+            self.trace.record(
+                self.now,
+                format_args!("r{r} crashes (torn {torn}, {kept} unsynced bytes survive)"),
+            );
+        }
+        let reset: Vec<(ConnId, usize)> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.replica == r)
+            .map(|(&id, c)| (id, c.slot))
+            .collect();
+        for (conn, slot) in reset {
+            self.close_conn(conn);
+            let at = self.net.refusal_delivery(&mut self.rng, self.now);
+            self.schedule(at, Event::ConnRefused { slot, conn });
+        }
+    }
+
+    /// Closes the client connections that a new cut crosses (the client times out).
+    fn break_cut_connections(&mut self) {
+        let broken: Vec<ConnId> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| {
+                let (a, b) = (Node::Client(c.slot), Node::Replica(c.replica));
+                self.net.is_cut(a, b) || self.net.is_cut(b, a)
+            })
+            .map(|(&id, _)| id)
+            .collect();
+        for conn in broken {
+            self.close_conn(conn);
+        }
+    }
+
+    // ----- observation for the checkers -----
+
+    /// Reports newly committed entries and digests of every live replica.
+    fn observe(&mut self) -> Result<(), Failure> {
+        for r in 0..self.opts.replicas {
+            let slot = &mut self.slots[usize::from(r)];
+            let Some(replica) = slot.replica.as_ref() else {
+                continue;
+            };
+            let status = replica.status();
+            self.stats.max_view = self.stats.max_view.max(status.view);
+            if status.role == Role::Primary {
+                let first = *self.primaries.entry(status.view).or_insert(r);
+                if first != r {
+                    return Err(Failure::new(
+                        Checker::Agreement,
+                        self.now,
+                        format!(
+                            "replicas {first} and {r} were both primary in view {}",
+                            status.view
+                        ),
+                    ));
+                }
+            }
+            let commit = replica.commit_index();
+            if commit == slot.seen_commit {
+                continue;
+            }
+            if commit < slot.seen_commit {
+                return Err(Failure::new(
+                    Checker::Agreement,
+                    self.now,
+                    format!(
+                        "replica {r}'s commit index went back from {} to {commit} without a restart",
+                        slot.seen_commit
+                    ),
+                ));
+            }
+            for index in slot.seen_commit + 1..=commit {
+                match replica.entry(index) {
+                    Some(entry) => self.commits.record(self.now, r, entry)?,
+                    None => self.commits.check_known(self.now, r, index)?,
+                }
+            }
+            slot.seen_commit = commit;
+            let (applied, digest) = replica.applied_digest();
+            self.commits.record_digest(self.now, r, applied, digest)?;
+        }
+        Ok(())
+    }
+}

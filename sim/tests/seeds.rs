@@ -1,0 +1,89 @@
+//! Random faulty seeds: every checker on every run. `SIM_SEEDS=<n>` (default 1000) and
+//! `SIM_START=<seed>` (default 0) choose the range; the seeds are shared by two threads.
+
+use chat_sim::{check, Report, RunSpec, SeedFailure};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name).map_or(default, |v| v.trim().parse().expect("a number"))
+}
+
+/// Runs `count` seeds from `start` on two threads; fails listing every failed seed.
+fn run_seeds(count: u64, start: u64, spec: impl Fn(u64) -> RunSpec + Sync) -> Vec<Report> {
+    let next = AtomicU64::new(0);
+    let reports: Mutex<Vec<Report>> = Mutex::new(Vec::new());
+    let failures: Mutex<Vec<SeedFailure>> = Mutex::new(Vec::new());
+    std::thread::scope(|scope| {
+        for _ in 0..2 {
+            scope.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= count {
+                    break;
+                }
+                match check(spec(start + i)) {
+                    Ok(report) => reports.lock().unwrap().push(report),
+                    Err(failure) => failures.lock().unwrap().push(failure),
+                }
+            });
+        }
+    });
+    let mut failures = failures.into_inner().unwrap();
+    failures.sort_by_key(|f| f.seed);
+    for failure in &failures {
+        eprintln!("{failure}");
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {count} seeds failed",
+        failures.len()
+    );
+    reports.into_inner().unwrap()
+}
+
+fn total(reports: &[Report], f: impl Fn(&Report) -> u64) -> u64 {
+    reports.iter().map(f).sum()
+}
+
+#[test]
+fn random_faulty_seeds() {
+    let count = env_u64("SIM_SEEDS", 1000);
+    let reports = run_seeds(count, env_u64("SIM_START", 0), RunSpec::new);
+    let crashes = total(&reports, |r| r.stats.crashes.into());
+    let torn = total(&reports, |r| r.stats.torn_tails_cut.into());
+    let corrupt = total(&reports, |r| r.stats.corruptions.into());
+    let partitions = total(&reports, |r| r.stats.partitions.into());
+    let transfers = total(&reports, |r| {
+        r.stats.snapshot_chunks.iter().any(|&c| c > 0).into()
+    });
+    let view_changes = total(&reports, |r| r.stats.max_view.saturating_sub(1));
+    eprintln!(
+        "{count} seeds: {} entries committed, {} replies, {} messages; {crashes} crashes, \
+         {torn} torn tails cut, {corrupt} corrupted logs, {partitions} partitions, \
+         {transfers} runs with a snapshot transfer, {view_changes} view changes",
+        total(&reports, |r| r.committed),
+        total(&reports, |r| r.returns as u64),
+        total(&reports, |r| r.messages as u64),
+    );
+    // The faults must really happen, or passing means little.
+    if count >= 100 {
+        assert!(crashes > 0 && torn > 0 && corrupt > 0 && partitions > 0);
+        assert!(transfers > 0 && view_changes > 0);
+    }
+}
+
+/// Three rows for four clients: sessions are evicted all the time, and clients see
+/// `SessionExpired` and open new ones.
+#[test]
+fn random_faulty_seeds_with_a_small_client_table() {
+    let reports = run_seeds(env_u64("SIM_SEEDS", 1000) / 5, 1_000_000, |seed| RunSpec {
+        max_sessions: Some(3),
+        ..RunSpec::new(seed)
+    });
+    let expired = total(&reports, |r| r.expired as u64);
+    eprintln!(
+        "{} seeds with 3 sessions: {expired} SessionExpired replies",
+        reports.len()
+    );
+    assert!(expired > 0);
+}
