@@ -1,10 +1,11 @@
-//! The interactive client loop. In a terminal: line editing and history (rustyline), and
-//! incoming messages printed above the line being typed. From a pipe: one command per line,
+//! The interactive client loop. In a terminal: line editing and history (rustyline; lines
+//! with a password are kept out of it), and incoming messages printed above the line being
+//! typed. From a pipe: one command per line,
 //! each answer on its own line(s), incoming messages as they come, exit at end of input.
 
 use chat_core::chat::{ChatError, Reply};
 use chat_core::command::{self, Command, HELP};
-use chat_net::client::{Client, Incoming};
+use chat_net::client::{Client, ClientError, Incoming};
 use rustyline::error::ReadlineError;
 use rustyline::ExternalPrinter;
 use std::io::{BufRead, IsTerminal};
@@ -39,7 +40,7 @@ fn run_terminal(client: &Client, incoming: Receiver<Incoming>) -> Result<(), Str
     loop {
         match editor.readline("> ") {
             Ok(line) => {
-                if !line.trim().is_empty() {
+                if !line.trim().is_empty() && !has_password(&line) {
                     let _ = editor.add_history_entry(line.as_str());
                 }
                 match answer(client, &line) {
@@ -87,16 +88,30 @@ fn answer(client: &Client, line: &str) -> Step {
     let text = match command::parse(line) {
         Ok(Command::Quit) => return Step::Quit,
         Ok(Command::Help) => HELP.to_owned(),
-        Ok(Command::Op(op)) => match client.request(op) {
-            Ok(Reply::Error(ChatError::SessionExpired)) => {
-                "error: session expired: you are logged out; log in again with 2|<user>".to_owned()
-            }
-            Ok(reply) => command::describe(&reply),
-            Err(e) => format!("error: {e}"),
-        },
+        Ok(Command::Op(op)) => describe_outcome(client.request(op)),
+        Ok(Command::WithPassword {
+            action,
+            user,
+            password,
+        }) => describe_outcome(client.request_with_password(action, user, password)),
         Err(e) => format!("error: {e}"),
     };
     Step::Print(text)
+}
+
+/// Whether the line is a create or login with a password (`1|<user>|<password>`, ...).
+fn has_password(line: &str) -> bool {
+    matches!(command::parse(line), Ok(Command::WithPassword { .. }))
+}
+
+fn describe_outcome(outcome: Result<Reply, ClientError>) -> String {
+    match outcome {
+        Ok(Reply::Error(ChatError::SessionExpired)) => {
+            "error: session expired: you are logged out; log in again with 2|<user>".to_owned()
+        }
+        Ok(reply) => command::describe(&reply),
+        Err(e) => format!("error: {e}"),
+    }
 }
 
 /// The line printed for something the service said unasked.
@@ -110,5 +125,19 @@ pub fn describe_incoming(event: &Incoming) -> String {
             "session expired: you are logged out; log in again with 2|<user>".to_owned()
         }
         Incoming::Trouble(e) => format!("error: {e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_with_a_password_stay_out_of_the_history() {
+        assert!(has_password("1|ann|s3cret"));
+        assert!(has_password("2|ann|s3cret"));
+        assert!(!has_password("2|ann"));
+        assert!(!has_password("5|ann|hi"));
+        assert!(!has_password("2|ann|"));
     }
 }

@@ -1,15 +1,24 @@
-//! The client command line of the original exercise (`0|<regex>` ... `6|`, `quit`, `help`)
-//! and the one-line descriptions of replies that the client prints.
+//! The client command line of the original exercise (`0|<regex>` ... `6|`, `quit`, `help`),
+//! plus `1|<user>|<password>` and `2|<user>|<password>` for accounts with a password, and the
+//! one-line descriptions of replies that the client prints.
 //!
 //! The parser is total: every input gives a [`Command`] or a [`ParseError`] whose message
 //! says what is wrong, and nothing panics (it reads raw user input).
 
 use crate::chat::{Message, Op, Reply};
+use crate::password::Password;
+use crate::wire::PasswordAction;
 
 /// One line typed by the user.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Command {
     Op(Op),
+    /// `1|<user>|<password>` or `2|<user>|<password>`: sent as a `WithPassword` request.
+    WithPassword {
+        action: PasswordAction,
+        user: String,
+        password: Password,
+    },
     Quit,
     Help,
 }
@@ -32,14 +41,18 @@ pub enum ParseError {
     UnexpectedArgument { opcode: char, extra: String },
     #[error("`5|` needs a recipient and a text separated by '|': `5|<user>|<text>`")]
     MissingText,
+    #[error("`{opcode}|<user>|` needs a password after the second '|' (or drop that '|')")]
+    EmptyPassword { opcode: char },
 }
 
 /// The help text printed by `help`.
 pub const HELP: &str = "\
 commands:
   0|<regex>            list the accounts whose whole name matches <regex> (0|.* lists all)
-  1|<user>             create an account
+  1|<user>             create an account (anybody may log into it)
+  1|<user>|<password>  create an account that only <password> opens
   2|<user>             log in (takes the account over from any other session)
+  2|<user>|<password>  log into an account that has a password
   3|                   log out
   4|                   delete the logged-in account and its messages
   5|<user>|<text>      send <text> to <user> (the text may contain '|')
@@ -70,6 +83,7 @@ pub fn parse(line: &str) -> Result<Command, ParseError> {
         "0" => Op::List {
             pattern: argument('0', rest, "a pattern", "0|<regex>")?,
         },
+        "1" | "2" if rest.contains('|') => return with_password(opcode, rest),
         "1" => Op::Create {
             user: argument('1', rest, "a user name", "1|<user>")?,
         },
@@ -104,6 +118,27 @@ fn argument(
         });
     }
     Ok(arg.to_owned())
+}
+
+/// `1|<user>|<password>` or `2|<user>|<password>`: the password is everything after the
+/// second '|' (it may contain spaces and '|'; the line's trailing whitespace is not part of
+/// it). Error messages never quote it.
+fn with_password(opcode: &str, rest: &str) -> Result<Command, ParseError> {
+    let (action, opcode, usage) = if opcode == "1" {
+        (PasswordAction::Create, '1', "1|<user>|<password>")
+    } else {
+        (PasswordAction::Login, '2', "2|<user>|<password>")
+    };
+    let (user, password) = rest.split_once('|').expect("checked by the caller");
+    let user = argument(opcode, user, "a user name", usage)?;
+    if password.is_empty() {
+        return Err(ParseError::EmptyPassword { opcode });
+    }
+    Ok(Command::WithPassword {
+        action,
+        user,
+        password: Password::new(password.to_owned()),
+    })
 }
 
 fn no_argument(opcode: char, rest: &str, op: Op) -> Result<Op, ParseError> {
@@ -270,6 +305,77 @@ mod tests {
             let err = parse(line).unwrap_err().to_string();
             assert!(err.contains(want), "{line:?}: {err:?} lacks {want:?}");
         }
+    }
+
+    fn with_password(line: &str) -> (PasswordAction, String, String) {
+        match parse(line) {
+            Ok(Command::WithPassword {
+                action,
+                user,
+                password,
+            }) => (action, user, password.expose().to_owned()),
+            other => panic!("{line:?} gave {other:?}"),
+        }
+    }
+
+    #[test]
+    fn create_and_login_take_an_optional_password() {
+        assert_eq!(
+            with_password("1|alice|s3cret\n"),
+            (PasswordAction::Create, "alice".into(), "s3cret".into())
+        );
+        assert_eq!(
+            with_password(" 2 | alice |pass word|with bars  "),
+            (
+                PasswordAction::Login,
+                "alice".into(),
+                "pass word|with bars".into()
+            )
+        );
+        // Without a second '|', as in the original exercise.
+        assert_eq!(
+            op("1|alice"),
+            Op::Create {
+                user: "alice".into()
+            }
+        );
+        assert_eq!(
+            op("2|alice"),
+            Op::Login {
+                user: "alice".into()
+            }
+        );
+    }
+
+    #[test]
+    fn password_errors_never_quote_the_password() {
+        let cases = [
+            ("1|alice|", "needs a password"),
+            ("2|alice|", "needs a password"),
+            ("1||s3cret", "needs a user name"),
+            ("2| |s3cret", "needs a user name"),
+        ];
+        for (line, want) in cases {
+            let err = parse(line).unwrap_err().to_string();
+            assert!(err.contains(want), "{line:?}: {err:?} lacks {want:?}");
+            assert!(!err.contains("s3cret"), "{err:?}");
+        }
+        let parsed = format!("{:?}", parse("2|alice|s3cret"));
+        assert!(!parsed.contains("s3cret"), "{parsed}");
+    }
+
+    #[test]
+    fn help_mentions_passwords() {
+        assert!(HELP.contains("1|<user>|<password>"));
+        assert!(HELP.contains("2|<user>|<password>"));
+    }
+
+    #[test]
+    fn bad_credentials_are_described() {
+        assert_eq!(
+            describe(&Reply::Error(ChatError::BadCredentials)),
+            "error: wrong user name or password"
+        );
     }
 
     #[test]

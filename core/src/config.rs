@@ -96,17 +96,26 @@ impl Config {
     fn validate(&self) -> Result<(), ConfigError> {
         let n = self.replicas.len();
         if n == 0 || n > 9 || n.is_multiple_of(2) {
-            return Err(invalid("replicas", format!("need an odd count from 1 to 9, got {n}")));
+            return Err(invalid(
+                "replicas",
+                format!("need an odd count from 1 to 9, got {n}"),
+            ));
         }
         let mut ids = BTreeSet::new();
         let mut ports = BTreeSet::new();
         for (i, r) in self.replicas.iter().enumerate() {
             if !ids.insert(r.id) {
-                return Err(invalid(format!("replicas[{i}].id"), format!("duplicate id {}", r.id)));
+                return Err(invalid(
+                    format!("replicas[{i}].id"),
+                    format!("duplicate id {}", r.id),
+                ));
             }
             for (key, port) in [("client_port", r.client_port), ("peer_port", r.peer_port)] {
                 if port == 0 {
-                    return Err(invalid(format!("replicas[{i}].{key}"), "port 0 is not allowed"));
+                    return Err(invalid(
+                        format!("replicas[{i}].{key}"),
+                        "port 0 is not allowed",
+                    ));
                 }
                 if !ports.insert((r.host.clone(), port)) {
                     return Err(invalid(
@@ -120,7 +129,10 @@ impl Config {
             }
         }
         if ids.iter().copied().ne(0..n as ReplicaId) {
-            return Err(invalid("replicas", format!("ids must be 0..{} (each once)", n - 1)));
+            return Err(invalid(
+                "replicas",
+                format!("ids must be 0..{} (each once)", n - 1),
+            ));
         }
         if self.heartbeat_interval_ms == 0 {
             return Err(invalid("heartbeat_interval_ms", "must be positive"));

@@ -86,7 +86,10 @@ impl Recovered {
             match record {
                 Record::Vote { view, voted_for } => {
                     if view < out.view {
-                        return Err(ReplayError(format!("view went back from {} to {view}", out.view)));
+                        return Err(ReplayError(format!(
+                            "view went back from {} to {view}",
+                            out.view
+                        )));
                     }
                     out.view = view;
                     out.voted_for = voted_for;

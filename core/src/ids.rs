@@ -1,6 +1,5 @@
 //! Identifiers shared by every layer.
 
-
 /// A replica's index in the configuration: 0..replica_count.
 pub type ReplicaId = u8;
 /// A view (Raft's "term"): at most one primary per view.

@@ -10,6 +10,7 @@
 //! - [`codec`]: length-prefixed frames and checksummed log records.
 //! - [`durable`]: what a replica persists and how it is replayed at start-up.
 //! - [`replica`]: the replication protocol (primary-backup with view changes).
+//! - [`password`]: account passwords and their salted slow hashes.
 //! - [`peer_auth`]: how replicas prove to each other that they hold the cluster secret.
 //! - [`config`]: the cluster configuration (`config.yaml`).
 //! - [`command`]: the client command line (`0|<regex>` ... `6|`, `quit`, `help`).
@@ -20,6 +21,7 @@ pub mod command;
 pub mod config;
 pub mod durable;
 pub mod ids;
+pub mod password;
 pub mod peer_auth;
 pub mod replica;
 pub mod service;

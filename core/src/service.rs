@@ -23,7 +23,7 @@
 //! [`Event::LoggedOut`]), or it becomes the least recently active row and is evicted. So no
 //! session blocks its user forever.
 
-use crate::chat::{Chat, ChatError, Event, Limits, Message, Op, Reply};
+use crate::chat::{AccountLock, Chat, ChatError, Event, Limits, Message, Op, Reply};
 use crate::ids::{ClientId, OpIndex, RequestNo};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -131,6 +131,11 @@ impl Service {
             Some(row) if request < row.request => Lookup::Stale,
             _ => Lookup::New,
         }
+    }
+
+    /// See [`Chat::account_lock`].
+    pub fn account_lock(&self, user: &str) -> AccountLock {
+        self.chat.account_lock(user)
     }
 
     /// See [`Chat::unacked_pushes`].

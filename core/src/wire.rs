@@ -4,10 +4,12 @@
 //! length-prefixed frames ([`crate::codec::frame`]).
 
 use crate::chat::{Message, Reply};
-use crate::ids::{ClientId, ReplicaId};
+use crate::ids::{ClientId, ReplicaId, RequestNo};
+use crate::password::Password;
 pub use crate::replica::PeerMessage;
 use crate::replica::Status;
 use crate::service::Request;
+use crate::time::Duration;
 use serde::{Deserialize, Serialize};
 
 /// "CHAT" in ASCII.
@@ -43,16 +45,49 @@ pub enum ClientToServer {
     /// Sent on every (re)connection: route this session's pushes here, and push again what it
     /// has not acknowledged.
     Attach { client: ClientId },
+    /// An ordinary request. Its op is never `CreateWithPassword`, `LoginVerified` or
+    /// `LoginRefused`: only the primary orders those, and a connection that sends one is
+    /// closed.
     Request(Request),
+    /// `1|<user>|<password>` or `2|<user>|<password>`, numbered like any request. The primary
+    /// hashes or verifies the password off its event loop and orders the matching op; the
+    /// plain password goes no further than that.
+    WithPassword {
+        client: ClientId,
+        request: RequestNo,
+        action: PasswordAction,
+        user: String,
+        password: Password,
+    },
     /// Admin: this replica's status.
     Status,
 }
 
+/// The longest the primary holds back the answer to a failed login with a password (the
+/// delay doubles with each consecutive failure for a user name, up to this): clients wait
+/// this much longer for such an answer before they try another replica.
+pub const MAX_FAILED_LOGIN_DELAY: Duration = Duration::from_secs(8);
+
+/// What a [`ClientToServer::WithPassword`] asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PasswordAction {
+    /// Create the account, protected by the password.
+    Create,
+    /// Log into the account: with its password if it has one (an open account lets any
+    /// password in, as it lets anybody in).
+    Login,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ServerToClient {
-    Reply { request: u64, reply: Reply },
+    Reply {
+        request: u64,
+        reply: Reply,
+    },
     /// This replica is not the primary; try `primary` if known, else the next replica.
-    Redirect { primary: Option<ReplicaId> },
+    Redirect {
+        primary: Option<ReplicaId>,
+    },
     /// A message for the logged-in user; acknowledge it with `Op::Ack`.
     Push(Message),
     /// Another login took this session's account, or the account was deleted.

@@ -2,7 +2,8 @@
 //! model written here from the rules alone: plain vectors and linear scans, no maps, no regex.
 //!
 //! Limits are tiny and names come from a two-letter alphabet, so name collisions, full
-//! queues, takeovers and evictions happen often.
+//! queues, takeovers and evictions happen often. Password hashes come from a two-value set,
+//! so verified logins both match and miss.
 
 use chat_core::chat::{Chat, ChatError, Event, Limits, Message, Op, Reply};
 use chat_core::ids::{ClientId, MessageId, OpIndex, RequestNo};
@@ -103,6 +104,8 @@ fn seq_matches(atoms: &[Atom], name: &[char]) -> bool {
 #[derive(Clone, Debug)]
 struct ModelAccount {
     name: String,
+    /// The password hash, if the account has one.
+    hash: Option<String>,
     /// (message, pushed), oldest first.
     queue: Vec<(Message, bool)>,
 }
@@ -148,6 +151,60 @@ impl ModelChat {
             .collect()
     }
 
+    fn create(
+        &mut self,
+        l: &Limits,
+        name: &str,
+        hash: Option<&String>,
+    ) -> Result<Reply, ChatError> {
+        use ChatError::*;
+        if name.is_empty() {
+            return Err(NameEmpty);
+        }
+        if name.len() > l.max_name_bytes as usize {
+            return Err(NameTooLong {
+                max: l.max_name_bytes,
+            });
+        }
+        if name
+            .chars()
+            .any(|c| c.is_whitespace() || c == '|' || c.is_control())
+        {
+            return Err(NameBadChar);
+        }
+        if self.account(name).is_some() {
+            return Err(NameTaken);
+        }
+        if self.accounts.len() >= l.max_accounts as usize {
+            return Err(TooManyAccounts {
+                max: l.max_accounts,
+            });
+        }
+        self.accounts.push(ModelAccount {
+            name: name.to_owned(),
+            hash: hash.cloned(),
+            queue: vec![],
+        });
+        Ok(Reply::Created)
+    }
+
+    /// Logs `client` in as `name`, whose account exists and whose password (if any) checked.
+    fn login(&mut self, client: ClientId, name: &str, events: &mut Vec<Event>) -> Reply {
+        let waiting = self.account(name).unwrap().queue.len() as u64;
+        if let Some(old) = self.session_of(name) {
+            if old != client {
+                self.end_session(old);
+                events.push(Event::LoggedOut { client: old });
+            }
+        }
+        self.end_session(client);
+        self.logins.push((client, name.to_owned()));
+        Reply::LoggedIn {
+            user: name.to_owned(),
+            waiting,
+        }
+    }
+
     fn apply(&mut self, l: &Limits, client: ClientId, op: &ModelOp) -> (Reply, Vec<Event>) {
         let mut events = vec![];
         let reply = match self.step(l, client, op, &mut events) {
@@ -190,49 +247,22 @@ impl ModelChat {
                 names.truncate(l.list_max as usize);
                 Ok(Reply::Accounts { names, total })
             }
-            ModelOp::Create(name) => {
-                if name.is_empty() {
-                    return Err(NameEmpty);
-                }
-                if name.len() > l.max_name_bytes as usize {
-                    return Err(NameTooLong {
-                        max: l.max_name_bytes,
-                    });
-                }
-                if name
-                    .chars()
-                    .any(|c| c.is_whitespace() || c == '|' || c.is_control())
-                {
-                    return Err(NameBadChar);
-                }
-                if self.account(name).is_some() {
-                    return Err(NameTaken);
-                }
-                if self.accounts.len() >= l.max_accounts as usize {
-                    return Err(TooManyAccounts {
-                        max: l.max_accounts,
-                    });
-                }
-                self.accounts.push(ModelAccount {
-                    name: name.clone(),
-                    queue: vec![],
-                });
-                Ok(Reply::Created)
-            }
+            ModelOp::Create(name) => self.create(l, name, None),
+            ModelOp::CreateWithPassword(name, hash) => self.create(l, name, Some(hash)),
             ModelOp::Login(name) => {
-                let waiting = self.account(name).ok_or(NoSuchUser)?.queue.len() as u64;
-                if let Some(old) = self.session_of(name) {
-                    if old != client {
-                        self.end_session(old);
-                        events.push(Event::LoggedOut { client: old });
-                    }
+                let account = self.account(name).ok_or(NoSuchUser)?;
+                if account.hash.is_some() {
+                    return Err(BadCredentials);
                 }
-                self.end_session(client);
-                self.logins.push((client, name.clone()));
-                Ok(Reply::LoggedIn {
-                    user: name.clone(),
-                    waiting,
-                })
+                Ok(self.login(client, name, events))
+            }
+            ModelOp::LoginRefused(_) => Err(BadCredentials),
+            ModelOp::LoginVerified(name, hash) => {
+                match self.account(name) {
+                    Some(account) if account.hash.as_ref() == Some(hash) => {}
+                    _ => return Err(BadCredentials),
+                }
+                Ok(self.login(client, name, events))
             }
             ModelOp::Logout => {
                 self.user_of(client).ok_or(NotLoggedIn)?;
@@ -368,7 +398,10 @@ enum ModelOp {
     Open,
     List(Pattern),
     Create(String),
+    CreateWithPassword(String, String),
     Login(String),
+    LoginVerified(String, String),
+    LoginRefused(String),
     Logout,
     Delete,
     Send(String, String),
@@ -382,7 +415,16 @@ impl ModelOp {
             ModelOp::Open => Op::OpenSession,
             ModelOp::List(p) => Op::List { pattern: p.text },
             ModelOp::Create(user) => Op::Create { user },
+            ModelOp::CreateWithPassword(user, password_hash) => Op::CreateWithPassword {
+                user,
+                password_hash,
+            },
             ModelOp::Login(user) => Op::Login { user },
+            ModelOp::LoginVerified(user, password_hash) => Op::LoginVerified {
+                user,
+                password_hash,
+            },
+            ModelOp::LoginRefused(user) => Op::LoginRefused { user },
             ModelOp::Logout => Op::Logout,
             ModelOp::Delete => Op::Delete,
             ModelOp::Send(to, text) => Op::Send { to, text },
@@ -403,6 +445,11 @@ fn name() -> impl Strategy<Value = String> {
     ]
 }
 
+/// Stand-ins for password hashes (the chat stores and compares them, never computes them).
+fn hash() -> impl Strategy<Value = String> {
+    prop::sample::select(vec!["h1", "h2"]).prop_map(String::from)
+}
+
 fn text() -> impl Strategy<Value = String> {
     // "héllo": 5 characters, 6 bytes; "hellos": 6 characters.
     prop_oneof![1 => Just(""), 4 => Just("hi"), 1 => Just("héllo"), 1 => Just("hellos")]
@@ -414,7 +461,10 @@ fn op() -> impl Strategy<Value = ModelOp> {
         1 => Just(ModelOp::Open),
         2 => pattern().prop_map(ModelOp::List),
         3 => name().prop_map(ModelOp::Create),
+        1 => (name(), hash()).prop_map(|(n, h)| ModelOp::CreateWithPassword(n, h)),
         5 => name().prop_map(ModelOp::Login),
+        2 => (name(), hash()).prop_map(|(n, h)| ModelOp::LoginVerified(n, h)),
+        1 => name().prop_map(ModelOp::LoginRefused),
         1 => Just(ModelOp::Logout),
         1 => Just(ModelOp::Delete),
         8 => (name(), text()).prop_map(|(to, text)| ModelOp::Send(to, text)),
@@ -472,19 +522,23 @@ fn numbering() -> impl Strategy<Value = Numbering> {
 /// What a client does next: which client, how it numbers the request, and the operation.
 type Action = (ClientId, Numbering, ModelOp);
 
-/// A warm start (three clients logged in as three accounts) and then random actions.
+/// A warm start (three clients logged in as three accounts, one with a password) and then
+/// random actions.
 fn actions() -> impl Strategy<Value = Vec<Action>> {
     prop::collection::vec((client(), numbering(), op()), 0..150).prop_map(|random| {
+        // "ab" has a password (hash "h1").
         let setup = CLIENTS
             .iter()
-            .zip(["a", "b", "ab"])
-            .flat_map(|(&client, name)| {
-                [
-                    ModelOp::Open,
-                    ModelOp::Create(name.into()),
-                    ModelOp::Login(name.into()),
-                ]
-                .map(|op| (client, Numbering::Next(1), op))
+            .zip([("a", None), ("b", None), ("ab", Some("h1"))])
+            .flat_map(|(&client, (name, hash))| {
+                let (create, login) = match hash {
+                    None => (ModelOp::Create(name.into()), ModelOp::Login(name.into())),
+                    Some(h) => (
+                        ModelOp::CreateWithPassword(name.into(), h.into()),
+                        ModelOp::LoginVerified(name.into(), h.into()),
+                    ),
+                };
+                [ModelOp::Open, create, login].map(|op| (client, Numbering::Next(1), op))
             });
         setup.chain(random).collect()
     })
@@ -690,6 +744,7 @@ fn error_name(error: &ChatError) -> &'static str {
         ChatError::NameBadChar => "NameBadChar",
         ChatError::NameTaken => "NameTaken",
         ChatError::NoSuchUser => "NoSuchUser",
+        ChatError::BadCredentials => "BadCredentials",
         ChatError::NotLoggedIn => "NotLoggedIn",
         ChatError::TextEmpty => "TextEmpty",
         ChatError::TextTooLong { .. } => "TextTooLong",
@@ -705,7 +760,7 @@ fn error_name(error: &ChatError) -> &'static str {
 const NOT_FROM_SERVICE: [&str; 1] = ["RequestTooLarge"];
 
 /// Every error the service can reply.
-const ALL_ERRORS: [&str; 13] = [
+const ALL_ERRORS: [&str; 14] = [
     "BadPattern",
     "PatternTooLong",
     "NameEmpty",
@@ -713,6 +768,7 @@ const ALL_ERRORS: [&str; 13] = [
     "NameBadChar",
     "NameTaken",
     "NoSuchUser",
+    "BadCredentials",
     "NotLoggedIn",
     "TextEmpty",
     "TextTooLong",

@@ -12,7 +12,9 @@ fn every_corpus_and_regression_input_passes() {
     let mut replayed = 0;
     for (name, check) in checks::TARGETS {
         assert!(
-            root.join("fuzz_targets").join(format!("{name}.rs")).exists(),
+            root.join("fuzz_targets")
+                .join(format!("{name}.rs"))
+                .exists(),
             "target {name} has no fuzz_targets/{name}.rs"
         );
         for folder in ["corpus", "regressions"] {
@@ -29,7 +31,12 @@ fn every_corpus_and_regression_input_passes() {
             }
         }
         // Inputs every target must survive, corpus or not.
-        for data in [&b""[..], b"\0", b"\xff\xff\xff\xff", b"\x00\x00\x00\x01\x00"] {
+        for data in [
+            &b""[..],
+            b"\0",
+            b"\xff\xff\xff\xff",
+            b"\x00\x00\x00\x01\x00",
+        ] {
             check(data);
         }
     }
@@ -61,7 +68,9 @@ fn write_seed_corpus() {
     };
     let ops = [
         Op::OpenSession,
-        Op::List { pattern: "a.*".into() },
+        Op::List {
+            pattern: "a.*".into(),
+        },
         Op::Create { user: "ann".into() },
         Op::Login { user: "ann".into() },
         Op::Send {
@@ -73,9 +82,17 @@ fn write_seed_corpus() {
     ];
     for (i, op) in ops.iter().enumerate() {
         let msg = ClientToServer::Request(request(i as u64 + 1, op.clone()));
-        write("client_frame", &format!("request-{i}"), frame::encode(&msg, max).unwrap());
+        write(
+            "client_frame",
+            &format!("request-{i}"),
+            frame::encode(&msg, max).unwrap(),
+        );
     }
-    write("client_frame", "attach", frame::encode(&ClientToServer::Attach { client: 7 }, max).unwrap());
+    write(
+        "client_frame",
+        "attach",
+        frame::encode(&ClientToServer::Attach { client: 7 }, max).unwrap(),
+    );
     let message = Message {
         id: 3,
         from: "ann".into(),
@@ -94,10 +111,21 @@ fn write_seed_corpus() {
     .iter()
     .enumerate()
     {
-        write("server_frame", &i.to_string(), frame::encode(msg, max).unwrap());
+        write(
+            "server_frame",
+            &i.to_string(),
+            frame::encode(msg, max).unwrap(),
+        );
     }
-    for (i, hello) in [Hello::new(Role::Client), Hello::new(Role::Replica(2))].iter().enumerate() {
-        write("handshake", &i.to_string(), frame::encode(hello, max).unwrap());
+    for (i, hello) in [Hello::new(Role::Client), Hello::new(Role::Replica(2))]
+        .iter()
+        .enumerate()
+    {
+        write(
+            "handshake",
+            &i.to_string(),
+            frame::encode(hello, max).unwrap(),
+        );
     }
     let entries: Vec<Entry> = ops
         .iter()
@@ -133,10 +161,20 @@ fn write_seed_corpus() {
         },
     ];
     for (i, msg) in peer.iter().enumerate() {
-        write("peer_frame", &i.to_string(), frame::encode(msg, max).unwrap());
+        write(
+            "peer_frame",
+            &i.to_string(),
+            frame::encode(msg, max).unwrap(),
+        );
     }
     let mut log = Vec::new();
-    record::encode(&Record::Vote { view: 1, voted_for: Some(0) }, &mut log);
+    record::encode(
+        &Record::Vote {
+            view: 1,
+            voted_for: Some(0),
+        },
+        &mut log,
+    );
     for e in &entries {
         record::encode(&Record::Entry(e.clone()), &mut log);
     }
@@ -153,15 +191,35 @@ fn write_seed_corpus() {
         last_index: 7,
         last_view: 1,
     };
-    record::encode(&Snapshot { meta, data: service.snapshot() }, &mut snap);
+    record::encode(
+        &Snapshot {
+            meta,
+            data: service.snapshot(),
+        },
+        &mut snap,
+    );
     write("snapshot", "state", snap);
-    for (i, line) in ["0|a.*", "1|ann", "2|ann", "3|", "4|", "5|bob|hi | there", "6|", "quit", "help"]
-        .iter()
-        .enumerate()
+    for (i, line) in [
+        "0|a.*",
+        "1|ann",
+        "2|ann",
+        "3|",
+        "4|",
+        "5|bob|hi | there",
+        "6|",
+        "quit",
+        "help",
+    ]
+    .iter()
+    .enumerate()
     {
         write("command_line", &i.to_string(), line.as_bytes().to_vec());
     }
-    write("config", "checked-in", include_bytes!("../../config.yaml").to_vec());
+    write(
+        "config",
+        "checked-in",
+        include_bytes!("../../config.yaml").to_vec(),
+    );
     use chat_core::peer_auth::{AuthFrame, AuthMessage};
     let mut auth = frame::encode(&AuthFrame::new(AuthMessage::Challenge([1; 32])), max).unwrap();
     auth.extend(frame::encode(&AuthFrame::new(AuthMessage::Proof([2; 32])), max).unwrap());

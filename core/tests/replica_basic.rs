@@ -92,7 +92,14 @@ impl Cluster {
     }
 
     fn request(&mut self, to: usize, client: u128, request: u64, op: Op) {
-        self.replicas[to].handle(self.now, Input::Client(Request { client, request, op }));
+        self.replicas[to].handle(
+            self.now,
+            Input::Client(Request {
+                client,
+                request,
+                op,
+            }),
+        );
         self.drain(to);
     }
 }
@@ -136,7 +143,14 @@ fn snapshots_compact_and_backups_keep_up() {
     let p = c.primary().unwrap();
     c.request(p, 1, 1, Op::OpenSession);
     for i in 0..40 {
-        c.request(p, 1, 2 + i, Op::List { pattern: String::new() });
+        c.request(
+            p,
+            1,
+            2 + i,
+            Op::List {
+                pattern: String::new(),
+            },
+        );
         c.run(Duration::from_millis(20));
     }
     c.run(Duration::from_millis(500));
@@ -157,12 +171,22 @@ fn a_backup_that_missed_compacted_entries_catches_up_by_snapshot() {
     c.cut[lagging] = true;
     c.request(p, 1, 1, Op::OpenSession);
     for i in 0..30 {
-        c.request(p, 1, 2 + i, Op::Create { user: format!("u{i}") });
+        c.request(
+            p,
+            1,
+            2 + i,
+            Op::Create {
+                user: format!("u{i}"),
+            },
+        );
         c.run(Duration::from_millis(20));
     }
     assert!(c.replicas[p].status().log_start > c.replicas[lagging].status().commit + 1);
     c.cut[lagging] = false;
     c.run(Duration::from_secs(1));
     assert_eq!(c.primary(), Some(p), "the primary kept its view");
-    assert_eq!(c.replicas[lagging].applied_digest(), c.replicas[p].applied_digest());
+    assert_eq!(
+        c.replicas[lagging].applied_digest(),
+        c.replicas[p].applied_digest()
+    );
 }

@@ -100,7 +100,7 @@ impl Cluster {
                 let opts = ServerOptions {
                     data_dir: Some(dir.path().join(format!("replica-{id}"))),
                     shutdown: shutdown.clone(),
-                    handle_signals: false,
+                    ..ServerOptions::default()
                 };
                 let config = config.clone();
                 (shutdown, thread::spawn(move || run(&config, id, opts)))

@@ -257,9 +257,16 @@ fn damaged_bytes_are_reported_never_silently_changed() {
         match Storage::open(dir.path(), opts) {
             Err(StorageError::Corrupt { file, offset, .. }) => {
                 assert_eq!((file, offset), (all[i].clone(), start), "seed {seed}");
-                assert_eq!(dir_state(dir.path()), before, "seed {seed}: nothing changes");
+                assert_eq!(
+                    dir_state(dir.path()),
+                    before,
+                    "seed {seed}: nothing changes"
+                );
             }
-            Ok(_) => panic!("seed {seed}: damage at byte {at} of {:?} went unnoticed", all[i]),
+            Ok(_) => panic!(
+                "seed {seed}: damage at byte {at} of {:?} went unnoticed",
+                all[i]
+            ),
             Err(other) => panic!("seed {seed}: unexpected error {other}"),
         }
     }

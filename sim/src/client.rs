@@ -6,6 +6,7 @@
 //! owns its connection; the client only says where to send and when to wake it.
 
 use crate::history::History;
+use crate::passwords::{login_call, right_password};
 use crate::workload::Workload;
 use chat_core::chat::{ChatError, Op, Reply};
 use chat_core::ids::{ClientId, MessageId, ReplicaId, RequestNo};
@@ -208,7 +209,9 @@ impl Client {
             Reply::LoggedOut | Reply::Deleted => self.logged_in = false,
             Reply::Accounts { names, .. } if self.mode == Mode::Drain => {
                 for name in names {
-                    self.script.push_back(Op::Login { user: name.clone() });
+                    // Every account's password is known (an open account takes any).
+                    let password = right_password(name);
+                    self.script.push_back(login_call(name.clone(), password));
                     self.script.push_back(Op::Deliver);
                 }
             }

@@ -249,17 +249,22 @@ mod tests {
     }
 
     #[test]
-    fn a_flipped_byte_in_a_middle_record_stops_start_up() {
+    fn a_flipped_byte_anywhere_stops_start_up() {
         for seed in 0..200 {
             let mut rng = SmallRng::seed_from_u64(seed);
-            let mut disk = disk_with(vec![vote(1), entry(1), entry(2)]);
+            let records = if seed % 2 == 0 {
+                vec![vote(1), entry(1), entry(2)]
+            } else {
+                vec![vote(1)]
+            };
+            let mut disk = disk_with(records);
             assert!(disk.corrupt(&mut rng).is_some());
             assert!(
                 matches!(disk.recover(), Err(DiskError::Corrupt { .. })),
                 "seed {seed}"
             );
         }
-        let mut disk = disk_with(vec![vote(1)]);
+        let mut disk = disk_with(vec![]);
         assert_eq!(disk.corrupt(&mut SmallRng::seed_from_u64(0)), None);
     }
 

@@ -15,6 +15,7 @@ pub mod engine;
 pub mod history;
 pub mod network;
 pub mod options;
+pub mod passwords;
 mod trace;
 pub mod workload;
 

@@ -2,6 +2,7 @@
 //! accounts over and messages meet their recipients. Texts are unique within a run, so the
 //! checkers can tell a message sent twice from two messages.
 
+use crate::passwords::{create_call, login_call, right_password, WRONG_PASSWORD};
 use chat_core::chat::Op;
 use chat_core::ids::MessageId;
 use rand::rngs::SmallRng;
@@ -52,11 +53,12 @@ impl Workload {
                 ids: std::mem::take(pending_acks),
             };
         }
-        // Weights shift towards sending once logged in.
-        let weights: [u32; 7] = if logged_in {
-            [4, 3, 6, 2, 1, 50, 12]
+        // Weights shift towards sending once logged in. The last two kinds are a create
+        // and a login with a password (see `crate::passwords`).
+        let weights: [u32; 9] = if logged_in {
+            [4, 3, 6, 2, 1, 50, 12, 1, 2]
         } else {
-            [6, 20, 40, 2, 1, 3, 2]
+            [6, 12, 28, 2, 1, 3, 2, 8, 20]
         };
         let total: u32 = weights.iter().sum();
         let mut pick = rng.gen_range(0..total);
@@ -81,7 +83,17 @@ impl Workload {
                 to: self.name(rng),
                 text: self.text(rng),
             },
-            _ => Op::Deliver,
+            6 => Op::Deliver,
+            7 => create_call(self.name(rng)),
+            _ => {
+                let user = self.name(rng);
+                let password = if rng.gen_bool(0.7) {
+                    right_password(&user)
+                } else {
+                    WRONG_PASSWORD.to_owned()
+                };
+                login_call(user, password)
+            }
         }
     }
 
@@ -143,8 +155,9 @@ mod tests {
         }
         assert_eq!(
             kinds.len(),
-            8,
-            "List, Create, Login, Logout, Delete, Send, Deliver, Ack"
+            10,
+            "List, Create, Login, Logout, Delete, Send, Deliver, Ack, and with a password: \
+             CreateWithPassword, LoginVerified"
         );
     }
 }

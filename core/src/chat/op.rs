@@ -14,8 +14,22 @@ pub enum Op {
     List { pattern: String },
     /// `1|<user>`
     Create { user: String },
-    /// `2|<user>`: logging in takes the account over from any other session.
+    /// `2|<user>`: logging in takes the account over from any other session. Refused with
+    /// [`ChatError::BadCredentials`] if the account has a password.
     Login { user: String },
+    /// `1|<user>|<password>`, as ordered by the primary's driver once it hashed the password
+    /// (the plain password never enters the log). Clients cannot send it.
+    CreateWithPassword { user: String, password_hash: String },
+    /// `2|<user>|<password>`, as ordered by the primary's driver once it verified the password
+    /// against `password_hash`, the account's hash at that time. Applies only if the account
+    /// still has that very hash, so a delete and re-create in between fails safely. Clients
+    /// cannot send it.
+    LoginVerified { user: String, password_hash: String },
+    /// `2|<user>|<password>` that the primary's driver refused (wrong password, or no such
+    /// account): always answered [`ChatError::BadCredentials`]. Ordered like any request, so
+    /// that a retry gets the answer the first attempt got, from the client table. Clients
+    /// cannot send it.
+    LoginRefused { user: String },
     /// `3|`
     Logout,
     /// `4|`: delete the logged-in account, with its queue; the session ends.
@@ -41,15 +55,25 @@ pub struct Message {
 pub enum Reply {
     SessionOpened,
     /// The first `limits.list_max` matching names in name order, and how many matched in all.
-    Accounts { names: Vec<String>, total: u64 },
+    Accounts {
+        names: Vec<String>,
+        total: u64,
+    },
     Created,
     /// `waiting`: how many messages are queued for the account.
-    LoggedIn { user: String, waiting: u64 },
+    LoggedIn {
+        user: String,
+        waiting: u64,
+    },
     LoggedOut,
     Deleted,
-    Sent { id: MessageId },
+    Sent {
+        id: MessageId,
+    },
     /// The queued messages, oldest first; they are no longer queued.
-    Delivered { messages: Vec<Message> },
+    Delivered {
+        messages: Vec<Message>,
+    },
     Acked,
     Error(ChatError),
 }
@@ -71,6 +95,10 @@ pub enum ChatError {
     NameTaken,
     #[error("no such user")]
     NoSuchUser,
+    /// The one answer to every failed login with a password (and to a login without one on
+    /// an account that has one), so that it tells nothing of which part was wrong.
+    #[error("wrong user name or password")]
+    BadCredentials,
     #[error("not logged in")]
     NotLoggedIn,
     #[error("message text must not be empty")]

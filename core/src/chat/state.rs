@@ -16,10 +16,19 @@
 //! - `List`: [`ChatError::PatternTooLong`], [`ChatError::BadPattern`].
 //! - `Create`: [`ChatError::NameEmpty`], [`ChatError::NameTooLong`], [`ChatError::NameBadChar`],
 //!   [`ChatError::NameTaken`], [`ChatError::TooManyAccounts`].
-//! - `Login`: [`ChatError::NoSuchUser`].
+//! - `CreateWithPassword`: as `Create`.
+//! - `Login`: [`ChatError::NoSuchUser`], then [`ChatError::BadCredentials`] if the account has
+//!   a password.
+//! - `LoginVerified`: [`ChatError::BadCredentials`] unless the account exists and still has
+//!   the verified hash.
+//! - `LoginRefused`: [`ChatError::BadCredentials`].
 //! - `Logout`, `Delete`, `Deliver`, `Ack`: [`ChatError::NotLoggedIn`].
 //! - `Send`: [`ChatError::NotLoggedIn`], [`ChatError::NoSuchUser`], [`ChatError::TextEmpty`],
 //!   [`ChatError::TextTooLong`], [`ChatError::QueueFull`].
+//!
+//! An account created with a password keeps only its salted slow hash (made by the driver,
+//! see `crate::password`); the driver reads it back through [`Chat::account_lock`] to verify
+//! a login before ordering `LoginVerified`.
 //!
 //! A failed operation changes nothing. [`ChatError::SessionExpired`] comes from the client
 //! table (`crate::service`), never from here.
@@ -43,10 +52,22 @@ pub struct Chat {
     last_id: MessageId,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 struct Account {
+    /// The PHC string of the password's hash; `None` for an open account.
+    password_hash: Option<String>,
     /// Oldest first.
     queue: VecDeque<Queued>,
+}
+
+/// What logging into an account takes, for the driver that verifies passwords.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AccountLock {
+    Missing,
+    /// No password: a plain `Login` will do.
+    Open,
+    /// Protected by this password hash (a PHC string).
+    Protected(String),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -80,6 +101,21 @@ impl Chat {
         }
     }
 
+    /// Whether `user` exists, and with which password hash.
+    pub fn account_lock(&self, user: &str) -> AccountLock {
+        match self.accounts.get(user) {
+            None => AccountLock::Missing,
+            Some(Account {
+                password_hash: None,
+                ..
+            }) => AccountLock::Open,
+            Some(Account {
+                password_hash: Some(hash),
+                ..
+            }) => AccountLock::Protected(hash.clone()),
+        }
+    }
+
     /// Messages pushed to `client`'s login and not yet acknowledged, oldest first: the driver
     /// pushes them again when the client reconnects.
     pub fn unacked_pushes(&self, client: ClientId) -> Vec<Message> {
@@ -104,8 +140,32 @@ impl Chat {
         match op {
             Op::OpenSession => Ok(Reply::SessionOpened),
             Op::List { pattern } => self.list(limits, pattern),
-            Op::Create { user } => self.create(limits, user),
-            Op::Login { user } => self.login(client, user, events),
+            Op::Create { user } => self.create(limits, user, None),
+            Op::CreateWithPassword {
+                user,
+                password_hash,
+            } => self.create(limits, user, Some(password_hash)),
+            Op::Login { user } => {
+                let account = self.accounts.get(user).ok_or(ChatError::NoSuchUser)?;
+                if account.password_hash.is_some() {
+                    return Err(ChatError::BadCredentials);
+                }
+                self.login(client, user, events)
+            }
+            Op::LoginVerified {
+                user,
+                password_hash,
+            } => {
+                let verified = self
+                    .accounts
+                    .get(user)
+                    .is_some_and(|account| account.password_hash.as_ref() == Some(password_hash));
+                if !verified {
+                    return Err(ChatError::BadCredentials);
+                }
+                self.login(client, user, events)
+            }
+            Op::LoginRefused { .. } => Err(ChatError::BadCredentials),
             Op::Logout => {
                 self.logged_in(client)?;
                 self.end_session(client);
@@ -145,7 +205,12 @@ impl Chat {
         Ok(Reply::Accounts { names, total })
     }
 
-    fn create(&mut self, limits: &Limits, user: &str) -> Result<Reply, ChatError> {
+    fn create(
+        &mut self,
+        limits: &Limits,
+        user: &str,
+        password_hash: Option<&String>,
+    ) -> Result<Reply, ChatError> {
         check_name(limits, user)?;
         if self.accounts.contains_key(user) {
             return Err(ChatError::NameTaken);
@@ -155,10 +220,15 @@ impl Chat {
                 max: limits.max_accounts,
             });
         }
-        self.accounts.insert(user.to_owned(), Account::default());
+        let account = Account {
+            password_hash: password_hash.cloned(),
+            queue: VecDeque::new(),
+        };
+        self.accounts.insert(user.to_owned(), account);
         Ok(Reply::Created)
     }
 
+    /// Logs `client` in as `user`, whose account exists and whose password (if any) checked.
     fn login(
         &mut self,
         client: ClientId,
@@ -622,6 +692,120 @@ mod tests {
             }
         );
         w.chat.end_session(A);
+    }
+
+    fn create_with(user: &str, hash: &str) -> Op {
+        Op::CreateWithPassword {
+            user: user.into(),
+            password_hash: hash.into(),
+        }
+    }
+
+    fn login_verified(user: &str, hash: &str) -> Op {
+        Op::LoginVerified {
+            user: user.into(),
+            password_hash: hash.into(),
+        }
+    }
+
+    #[test]
+    fn create_with_password_checks_like_create_and_keeps_the_hash() {
+        let mut w = World::with_users(&["ann", "bob"]);
+        assert_eq!(w.err(A, create_with("", "h")), ChatError::NameEmpty);
+        assert_eq!(w.err(A, create_with("a|b", "h")), ChatError::NameBadChar);
+        assert_eq!(w.err(A, create_with("ann", "h")), ChatError::NameTaken);
+        assert_eq!(w.ok(A, create_with("cy", "h1")), Reply::Created);
+        assert_eq!(
+            w.err(A, create_with("dee", "h")),
+            ChatError::TooManyAccounts { max: 3 }
+        );
+        assert_eq!(
+            w.chat.account_lock("cy"),
+            AccountLock::Protected("h1".into())
+        );
+        assert_eq!(w.chat.account_lock("ann"), AccountLock::Open);
+        assert_eq!(w.chat.account_lock("dee"), AccountLock::Missing);
+        // Creating does not log in.
+        assert_eq!(w.err(A, Op::Deliver), ChatError::NotLoggedIn);
+    }
+
+    #[test]
+    fn a_protected_account_refuses_a_plain_login_uniformly() {
+        let mut w = World::with_users(&[]);
+        w.ok(A, create_with("ann", "h1"));
+        assert_eq!(w.err(A, login("ann")), ChatError::BadCredentials);
+        // Unknown users keep the original answer to a plain login.
+        assert_eq!(w.err(A, login("bob")), ChatError::NoSuchUser);
+    }
+
+    #[test]
+    fn login_verified_needs_the_very_hash_it_verified() {
+        let mut w = World::with_users(&["bob"]);
+        w.ok(A, create_with("ann", "h1"));
+        assert_eq!(
+            w.err(A, login_verified("ann", "h2")),
+            ChatError::BadCredentials
+        );
+        assert_eq!(
+            w.err(A, login_verified("cy", "h1")),
+            ChatError::BadCredentials
+        );
+        // An open account has no hash to match.
+        assert_eq!(
+            w.err(A, login_verified("bob", "h1")),
+            ChatError::BadCredentials
+        );
+        w.ok(B, login("bob"));
+        w.ok(B, send("ann", "hi"));
+        assert_eq!(
+            w.ok(A, login_verified("ann", "h1")),
+            Reply::LoggedIn {
+                user: "ann".into(),
+                waiting: 1
+            }
+        );
+        // It takes the account over like any login.
+        let (reply, events) = w.run(B, login_verified("ann", "h1"));
+        assert!(matches!(reply, Reply::LoggedIn { .. }));
+        assert_eq!(events, [Event::LoggedOut { client: A }]);
+    }
+
+    #[test]
+    fn a_refused_login_fails_whatever_the_account() {
+        let mut w = World::with_users(&["bob"]);
+        w.ok(A, create_with("ann", "h1"));
+        for user in ["ann", "bob", "cy"] {
+            let refused = Op::LoginRefused { user: user.into() };
+            assert_eq!(w.err(A, refused), ChatError::BadCredentials);
+        }
+    }
+
+    #[test]
+    fn a_delete_and_recreate_between_verify_and_apply_fails_safely() {
+        let mut w = World::with_users(&[]);
+        w.ok(A, create_with("ann", "old"));
+        // The driver verified the password against "old"; before its LoginVerified is
+        // applied, the owner deletes the account and someone re-creates the name.
+        w.ok(B, login_verified("ann", "old"));
+        w.ok(B, Op::Delete);
+        assert_eq!(
+            w.err(A, login_verified("ann", "old")),
+            ChatError::BadCredentials
+        );
+        w.ok(B, create_with("ann", "new"));
+        assert_eq!(
+            w.err(A, login_verified("ann", "old")),
+            ChatError::BadCredentials
+        );
+        // Re-created without a password: still no way in with the stale verification.
+        w.ok(B, login_verified("ann", "new"));
+        w.ok(B, Op::Delete);
+        w.ok(B, Op::Create { user: "ann".into() });
+        assert_eq!(
+            w.err(A, login_verified("ann", "old")),
+            ChatError::BadCredentials
+        );
+        assert_eq!(w.chat.account_lock("ann"), AccountLock::Open);
     }
 
     #[test]

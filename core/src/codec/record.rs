@@ -197,7 +197,10 @@ mod tests {
         let mut bytes = Vec::new();
         encode(&5u8, &mut bytes);
         *bytes.last_mut().unwrap() ^= 1;
-        assert!(matches!(decode_all::<u8>(&bytes).end, End::Corrupt { offset: 0, .. }));
+        assert!(matches!(
+            decode_all::<u8>(&bytes).end,
+            End::Corrupt { offset: 0, .. }
+        ));
     }
 
     #[test]

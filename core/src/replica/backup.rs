@@ -178,7 +178,9 @@ impl super::Replica {
             // Our entries from `meta.last_index` on came from another history. Drop them on
             // disk first: if we crash before the snapshot is durable, we restart with a
             // shorter log rather than with entries that contradict the snapshot.
-            self.persist(Persist::Records(vec![Record::TruncateFrom(meta.last_index)]));
+            self.persist(Persist::Records(vec![Record::TruncateFrom(
+                meta.last_index,
+            )]));
             self.durable_index = self.durable_index.min(old_commit);
             for (_, last) in self.index_marks.iter_mut() {
                 *last = (*last).min(old_commit);

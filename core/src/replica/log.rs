@@ -51,13 +51,20 @@ impl Log {
     }
 
     pub fn append(&mut self, entry: Entry) {
-        assert_eq!(entry.index, self.last_index() + 1, "log entries must be contiguous");
+        assert_eq!(
+            entry.index,
+            self.last_index() + 1,
+            "log entries must be contiguous"
+        );
         self.entries.push(entry);
     }
 
     /// Drops the entries at `index` and above.
     pub fn truncate_from(&mut self, index: OpIndex) {
-        assert!(index > self.base.last_index, "cannot truncate into the snapshot");
+        assert!(
+            index > self.base.last_index,
+            "cannot truncate into the snapshot"
+        );
         self.entries.truncate((index - self.first_index()) as usize);
     }
 
@@ -113,7 +120,15 @@ pub(super) fn size_hint(entry: &Entry) -> usize {
             EntryBody::Request(r) => match &r.op {
                 Op::OpenSession | Op::Logout | Op::Delete | Op::Deliver => 0,
                 Op::List { pattern } => pattern.len(),
-                Op::Create { user } | Op::Login { user } => user.len(),
+                Op::Create { user } | Op::Login { user } | Op::LoginRefused { user } => user.len(),
+                Op::CreateWithPassword {
+                    user,
+                    password_hash,
+                }
+                | Op::LoginVerified {
+                    user,
+                    password_hash,
+                } => user.len() + password_hash.len(),
                 Op::Send { to, text } => to.len() + text.len(),
                 Op::Ack { ids } => ids.len() * 10,
             },

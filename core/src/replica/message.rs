@@ -30,7 +30,10 @@ pub enum PeerMessage {
         last_index: OpIndex,
         last_view: View,
     },
-    VoteReply { view: View, granted: bool },
+    VoteReply {
+        view: View,
+        granted: bool,
+    },
     /// Primary -> lagging backup: a piece of a snapshot (state transfer when the entries it
     /// needs were compacted away).
     SnapshotChunk {

@@ -27,7 +27,7 @@ mod primary;
 
 pub use message::PeerMessage;
 
-use crate::chat::{Event, Limits, Reply};
+use crate::chat::{AccountLock, Event, Limits, Reply};
 use crate::durable::{Entry, EntryBody, Record, Recovered, Snapshot, SnapshotMeta};
 use crate::ids::{ClientId, OpIndex, ReplicaId, RequestNo, View};
 use crate::service::{Request, Service};
@@ -106,7 +106,10 @@ pub enum Persist {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Input {
-    Peer { from: ReplicaId, message: PeerMessage },
+    Peer {
+        from: ReplicaId,
+        message: PeerMessage,
+    },
     Client(Request),
     /// A client (re)connected here: if primary, its unacknowledged pushes are pushed again.
     ClientAttached(ClientId),
@@ -118,12 +121,25 @@ pub enum Input {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Output {
-    Send { to: ReplicaId, message: PeerMessage },
+    Send {
+        to: ReplicaId,
+        message: PeerMessage,
+    },
     /// Make this durable, after every earlier `Persist`, then report `Input::Persisted(id)`.
-    Persist { id: PersistId, what: Persist },
-    Reply { client: ClientId, request: RequestNo, reply: Reply },
+    Persist {
+        id: PersistId,
+        what: Persist,
+    },
+    Reply {
+        client: ClientId,
+        request: RequestNo,
+        reply: Reply,
+    },
     /// Not the primary: the client should try `primary` (if known) or another replica.
-    Redirect { client: ClientId, primary: Option<ReplicaId> },
+    Redirect {
+        client: ClientId,
+        primary: Option<ReplicaId>,
+    },
     /// A push or notice for a client session (see [`Event`]).
     Event(Event),
 }
@@ -321,6 +337,12 @@ impl Replica {
         (self.applied, self.service.digest())
     }
 
+    /// Whether `user` exists in the applied state, and with which password hash: the
+    /// primary's driver verifies a password against it before ordering `LoginVerified`.
+    pub fn account_lock(&self, user: &str) -> AccountLock {
+        self.service.account_lock(user)
+    }
+
     fn on_peer(&mut self, from: ReplicaId, message: PeerMessage) {
         if from >= self.opts.replica_count || from == self.opts.id {
             return;
@@ -426,7 +448,11 @@ impl Replica {
             let (_, out) = self.held.pop_front().expect("checked above");
             self.outputs.push_back(out);
         }
-        if self.snapshot_pending.as_ref().is_some_and(|(mark, _)| *mark <= id) {
+        if self
+            .snapshot_pending
+            .as_ref()
+            .is_some_and(|(mark, _)| *mark <= id)
+        {
             let (_, snapshot) = self.snapshot_pending.take().expect("checked above");
             self.finish_own_snapshot(snapshot);
         }
@@ -483,7 +509,11 @@ impl Replica {
     fn apply_committed(&mut self) {
         while self.applied < self.commit {
             let index = self.applied + 1;
-            let entry = self.log.get(index).expect("committed entries are in the log").clone();
+            let entry = self
+                .log
+                .get(index)
+                .expect("committed entries are in the log")
+                .clone();
             self.applied = index;
             let EntryBody::Request(request) = entry.body else {
                 continue;
@@ -520,7 +550,10 @@ impl Replica {
         }
         let meta = SnapshotMeta {
             last_index: self.applied,
-            last_view: self.log.view_at(self.applied).expect("applied entries are in the log"),
+            last_view: self
+                .log
+                .view_at(self.applied)
+                .expect("applied entries are in the log"),
         };
         let snapshot = Snapshot {
             meta,

@@ -192,7 +192,8 @@ impl super::Replica {
     fn send_append(&mut self, peer: ReplicaId) {
         let base = self.log.base();
         let progress = self.progress(peer);
-        if progress.next <= base.last_index && !matches!(progress.state, SendState::Snapshot { .. }) {
+        if progress.next <= base.last_index && !matches!(progress.state, SendState::Snapshot { .. })
+        {
             progress.state = SendState::Snapshot { offset: 0 };
         }
         if let SendState::Snapshot { offset } = progress.state {
@@ -201,7 +202,10 @@ impl super::Replica {
         }
         let next = progress.next;
         let prev_index = next - 1;
-        let prev_view = self.log.view_at(prev_index).expect("prev entry is in the log");
+        let prev_view = self
+            .log
+            .view_at(prev_index)
+            .expect("prev entry is in the log");
         let entries = self
             .log
             .slice(next, self.opts.max_append_entries, MAX_APPEND_BYTES);

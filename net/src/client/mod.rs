@@ -12,10 +12,11 @@ mod session;
 
 use chat_core::chat::{Message, Op, Reply};
 use chat_core::config::{Config, ReplicaAddr};
+use chat_core::password::Password;
 use chat_core::replica::Status;
-use chat_core::wire::{ClientToServer, ServerToClient};
+use chat_core::wire::{ClientToServer, PasswordAction, ServerToClient};
 use connection::Connection;
-use session::{Input, Session};
+use session::{Ask, Input, Session};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::Arc;
@@ -114,9 +115,29 @@ impl Client {
 
     /// Sends one request and waits for its reply (through any failover).
     pub fn request(&self, op: Op) -> Result<Reply, ClientError> {
+        self.ask(Ask::Op(op))
+    }
+
+    /// Creates an account with a password, or logs into one (`1|<user>|<password>`,
+    /// `2|<user>|<password>`), numbered and retried like any request. A wrong user name or
+    /// password gets one answer, `ChatError::BadCredentials`, and later than a right one.
+    pub fn request_with_password(
+        &self,
+        action: PasswordAction,
+        user: String,
+        password: Password,
+    ) -> Result<Reply, ClientError> {
+        self.ask(Ask::WithPassword {
+            action,
+            user,
+            password,
+        })
+    }
+
+    fn ask(&self, ask: Ask) -> Result<Reply, ClientError> {
         let (answer, reply) = mpsc::channel();
         self.inbox
-            .send(Input::Request { op, answer })
+            .send(Input::Request { ask, answer })
             .map_err(|_| ClientError::Stopped)?;
         reply.recv().map_err(|_| ClientError::Stopped)?
     }

@@ -7,8 +7,9 @@ use super::{ClientError, ClientOptions, Incoming};
 use chat_core::chat::{ChatError, Message, Op, Reply};
 use chat_core::config::ReplicaAddr;
 use chat_core::ids::{ClientId, MessageId, ReplicaId, RequestNo};
+use chat_core::password::Password;
 use chat_core::service::Request;
-use chat_core::wire::{ClientToServer, ServerToClient};
+use chat_core::wire::{ClientToServer, PasswordAction, ServerToClient, MAX_FAILED_LOGIN_DELAY};
 use std::collections::{BTreeSet, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
@@ -24,11 +25,76 @@ const ACK_BATCH: usize = 1024;
 pub(crate) enum Input {
     /// A request from the user; the answer goes to `answer`.
     Request {
-        op: Op,
+        ask: Ask,
         answer: Sender<Result<Reply, ClientError>>,
     },
     Reader(FromReader),
     Stop,
+}
+
+/// One request as the user asked it: an operation, or a create or login with a password
+/// (which travels as `ClientToServer::WithPassword`; the password is never shown).
+#[derive(Debug)]
+pub(crate) enum Ask {
+    Op(Op),
+    WithPassword {
+        action: PasswordAction,
+        user: String,
+        password: Password,
+    },
+}
+
+impl Ask {
+    /// The frame that sends this request as number `request` of session `client`; a retry
+    /// sends the same frame again.
+    fn message(&self, client: ClientId, request: RequestNo) -> ClientToServer {
+        match self {
+            Ask::Op(op) => ClientToServer::Request(Request {
+                client,
+                request,
+                op: op.clone(),
+            }),
+            Ask::WithPassword {
+                action,
+                user,
+                password,
+            } => ClientToServer::WithPassword {
+                client,
+                request,
+                action: *action,
+                user: user.clone(),
+                password: password.clone(),
+            },
+        }
+    }
+
+    /// How much longer than usual the primary may hold back the reply: a failed login
+    /// with a password is answered late on purpose.
+    fn held_back(&self) -> Duration {
+        match self {
+            Ask::WithPassword {
+                action: PasswordAction::Login,
+                ..
+            } => MAX_FAILED_LOGIN_DELAY,
+            _ => Duration::ZERO,
+        }
+    }
+
+    /// Whether the reply depends on (or sets) the session's login.
+    fn shows_login(&self) -> bool {
+        match self {
+            Ask::Op(op) => matches!(
+                op,
+                Op::Login { .. }
+                    | Op::Send { .. }
+                    | Op::Deliver
+                    | Op::Ack { .. }
+                    | Op::Logout
+                    | Op::Delete
+            ),
+            Ask::WithPassword { action, .. } => *action == PasswordAction::Login,
+        }
+    }
 }
 
 /// Why a request is in flight, and who waits for its reply.
@@ -45,7 +111,7 @@ enum Purpose {
 #[derive(Debug)]
 struct InFlight {
     request: RequestNo,
-    op: Op,
+    ask: Ask,
     purpose: Purpose,
     /// Give up after this.
     give_up_at: Instant,
@@ -87,7 +153,7 @@ pub(crate) struct Session {
     /// logged-in session then probes with a fresh `Ack`.
     verified: bool,
 
-    jobs: VecDeque<(Op, Sender<Result<Reply, ClientError>>)>,
+    jobs: VecDeque<(Ask, Sender<Result<Reply, ClientError>>)>,
     in_flight: Option<InFlight>,
     /// Ids of messages shown to the user (message ids are unique over the whole service).
     shown: HashSet<MessageId>,
@@ -162,7 +228,7 @@ impl Session {
                 },
             };
             match input {
-                Input::Request { op, answer } => self.jobs.push_back((op, answer)),
+                Input::Request { ask, answer } => self.jobs.push_back((ask, answer)),
                 Input::Reader(FromReader::Frame { generation, frame }) => {
                     self.on_frame(generation, frame)
                 }
@@ -185,31 +251,33 @@ impl Session {
                 return;
             }
             let waiter = match self.jobs.front() {
-                Some((Op::OpenSession, _)) => self.jobs.pop_front().map(|(_, answer)| answer),
+                Some((Ask::Op(Op::OpenSession), _)) => {
+                    self.jobs.pop_front().map(|(_, answer)| answer)
+                }
                 _ => None,
             };
-            return self.issue(Op::OpenSession, Purpose::Open(waiter));
+            return self.issue(Ask::Op(Op::OpenSession), Purpose::Open(waiter));
         }
         if self.logged_in && !self.unacked.is_empty() {
             let ids: Vec<MessageId> = self.unacked.iter().copied().take(ACK_BATCH).collect();
             for id in &ids {
                 self.unacked.remove(id);
             }
-            return self.issue(Op::Ack { ids }, Purpose::Ack);
+            return self.issue(Ask::Op(Op::Ack { ids }), Purpose::Ack);
         }
-        if let Some((op, answer)) = self.jobs.pop_front() {
-            return self.issue(op, Purpose::User(answer));
+        if let Some((ask, answer)) = self.jobs.pop_front() {
+            return self.issue(ask, Purpose::User(answer));
         }
         if self.logged_in && !self.verified {
-            self.issue(Op::Ack { ids: Vec::new() }, Purpose::Ack);
+            self.issue(Ask::Op(Op::Ack { ids: Vec::new() }), Purpose::Ack);
         }
     }
 
-    fn issue(&mut self, op: Op, purpose: Purpose) {
+    fn issue(&mut self, ask: Ask, purpose: Purpose) {
         let now = Instant::now();
         self.in_flight = Some(InFlight {
             request: self.next_request,
-            op,
+            ask,
             purpose,
             give_up_at: now + self.options.give_up_after,
             retry_at: now,
@@ -234,11 +302,7 @@ impl Session {
                 };
                 return self.fail_in_flight(error);
             }
-            let message = ClientToServer::Request(Request {
-                client: self.client,
-                request: f.request,
-                op: f.op.clone(),
-            });
+            let message = f.ask.message(self.client, f.request);
             if self.conn.is_none() {
                 if let Err(problem) = self.connect_target() {
                     self.last_problem = problem;
@@ -250,7 +314,8 @@ impl Session {
             match conn.send(&message) {
                 Ok(()) => {
                     if let Some(f) = &mut self.in_flight {
-                        f.retry_at = Instant::now() + self.options.reply_timeout;
+                        f.retry_at =
+                            Instant::now() + self.options.reply_timeout + f.ask.held_back();
                         f.first_sent_on.get_or_insert(self.generation);
                     }
                     return;
@@ -374,7 +439,7 @@ impl Session {
         };
         self.tries = 0;
         self.backoff = self.options.first_backoff;
-        if f.first_sent_on == Some(self.generation) && shows_login(&f.op) {
+        if f.first_sent_on == Some(self.generation) && f.ask.shows_login() {
             self.verified = true;
         }
         let reply = match reply {
@@ -455,12 +520,4 @@ impl Session {
             }
         }
     }
-}
-
-/// Whether the reply to `op` depends on (or sets) the session's login.
-fn shows_login(op: &Op) -> bool {
-    matches!(
-        op,
-        Op::Login { .. } | Op::Send { .. } | Op::Deliver | Op::Ack { .. } | Op::Logout | Op::Delete
-    )
 }

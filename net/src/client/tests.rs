@@ -6,8 +6,9 @@ use chat_core::chat::ChatError;
 use chat_core::codec::frame::{self, FrameDecoder};
 use chat_core::config::NetLimits;
 use chat_core::ids::ReplicaId;
+use chat_core::password::Password;
 use chat_core::service::Request;
-use chat_core::wire::{Hello, Role};
+use chat_core::wire::{Hello, PasswordAction, Role};
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::Mutex;
@@ -25,10 +26,11 @@ enum Act {
 
 type Script = dyn Fn(&ClientToServer) -> Act + Send + Sync;
 
-/// A replica that answers with a script and records every request it receives.
+/// A replica that answers with a script and records every request it receives (ordinary
+/// ones and those with a password).
 struct Fake {
     port: u16,
-    seen: Arc<Mutex<Vec<Request>>>,
+    seen: Arc<Mutex<Vec<ClientToServer>>>,
 }
 
 impl Fake {
@@ -51,11 +53,25 @@ impl Fake {
     }
 
     fn requests(&self) -> Vec<Request> {
-        self.seen.lock().unwrap().clone()
+        let seen = self.seen.lock().unwrap();
+        seen.iter()
+            .filter_map(|m| match m {
+                ClientToServer::Request(r) => Some(r.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn with_passwords(&self) -> Vec<ClientToServer> {
+        let seen = self.seen.lock().unwrap();
+        seen.iter()
+            .filter(|m| matches!(m, ClientToServer::WithPassword { .. }))
+            .cloned()
+            .collect()
     }
 }
 
-fn serve(id: ReplicaId, mut stream: TcpStream, script: &Script, log: &Mutex<Vec<Request>>) {
+fn serve(id: ReplicaId, mut stream: TcpStream, script: &Script, log: &Mutex<Vec<ClientToServer>>) {
     let max = frame::DEFAULT_MAX_FRAME;
     let mut decoder = FrameDecoder::new(max);
     let mut greeted = false;
@@ -78,8 +94,11 @@ fn serve(id: ReplicaId, mut stream: TcpStream, script: &Script, log: &Mutex<Vec<
             }
         }
         while let Ok(Some(message)) = decoder.next::<ClientToServer>() {
-            if let ClientToServer::Request(r) = &message {
-                log.lock().unwrap().push(r.clone());
+            if matches!(
+                message,
+                ClientToServer::Request(_) | ClientToServer::WithPassword { .. }
+            ) {
+                log.lock().unwrap().push(message.clone());
             }
             match script(&message) {
                 Act::Send(frames) => {
@@ -202,6 +221,78 @@ fn a_crash_mid_request_retries_the_same_number_elsewhere() {
     assert!(
         sessions.iter().all(|&c| c == sessions[0]),
         "one session throughout"
+    );
+}
+
+/// Answers a create or login with a password like a primary that accepts any password.
+fn password_primary(message: &ClientToServer) -> Act {
+    let ClientToServer::WithPassword {
+        request,
+        action,
+        user,
+        ..
+    } = message
+    else {
+        return primary(message);
+    };
+    let reply = match action {
+        PasswordAction::Create => Reply::Created,
+        PasswordAction::Login => Reply::LoggedIn {
+            user: user.clone(),
+            waiting: 0,
+        },
+    };
+    Act::Send(vec![ServerToClient::Reply {
+        request: *request,
+        reply,
+    }])
+}
+
+#[test]
+fn a_password_request_is_retried_elsewhere_as_the_same_frame() {
+    let crashing = Fake::start(0, |m| match m {
+        ClientToServer::WithPassword { .. } => Act::Close,
+        other => primary(other),
+    });
+    let next = Fake::start(1, password_primary);
+    let (client, _) = Client::connect_with(&config(&[&crashing, &next]), quick()).unwrap();
+    let password = Password::new("s3cret".into());
+    let reply = client.request_with_password(PasswordAction::Login, "bob".into(), password);
+    assert_eq!(
+        reply.unwrap(),
+        Reply::LoggedIn {
+            user: "bob".into(),
+            waiting: 0
+        }
+    );
+    let (first, retry) = (crashing.with_passwords(), next.with_passwords());
+    assert_eq!(first.len(), 1);
+    assert_eq!(first, retry, "the retry is the same request, same number");
+    let ClientToServer::WithPassword {
+        client: session,
+        request,
+        action,
+        user,
+        password,
+    } = &first[0]
+    else {
+        unreachable!()
+    };
+    assert_eq!(
+        (*request, *action, user.as_str(), password.expose()),
+        (2, PasswordAction::Login, "bob", "s3cret")
+    );
+    assert_eq!(
+        crashing.requests()[0].client,
+        *session,
+        "one session throughout"
+    );
+    // Later requests are numbered after it.
+    client.request(Op::Deliver).unwrap();
+    let later = numbers(&next);
+    assert!(
+        !later.is_empty() && later.iter().all(|&n| n > 2),
+        "{later:?}"
     );
 }
 

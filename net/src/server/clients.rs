@@ -1,8 +1,10 @@
-//! Client connections: their requests go to the replica, and the replica's replies, redirects
-//! and pushes for a session go to the connection that session last used.
+//! Client connections: their requests go to the replica (those with a password through
+//! [`super::passwords`] first), and the replica's replies, redirects and pushes for a session
+//! go to the connection that session last used.
 
 use super::event_loop::EventLoop;
 use super::links::Kind;
+use chat_core::chat::Op;
 use chat_core::ids::ClientId;
 use chat_core::replica::Input;
 use chat_core::wire::{ClientToServer, ServerToClient};
@@ -30,10 +32,34 @@ impl EventLoop {
                 self.replica.handle(self.now, Input::ClientAttached(client));
                 self.drain_outputs();
             }
+            ClientToServer::Request(request)
+                if matches!(
+                    request.op,
+                    Op::CreateWithPassword { .. }
+                        | Op::LoginVerified { .. }
+                        | Op::LoginRefused { .. }
+                ) =>
+            {
+                // Only the primary orders these, after hashing or verifying a password.
+                self.reject(
+                    token,
+                    "sent an operation only the primary may order (forged)",
+                );
+            }
             ClientToServer::Request(request) => {
                 self.attach(token, request.client);
                 self.replica.handle(self.now, Input::Client(request));
                 self.drain_outputs();
+            }
+            ClientToServer::WithPassword {
+                client,
+                request,
+                action,
+                user,
+                password,
+            } => {
+                self.attach(token, client);
+                self.on_password_request(client, request, action, user, password);
             }
             ClientToServer::Status => {
                 let status = ServerToClient::Status(self.replica.status());

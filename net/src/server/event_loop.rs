@@ -5,8 +5,9 @@ use super::admission::Admission;
 use super::clients::Routes;
 use super::io_thread::IoThread;
 use super::links::{Link, Side};
+use super::passwords::Passwords;
 use super::peers::Peers;
-use super::{ServerError, Shutdown};
+use super::{ServerError, ServerOptions, Shutdown};
 use crate::storage::Storage;
 use chat_core::chat::Event;
 use chat_core::config::{Config, NetLimits};
@@ -68,6 +69,7 @@ pub(super) struct EventLoop {
     pub(super) timers: BinaryHeap<Reverse<(Instant, Token)>>,
     pub(super) peers: Peers,
     pub(super) routes: Routes,
+    pub(super) passwords: Passwords,
     /// Connections whose read budget ran out with bytes still waiting.
     pub(super) pending_reads: Vec<Token>,
     /// Connections with queued bytes to write at the end of the turn.
@@ -86,7 +88,7 @@ impl EventLoop {
         replica: Replica,
         storage: Storage,
         clock: Clock,
-        shutdown: Shutdown,
+        opts: &ServerOptions,
     ) -> Result<EventLoop, ServerError> {
         let addr = config.replica(me).ok_or(ServerError::UnknownId(me))?;
         let poll = Poll::new().map_err(ServerError::io("creating the poll"))?;
@@ -107,6 +109,9 @@ impl EventLoop {
         let peers = Peers::new(config, me, secret, now)?;
         let io = IoThread::spawn(storage, waker.clone())
             .map_err(ServerError::io("starting the storage thread"))?;
+        let passwords = Passwords::start(opts.password_cost, waker.clone())
+            .map_err(ServerError::io("starting the password workers"))?;
+        let shutdown = opts.shutdown.clone();
         shutdown.set_waker(waker);
         info!(
             "replica {me} serving clients on {} and peers on {}",
@@ -132,6 +137,7 @@ impl EventLoop {
             timers: BinaryHeap::new(),
             peers,
             routes: Routes::default(),
+            passwords,
             pending_reads: Vec::new(),
             dirty: Vec::new(),
             scratch: vec![0; READ_CHUNK],
@@ -177,6 +183,7 @@ impl EventLoop {
             self.timers.pop();
             self.check_deadlines(token);
         }
+        self.turn_password_timers();
         self.connect_due_peers();
         if self.accept_retry.is_some_and(|at| at <= self.now) {
             self.accept_retry = None;
@@ -198,6 +205,7 @@ impl EventLoop {
             self.timers.peek().map(|Reverse((at, _))| *at),
             self.peers.next_attempt(),
             self.accept_retry,
+            self.passwords.next_due(),
         ]
         .into_iter()
         .flatten()
@@ -206,8 +214,10 @@ impl EventLoop {
         (next != Instant::NEVER).then(|| next.saturating_sub(self.clock.now()))
     }
 
-    /// The I/O thread finished a batch (or stopped), or shutdown was requested.
+    /// The I/O thread finished a batch (or stopped), a password job finished, or shutdown
+    /// was requested.
     fn on_wake(&mut self) -> Result<(), ServerError> {
+        self.on_password_results();
         let Some(io) = &self.io else {
             return Ok(());
         };

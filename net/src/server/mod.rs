@@ -8,14 +8,17 @@
 //!   `warn` line.
 //! - With `cluster_secret_file` configured, the two ends of a peer connection prove that
 //!   they hold the cluster secret before it carries any replication traffic.
+//! - Passwords are hashed and verified on worker threads ([`passwords`]), never on the loop.
 
 mod admission;
 mod authentication;
 mod clients;
 mod conn;
 mod event_loop;
+mod hash_pool;
 mod io_thread;
 mod links;
+mod passwords;
 mod peers;
 mod shutdown;
 
@@ -24,6 +27,7 @@ pub use shutdown::Shutdown;
 use crate::storage::{Storage, StorageError, StorageOptions};
 use chat_core::config::Config;
 use chat_core::ids::ReplicaId;
+use chat_core::password::HashCost;
 use chat_core::replica::{Faults, Options, Replica, RestoreError};
 use chat_core::time::Duration;
 use event_loop::{Clock, EventLoop};
@@ -43,6 +47,9 @@ pub struct ServerOptions {
     /// Install SIGINT/SIGTERM handlers that request shutdown (the `chat-server` binary does;
     /// tests running a server inside their own process do not).
     pub handle_signals: bool,
+    /// The work of hashing a new account's password (Argon2's recommendation by default;
+    /// tests use a tiny one). Verification uses the cost stored in each hash.
+    pub password_cost: HashCost,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -104,8 +111,8 @@ pub fn run(config: &Config, id: ReplicaId, opts: ServerOptions) -> Result<(), Se
         .then(|| opts.shutdown.on_signals())
         .transpose()
         .map_err(ServerError::io("installing signal handlers"))?;
-    let result = EventLoop::new(config, id, secret, replica, storage, clock, opts.shutdown)
-        .and_then(EventLoop::run);
+    let result =
+        EventLoop::new(config, id, secret, replica, storage, clock, &opts).and_then(EventLoop::run);
     if let Some(signals) = signals {
         signals.close();
     }

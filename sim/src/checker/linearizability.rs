@@ -2,7 +2,8 @@
 //!
 //! The log gives a total order; the model gives the reply at each position. The history is
 //! linearizable with this witness if:
-//! 1. every request in the log was called by a client, with the same operation;
+//! 1. every request in the log was called by a client, with the same operation (for a call
+//!    with a password, one the primary's driver may order for it: `passwords::ordered_for`);
 //! 2. every reply a client saw is the model's reply at the request's first position;
 //! 3. each request took effect between its call and its return: its position was first
 //!    committed no earlier than the call and no later than the return. Commit times grow
@@ -18,6 +19,7 @@ use super::agreement::CommitLog;
 use super::model::Model;
 use super::{Checker, Failure};
 use crate::history::Operation;
+use crate::passwords::ordered_for;
 use chat_core::chat::{ChatError, Reply};
 use chat_core::durable::EntryBody;
 use chat_core::ids::{ClientId, OpIndex, RequestNo};
@@ -46,7 +48,7 @@ pub fn check(
                     committed.entry.index, request.request, request.client, request.op
                 ))
             }
-            Some(op) if op.op != request.op => {
+            Some(op) if !ordered_for(&op.op, &request.op) => {
                 return fail(format!(
                 "index {} holds {:?} for request {} of client {:x}, but the client asked for {:?}",
                 committed.entry.index, request.op, request.request, request.client, op.op

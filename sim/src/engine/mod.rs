@@ -20,9 +20,10 @@ use crate::disk::{Disk, DiskError};
 use crate::history::History;
 use crate::network::{ConnId, Direction, Network, Node};
 use crate::options::{FaultPlan, SimOptions};
+use crate::passwords;
 use crate::trace::Trace;
 use crate::workload::Workload;
-use chat_core::chat::Event as ChatEvent;
+use chat_core::chat::{Event as ChatEvent, Op};
 use chat_core::ids::{ClientId, OpIndex, ReplicaId, View};
 use chat_core::replica::{Input, Options, Output, PeerMessage, PersistId, Replica, Role};
 use chat_core::service::Request;
@@ -436,6 +437,7 @@ impl Sim {
                     self.slots[usize::from(r)].attached.insert(session, conn);
                     self.input(r, Input::ClientAttached(session))?;
                 }
+                let request = self.password_driver(r, request);
                 self.input(r, Input::Client(request))?;
             }
             Event::ToClient {
@@ -502,6 +504,27 @@ impl Sim {
             .expect("inputs go to live replicas");
         replica.handle(now, input);
         self.drain(r)
+    }
+
+    /// Plays the primary's driver for a call with a password (see `crate::passwords`): the
+    /// replica gets the op the real server would order. A backup gets the call as it is and
+    /// redirects it.
+    fn password_driver(&mut self, r: ReplicaId, request: Request) -> Request {
+        let replica = self.slots[usize::from(r)]
+            .replica
+            .as_ref()
+            .expect("requests go to live replicas");
+        if replica.status().role != Role::Primary {
+            return request;
+        }
+        let salt = match request.op {
+            Op::CreateWithPassword { .. } => self.rng.gen(),
+            _ => [0; 16],
+        };
+        match passwords::drive(&request.op, |user| replica.account_lock(user), salt) {
+            Some(op) => Request { op, ..request },
+            None => request,
+        }
     }
 
     /// Carries out every output of replica `r`.
