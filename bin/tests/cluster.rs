@@ -54,7 +54,7 @@ fn send(client: &Client, to: &str, text: &str) -> MessageId {
 
 fn deliver(client: &Client) -> Vec<Message> {
     match ok(client, Op::Deliver) {
-        Reply::Delivered { messages } => messages,
+        Reply::Delivered { messages, .. } => messages,
         other => panic!("deliver: {other:?}"),
     }
 }

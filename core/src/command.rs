@@ -48,7 +48,7 @@ pub enum ParseError {
 /// The help text printed by `help`.
 pub const HELP: &str = "\
 commands:
-  0|<regex>            list the accounts whose whole name matches <regex> (0|.* lists all)
+  0|<regex>            list the accounts whose whole name matches <regex> (0| lists all)
   1|<user>             create an account (anybody may log into it)
   1|<user>|<password>  create an account that only <password> opens
   2|<user>             log in (takes the account over from any other session)
@@ -80,8 +80,9 @@ pub fn parse(line: &str) -> Result<Command, ParseError> {
     })?;
     let opcode = opcode.trim();
     let op = match opcode {
+        // `0|` alone lists every account (the empty pattern).
         "0" => Op::List {
-            pattern: argument('0', rest, "a pattern", "0|<regex>")?,
+            pattern: rest.to_owned(),
         },
         "1" | "2" if rest.contains('|') => return with_password(opcode, rest),
         "1" => Op::Create {
@@ -201,12 +202,15 @@ pub fn describe(reply: &Reply) -> String {
         Reply::LoggedOut => "logged out".to_owned(),
         Reply::Deleted => "account deleted".to_owned(),
         Reply::Sent { id } => format!("sent [{id}]"),
-        Reply::Delivered { messages } if messages.is_empty() => "no messages".to_owned(),
-        Reply::Delivered { messages } => messages
-            .iter()
-            .map(describe_message)
-            .collect::<Vec<_>>()
-            .join("\n"),
+        Reply::Delivered { messages, more } => {
+            let mut lines: Vec<String> = messages.iter().map(describe_message).collect();
+            match (lines.is_empty(), more) {
+                (true, 0) => lines.push("no messages".to_owned()),
+                (_, 0) => {}
+                (_, n) => lines.push(format!("({n} more waiting: 6| again to read them)")),
+            }
+            lines.join("\n")
+        }
         Reply::Acked => "acknowledged".to_owned(),
         Reply::Error(e) => format!("error: {e}"),
     }
@@ -294,7 +298,6 @@ mod tests {
             ("|x", "unknown opcode ``"),
             ("1|", "needs a user name"),
             ("2|  ", "needs a user name"),
-            ("0|", "needs a pattern"),
             ("3|x", "takes no argument, got `x`"),
             ("5|", "needs a recipient and a text"),
             ("5|bob", "needs a recipient and a text separated by '|'"),
@@ -305,6 +308,16 @@ mod tests {
             let err = parse(line).unwrap_err().to_string();
             assert!(err.contains(want), "{line:?}: {err:?} lacks {want:?}");
         }
+    }
+
+    #[test]
+    fn an_empty_pattern_lists_every_account() {
+        assert_eq!(
+            parse("0|"),
+            Ok(Command::Op(Op::List {
+                pattern: String::new()
+            }))
+        );
     }
 
     fn with_password(line: &str) -> (PasswordAction, String, String) {
@@ -387,10 +400,14 @@ mod tests {
         };
         let delivered = Reply::Delivered {
             messages: vec![m(1, "a", "hi"), m(2, "b", "x|y")],
+            more: 0,
         };
         assert_eq!(describe(&delivered), "[1] a: hi\n[2] b: x|y");
         assert_eq!(
-            describe(&Reply::Delivered { messages: vec![] }),
+            describe(&Reply::Delivered {
+                messages: vec![],
+                more: 0
+            }),
             "no messages"
         );
         assert_eq!(

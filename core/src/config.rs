@@ -149,6 +149,24 @@ impl Config {
         if self.net.max_frame_bytes < 4096 {
             return Err(invalid("net.max_frame_bytes", "must be at least 4096"));
         }
+        // Every reply must fit in a frame: the largest are a full `6|` page and a full `0|`.
+        let l = &self.limits;
+        let frame = u64::from(self.net.max_frame_bytes);
+        let message = 4 * u64::from(l.max_text_chars) + u64::from(l.max_name_bytes) + 32;
+        if l.deliver_max == 0 || u64::from(l.deliver_max) * message + 64 > frame {
+            return Err(invalid(
+                "limits.deliver_max",
+                "must be at least 1, and a page of that many longest messages must fit in \
+                 net.max_frame_bytes",
+            ));
+        }
+        let names = u64::from(l.list_max) * (u64::from(l.max_name_bytes) + 8) + 64;
+        if l.list_max == 0 || names > frame {
+            return Err(invalid(
+                "limits.list_max",
+                "must be at least 1, and that many longest names must fit in net.max_frame_bytes",
+            ));
+        }
         Ok(())
     }
 
@@ -188,6 +206,12 @@ mod tests {
             .join("\n");
         let e = err(&text);
         assert!(e.contains("election_timeout_ms"), "{e}");
+    }
+
+    #[test]
+    fn replies_must_fit_in_a_frame() {
+        let e = err(&GOOD.replace("deliver_max: 100", "deliver_max: 100000"));
+        assert!(e.contains("limits.deliver_max"), "{e}");
     }
 
     #[test]

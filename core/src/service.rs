@@ -309,11 +309,14 @@ mod tests {
         w.reply(A, 4, login("ann"));
         w.reply(A, 5, send("ann", "hi"));
         let first = w.reply(A, 6, Op::Deliver);
-        assert!(matches!(&first, Some(Reply::Delivered { messages }) if messages.len() == 1));
+        assert!(matches!(&first, Some(Reply::Delivered { messages, .. }) if messages.len() == 1));
         assert_eq!(w.reply(A, 6, Op::Deliver), first);
         assert_eq!(
             w.reply(A, 7, Op::Deliver),
-            Some(Reply::Delivered { messages: vec![] })
+            Some(Reply::Delivered {
+                messages: vec![],
+                more: 0
+            })
         );
     }
 

@@ -20,6 +20,7 @@ fn limits() -> Limits {
         max_pattern_bytes: 8,
         max_regex_compiled_bytes: 1 << 20,
         list_max: 2,
+        deliver_max: 1,
         max_queue: 2,
         max_accounts: 3,
         max_sessions: 4,
@@ -306,8 +307,13 @@ impl ModelChat {
             ModelOp::Deliver => {
                 let me = self.user_of(client).ok_or(NotLoggedIn)?;
                 let account = self.account(&me).unwrap();
-                let messages = account.queue.drain(..).map(|(m, _)| m).collect();
-                Ok(Reply::Delivered { messages })
+                // A page of at most `deliver_max`, oldest first; the rest stays queued.
+                let mut messages = Vec::new();
+                while messages.len() < l.deliver_max as usize && !account.queue.is_empty() {
+                    messages.push(account.queue.remove(0).0);
+                }
+                let more = account.queue.len() as u64;
+                Ok(Reply::Delivered { messages, more })
             }
             ModelOp::Ack(ids) => {
                 let me = self.user_of(client).ok_or(NotLoggedIn)?;

@@ -50,7 +50,8 @@ fn reply() -> impl Strategy<Value = Reply> {
             .prop_map(|(names, total)| Reply::Accounts { names, total }),
         (text(), any::<u64>()).prop_map(|(user, waiting)| Reply::LoggedIn { user, waiting }),
         any::<u64>().prop_map(|id| Reply::Sent { id }),
-        prop::collection::vec(message(), 0..4).prop_map(|messages| Reply::Delivered { messages }),
+        (prop::collection::vec(message(), 0..4), any::<u64>())
+            .prop_map(|(messages, more)| Reply::Delivered { messages, more }),
         text().prop_map(|p| Reply::Error(ChatError::BadPattern(p))),
         any::<u32>().prop_map(|max| Reply::Error(ChatError::TextTooLong { max })),
         Just(Reply::Error(ChatError::NotLoggedIn)),

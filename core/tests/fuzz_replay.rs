@@ -105,6 +105,7 @@ fn write_seed_corpus() {
             request: 4,
             reply: Reply::Delivered {
                 messages: vec![message],
+                more: 0,
             },
         },
     ]

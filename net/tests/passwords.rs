@@ -91,6 +91,7 @@ impl Cluster {
         yaml += &format!(
             "data_dir: {}\nheartbeat_interval_ms: 50\nelection_timeout_ms: 300\n\
              snapshot_every: 4\ncluster_secret_file: {}\n\
+             limits:\n  deliver_max: 10\n\
              net:\n  max_frame_bytes: {MAX_FRAME}\n",
             dir.path().display(),
             secret.display()
@@ -236,7 +237,10 @@ fn passwords_protect_accounts_and_never_reach_disk_or_logs() {
     assert_eq!(reply, logged_in("ann"));
     assert_eq!(
         ann.request(Op::Deliver).unwrap(),
-        Reply::Delivered { messages: vec![] }
+        Reply::Delivered {
+            messages: vec![],
+            more: 0
+        }
     );
 
     // An account without a password stays open, with or without one given.

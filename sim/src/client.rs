@@ -215,6 +215,9 @@ impl Client {
                     self.script.push_back(Op::Deliver);
                 }
             }
+            Reply::Delivered { more, .. } if self.mode == Mode::Drain && *more > 0 => {
+                self.script.push_front(Op::Deliver);
+            }
             Reply::Error(ChatError::SessionExpired) => {
                 if matches!(self.mode, Mode::Busy | Mode::Drain) {
                     if self.mode == Mode::Drain {

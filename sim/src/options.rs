@@ -47,7 +47,12 @@ impl SimOptions {
             workload: true,
             replica_faults: Faults::default(),
             snapshot_every: None,
-            limits: Limits::default(),
+            // Small pages, so that `6|` often leaves messages queued and the drain must ask
+            // again.
+            limits: Limits {
+                deliver_max: 3,
+                ..Limits::default()
+            },
             liveness_bound: Duration::from_secs(20),
             verbose: false,
             trace_digest: false,

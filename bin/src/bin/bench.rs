@@ -243,7 +243,7 @@ fn deliver_all(config: &Config, users: &[String]) -> Result<HashSet<MessageId>, 
         let login = Op::Login { user: user.clone() };
         expect(&client, login, |r| matches!(r, Reply::LoggedIn { .. }))?;
         let ok = |r: &Reply| matches!(r, Reply::Delivered { .. });
-        if let Reply::Delivered { messages } = expect(&client, Op::Deliver, ok)? {
+        if let Reply::Delivered { messages, .. } = expect(&client, Op::Deliver, ok)? {
             ids.extend(messages.iter().map(|m| m.id));
         }
     }

@@ -16,6 +16,9 @@ pub struct Limits {
     pub max_regex_compiled_bytes: u32,
     /// Most names one `0|` reply lists (it also says how many matched in all).
     pub list_max: u32,
+    /// Most messages one `6|` reply delivers (it also says how many are still queued), so that
+    /// a reply always fits in a frame.
+    pub deliver_max: u32,
     /// Most messages queued for one account.
     pub max_queue: u32,
     /// Most accounts in total.
@@ -32,6 +35,7 @@ impl Default for Limits {
             max_pattern_bytes: 256,
             max_regex_compiled_bytes: 1 << 20,
             list_max: 1000,
+            deliver_max: 100,
             max_queue: 10_000,
             max_accounts: 100_000,
             max_sessions: 10_000,

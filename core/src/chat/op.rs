@@ -70,9 +70,11 @@ pub enum Reply {
     Sent {
         id: MessageId,
     },
-    /// The queued messages, oldest first; they are no longer queued.
+    /// The oldest queued messages (at most `limits.deliver_max`), oldest first; they are no
+    /// longer queued. `more` messages are still queued (`6|` again takes them).
     Delivered {
         messages: Vec<Message>,
+        more: u64,
     },
     Acked,
     Error(ChatError),

@@ -180,8 +180,10 @@ impl Chat {
             Op::Send { to, text } => self.send(limits, client, to, text, events),
             Op::Deliver => {
                 let account = self.account_of(client)?;
-                let messages = account.queue.drain(..).map(|q| q.message).collect();
-                Ok(Reply::Delivered { messages })
+                let take = account.queue.len().min(limits.deliver_max as usize);
+                let messages = account.queue.drain(..take).map(|q| q.message).collect();
+                let more = account.queue.len() as u64;
+                Ok(Reply::Delivered { messages, more })
             }
             Op::Ack { ids } => {
                 let account = self.account_of(client)?;
@@ -491,7 +493,13 @@ mod tests {
         );
         assert_eq!(events, [Event::LoggedOut { client: A }]);
         assert_eq!(w.err(A, Op::Deliver), ChatError::NotLoggedIn);
-        assert_eq!(w.ok(B, Op::Deliver), Reply::Delivered { messages: vec![] });
+        assert_eq!(
+            w.ok(B, Op::Deliver),
+            Reply::Delivered {
+                messages: vec![],
+                more: 0
+            }
+        );
         // Logging in again from the same session is no takeover.
         assert_eq!(
             w.ok(B, login("ann")),
@@ -623,10 +631,17 @@ mod tests {
         assert_eq!(
             w.ok(B, Op::Deliver),
             Reply::Delivered {
-                messages: vec![msg(1, "ann", "one"), msg(2, "ann", "two")]
+                messages: vec![msg(1, "ann", "one"), msg(2, "ann", "two")],
+                more: 0
             }
         );
-        assert_eq!(w.ok(B, Op::Deliver), Reply::Delivered { messages: vec![] });
+        assert_eq!(
+            w.ok(B, Op::Deliver),
+            Reply::Delivered {
+                messages: vec![],
+                more: 0
+            }
+        );
         assert_eq!(w.chat.unacked_pushes(B), []);
     }
 
@@ -672,7 +687,8 @@ mod tests {
         assert_eq!(
             w.ok(B, Op::Deliver),
             Reply::Delivered {
-                messages: vec![msg(2, "ann", "2")]
+                messages: vec![msg(2, "ann", "2")],
+                more: 0
             }
         );
     }

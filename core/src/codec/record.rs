@@ -21,7 +21,7 @@ pub const HEADER_BYTES: usize = 12;
 
 /// Largest body a reader accepts. Writers never exceed it, so a larger length can only be
 /// damage.
-pub const MAX_RECORD_BYTES: u32 = 64 << 20;
+pub const MAX_RECORD_BYTES: u32 = 1 << 30;
 
 /// Appends one record holding `value` to `out`.
 ///

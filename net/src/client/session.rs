@@ -443,12 +443,12 @@ impl Session {
             self.verified = true;
         }
         let reply = match reply {
-            Reply::Delivered { mut messages } => {
+            Reply::Delivered { mut messages, more } => {
                 for m in &messages {
                     self.unacked.remove(&m.id);
                 }
                 messages.retain(|m| self.shown.insert(m.id));
-                Reply::Delivered { messages }
+                Reply::Delivered { messages, more }
             }
             other => other,
         };

@@ -133,6 +133,7 @@ fn primary(message: &ClientToServer) -> Act {
         Op::Ack { .. } => Reply::Acked,
         Op::Deliver => Reply::Delivered {
             messages: vec![msg(5), msg(6)],
+            more: 0,
         },
         _ => Reply::Created,
     };
@@ -332,7 +333,8 @@ fn pushed_messages_show_once_and_are_acknowledged() {
     assert_eq!(
         delivered,
         Reply::Delivered {
-            messages: vec![msg(6)]
+            messages: vec![msg(6)],
+            more: 0
         },
         "5 was shown already"
     );

@@ -63,7 +63,7 @@ pub fn check(history: &History, model: &Model, now: Instant) -> Result<(), Failu
     let mut pushed_last: BTreeMap<(u64, &str), MessageId> = BTreeMap::new();
     for event in &history.events {
         match &event.kind {
-            Kind::Return(Reply::Delivered { messages }) => {
+            Kind::Return(Reply::Delivered { messages, .. }) => {
                 let mut last: BTreeMap<&str, MessageId> = BTreeMap::new();
                 for message in messages {
                     if let Err(e) = genuine(event.client, message) {
@@ -108,7 +108,7 @@ pub fn check(history: &History, model: &Model, now: Instant) -> Result<(), Failu
     let mut lost_with_session: BTreeSet<MessageId> = BTreeSet::new();
     for op in history.operations() {
         let expired = matches!(op.ret, Some((_, Reply::Error(ChatError::SessionExpired))));
-        if let (true, Some((_, Some(Reply::Delivered { messages })))) =
+        if let (true, Some((_, Some(Reply::Delivered { messages, .. })))) =
             (expired, model.first.get(&(op.client, op.request)))
         {
             lost_with_session.extend(messages.iter().map(|m| m.id));
@@ -202,6 +202,7 @@ mod tests {
             9,
             &Reply::Delivered {
                 messages: vec![message(1, "t1"), message(2, "t2")],
+                more: 0,
             },
         );
         check(&history, &model, Instant(0)).unwrap();
@@ -213,7 +214,7 @@ mod tests {
         let deliver = |messages| {
             let mut history = History::default();
             history.call(Instant(2), 1, 2, 9, &Op::Deliver);
-            history.ret(Instant(2), 1, 2, 9, &Reply::Delivered { messages });
+            history.ret(Instant(2), 1, 2, 9, &Reply::Delivered { messages, more: 0 });
             check(&history, &model, Instant(0))
         };
         let reordered = deliver(vec![message(2, "t2"), message(1, "t1")]).unwrap_err();
@@ -231,6 +232,7 @@ mod tests {
                     t,
                     &Reply::Delivered {
                         messages: vec![message(1, "t1"), message(2, "t2")],
+                        more: 0,
                     },
                 );
             }
