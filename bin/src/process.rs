@@ -1,8 +1,10 @@
 //! Replica child processes that cannot outlive their owner: dropping a [`ServerProcess`] kills
-//! it (`chat demo` stops its replicas on exit; the tests kill every process they start).
+//! it (`chat demo` stops its replicas on exit; the tests kill every process they start). Also
+//! [`local_replicas`], the addresses for replicas started on this machine.
 
 use std::fs::{File, OpenOptions};
 use std::io;
+use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::thread;
@@ -67,6 +69,31 @@ impl Drop for ServerProcess {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// The `replicas:` section of a configuration for `n` replicas on 127.0.0.1, on ports free
+/// right now.
+pub fn local_replicas(n: usize) -> io::Result<String> {
+    let ports = free_ports(2 * n)?;
+    let mut text = String::from("replicas:\n");
+    for (id, pair) in ports.chunks(2).enumerate() {
+        text += &format!(
+            "  - id: {id}\n    host: 127.0.0.1\n    client_port: {}\n    peer_port: {}\n",
+            pair[0], pair[1]
+        );
+    }
+    Ok(text)
+}
+
+/// Ports bound all at once (so that no two are the same), then released.
+fn free_ports(n: usize) -> io::Result<Vec<u16>> {
+    let holders = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0"))
+        .collect::<io::Result<Vec<_>>>()?;
+    holders
+        .iter()
+        .map(|l| l.local_addr().map(|a| a.port()))
+        .collect()
 }
 
 fn append(path: &Path) -> io::Result<File> {

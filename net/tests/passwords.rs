@@ -3,26 +3,25 @@
 //! password nowhere on disk or in the log output, forged verified logins refused, and hash
 //! work that does not hold up other clients.
 
+mod support;
+
 use chat_core::chat::{ChatError, Op, Reply};
 use chat_core::codec::frame::{self, FrameDecoder};
-use chat_core::config::Config;
 use chat_core::password::{HashCost, Password};
 use chat_core::service::Request;
 use chat_core::wire::{ClientToServer, Hello, PasswordAction, Role};
 use chat_net::client::{Client, ClientOptions, Incoming};
-use chat_net::server::{run, ServerError, ServerOptions, Shutdown};
 use std::io::{ErrorKind, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::sync::mpsc::Receiver;
 use std::sync::{Mutex, OnceLock};
-use std::thread::{self, JoinHandle};
+use std::thread;
 use std::time::{Duration, Instant};
+use support::{Cluster, MAX_FRAME};
 
-const MAX_FRAME: u32 = 65_536;
 /// How long anything the test waits for may take before the test fails.
 const PATIENCE: Duration = Duration::from_secs(30);
-const SECRET: &[u8] = b"5f0c9a1e7b3d2c4f8a6e0b9d1c3f5a7e2b4d6f8a0c1e3b5d7f9a2c4e6b8d0f1a\n";
 /// The server's delay before answering a first and a second consecutive wrong guess.
 const FIRST_DELAY: Duration = Duration::from_millis(250);
 const SECOND_DELAY: Duration = Duration::from_millis(500);
@@ -61,67 +60,16 @@ fn captured_logs() -> Vec<u8> {
 }
 
 // ---------------------------------------------------------------------------------------
-// A cluster on threads of this process.
-
-struct Cluster {
-    config: Config,
-    cost: HashCost,
-    servers: Vec<(Shutdown, JoinHandle<Result<(), ServerError>>)>,
-    dir: tempfile::TempDir,
-}
+// The support cluster, as these tests start it and talk to it.
 
 impl Cluster {
+    /// `replicas` replicas that snapshot every 4 operations and hash passwords at `cost`.
     fn start(replicas: usize, cost: HashCost) -> Cluster {
         capture_logs();
-        let dir = tempfile::tempdir().unwrap();
-        let holders: Vec<TcpListener> = (0..2 * replicas)
-            .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
-            .collect();
-        let port = |i: usize| holders[i].local_addr().unwrap().port();
-        let mut yaml = String::from("replicas:\n");
-        for id in 0..replicas {
-            yaml += &format!(
-                "  - id: {id}\n    host: 127.0.0.1\n    client_port: {}\n    peer_port: {}\n",
-                port(2 * id),
-                port(2 * id + 1)
-            );
-        }
-        let secret = dir.path().join("cluster.secret");
-        std::fs::write(&secret, SECRET).unwrap();
-        yaml += &format!(
-            "data_dir: {}\nheartbeat_interval_ms: 50\nelection_timeout_ms: 300\n\
-             snapshot_every: 4\ncluster_secret_file: {}\n\
-             limits:\n  deliver_max: 10\n\
-             net:\n  max_frame_bytes: {MAX_FRAME}\n",
-            dir.path().display(),
-            secret.display()
-        );
-        let config = Config::parse(&yaml).unwrap();
-        drop(holders);
-        let mut cluster = Cluster {
-            config,
-            cost,
-            servers: Vec::new(),
-            dir,
-        };
-        cluster.run_all();
+        let mut cluster = Cluster::configure(replicas, true, "snapshot_every: 4\n", "");
+        cluster.password_cost = cost;
+        cluster.run(replicas);
         cluster
-    }
-
-    fn run_all(&mut self) {
-        self.servers = (0..self.config.replicas.len() as u8)
-            .map(|id| {
-                let shutdown = Shutdown::new();
-                let opts = ServerOptions {
-                    data_dir: Some(self.dir.path().join(format!("replica-{id}"))),
-                    shutdown: shutdown.clone(),
-                    password_cost: self.cost,
-                    ..ServerOptions::default()
-                };
-                let config = self.config.clone();
-                (shutdown, thread::spawn(move || run(&config, id, opts)))
-            })
-            .collect();
     }
 
     fn client(&self) -> (Client, Receiver<Incoming>) {
@@ -130,27 +78,6 @@ impl Cluster {
             ..ClientOptions::default()
         };
         Client::connect_with(&self.config, options).unwrap()
-    }
-
-    /// Asks every replica to stop and checks that each stopped cleanly.
-    fn stop(&mut self) {
-        for (shutdown, _) in &self.servers {
-            shutdown.request();
-        }
-        for (_, thread) in std::mem::take(&mut self.servers) {
-            thread
-                .join()
-                .unwrap()
-                .expect("the replica stopped with an error");
-        }
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        for (shutdown, _) in &self.servers {
-            shutdown.request();
-        }
     }
 }
 
@@ -257,7 +184,7 @@ fn passwords_protect_accounts_and_never_reach_disk_or_logs() {
     // Stop (snapshots were taken: `snapshot_every` is 4), then restart from the same disks:
     // the hash survived, the password still opens the account.
     cluster.stop();
-    cluster.run_all();
+    cluster.run(3);
     let (again, _) = cluster.client();
     assert_eq!(login(&again, "ann", GUESSES[0]), BAD);
     assert_eq!(login(&again, "ann", PASSWORD), logged_in("ann"));

@@ -4,6 +4,8 @@
 //! Peers prove they hold the cluster secret; the forged peers here know another one, or
 //! break the handshake.
 
+mod support;
+
 use chat_core::chat::{Op, Reply};
 use chat_core::codec::frame::{self, FrameDecoder};
 use chat_core::config::Config;
@@ -14,21 +16,19 @@ use chat_core::peer_auth::{
 use chat_core::replica::PeerMessage;
 use chat_core::service::Request;
 use chat_core::wire::{ClientToServer, Hello, Role, ServerToClient, MAGIC, PROTOCOL_VERSION};
-use chat_net::server::{run, ServerError, ServerOptions, Shutdown};
+use chat_net::server::{run, ServerOptions};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::thread::{self, JoinHandle};
+use std::thread;
 use std::time::{Duration, Instant};
+use support::{Cluster, MAX_FRAME, SECRET};
 
-const MAX_FRAME: u32 = 65_536;
 /// How long anything the test waits for may take before the test fails.
 const PATIENCE: Duration = Duration::from_secs(20);
 
-/// The test clusters' shared secret (what a real one would be: 32 random bytes, as hex).
-const SECRET: &[u8] = b"5f0c9a1e7b3d2c4f8a6e0b9d1c3f5a7e2b4d6f8a0c1e3b5d7f9a2c4e6b8d0f1a\n";
 /// A view no test cluster reaches by itself: a forged `Append` in it must change nothing.
 const FORGED_VIEW: u64 = 1_000;
 
@@ -49,13 +49,7 @@ const NET: Net = Net {
     secret: true,
 };
 
-/// Replicas running on threads of this process, each with its own data directory.
-struct Cluster {
-    config: Config,
-    servers: Vec<(Shutdown, JoinHandle<Result<(), ServerError>>)>,
-    _dir: tempfile::TempDir,
-}
-
+/// The support cluster, as these tests start it and attack it.
 impl Cluster {
     fn start(replicas: usize, net: Net) -> Cluster {
         Cluster::start_some(replicas, replicas, net)
@@ -63,54 +57,14 @@ impl Cluster {
 
     /// A cluster of `replicas` of which only the first `running` run.
     fn start_some(replicas: usize, running: usize, net: Net) -> Cluster {
-        let dir = tempfile::tempdir().unwrap();
-        // Hold every port at once so that no two are the same, then free them for the servers.
-        let holders: Vec<TcpListener> = (0..2 * replicas)
-            .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
-            .collect();
-        let port = |i: usize| holders[i].local_addr().unwrap().port();
-        let mut yaml = String::from("replicas:\n");
-        for id in 0..replicas {
-            yaml += &format!(
-                "  - id: {id}\n    host: 127.0.0.1\n    client_port: {}\n    peer_port: {}\n",
-                port(2 * id),
-                port(2 * id + 1)
-            );
-        }
-        yaml += &format!(
-            "data_dir: {}\nheartbeat_interval_ms: 50\nelection_timeout_ms: 300\n\
-             net:\n  max_frame_bytes: {MAX_FRAME}\n  max_connections: 1024\n  \
-             max_connections_per_address: {}\n  handshake_timeout_ms: {}\n  \
-             partial_frame_timeout_ms: {}\n",
-            dir.path().display(),
-            net.per_address,
-            net.handshake_ms,
-            net.partial_ms
+        let net_settings = format!(
+            "  max_connections: 1024\n  max_connections_per_address: {}\n  \
+             handshake_timeout_ms: {}\n  partial_frame_timeout_ms: {}\n",
+            net.per_address, net.handshake_ms, net.partial_ms
         );
-        if net.secret {
-            let path = dir.path().join("cluster.secret");
-            std::fs::write(&path, SECRET).unwrap();
-            yaml += &format!("cluster_secret_file: {}\n", path.display());
-        }
-        let config = Config::parse(&yaml).unwrap();
-        drop(holders);
-        let servers = (0..running as u8)
-            .map(|id| {
-                let shutdown = Shutdown::new();
-                let opts = ServerOptions {
-                    data_dir: Some(dir.path().join(format!("replica-{id}"))),
-                    shutdown: shutdown.clone(),
-                    ..ServerOptions::default()
-                };
-                let config = config.clone();
-                (shutdown, thread::spawn(move || run(&config, id, opts)))
-            })
-            .collect();
-        Cluster {
-            config,
-            servers,
-            _dir: dir,
-        }
+        let mut cluster = Cluster::configure(replicas, net.secret, "", &net_settings);
+        cluster.run(running);
+        cluster
     }
 
     fn client_ports(&self) -> Vec<u16> {
@@ -127,32 +81,6 @@ impl Cluster {
 
     fn peer_ports(&self) -> Vec<u16> {
         self.config.replicas.iter().map(|r| r.peer_port).collect()
-    }
-
-    /// Asks every replica to stop and checks that each stopped cleanly.
-    fn stop(mut self) {
-        for (shutdown, _) in &self.servers {
-            shutdown.request();
-        }
-        let deadline = Instant::now() + PATIENCE;
-        for (_, thread) in std::mem::take(&mut self.servers) {
-            while !thread.is_finished() {
-                assert!(Instant::now() < deadline, "a replica did not stop");
-                thread::sleep(Duration::from_millis(10));
-            }
-            thread
-                .join()
-                .unwrap()
-                .expect("the replica stopped with an error");
-        }
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        for (shutdown, _) in &self.servers {
-            shutdown.request();
-        }
     }
 }
 
@@ -357,7 +285,7 @@ fn survives(replicas: usize, net: Net, attack: impl FnOnce(&Cluster)) {
     cluster_survives(Cluster::start(replicas, net), attack);
 }
 
-fn cluster_survives(cluster: Cluster, attack: impl FnOnce(&Cluster)) {
+fn cluster_survives(mut cluster: Cluster, attack: impl FnOnce(&Cluster)) {
     let mut session = Session::open(cluster.client_ports());
     assert_serving(&cluster, &mut session);
     attack(&cluster);

@@ -6,7 +6,7 @@
 //! that stay logged out; at the end those users take their queues (`6|`), and the message ids
 //! delivered must be exactly the ids the senders got acknowledged.
 
-use chat_bin::process::ServerProcess;
+use chat_bin::process::{local_replicas, ServerProcess};
 use chat_bin::settings::BUILT_IN_CONFIG;
 use chat_core::chat::{Op, Reply};
 use chat_core::config::Config;
@@ -16,7 +16,6 @@ use chat_net::client::{self, Client};
 use chat_net::server::{self, ServerOptions};
 use clap::{Parser, Subcommand};
 use std::collections::HashSet;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 use std::sync::{Arc, Barrier, Mutex, MutexGuard};
@@ -243,8 +242,12 @@ fn deliver_all(config: &Config, users: &[String]) -> Result<HashSet<MessageId>, 
         let login = Op::Login { user: user.clone() };
         expect(&client, login, |r| matches!(r, Reply::LoggedIn { .. }))?;
         let ok = |r: &Reply| matches!(r, Reply::Delivered { .. });
-        if let Reply::Delivered { messages, .. } = expect(&client, Op::Deliver, ok)? {
+        // `6|` delivers a page at a time: ask until nothing is left.
+        while let Reply::Delivered { messages, more } = expect(&client, Op::Deliver, ok)? {
             ids.extend(messages.iter().map(|m| m.id));
+            if more == 0 {
+                break;
+            }
         }
     }
     Ok(ids)
@@ -370,19 +373,7 @@ impl Drop for Cluster {
 /// The benchmark's configuration: free ports, `dir`, and the timing of `config.yaml`.
 fn config_text(replicas: usize, dir: &Path, secret: &Path) -> Result<String, String> {
     let defaults = Config::parse(BUILT_IN_CONFIG).map_err(|e| e.to_string())?;
-    let listeners = (0..2 * replicas)
-        .map(|_| TcpListener::bind("127.0.0.1:0"))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("no free port: {e}"))?;
-    let port = |i: usize| listeners[i].local_addr().map(|a| a.port()).unwrap_or(0);
-    let mut text = String::from("replicas:\n");
-    for id in 0..replicas {
-        text += &format!(
-            "  - id: {id}\n    host: 127.0.0.1\n    client_port: {}\n    peer_port: {}\n",
-            port(2 * id),
-            port(2 * id + 1)
-        );
-    }
+    let mut text = local_replicas(replicas).map_err(|e| format!("no free port: {e}"))?;
     text += &format!(
         "data_dir: {}\ncluster_secret_file: {}\nheartbeat_interval_ms: {}\n\
          election_timeout_ms: {}\nsnapshot_every: {}\n",

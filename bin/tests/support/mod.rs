@@ -3,12 +3,11 @@
 //! is failing, prints the end of each replica's log); a test that runs past `TEST_LIMIT` has
 //! its processes killed and the test program aborted.
 
-use chat_bin::process::ServerProcess;
+use chat_bin::process::{local_replicas, ServerProcess};
 use chat_core::config::Config;
 use chat_core::ids::ReplicaId;
 use chat_core::replica::{Role, Status};
 use chat_net::client::{self, Client, Incoming};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
@@ -68,7 +67,7 @@ impl Cluster {
         let dir = tempfile::tempdir().expect("temporary directory");
         let secret = dir.path().join("cluster.secret");
         chat_bin::secret::create(&secret).expect("cluster secret");
-        let text = config_text(&free_ports(2 * REPLICAS), dir.path(), &secret);
+        let text = config_text(dir.path(), &secret);
         let config = Config::parse(&text).expect("test configuration");
         let config_path = dir.path().join("config.yaml");
         std::fs::write(&config_path, text).expect("write configuration");
@@ -189,26 +188,9 @@ impl Drop for Cluster {
     }
 }
 
-/// Ports free right now: bound all at once (so they differ), then released.
-fn free_ports(n: usize) -> Vec<u16> {
-    let listeners: Vec<TcpListener> = (0..n)
-        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind a free port"))
-        .collect();
-    listeners
-        .iter()
-        .map(|l| l.local_addr().expect("local address").port())
-        .collect()
-}
-
-fn config_text(ports: &[u16], data_dir: &Path, secret: &Path) -> String {
-    let mut text = String::from("replicas:\n");
-    for id in 0..REPLICAS {
-        text += &format!(
-            "  - id: {id}\n    host: 127.0.0.1\n    client_port: {}\n    peer_port: {}\n",
-            ports[2 * id],
-            ports[2 * id + 1]
-        );
-    }
+/// The test configuration, on free local ports.
+fn config_text(data_dir: &Path, secret: &Path) -> String {
+    let mut text = local_replicas(REPLICAS).expect("free ports");
     text += &format!(
         "data_dir: {}\n\
          cluster_secret_file: {}\n\

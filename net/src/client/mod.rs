@@ -16,7 +16,7 @@ use chat_core::password::Password;
 use chat_core::replica::Status;
 use chat_core::wire::{ClientToServer, PasswordAction, ServerToClient};
 use connection::Connection;
-use session::{Ask, Input, Session};
+use session::{Ask, Channels, Input, Session};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::Arc;
@@ -99,10 +99,12 @@ impl Client {
             config.replicas.clone(),
             config.net.max_frame_bytes,
             options,
-            inbox_receiver,
-            inbox.clone(),
-            incoming,
-            stop.clone(),
+            Channels {
+                inbox: inbox_receiver,
+                inbox_sender: inbox.clone(),
+                incoming,
+                stop: stop.clone(),
+            },
         );
         thread::Builder::new()
             .name("chat-client-session".to_owned())

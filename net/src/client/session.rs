@@ -122,16 +122,21 @@ struct InFlight {
     first_sent_on: Option<u64>,
 }
 
+/// The session thread's ends of its channels with the `Client` and the reader threads.
+pub(crate) struct Channels {
+    pub(crate) inbox: Receiver<Input>,
+    /// For the reader threads.
+    pub(crate) inbox_sender: Sender<Input>,
+    pub(crate) incoming: Sender<Incoming>,
+    /// Set when the `Client` is dropped: stop retrying at once.
+    pub(crate) stop: Arc<AtomicBool>,
+}
+
 pub(crate) struct Session {
     replicas: Vec<ReplicaAddr>,
     max_frame: u32,
     options: ClientOptions,
-    inbox: Receiver<Input>,
-    /// For the reader threads.
-    inbox_sender: Sender<Input>,
-    incoming: Sender<Incoming>,
-    /// Set when the `Client` is dropped: stop retrying at once.
-    stop: Arc<AtomicBool>,
+    channels: Channels,
 
     client: ClientId,
     next_request: RequestNo,
@@ -166,20 +171,14 @@ impl Session {
         replicas: Vec<ReplicaAddr>,
         max_frame: u32,
         options: ClientOptions,
-        inbox: Receiver<Input>,
-        inbox_sender: Sender<Input>,
-        incoming: Sender<Incoming>,
-        stop: Arc<AtomicBool>,
+        channels: Channels,
     ) -> Session {
         let backoff = options.first_backoff;
         Session {
             replicas,
             max_frame,
             options,
-            inbox,
-            inbox_sender,
-            incoming,
-            stop,
+            channels,
             client: rand::random(),
             next_request: 1,
             opened: false,
@@ -207,7 +206,7 @@ impl Session {
             let input = match &self.in_flight {
                 Some(f) => {
                     let wait = f.retry_at.saturating_duration_since(Instant::now());
-                    match self.inbox.recv_timeout(wait) {
+                    match self.channels.inbox.recv_timeout(wait) {
                         Ok(input) => input,
                         Err(RecvTimeoutError::Timeout) => {
                             self.last_problem = format!(
@@ -222,7 +221,7 @@ impl Session {
                         Err(RecvTimeoutError::Disconnected) => return,
                     }
                 }
-                None => match self.inbox.recv() {
+                None => match self.channels.inbox.recv() {
                     Ok(input) => input,
                     Err(_) => return,
                 },
@@ -292,7 +291,7 @@ impl Session {
     fn send_in_flight(&mut self) {
         loop {
             let Some(f) = &self.in_flight else { return };
-            if self.stop.load(Ordering::Relaxed) {
+            if self.channels.stop.load(Ordering::Relaxed) {
                 return self.fail_in_flight(ClientError::Stopped);
             }
             if Instant::now() >= f.give_up_at {
@@ -345,7 +344,7 @@ impl Session {
         })
         .map_err(|e| e.to_string())?;
         self.generation += 1;
-        conn.spawn_reader(decoder, self.generation, self.inbox_sender.clone())?;
+        conn.spawn_reader(decoder, self.generation, self.channels.inbox_sender.clone())?;
         self.conn = Some(conn);
         Ok(())
     }
@@ -416,7 +415,7 @@ impl Session {
             ServerToClient::LoggedOut => {
                 self.logged_in = false;
                 self.unacked.clear();
-                let _ = self.incoming.send(Incoming::LoggedOut);
+                let _ = self.channels.incoming.send(Incoming::LoggedOut);
             }
             ServerToClient::Status(_) => {}
         }
@@ -429,7 +428,7 @@ impl Session {
 
     fn show(&mut self, message: Message) {
         if self.shown.insert(message.id) {
-            let _ = self.incoming.send(Incoming::Message(message));
+            let _ = self.channels.incoming.send(Incoming::Message(message));
         }
     }
 
@@ -463,7 +462,7 @@ impl Session {
             Reply::Error(ChatError::NotLoggedIn) if self.logged_in => {
                 self.logged_in = false;
                 self.unacked.clear();
-                let _ = self.incoming.send(Incoming::LoggedOut);
+                let _ = self.channels.incoming.send(Incoming::LoggedOut);
             }
             _ => {}
         }
@@ -479,7 +478,7 @@ impl Session {
             }
             Purpose::Open(None) | Purpose::Ack => {
                 if expired {
-                    let _ = self.incoming.send(Incoming::SessionExpired);
+                    let _ = self.channels.incoming.send(Incoming::SessionExpired);
                 }
             }
         }
@@ -516,7 +515,7 @@ impl Session {
                 let _ = answer.send(Err(error));
             }
             Purpose::Open(None) | Purpose::Ack => {
-                let _ = self.incoming.send(Incoming::Trouble(error));
+                let _ = self.channels.incoming.send(Incoming::Trouble(error));
             }
         }
     }

@@ -37,28 +37,35 @@ const MAX_DEFERRED: usize = 1024;
 const MAX_TRACKED: usize = 10_000;
 const FORGET_AFTER: Duration = Duration::from_secs(600);
 
-/// One `WithPassword` login being served.
+/// A `WithPassword` request being served: request `request` of `client`, about `user`.
 #[derive(Debug)]
-struct Attempt {
+struct Pending {
     client: ClientId,
     request: RequestNo,
     user: String,
+}
+
+impl Pending {
+    /// Its key in `Passwords::busy`.
+    fn key(&self) -> (ClientId, RequestNo) {
+        (self.client, self.request)
+    }
+}
+
+/// A pending request with the password to hash or verify.
+#[derive(Debug)]
+struct Attempt {
+    pending: Pending,
     password: Password,
 }
 
 /// What a job's result is for.
 #[derive(Debug)]
 enum Job {
-    Create {
-        client: ClientId,
-        request: RequestNo,
-        user: String,
-    },
+    Create(Pending),
     /// Verifying against `phc`, the account's hash when the job started.
     Login {
-        client: ClientId,
-        request: RequestNo,
-        user: String,
+        pending: Pending,
         phc: String,
     },
 }
@@ -67,11 +74,7 @@ enum Job {
 #[derive(Debug)]
 enum Timed {
     /// Order a failed login's refusal.
-    Refuse {
-        client: ClientId,
-        request: RequestNo,
-        user: String,
-    },
+    Refuse(Pending),
     /// Try a login again once its user name's delay is over.
     Retry(Attempt),
 }
@@ -179,106 +182,80 @@ impl EventLoop {
         if !self.passwords.busy.insert((client, request)) {
             return; // A retry of a request in progress: the answer is on its way.
         }
-        let attempt = Attempt {
+        let pending = Pending {
             client,
             request,
             user,
-            password,
         };
+        let attempt = Attempt { pending, password };
         match action {
             PasswordAction::Create => self.start_create(attempt),
             PasswordAction::Login => self.start_login(attempt),
         }
     }
 
-    fn start_create(&mut self, attempt: Attempt) {
-        let Attempt {
-            client,
-            request,
-            user,
-            password,
-        } = attempt;
+    fn start_create(&mut self, Attempt { pending, password }: Attempt) {
         let work = Work::Hash {
             password,
             salt: rand::random(),
             cost: self.passwords.cost,
         };
-        let job = Job::Create {
-            client,
-            request,
-            user,
-        };
-        if !self.passwords.submit(job, work) {
-            self.drop_attempt(client, request);
+        let key = pending.key();
+        if !self.passwords.submit(Job::Create(pending), work) {
+            self.drop_attempt(key);
         }
     }
 
     fn start_login(&mut self, attempt: Attempt) {
-        let phc = match self.replica.account_lock(&attempt.user) {
+        let pending = &attempt.pending;
+        let phc = match self.replica.account_lock(&pending.user) {
             AccountLock::Missing => {
                 // Nothing to verify or count, but refused like a first failure.
                 let due = self.now + FIRST_DELAY;
-                let refuse = Timed::Refuse {
-                    client: attempt.client,
-                    request: attempt.request,
-                    user: attempt.user,
-                };
-                return self.passwords.schedule(due, refuse);
+                return self.passwords.schedule(due, Timed::Refuse(attempt.pending));
             }
             AccountLock::Open => {
                 // An open account lets anybody in, whatever the password.
-                self.passwords
-                    .busy
-                    .remove(&(attempt.client, attempt.request));
-                let op = Op::Login { user: attempt.user };
-                return self.order(attempt.client, attempt.request, op);
+                return self.order(attempt.pending, |user| Op::Login { user });
             }
             AccountLock::Protected(phc) => phc,
         };
-        if let Some(failures) = self.passwords.failures.get(&attempt.user) {
+        if let Some(failures) = self.passwords.failures.get(&pending.user) {
             if failures.until > self.now {
                 if self.passwords.deferred >= MAX_DEFERRED {
-                    return self.drop_attempt(attempt.client, attempt.request);
+                    return self.drop_attempt(pending.key());
                 }
                 self.passwords.deferred += 1;
                 let until = failures.until;
                 return self.passwords.schedule(until, Timed::Retry(attempt));
             }
         }
-        let Attempt {
-            client,
-            request,
-            user,
-            password,
-        } = attempt;
+        let Attempt { pending, password } = attempt;
         let work = Work::Verify {
             phc: phc.clone(),
             password,
         };
-        let job = Job::Login {
-            client,
-            request,
-            user,
-            phc,
-        };
-        if !self.passwords.submit(job, work) {
-            self.drop_attempt(client, request);
+        let key = pending.key();
+        if !self.passwords.submit(Job::Login { pending, phc }, work) {
+            self.drop_attempt(key);
         }
     }
 
-    /// Too much password work waiting: the request is dropped, and the client retries it
-    /// after its reply timeout.
-    fn drop_attempt(&mut self, client: ClientId, request: RequestNo) {
-        self.passwords.busy.remove(&(client, request));
+    /// Too much password work waiting: the request `key` is dropped, and its client retries
+    /// it after its reply timeout.
+    fn drop_attempt(&mut self, key: (ClientId, RequestNo)) {
+        self.passwords.busy.remove(&key);
         warn!("too many password requests waiting; dropping one (its client will retry)");
     }
 
-    /// Orders `op` as the client's request, as if the client had sent it.
-    fn order(&mut self, client: ClientId, request: RequestNo, op: Op) {
+    /// Orders `op(user)` as the pending request, as if its client had sent it: the request
+    /// is served, no longer busy.
+    fn order(&mut self, pending: Pending, op: impl FnOnce(String) -> Op) {
+        self.passwords.busy.remove(&pending.key());
         let request = Request {
-            client,
-            request,
-            op,
+            client: pending.client,
+            request: pending.request,
+            op: op(pending.user),
         };
         self.replica.handle(self.now, Input::Client(request));
         self.drain_outputs();
@@ -291,56 +268,24 @@ impl EventLoop {
                 continue;
             };
             match (job, outcome) {
-                (
-                    Job::Create {
-                        client,
-                        request,
-                        user,
-                    },
-                    Outcome::Hashed(password_hash),
-                ) => {
-                    self.passwords.busy.remove(&(client, request));
-                    let op = Op::CreateWithPassword {
+                (Job::Create(pending), Outcome::Hashed(password_hash)) => {
+                    self.order(pending, |user| Op::CreateWithPassword {
                         user,
                         password_hash,
-                    };
-                    self.order(client, request, op);
+                    });
                 }
-                (
-                    Job::Login {
-                        client,
-                        request,
-                        user,
-                        phc,
-                    },
-                    Outcome::Verified(true),
-                ) => {
-                    self.passwords.busy.remove(&(client, request));
-                    self.passwords.failures.remove(&user);
-                    let op = Op::LoginVerified {
+                (Job::Login { pending, phc }, Outcome::Verified(true)) => {
+                    self.passwords.failures.remove(&pending.user);
+                    self.order(pending, |user| Op::LoginVerified {
                         user,
                         password_hash: phc,
-                    };
-                    self.order(client, request, op);
+                    });
                 }
-                (
-                    Job::Login {
-                        client,
-                        request,
-                        user,
-                        ..
-                    },
-                    Outcome::Verified(false),
-                ) => {
-                    let due = self.passwords.fail(&user, self.now);
+                (Job::Login { pending, .. }, Outcome::Verified(false)) => {
+                    let due = self.passwords.fail(&pending.user, self.now);
                     let wait = (due - self.now).as_millis();
-                    debug!(%user, "failed login; refusing it in {wait} ms");
-                    let refuse = Timed::Refuse {
-                        client,
-                        request,
-                        user,
-                    };
-                    self.passwords.schedule(due, refuse);
+                    debug!(user = %pending.user, "failed login; refusing it in {wait} ms");
+                    self.passwords.schedule(due, Timed::Refuse(pending));
                 }
                 (job, outcome) => {
                     unreachable!("job {job:?} cannot end as {outcome:?}")
@@ -356,13 +301,8 @@ impl EventLoop {
                 return;
             }
             match entry.remove() {
-                Timed::Refuse {
-                    client,
-                    request,
-                    user,
-                } => {
-                    self.passwords.busy.remove(&(client, request));
-                    self.order(client, request, Op::LoginRefused { user });
+                Timed::Refuse(pending) => {
+                    self.order(pending, |user| Op::LoginRefused { user });
                 }
                 Timed::Retry(attempt) => {
                     self.passwords.deferred -= 1;
