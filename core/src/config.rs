@@ -160,6 +160,14 @@ impl Config {
                  net.max_frame_bytes",
             ));
         }
+        // A `5|` of the longest text must be orderable: requests up to an eighth of a frame
+        // are (`replica::Options::max_append_bytes` is a quarter, a request at most half).
+        if message + 64 > frame / 8 {
+            return Err(invalid(
+                "net.max_frame_bytes",
+                "must be at least 8 times the largest message (4 bytes per character)",
+            ));
+        }
         let names = u64::from(l.list_max) * (u64::from(l.max_name_bytes) + 8) + 64;
         if l.list_max == 0 || names > frame {
             return Err(invalid(

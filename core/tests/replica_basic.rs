@@ -1,7 +1,7 @@
 //! A tiny fault-free cluster, to check the protocol's normal case directly against `core`.
 //! (The simulator in `sim` is where faults are thrown at it.)
 
-use chat_core::chat::{Op, Reply};
+use chat_core::chat::{ChatError, Op, Reply};
 use chat_core::durable::Recovered;
 use chat_core::replica::{Input, Options, Output, Replica, Role};
 use chat_core::service::Request;
@@ -15,6 +15,7 @@ struct Cluster {
     inbox: VecDeque<(usize, Input)>,
     replies: Vec<(u128, u64, Reply)>,
     redirects: usize,
+    pushes: usize,
     /// Cut off from the network (messages to and from it are dropped).
     cut: Vec<bool>,
 }
@@ -25,6 +26,7 @@ impl Cluster {
             .map(|id| {
                 let mut opts = Options::new(id, n);
                 opts.snapshot_every = snapshot_every;
+                opts.limits.deliver_max = 2;
                 opts.seed = 7 + u64::from(id);
                 Replica::new(opts, Recovered::default(), Instant::ZERO).unwrap()
             })
@@ -35,6 +37,7 @@ impl Cluster {
             inbox: VecDeque::new(),
             replies: Vec::new(),
             redirects: 0,
+            pushes: 0,
             cut: vec![false; usize::from(n)],
         }
     }
@@ -57,6 +60,7 @@ impl Cluster {
                     reply,
                 } => self.replies.push((client, request, reply)),
                 Output::Redirect { .. } => self.redirects += 1,
+                Output::Event(chat_core::chat::Event::Push { .. }) => self.pushes += 1,
                 Output::Event(_) => {}
             }
         }
@@ -188,5 +192,67 @@ fn a_backup_that_missed_compacted_entries_catches_up_by_snapshot() {
     assert_eq!(
         c.replicas[lagging].applied_digest(),
         c.replicas[p].applied_digest()
+    );
+}
+
+#[test]
+fn a_reattaching_client_gets_at_most_a_page_of_pushes_again() {
+    let mut c = Cluster::new(1, 10_000);
+    c.run(Duration::from_secs(3));
+    let (ann, bob) = (1, 2);
+    c.request(0, ann, 1, Op::OpenSession);
+    c.request(0, bob, 1, Op::OpenSession);
+    c.request(0, ann, 2, Op::Create { user: "ann".into() });
+    c.request(0, ann, 3, Op::Create { user: "bob".into() });
+    c.request(0, ann, 4, Op::Login { user: "ann".into() });
+    c.request(0, bob, 2, Op::Login { user: "bob".into() });
+    c.run(Duration::from_millis(100));
+    for i in 0..5 {
+        let text = format!("m{i}");
+        c.request(
+            0,
+            ann,
+            5 + i,
+            Op::Send {
+                to: "bob".into(),
+                text,
+            },
+        );
+        c.run(Duration::from_millis(20));
+    }
+    assert_eq!(c.pushes, 5, "each send to a logged-in user is pushed");
+    c.replicas[0].handle(c.now, Input::ClientAttached(bob));
+    c.drain(0);
+    assert_eq!(c.pushes, 7, "only a page (deliver_max = 2) is pushed again");
+}
+
+#[test]
+fn a_request_too_large_for_an_append_is_refused_before_ordering() {
+    let mut c = Cluster::new(1, 10_000);
+    c.run(Duration::from_secs(3));
+    c.request(0, 1, 1, Op::OpenSession);
+    let max = c.replicas[0].max_request_bytes();
+    c.request(
+        0,
+        1,
+        2,
+        Op::Create {
+            user: "x".repeat(max),
+        },
+    );
+    c.run(Duration::from_millis(50));
+    let reply = c
+        .replies
+        .iter()
+        .find(|r| r.1 == 2)
+        .expect("answered at once");
+    assert!(
+        matches!(reply.2, Reply::Error(ChatError::RequestTooLarge { .. })),
+        "{reply:?}"
+    );
+    assert_eq!(
+        c.replicas[0].status().last_index,
+        2,
+        "nothing ordered for it"
     );
 }

@@ -113,7 +113,7 @@ pub enum ChatError {
     TooManyAccounts { max: u32 },
     #[error("session expired: start a new session")]
     SessionExpired,
-    /// Refused by the primary before ordering (see `replica::MAX_REQUEST_BYTES`).
+    /// Refused by the primary before ordering (see `replica::Options::max_append_bytes`).
     #[error("request too large (at most {max} bytes)")]
     RequestTooLarge { max: u32 },
 }

@@ -154,23 +154,26 @@ impl super::Replica {
             return;
         }
         incoming.data.extend_from_slice(&data);
-        let have = incoming.data.len() as u64;
+        let mut have = incoming.data.len() as u64;
         if have == total_len {
             let incoming = self.incoming.take().expect("set above");
-            self.install_snapshot(Snapshot {
+            let snapshot = Snapshot {
                 meta,
                 data: incoming.data,
-            });
+            };
+            if !self.install_snapshot(snapshot) {
+                have = 0; // Undecodable: ask for it again rather than claim we hold it.
+            }
         }
         let message = reply(self, have);
         self.send_after_persist(from, message);
     }
 
-    /// Replaces our state by a committed snapshot from the primary.
-    fn install_snapshot(&mut self, snapshot: Snapshot) {
+    /// Replaces our state by a committed snapshot from the primary; false if its bytes do not
+    /// decode (impossible between honest replicas of one version).
+    fn install_snapshot(&mut self, snapshot: Snapshot) -> bool {
         let Ok(service) = Service::restore(&snapshot.data) else {
-            // Cannot happen between honest replicas; refuse it and let the transfer restart.
-            return;
+            return false;
         };
         let meta = snapshot.meta;
         let old_commit = self.commit;
@@ -193,5 +196,7 @@ impl super::Replica {
         self.applied = meta.last_index;
         self.snapshot = Some(snapshot);
         self.snapshot_pending = None;
+        self.next_snapshot_at = meta.last_index + self.opts.snapshot_every;
+        true
     }
 }

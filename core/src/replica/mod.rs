@@ -55,6 +55,10 @@ pub struct Options {
     pub max_append_entries: usize,
     /// Snapshot bytes per `SnapshotChunk` (keep well under the frame limit).
     pub snapshot_chunk_bytes: usize,
+    /// About how many bytes of entries one `Append` carries (keep well under the frame
+    /// limit). Requests over half of it are refused before ordering, so that one entry always
+    /// fits.
+    pub max_append_bytes: usize,
     /// Seed of the replica's own deterministic random numbers (election jitter).
     pub seed: u64,
     pub limits: Limits,
@@ -73,6 +77,7 @@ impl Options {
             snapshot_every: 10_000,
             max_append_entries: 64,
             snapshot_chunk_bytes: 256 * 1024,
+            max_append_bytes: 256 * 1024,
             seed: u64::from(id),
             limits: Limits::default(),
             faults: Faults::default(),
@@ -168,13 +173,6 @@ pub struct Status {
 #[error("cannot restore replica state: {0}")]
 pub struct RestoreError(pub String);
 
-/// Requests larger than this are refused before they reach the log, so that an `Append`
-/// always fits in a frame.
-pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
-
-/// Most bytes of entries in one `Append` (at least one entry is always sent).
-const MAX_APPEND_BYTES: usize = 256 * 1024;
-
 #[derive(Debug)]
 pub struct Replica {
     opts: Options,
@@ -196,6 +194,8 @@ pub struct Replica {
     snapshot: Option<Snapshot>,
     /// A snapshot of our own handed to the driver and not yet durable.
     snapshot_pending: Option<(PersistId, Snapshot)>,
+    /// Applied index at which to snapshot next.
+    next_snapshot_at: OpIndex,
     /// A snapshot arriving from the primary in chunks.
     incoming: Option<backup::IncomingSnapshot>,
 
@@ -243,6 +243,7 @@ impl Replica {
         }
         let log = Log::new(base, recovered.entries);
         let durable_index = log.last_index();
+        let next_snapshot_at = base.last_index + opts.snapshot_every;
         let mut replica = Replica {
             rng: SmallRng::seed_from_u64(opts.seed),
             opts,
@@ -257,6 +258,7 @@ impl Replica {
             service,
             snapshot,
             snapshot_pending: None,
+            next_snapshot_at,
             incoming: None,
             next_persist: 1,
             durable_id: 0,
@@ -339,6 +341,11 @@ impl Replica {
 
     /// Whether `user` exists in the applied state, and with which password hash: the
     /// primary's driver verifies a password against it before ordering `LoginVerified`.
+    /// Largest request ordered (see [`Options::max_append_bytes`]).
+    pub fn max_request_bytes(&self) -> usize {
+        self.opts.max_append_bytes / 2
+    }
+
     pub fn account_lock(&self, user: &str) -> AccountLock {
         self.service.account_lock(user)
     }
@@ -544,8 +551,14 @@ impl Replica {
 
     /// Snapshots the applied state once enough entries piled up since the last snapshot.
     fn maybe_snapshot(&mut self) {
-        let since = self.applied - self.log.base().last_index;
-        if self.snapshot_pending.is_some() || since < self.opts.snapshot_every {
+        if self.snapshot_pending.is_some() || self.applied < self.next_snapshot_at {
+            return;
+        }
+        self.next_snapshot_at = self.applied + self.opts.snapshot_every;
+        let data = self.service.snapshot();
+        if data.len() + 1024 > crate::codec::record::MAX_RECORD_BYTES as usize {
+            // The state outgrew one snapshot record: keep the log instead of writing a
+            // snapshot the storage would refuse (degraded: the log grows; see NOTEBOOK.md).
             return;
         }
         let meta = SnapshotMeta {
@@ -555,10 +568,7 @@ impl Replica {
                 .view_at(self.applied)
                 .expect("applied entries are in the log"),
         };
-        let snapshot = Snapshot {
-            meta,
-            data: self.service.snapshot(),
-        };
+        let snapshot = Snapshot { meta, data };
         let id = self.persist(Persist::Snapshot(snapshot.clone()));
         self.snapshot_pending = Some((id, snapshot));
     }

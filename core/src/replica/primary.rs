@@ -1,6 +1,6 @@
 //! The primary's side: ordering client requests, replicating, committing, state transfer.
 
-use super::{Output, PeerMessage, Persist, Role, MAX_APPEND_BYTES, MAX_REQUEST_BYTES};
+use super::{Output, PeerMessage, Persist, Role};
 use crate::chat::{ChatError, Event, Reply};
 use crate::durable::{Entry, EntryBody, Record};
 use crate::ids::{ClientId, OpIndex, ReplicaId, RequestNo, View};
@@ -68,10 +68,9 @@ impl super::Replica {
             return;
         }
         let size = postcard::experimental::serialized_size(&request).unwrap_or(usize::MAX);
-        if size > MAX_REQUEST_BYTES {
-            let reply = Reply::Error(ChatError::RequestTooLarge {
-                max: MAX_REQUEST_BYTES as u32,
-            });
+        let max = self.max_request_bytes();
+        if size > max {
+            let reply = Reply::Error(ChatError::RequestTooLarge { max: max as u32 });
             self.reply(request.client, request.request, reply);
             return;
         }
@@ -101,7 +100,10 @@ impl super::Replica {
             self.outputs.push_back(Output::Redirect { client, primary });
             return;
         }
-        for message in self.service.unacked_pushes(client) {
+        // At most a page again, oldest first: a long backlog must not flood the connection
+        // (the rest stays queued for `6|`).
+        let page = self.opts.limits.deliver_max as usize;
+        for message in self.service.unacked_pushes(client).into_iter().take(page) {
             self.outputs
                 .push_back(Output::Event(Event::Push { client, message }));
         }
@@ -206,9 +208,11 @@ impl super::Replica {
             .log
             .view_at(prev_index)
             .expect("prev entry is in the log");
-        let entries = self
-            .log
-            .slice(next, self.opts.max_append_entries, MAX_APPEND_BYTES);
+        let entries = self.log.slice(
+            next,
+            self.opts.max_append_entries,
+            self.opts.max_append_bytes,
+        );
         let progress = self.progress(peer);
         if progress.state == SendState::Replicate {
             if let Some(last) = entries.last() {

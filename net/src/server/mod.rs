@@ -128,6 +128,7 @@ fn replica_options(config: &Config, id: ReplicaId) -> Options {
         snapshot_every: config.snapshot_every,
         max_append_entries: MAX_APPEND_ENTRIES,
         snapshot_chunk_bytes: config.net.max_frame_bytes as usize / 4,
+        max_append_bytes: config.net.max_frame_bytes as usize / 4,
         // Election jitter must differ between replicas and between restarts.
         seed: rand::random::<u64>() ^ u64::from(id),
         limits: config.limits.clone(),
