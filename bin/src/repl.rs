@@ -32,7 +32,9 @@ fn run_terminal(client: &Client, incoming: Receiver<Incoming>) -> Result<(), Str
         .map_err(|e| e.to_string())?;
     thread::spawn(move || {
         for event in incoming {
-            if printer.print(describe_incoming(&event)).is_err() {
+            // The printer writes the text as it is: without its own line end, the prompt
+            // redrawn after it would overwrite it.
+            if printer.print(format!("{}\n", describe_incoming(&event))).is_err() {
                 return;
             }
         }
