@@ -34,7 +34,10 @@ fn run_terminal(client: &Client, incoming: Receiver<Incoming>) -> Result<(), Str
         for event in incoming {
             // The printer writes the text as it is: without its own line end, the prompt
             // redrawn after it would overwrite it.
-            if printer.print(format!("{}\n", describe_incoming(&event))).is_err() {
+            if printer
+                .print(format!("{}\n", describe_incoming(&event)))
+                .is_err()
+            {
                 return;
             }
         }
