@@ -22,6 +22,7 @@ fn limits() -> Limits {
         list_max: 2,
         deliver_max: 1,
         max_queue: 2,
+        max_queued_bytes: 16,
         max_accounts: 3,
         max_sessions: 4,
     }
@@ -280,6 +281,13 @@ impl ModelChat {
                 let me = self.user_of(client).ok_or(NotLoggedIn)?;
                 let session = self.session_of(to);
                 let next_id = self.last_id + 1;
+                let queued: u64 = self
+                    .accounts
+                    .iter()
+                    .flat_map(|a| &a.queue)
+                    .map(|(m, _)| (m.text.len() + m.from.len()) as u64)
+                    .sum();
+                let size = (text.len() + me.len()) as u64;
                 let account = self.account(to).ok_or(NoSuchUser)?;
                 if text.is_empty() {
                     return Err(TextEmpty);
@@ -291,6 +299,11 @@ impl ModelChat {
                 }
                 if account.queue.len() >= l.max_queue as usize {
                     return Err(QueueFull { max: l.max_queue });
+                }
+                if queued + size > l.max_queued_bytes {
+                    return Err(ServiceFull {
+                        max: l.max_queued_bytes,
+                    });
                 }
                 let message = Message {
                     id: next_id,
@@ -755,6 +768,7 @@ fn error_name(error: &ChatError) -> &'static str {
         ChatError::TextEmpty => "TextEmpty",
         ChatError::TextTooLong { .. } => "TextTooLong",
         ChatError::QueueFull { .. } => "QueueFull",
+        ChatError::ServiceFull { .. } => "ServiceFull",
         ChatError::TooManyAccounts { .. } => "TooManyAccounts",
         ChatError::SessionExpired => "SessionExpired",
         ChatError::RequestTooLarge { .. } => "RequestTooLarge",
@@ -766,7 +780,7 @@ fn error_name(error: &ChatError) -> &'static str {
 const NOT_FROM_SERVICE: [&str; 1] = ["RequestTooLarge"];
 
 /// Every error the service can reply.
-const ALL_ERRORS: [&str; 14] = [
+const ALL_ERRORS: [&str; 15] = [
     "BadPattern",
     "PatternTooLong",
     "NameEmpty",
@@ -779,6 +793,7 @@ const ALL_ERRORS: [&str; 14] = [
     "TextEmpty",
     "TextTooLong",
     "QueueFull",
+    "ServiceFull",
     "TooManyAccounts",
     "SessionExpired",
 ];

@@ -21,6 +21,9 @@ pub struct Limits {
     pub deliver_max: u32,
     /// Most messages queued for one account.
     pub max_queue: u32,
+    /// Most bytes of queued messages (text and sender name) over all accounts: bounds the
+    /// state, hence memory and snapshot size.
+    pub max_queued_bytes: u64,
     /// Most accounts in total.
     pub max_accounts: u32,
     /// Most client sessions in the client table; the least recently active is evicted.
@@ -37,6 +40,7 @@ impl Default for Limits {
             list_max: 1000,
             deliver_max: 100,
             max_queue: 10_000,
+            max_queued_bytes: 256 << 20,
             max_accounts: 100_000,
             max_sessions: 10_000,
         }

@@ -109,6 +109,8 @@ pub enum ChatError {
     TextTooLong { max: u32 },
     #[error("recipient's queue is full (at most {max} messages)")]
     QueueFull { max: u32 },
+    #[error("the service holds too many undelivered messages (at most {max} bytes): try later")]
+    ServiceFull { max: u64 },
     #[error("too many accounts (at most {max})")]
     TooManyAccounts { max: u32 },
     #[error("session expired: start a new session")]

@@ -24,7 +24,7 @@
 //! - `LoginRefused`: [`ChatError::BadCredentials`].
 //! - `Logout`, `Delete`, `Deliver`, `Ack`: [`ChatError::NotLoggedIn`].
 //! - `Send`: [`ChatError::NotLoggedIn`], [`ChatError::NoSuchUser`], [`ChatError::TextEmpty`],
-//!   [`ChatError::TextTooLong`], [`ChatError::QueueFull`].
+//!   [`ChatError::TextTooLong`], [`ChatError::QueueFull`], [`ChatError::ServiceFull`].
 //!
 //! An account created with a password keeps only its salted slow hash (made by the driver,
 //! see `crate::password`); the driver reads it back through [`Chat::account_lock`] to verify
@@ -50,6 +50,13 @@ pub struct Chat {
     session_of: BTreeMap<String, ClientId>,
     /// The id of the latest message; ids start at 1.
     last_id: MessageId,
+    /// Bytes of every queued message ([`queued_size`]), kept against `limits.max_queued_bytes`.
+    queued_bytes: u64,
+}
+
+/// What a queued message counts against `limits.max_queued_bytes`.
+fn queued_size(message: &Message) -> u64 {
+    (message.text.len() + message.from.len()) as u64
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -174,21 +181,34 @@ impl Chat {
             Op::Delete => {
                 let user = self.logged_in(client)?.to_owned();
                 self.end_session(client);
-                self.accounts.remove(&user);
+                if let Some(account) = self.accounts.remove(&user) {
+                    let freed: u64 = account.queue.iter().map(|q| queued_size(&q.message)).sum();
+                    self.queued_bytes -= freed;
+                }
                 Ok(Reply::Deleted)
             }
             Op::Send { to, text } => self.send(limits, client, to, text, events),
             Op::Deliver => {
                 let account = self.account_of(client)?;
                 let take = account.queue.len().min(limits.deliver_max as usize);
-                let messages = account.queue.drain(..take).map(|q| q.message).collect();
+                let messages: Vec<Message> =
+                    account.queue.drain(..take).map(|q| q.message).collect();
                 let more = account.queue.len() as u64;
+                self.queued_bytes -= messages.iter().map(queued_size).sum::<u64>();
                 Ok(Reply::Delivered { messages, more })
             }
             Op::Ack { ids } => {
                 let account = self.account_of(client)?;
                 let ids: BTreeSet<MessageId> = ids.iter().copied().collect();
-                account.queue.retain(|q| !ids.contains(&q.message.id));
+                let mut freed = 0;
+                account.queue.retain(|q| {
+                    let acked = ids.contains(&q.message.id);
+                    if acked {
+                        freed += queued_size(&q.message);
+                    }
+                    !acked
+                });
+                self.queued_bytes -= freed;
                 Ok(Reply::Acked)
             }
         }
@@ -274,12 +294,19 @@ impl Chat {
                 max: limits.max_queue,
             });
         }
-        self.last_id += 1;
         let message = Message {
-            id: self.last_id,
+            id: self.last_id + 1,
             from,
             text: text.to_owned(),
         };
+        let size = queued_size(&message);
+        if self.queued_bytes + size > limits.max_queued_bytes {
+            return Err(ChatError::ServiceFull {
+                max: limits.max_queued_bytes,
+            });
+        }
+        self.last_id += 1;
+        self.queued_bytes += size;
         let session = self.session_of.get(to).copied();
         if let Some(session) = session {
             events.push(Event::Push {
@@ -571,6 +598,45 @@ mod tests {
                 waiting: 0
             }
         );
+    }
+
+    #[test]
+    fn queued_bytes_are_bounded_and_freed_by_deliver_ack_and_delete() {
+        let mut w = World::with_users(&["ann", "bob"]);
+        w.limits.max_queued_bytes = 10; // "bob" + "hi" = 5 bytes a message
+        w.ok(B, login("bob"));
+        w.ok(B, send("ann", "hi"));
+        w.ok(B, send("ann", "hi"));
+        assert_eq!(
+            w.err(B, send("bob", "hi")),
+            ChatError::ServiceFull { max: 10 }
+        );
+        w.ok(A, login("ann"));
+        w.ok(A, Op::Deliver);
+        assert_eq!(
+            w.chat.queued_bytes, 0,
+            "delivered messages free their bytes"
+        );
+        let (_, events) = w.run(A, send("bob", "hi")); // bob is logged in: pushed
+        let Some(Event::Push { message, .. }) = events.first() else {
+            panic!("{events:?}")
+        };
+        assert_eq!(w.chat.queued_bytes, 5);
+        w.ok(
+            B,
+            Op::Ack {
+                ids: vec![message.id],
+            },
+        );
+        assert_eq!(
+            w.chat.queued_bytes, 0,
+            "an acknowledged message frees its bytes"
+        );
+        w.ok(A, Op::Logout);
+        w.ok(B, send("ann", "hi"));
+        w.ok(A, login("ann"));
+        w.ok(A, Op::Delete);
+        assert_eq!(w.chat.queued_bytes, 0, "a deleted account frees its queue");
     }
 
     #[test]
