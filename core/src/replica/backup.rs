@@ -184,10 +184,7 @@ impl super::Replica {
             self.persist(Persist::Records(vec![Record::TruncateFrom(
                 meta.last_index,
             )]));
-            self.durable_index = self.durable_index.min(old_commit);
-            for (_, last) in self.index_marks.iter_mut() {
-                *last = (*last).min(old_commit);
-            }
+            self.durable_only_up_to(old_commit);
         }
         let id = self.persist(Persist::Snapshot(snapshot.clone()));
         self.index_marks.push_back((id, meta.last_index));

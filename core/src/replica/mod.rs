@@ -473,9 +473,15 @@ impl Replica {
     /// Log entries at `index` and above are gone: nothing about them may count as durable.
     fn truncate_log(&mut self, index: OpIndex) {
         self.log.truncate_from(index);
-        self.durable_index = self.durable_index.min(index - 1);
+        self.durable_only_up_to(index - 1);
+    }
+
+    /// Entries after `index` are no longer the ones persisted before: neither what is durable
+    /// nor any pending persist may vouch for them.
+    fn durable_only_up_to(&mut self, index: OpIndex) {
+        self.durable_index = self.durable_index.min(index);
         for (_, last) in self.index_marks.iter_mut() {
-            *last = (*last).min(index - 1);
+            *last = (*last).min(index);
         }
     }
 
