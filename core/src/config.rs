@@ -57,7 +57,7 @@ pub struct NetLimits {
 impl Default for NetLimits {
     fn default() -> Self {
         NetLimits {
-            max_frame_bytes: 1 << 20,
+            max_frame_bytes: crate::codec::frame::DEFAULT_MAX_FRAME,
             max_connections: 1024,
             max_connections_per_address: 256,
             handshake_timeout_ms: 5_000,

@@ -116,19 +116,6 @@ impl Client {
         }
     }
 
-    /// Back to random requests after [`Client::finish`].
-    pub fn resume(&mut self, ctx: &mut Ctx) -> Vec<Action> {
-        if self.mode != Mode::Finish {
-            return Vec::new();
-        }
-        self.mode = Mode::Busy;
-        if self.pending.is_some() {
-            return Vec::new();
-        }
-        let think = Duration::from_millis(ctx.rng.gen_range(20..=200));
-        vec![self.arm(ctx.now + think, false)]
-    }
-
     /// Starts the drain: list every account, then log in to each and take its queue.
     pub fn drain(&mut self, ctx: &mut Ctx) -> Vec<Action> {
         self.mode = Mode::Drain;

@@ -87,6 +87,7 @@ impl Network {
         self.cut.clear();
     }
 
+    #[cfg(test)]
     pub fn has_cuts(&self) -> bool {
         !self.cut.is_empty()
     }

@@ -65,16 +65,6 @@ pub struct Decoded<T> {
     pub end: End,
 }
 
-impl<T> Decoded<T> {
-    /// Bytes covered by the whole, valid records.
-    pub fn valid_len(&self, total: usize) -> u64 {
-        match &self.end {
-            End::Clean => total as u64,
-            End::TornTail { offset } | End::Corrupt { offset, .. } => *offset,
-        }
-    }
-}
-
 /// Decodes records from the start of `bytes` until the end or the first problem.
 pub fn decode_all<T: DeserializeOwned>(bytes: &[u8]) -> Decoded<T> {
     let mut records = Vec::new();

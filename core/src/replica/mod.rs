@@ -334,6 +334,11 @@ impl Replica {
         self.log.get(index)
     }
 
+    /// The last applied index (cheap, unlike [`Replica::applied_digest`]).
+    pub fn applied_index(&self) -> OpIndex {
+        self.applied
+    }
+
     /// (last applied index, digest of the service state there).
     pub fn applied_digest(&self) -> (OpIndex, u32) {
         (self.applied, self.service.digest())

@@ -131,6 +131,7 @@ impl CommitLog {
         }
     }
 
+    #[cfg(test)]
     /// The digest some replica reported at `applied`, if any.
     pub fn digest_at(&self, applied: OpIndex) -> Option<u32> {
         self.digests.get(&applied).map(|&(d, _)| d)

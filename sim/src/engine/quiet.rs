@@ -131,7 +131,7 @@ impl Sim {
         self.slots
             .iter()
             .filter_map(|s| s.replica.as_ref())
-            .all(|replica| replica.commit_index() == last && replica.applied_digest().0 == last)
+            .all(|replica| replica.commit_index() == last && replica.applied_index() == last)
     }
 
     fn final_checks(&mut self) -> Result<Report, Failure> {

@@ -79,17 +79,6 @@ impl Sim {
         self.net.heal();
     }
 
-    /// Clients make random requests (`true`) or finish what is pending and wait (`false`).
-    pub fn set_workload(&mut self, on: bool) {
-        for slot in 0..self.clients.len() {
-            if on {
-                self.with_client(slot, |client, ctx| client.resume(ctx));
-            } else {
-                self.clients[slot].finish();
-            }
-        }
-    }
-
     pub fn is_up(&self, r: ReplicaId) -> bool {
         self.slots[usize::from(r)].replica.is_some()
     }
