@@ -99,3 +99,38 @@ fn free_ports(n: usize) -> io::Result<Vec<u16>> {
 fn append(path: &Path) -> io::Result<File> {
     OpenOptions::new().create(true).append(true).open(path)
 }
+
+/// Why [`run_replica`] failed: the configuration could not be loaded, or the replica stopped
+/// with an error.
+#[derive(Debug)]
+pub enum ReplicaError {
+    Config(String),
+    Server(chat_net::server::ServerError),
+}
+
+impl std::fmt::Display for ReplicaError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ReplicaError::Config(e) => f.write_str(e),
+            ReplicaError::Server(e) => e.fmt(f),
+        }
+    }
+}
+
+/// Runs replica `id` of the configuration in the file `config` until SIGINT or SIGTERM, as
+/// `chat-server --config PATH --id N [--data-dir DIR]` does. The caller sets up logging.
+pub fn run_replica(
+    config: &Path,
+    id: chat_core::ids::ReplicaId,
+    data_dir: Option<std::path::PathBuf>,
+) -> Result<(), ReplicaError> {
+    let config = crate::settings::load(Some(config))
+        .map_err(ReplicaError::Config)?
+        .config;
+    let options = chat_net::server::ServerOptions {
+        data_dir,
+        handle_signals: true,
+        ..chat_net::server::ServerOptions::default()
+    };
+    chat_net::server::run(&config, id, options).map_err(ReplicaError::Server)
+}

@@ -4,7 +4,7 @@
 //! each answer on its own line(s), incoming messages as they come, exit at end of input.
 
 use chat_core::chat::{ChatError, Reply};
-use chat_core::command::{self, Command, HELP};
+use chat_core::command::{self, Command, ParseError, HELP};
 use chat_net::client::{Client, ClientError, Incoming};
 use rustyline::error::ReadlineError;
 use rustyline::ExternalPrinter;
@@ -45,10 +45,11 @@ fn run_terminal(client: &Client, incoming: Receiver<Incoming>) -> Result<(), Str
     loop {
         match editor.readline("> ") {
             Ok(line) => {
-                if !line.trim().is_empty() && !has_password(&line) {
+                let parsed = parse_line(&line);
+                if parsed.as_ref().is_some_and(|p| !carries_password(p)) {
                     let _ = editor.add_history_entry(line.as_str());
                 }
-                match answer(client, &line) {
+                match answer(client, parsed) {
                     Step::Print(text) => println!("{text}"),
                     Step::Skip => {}
                     Step::Quit => return Ok(()),
@@ -68,7 +69,7 @@ fn run_piped(client: &Client, incoming: Receiver<Incoming>) -> Result<(), String
     });
     for line in std::io::stdin().lock().lines() {
         let line = line.map_err(|e| format!("reading standard input: {e}"))?;
-        match answer(client, &line) {
+        match answer(client, parse_line(&line)) {
             Step::Print(text) => println!("{text}"),
             Step::Skip => {}
             Step::Quit => break,
@@ -86,11 +87,16 @@ enum Step {
     Quit,
 }
 
-fn answer(client: &Client, line: &str) -> Step {
-    if line.trim().is_empty() {
+/// One input line parsed; `None` for a blank line.
+fn parse_line(line: &str) -> Option<Result<Command, ParseError>> {
+    (!line.trim().is_empty()).then(|| command::parse(line))
+}
+
+fn answer(client: &Client, parsed: Option<Result<Command, ParseError>>) -> Step {
+    let Some(parsed) = parsed else {
         return Step::Skip;
-    }
-    let text = match command::parse(line) {
+    };
+    let text = match parsed {
         Ok(Command::Quit) => return Step::Quit,
         Ok(Command::Help) => HELP.to_owned(),
         Ok(Command::Op(op)) => describe_outcome(client.request(op)),
@@ -105,8 +111,14 @@ fn answer(client: &Client, line: &str) -> Step {
 }
 
 /// Whether the line is a create or login with a password (`1|<user>|<password>`, ...).
+#[cfg(test)]
 fn has_password(line: &str) -> bool {
-    matches!(command::parse(line), Ok(Command::WithPassword { .. }))
+    carries_password(&command::parse(line))
+}
+
+/// Whether a parsed line is a create or login with a password.
+fn carries_password(parsed: &Result<Command, ParseError>) -> bool {
+    matches!(parsed, Ok(Command::WithPassword { .. }))
 }
 
 fn describe_outcome(outcome: Result<Reply, ClientError>) -> String {

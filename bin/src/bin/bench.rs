@@ -6,14 +6,13 @@
 //! that stay logged out; at the end those users take their queues (`6|`), and the message ids
 //! delivered must be exactly the ids the senders got acknowledged.
 
-use chat_bin::process::{local_replicas, ServerProcess};
+use chat_bin::process::{self, local_replicas, ReplicaError, ServerProcess};
 use chat_bin::settings::BUILT_IN_CONFIG;
 use chat_core::chat::{Op, Reply};
 use chat_core::config::Config;
 use chat_core::ids::{MessageId, ReplicaId};
 use chat_core::replica::Role;
 use chat_net::client::{self, Client};
-use chat_net::server::{self, ServerOptions};
 use clap::{Parser, Subcommand};
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -422,11 +421,8 @@ fn replica(config_path: &Path, id: ReplicaId) -> Result<(), String> {
         .with_env_filter(tracing_subscriber::EnvFilter::new("info"))
         .with_ansi(false)
         .init();
-    let text = std::fs::read_to_string(config_path).map_err(|e| e.to_string())?;
-    let config = Config::parse(&text).map_err(|e| e.to_string())?;
-    let options = ServerOptions {
-        handle_signals: true,
-        ..ServerOptions::default()
-    };
-    server::run(&config, id, options).map_err(|e| format!("replica {id}: {e}"))
+    process::run_replica(config_path, id, None).map_err(|e| match e {
+        ReplicaError::Config(e) => e,
+        ReplicaError::Server(e) => format!("replica {id}: {e}"),
+    })
 }

@@ -4,14 +4,13 @@
 //! so `cargo run --bin chat -- demo` works without building `chat-server` first; they run the
 //! same replica code as `chat-server`.
 
-use chat_bin::process::ServerProcess;
+use chat_bin::process::{self, ReplicaError, ServerProcess};
 use chat_bin::settings::{self, BUILT_IN_CONFIG};
 use chat_bin::{repl, secret, settings::Loaded};
 use chat_core::config::Config;
 use chat_core::ids::ReplicaId;
 use chat_core::replica::Role;
 use chat_net::client::{self, Client};
-use chat_net::server::{self, ServerOptions};
 use clap::{Parser, Subcommand};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
@@ -204,12 +203,8 @@ fn replica(config_path: &Path, id: ReplicaId) -> Result<(), String> {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
-    let text = std::fs::read_to_string(config_path)
-        .map_err(|e| format!("cannot read {}: {e}", config_path.display()))?;
-    let config = Config::parse(&text).map_err(|e| format!("{}: {e}", config_path.display()))?;
-    let options = ServerOptions {
-        handle_signals: true,
-        ..ServerOptions::default()
-    };
-    server::run(&config, id, options).map_err(|e| format!("replica {id}: {e}"))
+    process::run_replica(config_path, id, None).map_err(|e| match e {
+        ReplicaError::Config(e) => e,
+        ReplicaError::Server(e) => format!("replica {id}: {e}"),
+    })
 }

@@ -1,9 +1,8 @@
 //! `chat-server --config config.yaml --id N [--data-dir DIR]`: runs replica N of the cluster
 //! until SIGINT or SIGTERM. Logs go to stderr, filtered by `RUST_LOG` (default `info`).
 
-use chat_core::config::Config;
+use chat_bin::process;
 use chat_core::ids::ReplicaId;
-use chat_net::server::{self, ServerOptions};
 use clap::Parser;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -45,13 +44,5 @@ fn main() -> ExitCode {
 }
 
 fn serve(args: Args) -> Result<(), String> {
-    let text = std::fs::read_to_string(&args.config)
-        .map_err(|e| format!("{}: {e}", args.config.display()))?;
-    let config = Config::parse(&text).map_err(|e| format!("{}: {e}", args.config.display()))?;
-    let opts = ServerOptions {
-        data_dir: args.data_dir,
-        handle_signals: true,
-        ..ServerOptions::default()
-    };
-    server::run(&config, args.id, opts).map_err(|e| e.to_string())
+    process::run_replica(&args.config, args.id, args.data_dir).map_err(|e| e.to_string())
 }

@@ -413,8 +413,7 @@ impl Session {
                 self.show(message);
             }
             ServerToClient::LoggedOut => {
-                self.logged_in = false;
-                self.unacked.clear();
+                self.forget_login();
                 let _ = self.channels.incoming.send(Incoming::LoggedOut);
             }
             ServerToClient::Status(_) => {}
@@ -436,8 +435,7 @@ impl Session {
         let Some(f) = self.in_flight.take() else {
             return;
         };
-        self.tries = 0;
-        self.backoff = self.options.first_backoff;
+        self.reset_retries();
         if f.first_sent_on == Some(self.generation) && f.ask.shows_login() {
             self.verified = true;
         }
@@ -454,14 +452,12 @@ impl Session {
         match &reply {
             Reply::LoggedIn { .. } => self.logged_in = true,
             Reply::LoggedOut | Reply::Deleted => {
-                self.logged_in = false;
-                self.unacked.clear();
+                self.forget_login();
             }
             // The `LoggedOut` notice went to a connection this session no longer had (it is
             // not resent): the service's answer is the evidence.
             Reply::Error(ChatError::NotLoggedIn) if self.logged_in => {
-                self.logged_in = false;
-                self.unacked.clear();
+                self.forget_login();
                 let _ = self.channels.incoming.send(Incoming::LoggedOut);
             }
             _ => {}
@@ -484,13 +480,24 @@ impl Session {
         }
     }
 
+    /// The session is logged out: no user, and no pushed messages left to acknowledge.
+    fn forget_login(&mut self) {
+        self.logged_in = false;
+        self.unacked.clear();
+    }
+
+    /// Retries start afresh for the next request.
+    fn reset_retries(&mut self) {
+        self.tries = 0;
+        self.backoff = self.options.first_backoff;
+    }
+
     /// The cluster evicted this session: the next request opens a fresh one (logged out).
     fn start_new_session(&mut self) {
         self.client = rand::random();
         self.next_request = 1;
         self.opened = false;
-        self.logged_in = false;
-        self.unacked.clear();
+        self.forget_login();
         self.drop_connection();
     }
 
@@ -500,8 +507,7 @@ impl Session {
         let Some(f) = self.in_flight.take() else {
             return;
         };
-        self.tries = 0;
-        self.backoff = self.options.first_backoff;
+        self.reset_retries();
         let queued = std::mem::take(&mut self.jobs);
         if matches!(error, ClientError::Unavailable { .. }) {
             for (_, answer) in queued {

@@ -74,12 +74,17 @@ impl Peers {
         let mut addresses = HashMap::new();
         for peer in config.replicas.iter().filter(|r| r.id != me) {
             let place = format!("resolving replica {}'s host {}", peer.id, peer.host);
-            let addr = resolve(&peer.host, peer.peer_port).map_err(ServerError::io(&place))?;
-            let ips = (peer.host.as_str(), 0)
+            let resolved: Vec<_> = (peer.host.as_str(), peer.peer_port)
                 .to_socket_addrs()
                 .map_err(ServerError::io(&place))?
-                .map(|a| a.ip().to_canonical())
                 .collect();
+            let addr = *resolved.first().ok_or_else(|| {
+                ServerError::io(&place)(std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    "no address",
+                ))
+            })?;
+            let ips = resolved.iter().map(|a| a.ip().to_canonical()).collect();
             addresses.insert(peer.id, ips);
             outbound.insert(
                 peer.id,
