@@ -10,6 +10,7 @@
 
 pub mod checker;
 pub mod client;
+pub mod clock;
 pub mod disk;
 pub mod engine;
 pub mod history;
@@ -21,7 +22,7 @@ pub mod workload;
 
 pub use checker::{Checker, Failure};
 pub use engine::{Report, Sim, Stats};
-pub use options::{FaultPlan, SimOptions};
+pub use options::{FaultKind, FaultPlan, Inject, SimOptions};
 
 use chat_core::replica::Faults;
 
@@ -38,7 +39,7 @@ pub fn run(opts: SimOptions) -> Result<Report, Failure> {
 
 /// One random faulty run: its seed, and the switches a reproduce line carries as
 /// environment variables.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct RunSpec {
     /// `SIM_SEED`
     pub seed: u64,
@@ -48,6 +49,12 @@ pub struct RunSpec {
     pub max_sessions: Option<u32>,
     /// Another number of replicas than 3 (`SIM_REPLICAS`).
     pub replicas: Option<u8>,
+    /// Only these kinds of random fault (`SIM_INJECT`, comma-separated
+    /// [`FaultKind::name`]s, or `all`); `None`: all of them.
+    pub inject: Option<Inject>,
+    /// Another clock drift bound than [`options::DEFAULT_MAX_CLOCK_DRIFT`]
+    /// (`SIM_MAX_CLOCK_DRIFT`, a fraction: 0.01 is ±1 %).
+    pub max_clock_drift: Option<f64>,
 }
 
 impl RunSpec {
@@ -58,8 +65,8 @@ impl RunSpec {
         }
     }
 
-    /// Reads `SIM_SEED`, `SIM_FAULT`, `SIM_MAX_SESSIONS` and `SIM_REPLICAS`; `None` without
-    /// `SIM_SEED`.
+    /// Reads `SIM_SEED`, `SIM_FAULT`, `SIM_MAX_SESSIONS`, `SIM_REPLICAS`, `SIM_INJECT` and
+    /// `SIM_MAX_CLOCK_DRIFT`; `None` without `SIM_SEED`.
     pub fn from_env() -> Result<Option<RunSpec>, String> {
         let var = |name| std::env::var(name).ok();
         let Some(seed) = var("SIM_SEED") else {
@@ -79,6 +86,12 @@ impl RunSpec {
             replicas: var("SIM_REPLICAS")
                 .map(|n| number("SIM_REPLICAS", n).map(|n| n as u8))
                 .transpose()?,
+            inject: var("SIM_INJECT")
+                .map(|list| Inject::parse(&list))
+                .transpose()?,
+            max_clock_drift: var("SIM_MAX_CLOCK_DRIFT")
+                .map(|d| parse_drift(&d))
+                .transpose()?,
         }))
     }
 
@@ -90,6 +103,12 @@ impl RunSpec {
         }
         if let Some(n) = self.replicas {
             opts.replicas = n;
+        }
+        if let Some(inject) = self.inject {
+            opts.inject = inject;
+        }
+        if let Some(drift) = self.max_clock_drift {
+            opts.max_clock_drift = drift;
         }
         opts
     }
@@ -117,10 +136,26 @@ impl RunSpec {
         if let Some(n) = self.replicas {
             env += &format!("SIM_REPLICAS={n} ");
         }
+        if let Some(inject) = self.inject {
+            env += &format!("SIM_INJECT={inject} ");
+        }
+        if let Some(drift) = self.max_clock_drift {
+            env += &format!("SIM_MAX_CLOCK_DRIFT={drift} ");
+        }
         format!(
             "{env}SIM_SEED={} cargo test -p chat-sim --test reproduce -- --nocapture",
             self.seed
         )
+    }
+}
+
+/// Parses a clock drift bound: a fraction in [0, 1), as `0.01` for ±1 %.
+pub fn parse_drift(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(drift) if (0.0..1.0).contains(&drift) => Ok(drift),
+        _ => Err(format!(
+            "clock drift bound {text:?}: expected a fraction in [0, 1), as 0.01 for 1 %"
+        )),
     }
 }
 
@@ -202,11 +237,19 @@ mod tests {
             faults,
             max_sessions: Some(3),
             replicas: Some(5),
+            inject: Some(Inject::parse("crash,pause").unwrap()),
+            max_clock_drift: Some(0.05),
         };
         assert_eq!(
             spec.reproduce_command(),
-            "SIM_FAULT=vote_for_shorter_log,no_client_table SIM_MAX_SESSIONS=3 SIM_REPLICAS=5 SIM_SEED=7 cargo test -p chat-sim --test reproduce -- --nocapture"
+            "SIM_FAULT=vote_for_shorter_log,no_client_table SIM_MAX_SESSIONS=3 SIM_REPLICAS=5 SIM_INJECT=crash,pause SIM_MAX_CLOCK_DRIFT=0.05 SIM_SEED=7 cargo test -p chat-sim --test reproduce -- --nocapture"
         );
+        let opts = spec.options();
+        assert!(opts.inject.contains(FaultKind::Pause) && !opts.inject.contains(FaultKind::Cut));
+        assert_eq!(opts.max_clock_drift, 0.05);
+        assert_eq!(Inject::parse("all").unwrap().to_string(), "all");
+        assert!(Inject::parse("crash,bogus").is_err());
+        assert!(parse_drift("1.5").is_err() && parse_drift("0").is_ok());
         assert_eq!(
             RunSpec::new(7).reproduce_command(),
             "SIM_SEED=7 cargo test -p chat-sim --test reproduce -- --nocapture"

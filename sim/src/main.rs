@@ -1,10 +1,10 @@
 //! The soak: many random faulty seeds, in parallel over the cores.
 //!
-//! `cargo run -p chat-sim --release -- --seeds 100000 [--start S] [--threads T]`
+//! `cargo run -p chat-sim --release -- --seeds 100000 [--start S] [--threads T] [--inject crash,pause] [--max-clock-drift 0.01]`
 //! Failures are listed at the end with the command that reproduces each; the exit status is
 //! non-zero if any seed failed.
 
-use chat_sim::{check, parse_faults, RunSpec, SeedFailure};
+use chat_sim::{check, parse_drift, parse_faults, Inject, RunSpec, SeedFailure};
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::process::ExitCode;
@@ -33,6 +33,13 @@ struct Args {
     /// Another number of replicas than 3.
     #[arg(long)]
     replicas: Option<u8>,
+    /// Only these kinds of random fault, comma-separated: crash (kill -9: refusals),
+    /// host_crash (silence), pause, partition, cut, client_cut; or all.
+    #[arg(long, value_parser = Inject::parse)]
+    inject: Option<Inject>,
+    /// Bound of the replicas' clock drift, a fraction (default 0.01: ±1 %).
+    #[arg(long, value_parser = parse_drift)]
+    max_clock_drift: Option<f64>,
 }
 
 fn main() -> ExitCode {
@@ -72,6 +79,8 @@ fn main() -> ExitCode {
                     faults,
                     max_sessions: args.max_sessions,
                     replicas: args.replicas,
+                    inject: args.inject,
+                    max_clock_drift: args.max_clock_drift,
                 };
                 if let Err(failure) = check(spec) {
                     bar.println(failure.to_string());

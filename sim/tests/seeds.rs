@@ -53,13 +53,15 @@ fn random_faulty_seeds() {
     let torn = total(&reports, |r| r.stats.torn_tails_cut.into());
     let corrupt = total(&reports, |r| r.stats.corruptions.into());
     let partitions = total(&reports, |r| r.stats.partitions.into());
+    let host_crashes = total(&reports, |r| r.stats.host_crashes.into());
+    let pauses = total(&reports, |r| r.stats.pauses.into());
     let transfers = total(&reports, |r| {
         r.stats.snapshot_chunks.iter().any(|&c| c > 0).into()
     });
     let view_changes = total(&reports, |r| r.stats.max_view.saturating_sub(1));
     eprintln!(
-        "{count} seeds: {} entries committed, {} replies, {} messages; {crashes} crashes, \
-         {torn} torn tails cut, {corrupt} corrupted logs, {partitions} partitions, \
+        "{count} seeds: {} entries committed, {} replies, {} messages; {crashes} crashes \
+         ({host_crashes} of a host), {pauses} pauses, {torn} torn tails cut, {corrupt} corrupted logs, {partitions} partitions, \
          {transfers} runs with a snapshot transfer, {view_changes} view changes",
         total(&reports, |r| r.committed),
         total(&reports, |r| r.returns as u64),
@@ -68,6 +70,7 @@ fn random_faulty_seeds() {
     // The faults must really happen, or passing means little.
     if count >= 100 {
         assert!(crashes > 0 && torn > 0 && corrupt > 0 && partitions > 0);
+        assert!(host_crashes > 0 && crashes > host_crashes && pauses > 0);
         assert!(transfers > 0 && view_changes > 0);
     }
 }

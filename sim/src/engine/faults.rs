@@ -1,11 +1,17 @@
 //! Random faults of the busy phase, drawn from the run's [`crate::options::FaultPlan`]:
-//! crashes (with lost or torn unsynced writes, and once perhaps a corrupted record) and
-//! restarts, symmetric and one-way partitions between replicas, and cuts between a client and
-//! a replica. Partitions heal after a while; crashed replicas restart after a while.
+//! process crashes (refusals) and host crashes (silence), both with lost or torn unsynced
+//! writes and once perhaps a corrupted record, and their restarts; pauses of a replica
+//! process, shorter or longer than an election timeout; symmetric and one-way partitions
+//! between replicas, and cuts between a client and a replica. Partitions heal after a while;
+//! crashed replicas restart and paused ones resume after a while.
+//!
+//! Also the mechanics of a pause: events that reach a paused replica wait, in order, and are
+//! handled when it resumes (TCP keeps what was sent to a stopped process).
 
-use super::{Event, Sim};
+use super::{Crash, Event, Sim, ELECTION_TIMEOUT};
 use crate::checker::Failure;
 use crate::network::Node;
+use crate::options::FaultKind;
 use chat_core::ids::ReplicaId;
 use chat_core::time::Duration;
 use rand::seq::SliceRandom;
@@ -32,22 +38,29 @@ impl Sim {
         if total == 0 {
             return Ok(());
         }
-        if self.opts.replicas < 2 {
-            return self.random_crash(); // nothing to partition
-        }
         let mut pick = self.rng.gen_range(0..total);
-        let mut kind = 0;
-        while pick >= weights[kind] {
-            pick -= weights[kind];
-            kind += 1;
+        let mut index = 0;
+        while pick >= weights[index] {
+            pick -= weights[index];
+            index += 1;
+        }
+        let kind = FaultKind::ALL[index];
+        let network = matches!(kind, FaultKind::Partition | FaultKind::Cut);
+        if network && self.opts.replicas < 2 {
+            return Ok(()); // nothing to partition
         }
         match kind {
-            0 => self.random_crash(),
-            1 => {
+            FaultKind::Crash => self.random_crash(Crash::Process),
+            FaultKind::HostCrash => self.random_crash(Crash::Host),
+            FaultKind::Pause => {
+                self.random_pause();
+                Ok(())
+            }
+            FaultKind::Partition => {
                 self.random_partition();
                 Ok(())
             }
-            2 => {
+            FaultKind::Cut => {
                 let n = self.opts.replicas;
                 let from = self.rng.gen_range(0..n);
                 let to = (from + self.rng.gen_range(1..n)) % n;
@@ -56,7 +69,7 @@ impl Sim {
                 self.schedule_heal();
                 Ok(())
             }
-            _ => {
+            FaultKind::ClientCut => {
                 let slot = self.rng.gen_range(0..self.clients.len());
                 let r = self.rng.gen_range(0..self.opts.replicas);
                 self.trace_fault(format_args!("cut client {slot} <-> r{r}"));
@@ -69,14 +82,15 @@ impl Sim {
         }
     }
 
-    fn trace_fault(&mut self, what: std::fmt::Arguments) {
+    pub(super) fn trace_fault(&mut self, what: std::fmt::Arguments) {
         if self.trace.on() {
             self.trace.record(self.now, format_args!("fault: {what}"));
         }
     }
 
-    /// Crashes a live replica if the plan allows one more down; otherwise restarts one.
-    fn random_crash(&mut self) -> Result<(), Failure> {
+    /// Crashes a live replica (its process or its host) if the plan allows one more down;
+    /// otherwise restarts one.
+    fn random_crash(&mut self, crash: Crash) -> Result<(), Failure> {
         let n = self.opts.replicas;
         let up: Vec<ReplicaId> = (0..n).filter(|&r| self.is_up(r)).collect();
         let down = usize::from(n) - up.len();
@@ -96,7 +110,7 @@ impl Sim {
         }
         let r = *up.choose(&mut self.rng).expect("not empty");
         let torn = self.rng.gen_bool(self.plan.torn);
-        self.crash_replica(r, torn);
+        self.crash_replica(r, torn, crash);
         let corrupt_now = self.plan.corrupt_once
             && self.stats.corruptions == 0
             && self.slots.iter().all(|s| s.stopped.is_none())
@@ -107,6 +121,88 @@ impl Sim {
         let wait = self.random_duration(self.plan.down_for);
         self.schedule(self.now + wait, Event::Restart { replica: r });
         Ok(())
+    }
+
+    /// Pauses a live replica that is not paused yet, for a short time (under an election
+    /// timeout) or a long one (over it), and schedules its resumption.
+    fn random_pause(&mut self) {
+        let running: Vec<ReplicaId> = (0..self.opts.replicas)
+            .filter(|&r| self.is_up(r) && !self.is_paused(r))
+            .collect();
+        let Some(&r) = running.choose(&mut self.rng) else {
+            return;
+        };
+        let timeout = ELECTION_TIMEOUT.as_micros() as u64;
+        let micros = if self.rng.gen_bool(self.plan.long_pause) {
+            let max = self.plan.long_pause_max.as_micros() as u64;
+            self.rng.gen_range(timeout..=max.max(timeout))
+        } else {
+            self.rng.gen_range(1_000..timeout)
+        };
+        self.pause_replica(r, Duration::from_micros(micros));
+    }
+
+    /// Stops replica `r`'s process for `d` (nothing if it is down or already paused).
+    pub(super) fn pause_replica(&mut self, r: ReplicaId, d: Duration) {
+        let slot = &mut self.slots[usize::from(r)];
+        if slot.replica.is_none() || slot.paused.is_some() {
+            return;
+        }
+        slot.paused = Some(Vec::new());
+        let life = slot.life;
+        self.stats.pauses += 1;
+        self.trace_fault(format_args!("pause r{r} for {d:?}"));
+        self.schedule(self.now + d, Event::Resume { replica: r, life });
+    }
+
+    /// `event`, unless it is for a paused replica: then it waits for the resumption.
+    pub(super) fn hold_if_paused(&mut self, event: Event) -> Option<Event> {
+        let to = match &event {
+            Event::Peer { to, .. } | Event::PeerRefused { to, .. } => *to,
+            Event::DiskSynced { replica, .. } => *replica,
+            Event::ToReplica { conn, .. } => match self.conns.get(conn) {
+                Some(c) => c.replica,
+                None => return Some(event),
+            },
+            _ => return Some(event),
+        };
+        match &mut self.slots[usize::from(to)].paused {
+            Some(held) => {
+                held.push(event);
+                None
+            }
+            None => Some(event),
+        }
+    }
+
+    /// Replica `r` carries on, if it is still paused in that life: it handles what reached
+    /// it meanwhile, in order; its timers (set in its clock, which ran on) fire next.
+    pub(super) fn resume(&mut self, r: ReplicaId, life: u64) -> Result<(), Failure> {
+        let slot = &mut self.slots[usize::from(r)];
+        if slot.life != life {
+            return Ok(());
+        }
+        let Some(held) = slot.paused.take() else {
+            return Ok(());
+        };
+        self.trace_fault(format_args!("resume r{r} ({} events waited)", held.len()));
+        for event in held {
+            self.dispatch(event)?;
+        }
+        Ok(())
+    }
+
+    /// Resumes every paused replica (the quiet phase).
+    pub(super) fn resume_all(&mut self) -> Result<(), Failure> {
+        for r in 0..self.opts.replicas {
+            let life = self.slots[usize::from(r)].life;
+            self.resume(r, life)?;
+        }
+        Ok(())
+    }
+
+    pub fn is_paused(&self, r: ReplicaId) -> bool {
+        self.slots[usize::from(r)].paused.is_some()
     }
 
     /// Flips a byte in a synced record of the (down) replica `r`. Returns whether it could.

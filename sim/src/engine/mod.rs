@@ -16,6 +16,7 @@ mod scenario;
 use crate::checker::agreement::CommitLog;
 use crate::checker::{Checker, Failure};
 use crate::client::{Action, Client, Ctx};
+use crate::clock::Clock;
 use crate::disk::{Disk, DiskError};
 use crate::history::History;
 use crate::network::{ConnId, Direction, Network, Node};
@@ -85,6 +86,11 @@ enum Event {
     Restart {
         replica: ReplicaId,
     },
+    /// The paused replica carries on (if it is still in that life).
+    Resume {
+        replica: ReplicaId,
+        life: u64,
+    },
     Heal,
 }
 
@@ -112,10 +118,16 @@ impl Ord for Scheduled {
     }
 }
 
-/// One replica's process and disk.
+/// One replica's host, process and disk.
 struct Slot {
     replica: Option<Replica>,
     disk: Disk,
+    /// The host's clock: the replica sees only its readings.
+    clock: Clock,
+    /// Down with its host (silence), not only its process (refusals).
+    host_down: bool,
+    /// Paused (SIGSTOP): the events that reached it since, in order, to handle on resume.
+    paused: Option<Vec<Event>>,
     /// Bumped at every crash: events meant for an earlier life are void.
     life: u64,
     /// Never starts again (its disk was found corrupt), and why.
@@ -138,6 +150,15 @@ struct Conn {
     session: ClientId,
 }
 
+/// What a crash takes down.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Crash {
+    /// The process (kill -9) on a host that stays up: its ports refuse connections.
+    Process,
+    /// The whole host (or it froze): silence.
+    Host,
+}
+
 /// Where the run is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Phase {
@@ -155,6 +176,8 @@ pub struct Stats {
     pub torn_tails_cut: u32,
     pub corruptions: u32,
     pub partitions: u32,
+    pub host_crashes: u32,
+    pub pauses: u32,
     pub max_view: View,
     /// Snapshot chunks each replica received (state transfers).
     pub snapshot_chunks: Vec<u32>,
@@ -214,7 +237,7 @@ impl Sim {
         );
         let mut rng = SmallRng::seed_from_u64(opts.seed);
         let plan = if opts.random_faults {
-            FaultPlan::draw(&mut rng)
+            FaultPlan::draw(&mut rng, opts.inject)
         } else {
             FaultPlan::calm()
         };
@@ -223,6 +246,9 @@ impl Sim {
         let max_append_entries = rng.gen_range(1..=64);
         let snapshot_chunk_bytes = rng.gen_range(200..=16_384);
         let n = opts.replicas;
+        let clocks: Vec<Clock> = (0..n)
+            .map(|_| Clock::draw(&mut rng, opts.max_clock_drift))
+            .collect();
         let mut sim = Sim {
             net: Network::new(plan.loss, plan.duplicate, plan.latency_us),
             rng,
@@ -230,9 +256,12 @@ impl Sim {
             queue: BinaryHeap::new(),
             seq: 0,
             slots: (0..n)
-                .map(|_| Slot {
+                .map(|r| Slot {
                     replica: None,
                     disk: Disk::new(),
+                    clock: clocks[usize::from(r)],
+                    host_down: false,
+                    paused: None,
                     life: 0,
                     stopped: None,
                     corrupted: false,
@@ -264,9 +293,10 @@ impl Sim {
         };
         if sim.trace.on() {
             let (plan, every) = (&sim.plan, sim.snapshot_every);
+            let drift: Vec<i64> = clocks.iter().map(Clock::drift_ppm).collect();
             sim.trace.record(
                 sim.now,
-                format_args!("plan {plan:?} snapshot_every {every}"),
+                format_args!("plan {plan:?} snapshot_every {every} clock drift ppm {drift:?}"),
             );
         }
         for r in 0..n {
@@ -316,12 +346,17 @@ impl Sim {
 
     // ----- the main loop -----
 
-    /// The earliest replica timer: (time, replica).
+    /// The earliest replica timer, in real time: (time, replica). A paused replica's timers
+    /// wait.
     fn earliest_timer(&self) -> Option<(Instant, ReplicaId)> {
         self.slots
             .iter()
             .enumerate()
-            .filter_map(|(r, s)| Some((s.replica.as_ref()?.poll_timeout(), r as ReplicaId)))
+            .filter(|(_, s)| s.paused.is_none())
+            .filter_map(|(r, s)| {
+                let deadline = s.replica.as_ref()?.poll_timeout();
+                Some((s.clock.real_time(deadline), r as ReplicaId))
+            })
             .filter(|(t, _)| *t != Instant::NEVER)
             .min()
     }
@@ -368,8 +403,8 @@ impl Sim {
     }
 
     fn tick(&mut self, r: ReplicaId) -> Result<(), Failure> {
-        let now = self.now;
         let slot = &mut self.slots[usize::from(r)];
+        let now = slot.clock.read(self.now);
         let replica = slot
             .replica
             .as_mut()
@@ -383,13 +418,14 @@ impl Sim {
             if slot.ticks_at_now.1 > MAX_TICKS_AT_ONE_INSTANT {
                 return Err(Failure::new(
                     Checker::Liveness,
-                    now,
+                    self.now,
                     format!("replica {r}: poll_timeout() stays at or before now after tick()"),
                 ));
             }
         }
         if self.trace.on() {
-            self.trace.record(now, format_args!("tick r{r}"));
+            self.trace
+                .record(self.now, format_args!("tick r{r} at {}", now.0));
         }
         self.drain(r)
     }
@@ -398,6 +434,9 @@ impl Sim {
         if self.trace.on() {
             self.trace.record(self.now, format_args!("{event:?}"));
         }
+        let Some(event) = self.hold_if_paused(event) else {
+            return Ok(());
+        };
         match event {
             Event::Peer { to, from, message } => {
                 if self.is_up(to) {
@@ -405,7 +444,9 @@ impl Sim {
                         self.stats.snapshot_chunks[usize::from(to)] += 1;
                     }
                     self.input(to, Input::Peer { from, message })?;
-                } else if !self.net.is_cut(Node::Replica(to), Node::Replica(from)) {
+                } else if !self.slots[usize::from(to)].host_down
+                    && !self.net.is_cut(Node::Replica(to), Node::Replica(from))
+                {
                     let at = self.net.refusal_delivery(&mut self.rng, self.now);
                     let life = self.slots[usize::from(from)].life;
                     self.schedule(
@@ -486,6 +527,7 @@ impl Sim {
                     self.start_replica(replica)?;
                 }
             }
+            Event::Resume { replica, life } => self.resume(replica, life)?,
             Event::Heal => {
                 if self.phase == Phase::Busy {
                     self.net.heal();
@@ -497,11 +539,9 @@ impl Sim {
 
     /// Hands `input` to replica `r` and carries out what it asks.
     fn input(&mut self, r: ReplicaId, input: Input) -> Result<(), Failure> {
-        let now = self.now;
-        let replica = self.slots[usize::from(r)]
-            .replica
-            .as_mut()
-            .expect("inputs go to live replicas");
+        let slot = &mut self.slots[usize::from(r)];
+        let now = slot.clock.read(self.now);
+        let replica = slot.replica.as_mut().expect("inputs go to live replicas");
         replica.handle(now, input);
         self.drain(r)
     }
@@ -648,6 +688,9 @@ impl Sim {
                 if self.net.is_cut(Node::Client(slot), Node::Replica(to)) {
                     return; // silence: the client will time out
                 }
+                if self.slots[usize::from(to)].host_down {
+                    return; // silence, as across a cut
+                }
                 if !self.is_up(to) {
                     let at = self.net.refusal_delivery(&mut self.rng, self.now);
                     self.schedule(at, Event::ConnRefused { slot, conn });
@@ -725,10 +768,11 @@ impl Sim {
             }
             Err(e) => return Err(fail(format!("cannot recover from its disk: {e}"))),
         };
-        let replica = Replica::new(opts, recovered, now)
+        let replica = Replica::new(opts, recovered, slot.clock.read(now))
             .map_err(|e| fail(format!("cannot start from what it recovered: {e}")))?;
         let commit = replica.commit_index();
         slot.replica = Some(replica);
+        slot.host_down = false;
         slot.seen_commit = commit;
         slot.last_persist = 0;
         if self.trace.on() {
@@ -740,14 +784,20 @@ impl Sim {
     }
 
     /// Kills replica `r`: its volatile disk writes are lost (or, with `torn`, a random prefix
-    /// of them survives), its connections are reset.
-    fn crash_replica(&mut self, r: ReplicaId, torn: bool) {
+    /// of them survives). With its process alone gone, its connections are reset and every
+    /// later connection to it is refused; with its host, there is silence.
+    fn crash_replica(&mut self, r: ReplicaId, torn: bool, crash: Crash) {
         let slot = &mut self.slots[usize::from(r)];
         if slot.replica.take().is_none() {
             return;
         }
         slot.life += 1;
         slot.attached.clear();
+        slot.paused = None;
+        slot.host_down = crash == Crash::Host;
+        if slot.host_down {
+            self.stats.host_crashes += 1;
+        }
         let kept = slot.disk.crash(&mut self.rng, torn);
         self.stats.crashes += 1;
         if torn {
@@ -756,7 +806,9 @@ impl Sim {
         if self.trace.on() {
             self.trace.record(
                 self.now,
-                format_args!("r{r} crashes (torn {torn}, {kept} unsynced bytes survive)"),
+                format_args!(
+                    "r{r} crashes ({crash:?}, torn {torn}, {kept} unsynced bytes survive)"
+                ),
             );
         }
         let reset: Vec<(ConnId, usize)> = self
@@ -767,8 +819,10 @@ impl Sim {
             .collect();
         for (conn, slot) in reset {
             self.close_conn(conn);
-            let at = self.net.refusal_delivery(&mut self.rng, self.now);
-            self.schedule(at, Event::ConnRefused { slot, conn });
+            if crash == Crash::Process {
+                let at = self.net.refusal_delivery(&mut self.rng, self.now);
+                self.schedule(at, Event::ConnRefused { slot, conn });
+            }
         }
     }
 

@@ -1,6 +1,7 @@
 //! The end of a run: the quiet phase, then the final checks.
 //!
-//! Faults stop, the network heals, every replica that is not stopped for good restarts.
+//! Faults stop, the network heals, paused replicas resume, every replica that is not
+//! stopped for good restarts.
 //! Each client finishes its pending request; then one client lists every account, logs in to
 //! each and takes its queue, so that a lost message shows. The replicas must then catch up
 //! with each other. Every step is bounded in simulated time (liveness).
@@ -45,6 +46,7 @@ impl Sim {
         }
         self.net.heal();
         self.net.stop_faults();
+        self.resume_all()?;
         for r in 0..self.opts.replicas {
             self.start_replica(r)?;
         }
@@ -98,7 +100,7 @@ impl Sim {
         Ok(())
     }
 
-    fn liveness_failure(&self, what: String) -> Failure {
+    pub(super) fn liveness_failure(&self, what: String) -> Failure {
         let statuses: Vec<String> = (0..self.opts.replicas)
             .map(
                 |r| match (self.status(r), &self.slots[usize::from(r)].stopped) {

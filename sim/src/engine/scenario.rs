@@ -1,7 +1,7 @@
 //! The scripting API for named scenarios: run for a while, crash, restart, corrupt,
 //! partition, heal, and look at the replicas.
 
-use super::{Sim, Stats};
+use super::{Crash, Sim, Stats};
 use crate::checker::Failure;
 use crate::network::Node;
 use chat_core::durable::Entry;
@@ -35,14 +35,27 @@ impl Sim {
         Ok(true)
     }
 
-    /// Crashes replica `r`; its unsynced writes are lost.
+    /// Kills replica `r`'s process (kill -9); its host stays up and refuses every connection
+    /// to its ports. Its unsynced writes are lost.
     pub fn crash(&mut self, r: ReplicaId) {
-        self.crash_replica(r, false);
+        self.crash_replica(r, false, Crash::Process);
     }
 
-    /// Crashes replica `r`, leaving a random prefix of its unsynced log bytes on disk.
+    /// Kills replica `r`'s process, leaving a random prefix of its unsynced log bytes on disk.
     pub fn crash_torn(&mut self, r: ReplicaId) {
-        self.crash_replica(r, true);
+        self.crash_replica(r, true, Crash::Process);
+    }
+
+    /// Replica `r`'s host crashes (or freezes for good): silence, no refusals, until
+    /// [`Sim::restart`]. Its unsynced writes are lost.
+    pub fn crash_host(&mut self, r: ReplicaId) {
+        self.crash_replica(r, false, Crash::Host);
+    }
+
+    /// Stops replica `r`'s process for `d` (SIGSTOP, then SIGCONT): it handles nothing and
+    /// its timers wait; what reaches it waits too; its clock runs on.
+    pub fn pause(&mut self, r: ReplicaId, d: Duration) {
+        self.pause_replica(r, d);
     }
 
     pub fn restart(&mut self, r: ReplicaId) -> Result<(), Failure> {
