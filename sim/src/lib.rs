@@ -21,7 +21,7 @@ mod trace;
 pub mod workload;
 
 pub use checker::{Checker, Failure};
-pub use engine::{Report, Sim, Stats};
+pub use engine::{Report, Sim, Stats, Step, Target};
 pub use options::{FaultKind, FaultPlan, Inject, SimOptions};
 
 use chat_core::replica::Faults;

@@ -1,11 +1,17 @@
 //! Named scenarios, scripted on a calm network with the random workload running. Each ends
 //! with the quiet phase and every checker.
+//!
+//! The second half holds issue 8's scenarios, written as [`Step`]s. Those the majority
+//! protocol cannot pass (two of three down, four of five) are `#[ignore]`d until the two-crash
+//! protocol lands: `cargo test -p chat-sim --test scenarios -- --ignored` runs them.
 
 use chat_core::durable::Entry;
 use chat_core::ids::ReplicaId;
 use chat_core::replica::Role;
 use chat_core::time::Duration;
-use chat_sim::{Failure, Sim, SimOptions};
+use chat_sim::{Failure, Sim, SimOptions, Step, Target};
+use Step::*;
+use Target::*;
 
 fn secs(s: u64) -> Duration {
     Duration::from_secs(s)
@@ -187,4 +193,202 @@ fn a_corrupted_record_stops_one_replica() -> Result<(), Failure> {
     sim.finish()?;
     assert!(sim.is_stopped(b));
     Ok(())
+}
+
+// ----- issue 8's scenarios -----
+
+/// Plays `steps` on `replicas` replicas after a second of warm-up, then the quiet phase and
+/// every checker.
+fn play(seed: u64, replicas: u8, steps: &[Step]) -> Result<(), Failure> {
+    let mut sim = Sim::new(SimOptions {
+        replicas,
+        ..SimOptions::scripted(seed)
+    });
+    sim.run_for(secs(1))?;
+    sim.play(steps)?;
+    sim.finish()?;
+    Ok(())
+}
+
+/// How long the cluster may take to serve again after a fault it tolerates: an election
+/// (300-600 ms here) plus a client's retry after its 1 s timeout.
+const SERVES: Step = ServesWithin(Duration::from_secs(3));
+
+#[test]
+fn a_backup_paused_briefly() -> Result<(), Failure> {
+    play(20, 3, &[Pause(Backup(0), ms(100)), Wait(ms(200)), SERVES])
+}
+
+#[test]
+fn a_backup_paused_past_the_election_timeout() -> Result<(), Failure> {
+    play(
+        21,
+        3,
+        &[Pause(Backup(0), secs(2)), SERVES, Wait(secs(2)), SERVES],
+    )
+}
+
+#[test]
+fn the_primary_paused_past_the_election_timeout() -> Result<(), Failure> {
+    // The others elect a new primary; the old one resumes in an old view and must step down.
+    play(
+        22,
+        3,
+        &[Pause(Primary, secs(2)), SERVES, Wait(secs(2)), SERVES],
+    )
+}
+
+#[test]
+fn one_replica_silent() -> Result<(), Failure> {
+    play(
+        23,
+        3,
+        &[
+            CrashHost(Backup(0)),
+            SERVES,
+            Restart(SameAs(0)),
+            Wait(secs(2)),
+            CrashHost(Primary),
+            SERVES,
+            Restart(SameAs(4)),
+            Wait(secs(2)),
+            Partition(vec![Backup(0)], vec![Primary, Backup(1)]),
+            SERVES,
+            Heal,
+            Wait(secs(2)),
+            Partition(vec![Primary], vec![Backups]),
+            SERVES,
+            Heal,
+        ],
+    )
+}
+
+#[test]
+fn kill_one_restart_it_kill_another() -> Result<(), Failure> {
+    play(
+        24,
+        3,
+        &[
+            Kill(Primary),
+            SERVES,
+            Restart(SameAs(0)),
+            Wait(secs(2)),
+            Kill(Backup(0)),
+            SERVES,
+            Restart(SameAs(4)),
+            Wait(secs(2)),
+            Kill(Primary),
+            SERVES,
+        ],
+    )
+}
+
+#[test]
+fn all_three_down_then_back_in_every_order() -> Result<(), Failure> {
+    let orders = [
+        [0, 1, 2],
+        [0, 2, 1],
+        [1, 0, 2],
+        [1, 2, 0],
+        [2, 0, 1],
+        [2, 1, 0],
+    ];
+    for (seed, [a, b, c]) in (30..).zip(orders) {
+        play(
+            seed,
+            3,
+            &[
+                Kill(Primary),
+                Wait(ms(30)),
+                Kill(Backups),
+                Wait(ms(500)),
+                Restart(Replica(a)),
+                Wait(secs(1)),
+                Restart(Replica(b)),
+                Wait(secs(1)),
+                Restart(Replica(c)),
+                SERVES,
+            ],
+        )?;
+    }
+    Ok(())
+}
+
+// Two crashes: the majority protocol stops serving (liveness), as it must; the two-crash
+// protocol of issue 8 must serve.
+
+#[test]
+#[ignore = "needs the two-crash protocol (issue 8)"]
+fn kill_the_primary_then_the_new_primary_50ms_apart() -> Result<(), Failure> {
+    play(40, 3, &[Kill(Primary), Wait(ms(50)), Kill(Primary), SERVES])
+}
+
+#[test]
+#[ignore = "needs the two-crash protocol (issue 8)"]
+fn kill_the_primary_then_the_new_primary_1s_apart() -> Result<(), Failure> {
+    play(
+        41,
+        3,
+        &[Kill(Primary), Wait(secs(1)), Kill(Primary), SERVES],
+    )
+}
+
+#[test]
+#[ignore = "needs the two-crash protocol (issue 8)"]
+fn kill_both_backups_at_once() -> Result<(), Failure> {
+    play(42, 3, &[Kill(Backups), SERVES])
+}
+
+#[test]
+#[ignore = "needs the two-crash protocol (issue 8)"]
+fn five_replicas_four_crashes() -> Result<(), Failure> {
+    play(
+        43,
+        5,
+        &[
+            Kill(Primary),
+            SERVES,
+            Kill(Backup(0)),
+            SERVES,
+            Kill(Primary),
+            SERVES,
+            Kill(Primary),
+            SERVES,
+        ],
+    )
+}
+
+#[test]
+#[ignore = "needs the two-crash protocol (issue 8)"]
+fn partition_the_primary_away_then_crash_one_of_the_majority() -> Result<(), Failure> {
+    play(
+        44,
+        3,
+        &[
+            Partition(vec![Primary], vec![Backups]),
+            Wait(secs(2)),
+            SERVES,
+            // The new primary, on the majority side.
+            Kill(Primary),
+            SERVES,
+        ],
+    )
+}
+
+#[test]
+#[ignore = "needs the two-crash protocol (issue 8)"]
+fn the_survivor_pauses_past_its_lease() -> Result<(), Failure> {
+    play(
+        45,
+        3,
+        &[
+            Kill(Primary),
+            Wait(ms(50)),
+            Kill(Primary),
+            SERVES,
+            Pause(Primary, secs(3)),
+            Wait(secs(3)),
+            SERVES,
+        ],
+    )
 }

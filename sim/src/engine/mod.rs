@@ -13,6 +13,8 @@ mod faults;
 mod quiet;
 mod scenario;
 
+pub use scenario::{Step, Target};
+
 use crate::checker::agreement::CommitLog;
 use crate::checker::{Checker, Failure};
 use crate::client::{Action, Client, Ctx};

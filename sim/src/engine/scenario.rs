@@ -1,15 +1,186 @@
 //! The scripting API for named scenarios: run for a while, crash, restart, corrupt,
-//! partition, heal, and look at the replicas.
+//! partition, heal, and look at the replicas; and a small vocabulary of [`Step`]s that
+//! [`Sim::play`] carries out, for scenarios written as data.
 
 use super::{Crash, Sim, Stats};
 use crate::checker::Failure;
+use crate::history::Kind;
 use crate::network::Node;
 use chat_core::durable::Entry;
 use chat_core::ids::{OpIndex, ReplicaId};
 use chat_core::replica::{Replica, Role, Status};
 use chat_core::time::{Duration, Instant};
 
+/// How long a step that targets the primary waits for there to be one.
+const PRIMARY_WAIT: Duration = Duration::from_secs(5);
+
+/// Which replicas a [`Step`] acts on, found when the step runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Target {
+    /// Replica `r`.
+    Replica(ReplicaId),
+    /// The current primary: the live replica that is primary in the highest view. If there
+    /// is none yet, the step first waits for one (up to 5 s; then the scenario fails on
+    /// liveness).
+    Primary,
+    /// The `k`-th (from 0, in id order) live replica that is not the current primary
+    /// (waiting for a primary as [`Target::Primary`] does).
+    Backup(usize),
+    /// Every live replica that is not the current primary, at once.
+    Backups,
+    /// The replicas that step `i` of the scenario (from 0) acted on.
+    SameAs(usize),
+}
+
+/// One step of a scenario. Targets are found when the step starts; a step with several
+/// targets acts on all of them at the same instant.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// kill -9: the process dies, its host stays up and refuses connections to its ports.
+    Kill(Target),
+    /// The host crashes or freezes: silence, no refusals, until restarted.
+    CrashHost(Target),
+    /// The process stops (SIGSTOP) for this long, then carries on.
+    Pause(Target, Duration),
+    /// Starts the process again (from its disk).
+    Restart(Target),
+    /// Cuts every replica link between the two sides, both ways (clients keep their links).
+    Partition(Vec<Target>, Vec<Target>),
+    /// Mends every cut.
+    Heal,
+    Wait(Duration),
+    /// Expectation: within this time the cluster commits an entry it had not committed when
+    /// the step began, and after that a client gets a reply. Otherwise the scenario fails on
+    /// liveness.
+    ServesWithin(Duration),
+}
+
 impl Sim {
+    /// Carries out `steps` in order, failing on the first checker failure or unmet
+    /// expectation. Safety is checked all along; [`Sim::finish`] ends the run.
+    pub fn play(&mut self, steps: &[Step]) -> Result<(), Failure> {
+        let mut acted_on: Vec<Vec<ReplicaId>> = Vec::with_capacity(steps.len());
+        for (i, step) in steps.iter().enumerate() {
+            let sides = self.resolve_step(i, step, &acted_on)?;
+            if self.trace.on() {
+                self.trace
+                    .record(self.now, format_args!("step {i}: {step:?} on {sides:?}"));
+            }
+            let targets: Vec<ReplicaId> = sides.concat();
+            match step {
+                Step::Kill(_) => targets.iter().for_each(|&r| self.crash(r)),
+                Step::CrashHost(_) => targets.iter().for_each(|&r| self.crash_host(r)),
+                Step::Pause(_, d) => targets.iter().for_each(|&r| self.pause(r, *d)),
+                Step::Restart(_) => {
+                    for &r in &targets {
+                        self.restart(r)?;
+                    }
+                }
+                Step::Partition(..) => {
+                    let sides: Vec<&[ReplicaId]> = sides.iter().map(Vec::as_slice).collect();
+                    self.partition(&sides);
+                }
+                Step::Heal => self.heal(),
+                Step::Wait(d) => self.run_for(*d)?,
+                Step::ServesWithin(d) => {
+                    if !self.serves_within(*d)? {
+                        return Err(self.liveness_failure(format!(
+                            "scenario step {i} ({step:?}): nothing was committed and answered in time"
+                        )));
+                    }
+                }
+            }
+            acted_on.push(targets);
+        }
+        Ok(())
+    }
+
+    /// The replicas step `i` acts on, in groups: the two sides of a partition, or one.
+    fn resolve_step(
+        &mut self,
+        i: usize,
+        step: &Step,
+        acted_on: &[Vec<ReplicaId>],
+    ) -> Result<Vec<Vec<ReplicaId>>, Failure> {
+        match step {
+            Step::Kill(t) | Step::CrashHost(t) | Step::Pause(t, _) | Step::Restart(t) => {
+                Ok(vec![self.resolve(i, *t, acted_on)?])
+            }
+            Step::Partition(a, b) => Ok(vec![
+                self.resolve_all(i, a, acted_on)?,
+                self.resolve_all(i, b, acted_on)?,
+            ]),
+            Step::Heal | Step::Wait(_) | Step::ServesWithin(_) => Ok(Vec::new()),
+        }
+    }
+
+    fn resolve_all(
+        &mut self,
+        i: usize,
+        targets: &[Target],
+        acted_on: &[Vec<ReplicaId>],
+    ) -> Result<Vec<ReplicaId>, Failure> {
+        let mut all = Vec::new();
+        for &t in targets {
+            all.extend(self.resolve(i, t, acted_on)?);
+        }
+        Ok(all)
+    }
+
+    fn resolve(
+        &mut self,
+        i: usize,
+        target: Target,
+        acted_on: &[Vec<ReplicaId>],
+    ) -> Result<Vec<ReplicaId>, Failure> {
+        let primary = match target {
+            Target::Replica(r) => return Ok(vec![r]),
+            Target::SameAs(step) => {
+                let Some(replicas) = acted_on.get(step) else {
+                    panic!("scenario step {i} refers to step {step}, which has not run yet");
+                };
+                return Ok(replicas.clone());
+            }
+            Target::Primary | Target::Backup(_) | Target::Backups => {
+                if !self.wait_for(PRIMARY_WAIT, |s| s.primary().is_some())? {
+                    return Err(self.liveness_failure(format!(
+                        "scenario step {i} targets {target:?}, but no replica became primary within {PRIMARY_WAIT:?}"
+                    )));
+                }
+                self.primary().expect("just checked")
+            }
+        };
+        let backups = (0..self.opts.replicas).filter(|&r| self.is_up(r) && r != primary);
+        Ok(match target {
+            Target::Primary => vec![primary],
+            Target::Backups => backups.collect(),
+            Target::Backup(k) => match backups.clone().nth(k) {
+                Some(r) => vec![r],
+                None => panic!("scenario step {i}: there is no live backup {k}"),
+            },
+            Target::Replica(_) | Target::SameAs(_) => unreachable!("returned above"),
+        })
+    }
+
+    /// Whether, within `d`, an entry not committed now is committed and then a client gets a
+    /// reply.
+    fn serves_within(&mut self, d: Duration) -> Result<bool, Failure> {
+        let deadline = self.now + d;
+        let committed = self.committed();
+        if !self.wait_for(d, |s| s.committed() > committed)? {
+            return Ok(false);
+        }
+        let since = self.now;
+        self.wait_for(deadline - since, |s| {
+            s.history
+                .events
+                .iter()
+                .rev()
+                .take_while(|e| e.time >= since)
+                .any(|e| matches!(e.kind, Kind::Return(_)))
+        })
+    }
+
     pub fn now(&self) -> Instant {
         self.now
     }
