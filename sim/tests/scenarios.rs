@@ -195,6 +195,54 @@ fn a_corrupted_record_stops_one_replica() -> Result<(), Failure> {
     Ok(())
 }
 
+#[test]
+fn a_killed_process_is_refused_and_a_crashed_host_is_silent() -> Result<(), Failure> {
+    let mut sim = sim(7);
+    sim.run_for(secs(1))?;
+    let p = primary(&mut sim)?;
+    let b = (p + 1) % 3;
+    let refusals = sim.stats().peer_refusals;
+    sim.crash_host(b);
+    sim.run_for(secs(1))?;
+    assert_eq!(
+        sim.stats().peer_refusals,
+        refusals,
+        "a crashed host refused"
+    );
+    sim.restart(b)?;
+    sim.run_for(secs(1))?;
+    sim.crash(b);
+    sim.run_for(secs(1))?;
+    assert!(
+        sim.stats().peer_refusals > refusals,
+        "the primary's messages to a killed process were not refused"
+    );
+    sim.finish()?;
+    Ok(())
+}
+
+#[test]
+fn a_paused_replica_does_nothing_until_it_resumes() -> Result<(), Failure> {
+    let mut sim = sim(8);
+    sim.run_for(secs(1))?;
+    let p = primary(&mut sim)?;
+    let b = (p + 1) % 3;
+    let before = sim.status(b).expect("up");
+    let committed = sim.committed();
+    sim.pause(b, secs(3));
+    // Far past its election timeout, and the cluster commits on without it.
+    sim.run_for(ms(2900))?;
+    assert!(sim.is_paused(b));
+    assert_eq!(sim.status(b).expect("up"), before, "a paused replica acted");
+    assert!(sim.committed() > committed + 10);
+    sim.run_for(ms(200))?;
+    assert!(!sim.is_paused(b));
+    // What was sent to it waited and is handled now.
+    assert!(sim.wait_for(secs(2), |s| s.status(b).expect("up").commit > before.commit)?);
+    sim.finish()?;
+    Ok(())
+}
+
 // ----- issue 8's scenarios -----
 
 /// Plays `steps` on `replicas` replicas after a second of warm-up, then the quiet phase and

@@ -180,6 +180,8 @@ pub struct Stats {
     pub partitions: u32,
     pub host_crashes: u32,
     pub pauses: u32,
+    /// `Input::PeerRefused` handed to replicas (evidence of a process crash).
+    pub peer_refusals: u32,
     pub max_view: View,
     /// Snapshot chunks each replica received (state transfers).
     pub snapshot_chunks: Vec<u32>,
@@ -463,6 +465,7 @@ impl Sim {
             }
             Event::PeerRefused { to, life, peer } => {
                 if self.is_up(to) && self.slots[usize::from(to)].life == life {
+                    self.stats.peer_refusals += 1;
                     self.input(to, Input::PeerRefused(peer))?;
                 }
             }
@@ -751,6 +754,8 @@ impl Sim {
         if slot.replica.is_some() || slot.stopped.is_some() {
             return Ok(());
         }
+        // The host is up again (a process that refuses to start leaves refusals behind).
+        slot.host_down = false;
         let fail =
             |what: String| Failure::new(Checker::Recovery, now, format!("replica {r} {what}"));
         let recovered = match slot.disk.recover() {
@@ -774,7 +779,6 @@ impl Sim {
             .map_err(|e| fail(format!("cannot start from what it recovered: {e}")))?;
         let commit = replica.commit_index();
         slot.replica = Some(replica);
-        slot.host_down = false;
         slot.seen_commit = commit;
         slot.last_persist = 0;
         if self.trace.on() {
