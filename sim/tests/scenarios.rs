@@ -332,6 +332,24 @@ fn kill_one_restart_it_kill_another() -> Result<(), Failure> {
 }
 
 #[test]
+fn the_primary_restarts_before_anyone_sees_a_refusal() -> Result<(), Failure> {
+    play(
+        25,
+        3,
+        &[
+            Kill(Primary),
+            Restart(SameAs(0)),
+            SERVES,
+            Wait(secs(1)),
+            Kill(Primary),
+            Wait(ms(1)),
+            Restart(SameAs(4)),
+            SERVES,
+        ],
+    )
+}
+
+#[test]
 fn all_three_down_then_back_in_every_order() -> Result<(), Failure> {
     let orders = [
         [0, 1, 2],
