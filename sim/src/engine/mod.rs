@@ -2,9 +2,10 @@
 //!
 //! Events wait in a queue ordered by (time, sequence number), so equal times resolve in the
 //! order the events were made; replica timers are not queued but taken from each replica's
-//! `poll_timeout()` (set in the replica's own clock, see [`crate::clock`]), and fire before queued events of the same time. Every random choice
-//! comes from one generator seeded from the run's seed, and only ordered containers are
-//! iterated, so a run is a pure function of its options.
+//! `poll_timeout()` (set in the replica's own clock, see [`crate::clock`]), and fire before
+//! queued events of the same time. Every random choice comes from one generator seeded from
+//! the run's seed, and only ordered containers are iterated, so a run is a pure function of
+//! its options.
 //!
 //! After every step the engine reads each live replica's commit index and reports newly
 //! committed entries to the agreement checker (see [`crate::checker::agreement`]).
