@@ -24,7 +24,12 @@ struct Args {
     #[arg(long)]
     json: bool,
     /// Run this command and exit (repeat for several, run in order)
-    #[arg(short = 'c', long = "command", value_name = "COMMAND", conflicts_with = "commands")]
+    #[arg(
+        short = 'c',
+        long = "command",
+        value_name = "COMMAND",
+        conflicts_with = "commands"
+    )]
     command: Vec<String>,
     /// Commands to run, in order, before exiting (write them after `--`)
     #[arg(value_name = "COMMAND")]

@@ -129,7 +129,10 @@ mod tests {
                 more: 2,
             }),
         );
-        assert_eq!(delivered["messages"][0]["text"], json!("a \"quoted\"\nline"));
+        assert_eq!(
+            delivered["messages"][0]["text"],
+            json!("a \"quoted\"\nline")
+        );
         assert_eq!(delivered["more"], json!(2));
         assert!(!delivered.to_string().contains('\n'), "one line per object");
     }

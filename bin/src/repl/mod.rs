@@ -172,7 +172,10 @@ impl Dispatch<'_> {
     }
 
     fn extension(&mut self, line: &str) -> Answer {
-        let extension = self.extension.as_mut().expect("sorted as an extension line");
+        let extension = self
+            .extension
+            .as_mut()
+            .expect("sorted as an extension line");
         match extension.run(line) {
             Ok(text) => Answer::Text(text),
             Err(e) => Answer::Failed(Failure::Extension(e)),

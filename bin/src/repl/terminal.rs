@@ -28,7 +28,10 @@ const HISTORY_SIZE: usize = 1000;
 
 type ChatEditor = Editor<Masking, FileHistory>;
 
-pub(super) fn run(dispatch: &mut Dispatch, incoming: Receiver<Incoming>) -> Result<Outcome, String> {
+pub(super) fn run(
+    dispatch: &mut Dispatch,
+    incoming: Receiver<Incoming>,
+) -> Result<Outcome, String> {
     let mut editor = editor().map_err(|e| format!("line editor: {e}"))?;
     let history = History::open(&mut editor);
     let mut printer = editor
@@ -58,6 +61,10 @@ pub(super) fn run(dispatch: &mut Dispatch, incoming: Receiver<Incoming>) -> Resu
                 continue;
             }
             Err(ReadlineError::Interrupted | ReadlineError::Eof) => return Ok(outcome),
+            Err(ReadlineError::Io(e)) if e.kind() == std::io::ErrorKind::InvalidData => {
+                println!("error: the line is not UTF-8 text");
+                continue;
+            }
             Err(e) => return Err(e.to_string()),
         };
         interrupted = false;
@@ -134,12 +141,8 @@ fn one_line(
 fn password_left_out(line: &str) -> Option<(PasswordAction, String)> {
     let without_bar = line.trim_end().strip_suffix('|')?;
     match chat_core::command::parse(without_bar) {
-        Ok(Command::Op(Op::Create { user })) => {
-            Some((PasswordAction::Create, user))
-        }
-        Ok(Command::Op(Op::Login { user })) => {
-            Some((PasswordAction::Login, user))
-        }
+        Ok(Command::Op(Op::Create { user })) => Some((PasswordAction::Create, user)),
+        Ok(Command::Op(Op::Login { user })) => Some((PasswordAction::Login, user)),
         _ => None,
     }
 }
@@ -311,7 +314,10 @@ mod tests {
         let masking = Masking::default();
         assert_eq!(masking.highlight("2|bob|", 0), "2|bob|");
         assert_eq!(masking.highlight("2|bob|s3", 0), "2|bob|**");
-        assert_eq!(masking.highlight(" 1 | bob |pass word", 0), " 1 | bob |*********");
+        assert_eq!(
+            masking.highlight(" 1 | bob |pass word", 0),
+            " 1 | bob |*********"
+        );
         assert_eq!(masking.highlight("5|bob|hi", 0), "5|bob|hi");
         assert_eq!(masking.highlight("2|bob", 0), "2|bob");
         assert_eq!(
