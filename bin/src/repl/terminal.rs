@@ -34,21 +34,7 @@ pub(super) fn run(
 ) -> Result<Outcome, String> {
     let mut editor = editor().map_err(|e| format!("line editor: {e}"))?;
     let history = History::open(&mut editor);
-    let mut printer = editor
-        .create_external_printer()
-        .map_err(|e| format!("line editor: {e}"))?;
-    thread::spawn(move || {
-        for event in incoming {
-            // With its own line end: written while no prompt is shown (a request is running),
-            // the text goes out as it is.
-            if printer
-                .print(format!("{}\n", describe_incoming(&event)))
-                .is_err()
-            {
-                return;
-            }
-        }
-    });
+    show_incoming(&mut editor, incoming);
     // At the keyboard, a failed command is shown and done with: the run succeeds.
     let outcome = Outcome::AllSucceeded;
     let mut interrupted = false;
@@ -77,6 +63,27 @@ pub(super) fn run(
             }
         }
     }
+}
+
+/// Prints what the service pushes, above the line being typed.
+fn show_incoming(editor: &mut ChatEditor, incoming: Receiver<Incoming>) {
+    let mut print: Box<dyn FnMut(String) -> bool + Send> = match editor.create_external_printer() {
+        Ok(mut printer) => Box::new(move |text| printer.print(text).is_ok()),
+        // A terminal rustyline does not drive (`TERM=dumb`): plain lines.
+        Err(_) => Box::new(|text| {
+            print!("{text}");
+            true
+        }),
+    };
+    thread::spawn(move || {
+        for event in incoming {
+            // With its own line end: written while no prompt is shown (a request is running),
+            // the text goes out as it is.
+            if !print(format!("{}\n", describe_incoming(&event))) {
+                return;
+            }
+        }
+    });
 }
 
 fn editor() -> rustyline::Result<ChatEditor> {
@@ -175,6 +182,11 @@ fn ask_password(
 
 /// One line read with every character shown as '*'.
 fn masked(editor: &mut ChatEditor, prompt: &str) -> Result<Option<String>, String> {
+    // On these terminals rustyline reads a plain line that the terminal echoes.
+    if std::env::var("TERM").is_ok_and(|t| matches!(t.as_str(), "dumb" | "cons25" | "emacs")) {
+        println!("this terminal cannot hide a password: nothing sent");
+        return Ok(None);
+    }
     set_mask_all(editor, true);
     let read = editor.readline(prompt);
     set_mask_all(editor, false);
