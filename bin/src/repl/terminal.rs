@@ -28,6 +28,7 @@ const HISTORY_SIZE: usize = 1000;
 
 type ChatEditor = Editor<Masking, FileHistory>;
 
+/// At the keyboard a failed command is shown and done with: the run succeeds.
 pub(super) fn run(
     dispatch: &mut Dispatch,
     incoming: Receiver<Incoming>,
@@ -35,8 +36,6 @@ pub(super) fn run(
     let mut editor = editor().map_err(|e| format!("line editor: {e}"))?;
     let history = History::open(&mut editor);
     show_incoming(&mut editor, incoming);
-    // At the keyboard, a failed command is shown and done with: the run succeeds.
-    let outcome = Outcome::AllSucceeded;
     let mut interrupted = false;
     loop {
         let text = match editor.readline(PROMPT) {
@@ -46,7 +45,9 @@ pub(super) fn run(
                 println!("(Ctrl-C again, Ctrl-D or `quit` to leave)");
                 continue;
             }
-            Err(ReadlineError::Interrupted | ReadlineError::Eof) => return Ok(outcome),
+            Err(ReadlineError::Interrupted | ReadlineError::Eof) => {
+                return Ok(Outcome::AllSucceeded)
+            }
             Err(ReadlineError::Io(e)) if e.kind() == std::io::ErrorKind::InvalidData => {
                 println!("error: the line is not UTF-8 text");
                 continue;
@@ -58,7 +59,7 @@ pub(super) fn run(
         for line in text.lines() {
             match one_line(dispatch, &mut editor, &history, line)? {
                 Step::Blank => {}
-                Step::Quit => return Ok(outcome),
+                Step::Quit => return Ok(Outcome::AllSucceeded),
                 Step::Answer(answer) => println!("{}", answer.describe()),
             }
         }
