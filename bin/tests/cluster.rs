@@ -10,11 +10,10 @@ use chat_core::ids::{MessageId, ReplicaId};
 use chat_core::wire::{Hello, Role};
 use chat_net::client::{Client, Incoming};
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpStream};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{self, Receiver};
+use std::sync::mpsc::Receiver;
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -97,98 +96,6 @@ fn online_users_get_messages_pushed_and_offline_users_find_them_queued() {
     assert_eq!(queued[0].text, "hello carol");
     assert!(carol_incoming.try_recv().is_err(), "queued, not pushed");
     assert_eq!(deliver(&bob), [], "a pushed message is not shown again");
-}
-
-/// Reads `chat-client`'s output lines on a thread.
-fn lines_of(stdout: impl Read + Send + 'static) -> Receiver<String> {
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                return;
-            }
-        }
-    });
-    rx
-}
-
-fn expect_line(lines: &Receiver<String>, want: &str) {
-    match lines.recv_timeout(WAIT) {
-        Ok(line) => assert_eq!(line, want),
-        Err(e) => panic!("chat-client printed nothing for {want:?}: {e}"),
-    }
-}
-
-#[test]
-fn chat_client_over_a_pipe_shows_pushes_without_being_asked() {
-    let cluster = Cluster::start();
-    let mut child = KillOnDrop(
-        Command::new(env!("CARGO_BIN_EXE_chat-client"))
-            .arg("--config")
-            .arg(&cluster.config_path)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start chat-client"),
-    );
-    let child = &mut child.0;
-    let mut stdin = child.stdin.take().unwrap();
-    let lines = lines_of(child.stdout.take().unwrap());
-
-    writeln!(stdin, "1|dave\n2|dave\n\n9|x\n5|dave").unwrap();
-    expect_line(&lines, "account created");
-    expect_line(&lines, "logged in as dave; no messages waiting");
-    expect_line(
-        &lines,
-        "error: unknown opcode `9`: use 0 to 6 (type `help`)",
-    );
-    expect_line(
-        &lines,
-        "error: `5|` needs a recipient and a text separated by '|': `5|<user>|<text>`",
-    );
-
-    let (alice, _) = cluster.client();
-    create(&alice, "alice");
-    login(&alice, "alice");
-    let id = send(&alice, "dave", "hi | dave");
-    expect_line(&lines, &format!("[{id}] alice: hi | dave"));
-
-    writeln!(stdin, "5|alice|hi back\n6|").unwrap();
-    let line = lines.recv_timeout(WAIT).expect("reply to 5|");
-    assert!(line.starts_with("sent ["), "{line}");
-    expect_line(&lines, "no messages");
-    drop(stdin);
-    let deadline = Instant::now() + WAIT;
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "chat-client did not exit at end of input"
-        );
-        thread::sleep(Duration::from_millis(20));
-    };
-    assert!(status.success(), "{status}");
-    let mut errors = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut errors)
-        .unwrap();
-    assert_eq!(errors, "");
-}
-
-/// The piped `chat-client`, killed if the test ends before it does.
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 #[test]

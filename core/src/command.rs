@@ -1,4 +1,5 @@
-//! The client command line of the original exercise (`0|<regex>` ... `6|`, `quit`, `help`),
+//! The client command line of the original exercise (`0|<regex>` ... `6|`, `quit`/`exit`,
+//! `help`/`?`),
 //! plus `1|<user>|<password>` and `2|<user>|<password>` for accounts with a password, and the
 //! one-line descriptions of replies that the client prints.
 //!
@@ -57,9 +58,10 @@ commands:
   4|                   delete the logged-in account and its messages
   5|<user>|<text>      send <text> to <user> (the text may contain '|')
   6|                   deliver every message waiting for you
-  help                 show this help
-  quit                 leave
-messages sent to you while you are logged in appear as they arrive.";
+  help, ?              show this help
+  quit, exit           leave
+messages sent to you while you are logged in appear as they arrive.
+in a terminal, end a line at `1|<user>|` or `2|<user>|` to type the password hidden.";
 
 /// Parses one line. Trailing whitespace and the line end are ignored; the text of `5|` keeps
 /// its inner and leading spaces.
@@ -67,8 +69,8 @@ pub fn parse(line: &str) -> Result<Command, ParseError> {
     let line = line.trim_end();
     match line.trim_start() {
         "" => return Err(ParseError::Empty),
-        "quit" => return Ok(Command::Quit),
-        "help" => return Ok(Command::Help),
+        "quit" | "exit" => return Ok(Command::Quit),
+        "help" | "?" => return Ok(Command::Help),
         _ => {}
     }
     let (opcode, rest) = line.split_once('|').ok_or_else(|| {
@@ -264,6 +266,8 @@ mod tests {
         assert_eq!(op("6|"), Op::Deliver);
         assert_eq!(parse("quit"), Ok(Command::Quit));
         assert_eq!(parse("  help \n"), Ok(Command::Help));
+        assert_eq!(parse("?"), Ok(Command::Help));
+        assert_eq!(parse("exit"), Ok(Command::Quit));
     }
 
     #[test]

@@ -131,7 +131,7 @@ fn start_and_chat(
             .display(),
     );
     let (client, incoming) = Client::connect(config).map_err(|e| e.to_string())?;
-    repl::run(&client, incoming)
+    repl::run(&client, incoming, repl::Options::default()).map(|_| ())
 }
 
 fn log_path(data_dir: &Path, id: ReplicaId) -> PathBuf {
