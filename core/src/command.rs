@@ -41,6 +41,8 @@ pub enum ParseError {
     UnexpectedArgument { opcode: char, extra: String },
     #[error("`5|` needs a recipient and a text separated by '|': `5|<user>|<text>`")]
     MissingText,
+    #[error("`5|<user>|` needs the text to send after the second '|': `5|<user>|<text>`")]
+    EmptyText,
     #[error("`{opcode}|<user>|` needs a password after the second '|' (or drop that '|')")]
     EmptyPassword { opcode: char },
 }
@@ -57,8 +59,8 @@ commands:
   4|                   delete the logged-in account and its messages
   5|<user>|<text>      send <text> to <user> (the text may contain '|')
   6|                   deliver every message waiting for you
-  help                 show this help
-  quit                 leave
+  help, ?              show this help
+  quit, exit           leave
 messages sent to you while you are logged in appear as they arrive.";
 
 /// Parses one line. Trailing whitespace and the line end are ignored; the text of `5|` keeps
@@ -67,8 +69,8 @@ pub fn parse(line: &str) -> Result<Command, ParseError> {
     let line = line.trim_end();
     match line.trim_start() {
         "" => return Err(ParseError::Empty),
-        "quit" => return Ok(Command::Quit),
-        "help" => return Ok(Command::Help),
+        "quit" | "exit" => return Ok(Command::Quit),
+        "help" | "?" => return Ok(Command::Help),
         _ => {}
     }
     let (opcode, rest) = line.split_once('|').ok_or_else(|| {
@@ -175,7 +177,7 @@ fn send(rest: &str) -> Result<Op, ParseError> {
         });
     }
     if text.is_empty() {
-        return Err(ParseError::MissingText);
+        return Err(ParseError::EmptyText);
     }
     Ok(Op::Send {
         to: to.to_owned(),
@@ -263,7 +265,9 @@ mod tests {
         assert_eq!(op("4|\r\n"), Op::Delete);
         assert_eq!(op("6|"), Op::Deliver);
         assert_eq!(parse("quit"), Ok(Command::Quit));
+        assert_eq!(parse("exit"), Ok(Command::Quit));
         assert_eq!(parse("  help \n"), Ok(Command::Help));
+        assert_eq!(parse("?"), Ok(Command::Help));
     }
 
     #[test]
@@ -301,7 +305,7 @@ mod tests {
             ("3|x", "takes no argument, got `x`"),
             ("5|", "needs a recipient and a text"),
             ("5|bob", "needs a recipient and a text separated by '|'"),
-            ("5|bob|", "needs a recipient and a text separated by '|'"),
+            ("5|bob|", "`5|<user>|` needs the text to send"),
             ("5||hi", "needs a recipient"),
         ];
         for (line, want) in cases {
