@@ -9,35 +9,76 @@ use chat_net::client::{Client, ClientError, Incoming};
 use rustyline::error::ReadlineError;
 use rustyline::ExternalPrinter;
 use std::io::{BufRead, IsTerminal};
-use std::sync::mpsc::Receiver;
+use std::sync::mpsc::{self, Receiver};
 use std::thread;
 use std::time::Duration;
 
 /// At the end of piped input (or `quit`), how long to wait for messages still on their way.
 const LINGER: Duration = Duration::from_millis(300);
 
+/// Commands a program adds to the loop (`chat demo`'s `:kill N`, ...): lines that start
+/// with ':' go to it, its help follows the commands' in `help`, and its notices are printed
+/// as they come, like incoming messages.
+pub trait Extension {
+    /// Lines appended to the help text.
+    fn help(&self) -> String;
+    /// Handles a line that starts with ':'; returns what to print.
+    fn handle(&mut self, line: &str) -> String;
+    /// Lines to print when they come (taken once, when the loop starts).
+    fn notices(&mut self) -> Option<Receiver<String>>;
+}
+
 /// Runs the loop until `quit`, end of input or Ctrl-C.
 pub fn run(client: &Client, incoming: Receiver<Incoming>) -> Result<(), String> {
+    run_with(client, incoming, None)
+}
+
+/// [`run`], with a program's own commands.
+pub fn run_with(
+    client: &Client,
+    incoming: Receiver<Incoming>,
+    mut extension: Option<&mut dyn Extension>,
+) -> Result<(), String> {
+    let notices = unsolicited(incoming, extension.as_mut().and_then(|e| e.notices()));
     if std::io::stdin().is_terminal() {
-        run_terminal(client, incoming)
+        run_terminal(client, notices, extension)
     } else {
-        run_piped(client, incoming)
+        run_piped(client, notices, extension)
     }
 }
 
-fn run_terminal(client: &Client, incoming: Receiver<Incoming>) -> Result<(), String> {
+/// Everything to print unasked, as lines: incoming messages and notices, merged.
+fn unsolicited(
+    incoming: Receiver<Incoming>,
+    notices: Option<Receiver<String>>,
+) -> Receiver<String> {
+    let (lines, merged) = mpsc::channel();
+    if let Some(notices) = notices {
+        let lines = lines.clone();
+        thread::spawn(move || notices.into_iter().try_for_each(|n| lines.send(n)));
+    }
+    thread::spawn(move || {
+        incoming
+            .into_iter()
+            .try_for_each(|event| lines.send(describe_incoming(&event)))
+    });
+    merged
+}
+
+fn run_terminal(
+    client: &Client,
+    incoming: Receiver<String>,
+    mut extension: Option<&mut dyn Extension>,
+) -> Result<(), String> {
     let mut editor = rustyline::DefaultEditor::new().map_err(|e| e.to_string())?;
     let mut printer = editor
         .create_external_printer()
         .map_err(|e| e.to_string())?;
     thread::spawn(move || {
-        for event in incoming {
+        for line in incoming {
             // The printer writes the text as it is: without its own line end, the prompt
             // redrawn after it would overwrite it.
-            if printer
-                .print(format!("{}\n", describe_incoming(&event)))
-                .is_err()
-            {
+            if printer.print(format!("{line}\n")).is_err() {
                 return;
             }
         }
@@ -49,7 +90,7 @@ fn run_terminal(client: &Client, incoming: Receiver<Incoming>) -> Result<(), Str
                 if parsed.as_ref().is_some_and(|p| !carries_password(p)) {
                     let _ = editor.add_history_entry(line.as_str());
                 }
-                match answer(client, parsed) {
+                match extended(&mut extension, &line).unwrap_or_else(|| answer(client, parsed)) {
                     Step::Print(text) => println!("{text}"),
                     Step::Skip => {}
                     Step::Quit => return Ok(()),
@@ -61,15 +102,20 @@ fn run_terminal(client: &Client, incoming: Receiver<Incoming>) -> Result<(), Str
     }
 }
 
-fn run_piped(client: &Client, incoming: Receiver<Incoming>) -> Result<(), String> {
+fn run_piped(
+    client: &Client,
+    incoming: Receiver<String>,
+    mut extension: Option<&mut dyn Extension>,
+) -> Result<(), String> {
     thread::spawn(move || {
-        for event in incoming {
-            println!("{}", describe_incoming(&event));
+        for line in incoming {
+            println!("{line}");
         }
     });
     for line in std::io::stdin().lock().lines() {
         let line = line.map_err(|e| format!("reading standard input: {e}"))?;
-        match answer(client, parse_line(&line)) {
+        let step = extended(&mut extension, &line);
+        match step.unwrap_or_else(|| answer(client, parse_line(&line))) {
             Step::Print(text) => println!("{text}"),
             Step::Skip => {}
             Step::Quit => break,
@@ -85,6 +131,17 @@ enum Step {
     /// A blank line: nothing to do.
     Skip,
     Quit,
+}
+
+/// What the extension makes of a line: its own commands, and `help` with its lines added.
+fn extended(extension: &mut Option<&mut dyn Extension>, line: &str) -> Option<Step> {
+    let extension = extension.as_mut()?;
+    let line = line.trim();
+    if line.starts_with(':') {
+        return Some(Step::Print(extension.handle(line)));
+    }
+    matches!(command::parse(line), Ok(Command::Help))
+        .then(|| Step::Print(format!("{HELP}\n{}", extension.help())))
 }
 
 /// One input line parsed; `None` for a blank line.
