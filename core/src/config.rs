@@ -23,6 +23,10 @@ pub struct Config {
     /// Snapshot and compact the log after this many new entries.
     #[serde(default = "default_snapshot_every")]
     pub snapshot_every: u64,
+    /// `host:port`: if set, replica `i` serves Prometheus metrics over HTTP on
+    /// `host:(port + i)` at `/metrics` (so replicas sharing a machine do not collide).
+    #[serde(default)]
+    pub metrics_addr: Option<String>,
     #[serde(default)]
     pub limits: Limits,
     #[serde(default)]
@@ -146,6 +150,18 @@ impl Config {
         if self.snapshot_every == 0 {
             return Err(invalid("snapshot_every", "must be positive"));
         }
+        if let Some(addr) = &self.metrics_addr {
+            let port = split_host_port(addr)
+                .filter(|(host, port)| !host.is_empty() && *port != 0)
+                .map(|(_, port)| port)
+                .ok_or_else(|| invalid("metrics_addr", "must be host:port, e.g. 127.0.0.1:9100"))?;
+            if usize::from(port) + n - 1 > usize::from(u16::MAX) {
+                return Err(invalid(
+                    "metrics_addr",
+                    format!("port {port} + {} (one per replica) is past 65535", n - 1),
+                ));
+            }
+        }
         if self.net.max_frame_bytes < 4096 {
             return Err(invalid("net.max_frame_bytes", "must be at least 4096"));
         }
@@ -181,6 +197,22 @@ impl Config {
     pub fn replica(&self, id: ReplicaId) -> Option<&ReplicaAddr> {
         self.replicas.iter().find(|r| r.id == id)
     }
+
+    /// Where replica `id` serves its metrics, if `metrics_addr` is set: host and port + id.
+    pub fn metrics_addr_of(&self, id: ReplicaId) -> Option<(String, u16)> {
+        let (host, port) = split_host_port(self.metrics_addr.as_deref()?)?;
+        Some((host.to_owned(), port.checked_add(u16::from(id))?))
+    }
+}
+
+/// `host:port` or `[v6]:port` into host (without brackets) and port.
+fn split_host_port(addr: &str) -> Option<(&str, u16)> {
+    let (host, port) = addr.rsplit_once(':')?;
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    Some((host, port.parse().ok()?))
 }
 
 #[cfg(test)]
@@ -193,6 +225,19 @@ mod tests {
     fn checked_in_config_is_valid() {
         let c = Config::parse(GOOD).unwrap();
         assert_eq!(c.replicas.len(), 3);
+    }
+
+    #[test]
+    fn metrics_addr_gives_each_replica_its_own_port() {
+        let c = Config::parse(&format!("{GOOD}\nmetrics_addr: 127.0.0.1:9100\n")).unwrap();
+        assert_eq!(c.metrics_addr_of(2), Some(("127.0.0.1".to_owned(), 9102)));
+        let c = Config::parse(&format!("{GOOD}\nmetrics_addr: \"[::1]:9100\"\n")).unwrap();
+        assert_eq!(c.metrics_addr_of(0), Some(("::1".to_owned(), 9100)));
+        assert_eq!(Config::parse(GOOD).unwrap().metrics_addr_of(0), None);
+        for bad in ["9100", "host:", ":9100", "h:0", "h:65534"] {
+            let e = err(&format!("{GOOD}\nmetrics_addr: \"{bad}\"\n"));
+            assert!(e.contains("metrics_addr"), "{bad}: {e}");
+        }
     }
 
     fn err(text: &str) -> String {

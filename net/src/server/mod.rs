@@ -18,6 +18,8 @@ mod event_loop;
 mod hash_pool;
 mod io_thread;
 mod links;
+mod metrics;
+mod narrator;
 mod passwords;
 mod peers;
 mod shutdown;
