@@ -221,7 +221,7 @@ impl Narrator {
                     list(self.votes.iter().chain([&self.me]))
                 ),
             ),
-            Role::Backup => self.why_backup(was, status),
+            Role::Backup => self.why_backup(was, old_view, status),
         };
         if status.view != old_view {
             self.metrics
@@ -313,22 +313,19 @@ impl Narrator {
         }
     }
 
-    fn why_backup(&self, was: Role, status: &Status) -> (&'static str, String) {
-        let primary = status
-            .primary
-            .map_or("unknown yet".to_owned(), |p| p.to_string());
+    fn why_backup(&self, was: Role, old_view: View, status: &Status) -> (&'static str, String) {
+        let view = status.view;
         let cause = match self.higher_view_from {
-            Some((from, view)) if view == status.view => {
-                format!("replica {from} is in view {view}")
+            Some((from, v)) if v == view && view > old_view => {
+                format!("replica {from} moved to view {view}")
             }
-            _ => format!("view {}", status.view),
+            _ => format!("view {view}"),
         };
-        let text = match was {
-            Role::Primary => format!("stepping down: {cause}; primary {primary}"),
-            _ => format!(
-                "backup in view {} (primary: {primary}; {cause})",
-                status.view
-            ),
+        let text = match (was, status.primary) {
+            (Role::Primary, _) => format!("stepping down as primary: {cause}"),
+            (_, Some(p)) if view == old_view => format!("following primary {p} in view {view}"),
+            (_, Some(p)) => format!("following primary {p}: {cause}"),
+            (_, None) => format!("backup, no primary yet: {cause} (an election is running)"),
         };
         ("higher_view", text)
     }
