@@ -161,7 +161,11 @@ fn metrics_are_served_in_prometheus_text_format() {
         .local_addr()
         .unwrap()
         .port();
-    let config = write_config(dir.path(), 1, &format!("metrics_addr: 127.0.0.1:{port}\n"));
+    let config = write_config(
+        dir.path(),
+        1,
+        &format!("net:\n  metrics_addr: 127.0.0.1:{port}\n"),
+    );
     let _server = server(&config, 0, &dir.path().join("r0.log"));
     status_until(&config, 0);
     let loaded = chat_bin::settings::load(Some(&config)).unwrap().config;

@@ -23,10 +23,6 @@ pub struct Config {
     /// Snapshot and compact the log after this many new entries.
     #[serde(default = "default_snapshot_every")]
     pub snapshot_every: u64,
-    /// `host:port`: if set, replica `i` serves Prometheus metrics over HTTP on
-    /// `host:(port + i)` at `/metrics` (so replicas sharing a machine do not collide).
-    #[serde(default)]
-    pub metrics_addr: Option<String>,
     #[serde(default)]
     pub limits: Limits,
     #[serde(default)]
@@ -56,6 +52,9 @@ pub struct NetLimits {
     pub handshake_timeout_ms: u64,
     /// A frame started but not finished within this time closes the connection.
     pub partial_frame_timeout_ms: u64,
+    /// `host:port`: if set, replica `i` serves Prometheus metrics over HTTP on
+    /// `host:(port + i)` at `/metrics` (so replicas sharing a machine do not collide).
+    pub metrics_addr: Option<String>,
 }
 
 impl Default for NetLimits {
@@ -66,6 +65,7 @@ impl Default for NetLimits {
             max_connections_per_address: 256,
             handshake_timeout_ms: 5_000,
             partial_frame_timeout_ms: 10_000,
+            metrics_addr: None,
         }
     }
 }
@@ -150,14 +150,16 @@ impl Config {
         if self.snapshot_every == 0 {
             return Err(invalid("snapshot_every", "must be positive"));
         }
-        if let Some(addr) = &self.metrics_addr {
+        if let Some(addr) = &self.net.metrics_addr {
             let port = split_host_port(addr)
                 .filter(|(host, port)| !host.is_empty() && *port != 0)
                 .map(|(_, port)| port)
-                .ok_or_else(|| invalid("metrics_addr", "must be host:port, e.g. 127.0.0.1:9100"))?;
+                .ok_or_else(|| {
+                    invalid("net.metrics_addr", "must be host:port, e.g. 127.0.0.1:9100")
+                })?;
             if usize::from(port) + n - 1 > usize::from(u16::MAX) {
                 return Err(invalid(
-                    "metrics_addr",
+                    "net.metrics_addr",
                     format!("port {port} + {} (one per replica) is past 65535", n - 1),
                 ));
             }
@@ -198,9 +200,10 @@ impl Config {
         self.replicas.iter().find(|r| r.id == id)
     }
 
-    /// Where replica `id` serves its metrics, if `metrics_addr` is set: host and port + id.
+    /// Where replica `id` serves its metrics, if `net.metrics_addr` is set: host and
+    /// port + id.
     pub fn metrics_addr_of(&self, id: ReplicaId) -> Option<(String, u16)> {
-        let (host, port) = split_host_port(self.metrics_addr.as_deref()?)?;
+        let (host, port) = split_host_port(self.net.metrics_addr.as_deref()?)?;
         Some((host.to_owned(), port.checked_add(u16::from(id))?))
     }
 }
@@ -229,13 +232,15 @@ mod tests {
 
     #[test]
     fn metrics_addr_gives_each_replica_its_own_port() {
-        let c = Config::parse(&format!("{GOOD}\nmetrics_addr: 127.0.0.1:9100\n")).unwrap();
+        let with =
+            |addr: &str| GOOD.replace("net:\n", &format!("net:\n  metrics_addr: \"{addr}\"\n"));
+        let c = Config::parse(&with("127.0.0.1:9100")).unwrap();
         assert_eq!(c.metrics_addr_of(2), Some(("127.0.0.1".to_owned(), 9102)));
-        let c = Config::parse(&format!("{GOOD}\nmetrics_addr: \"[::1]:9100\"\n")).unwrap();
+        let c = Config::parse(&with("[::1]:9100")).unwrap();
         assert_eq!(c.metrics_addr_of(0), Some(("::1".to_owned(), 9100)));
         assert_eq!(Config::parse(GOOD).unwrap().metrics_addr_of(0), None);
         for bad in ["9100", "host:", ":9100", "h:0", "h:65534"] {
-            let e = err(&format!("{GOOD}\nmetrics_addr: \"{bad}\"\n"));
+            let e = err(&with(bad));
             assert!(e.contains("metrics_addr"), "{bad}: {e}");
         }
     }
