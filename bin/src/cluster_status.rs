@@ -36,7 +36,7 @@ pub fn query(config: &Config, timeout: Duration) -> Vec<Answer> {
                 address: format!("{}:{}", r.host, r.client_port),
                 status: ask
                     .join()
-                    .unwrap_or_else(|_| Err(client::ClientError::Stopped))
+                    .unwrap_or(Err(client::ClientError::Stopped))
                     .map_err(|e| why_down(&e.to_string(), timeout)),
             })
             .collect()

@@ -30,13 +30,13 @@ const KILL_AFTER: Duration = Duration::from_secs(2);
 /// Measures a fresh local cluster: sends per second, latency, one failover, memory and disk.
 struct Args {
     /// Client threads, at least 1 [default: 1, 8 and 32 in turn]
-    #[arg(long, value_parser = at_least_one())]
+    #[arg(long, value_parser = at_least_one)]
     clients: Option<usize>,
     /// Seconds of sending per setting, at least 1
-    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     seconds: u64,
     /// Replicas in the cluster (odd, 1 to 9)
-    #[arg(long, default_value_t = 3, value_parser = at_least_one())]
+    #[arg(long, default_value_t = 3, value_parser = at_least_one)]
     replicas: usize,
     #[command(subcommand)]
     hidden: Option<Hidden>,
@@ -54,8 +54,13 @@ enum Hidden {
     },
 }
 
-fn at_least_one() -> clap::builder::RangedU64ValueParser<usize> {
-    clap::builder::RangedU64ValueParser::new().range(1..)
+/// A count that must be at least 1 (`--clients 0` would measure nothing).
+fn at_least_one(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".to_owned()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 fn main() -> ExitCode {

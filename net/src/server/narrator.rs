@@ -168,14 +168,14 @@ impl Narrator {
             ..
         } = message
         {
-            if !self.snapshots_out.contains_key(&to) {
+            // A chunk at offset 0 starts a transfer, or restarts it with a newer snapshot.
+            let index = meta.last_index;
+            if self.snapshots_out.get(&to).is_none_or(|s| s.2 != index) {
                 info!(
                     "replica {to} is behind the start of our log: sending it a snapshot up to \
-                     index {} ({total_len} bytes)",
-                    meta.last_index
+                     index {index} ({total_len} bytes)"
                 );
-                self.snapshots_out
-                    .insert(to, (now, *total_len, meta.last_index));
+                self.snapshots_out.insert(to, (now, *total_len, index));
             }
         }
     }
