@@ -1,7 +1,11 @@
 //! Code shared by the programs: loading the configuration, the interactive client loop
-//! (`chat-client` and `chat demo`), replica child processes (`chat demo` and the tests), and
-//! the cluster secret file (`chat-admin new-secret` and `chat demo`).
+//! (`chat-client` and `chat demo`), replica child processes (`chat demo` and the tests), the
+//! cluster secret file (`chat-admin new-secret` and `chat demo`), the cluster status table
+//! (`chat-admin status` and the demo's `:status`) and logging set-up.
 
+pub mod cluster_status;
+pub mod demo;
+pub mod logging;
 pub mod process;
 pub mod repl;
 pub mod secret;

@@ -38,16 +38,34 @@ impl ServerProcess {
         let _ = self.child.wait();
     }
 
-    /// SIGTERM, then SIGKILL if it has not exited after `grace`.
+    /// SIGSTOP: the process freezes where it is (its sockets stay open, nothing answers).
+    pub fn pause(&mut self) {
+        self.signal(libc::SIGSTOP);
+    }
+
+    /// SIGCONT: a paused process carries on.
+    pub fn resume(&mut self) {
+        self.signal(libc::SIGCONT);
+    }
+
+    fn signal(&mut self, signal: libc::c_int) {
+        if let Ok(None) = self.child.try_wait() {
+            if let Ok(pid) = libc::pid_t::try_from(self.child.id()) {
+                // SAFETY: kill(2) with a valid signal has no memory effects; the pid is our
+                // own child, which has not been reaped yet (try_wait returned None).
+                unsafe { libc::kill(pid, signal) };
+            }
+        }
+    }
+
+    /// SIGTERM (and SIGCONT, in case it is paused), then SIGKILL if it has not exited after
+    /// `grace`.
     pub fn terminate(&mut self, grace: Duration) -> Option<ExitStatus> {
         if let Ok(Some(status)) = self.child.try_wait() {
             return Some(status);
         }
-        if let Ok(pid) = libc::pid_t::try_from(self.child.id()) {
-            // SAFETY: kill(2) with a valid signal has no memory effects; the pid is our own
-            // child, which has not been reaped yet (try_wait above returned None).
-            unsafe { libc::kill(pid, libc::SIGTERM) };
-        }
+        self.signal(libc::SIGTERM);
+        self.resume();
         let deadline = Instant::now() + grace;
         while Instant::now() < deadline {
             if let Ok(Some(status)) = self.child.try_wait() {
@@ -117,14 +135,15 @@ impl std::fmt::Display for ReplicaError {
     }
 }
 
-/// Runs replica `id` of the configuration in the file `config` until SIGINT or SIGTERM, as
-/// `chat-server --config PATH --id N [--data-dir DIR]` does. The caller sets up logging.
+/// Runs replica `id` of the configuration `config` (found as [`crate::settings::load`] does)
+/// until SIGINT or SIGTERM, as `chat-server [--config PATH] --id N [--data-dir DIR]` does.
+/// The caller sets up logging.
 pub fn run_replica(
-    config: &Path,
+    config: Option<&Path>,
     id: chat_core::ids::ReplicaId,
     data_dir: Option<std::path::PathBuf>,
 ) -> Result<(), ReplicaError> {
-    let config = crate::settings::load(Some(config))
+    let config = crate::settings::load(config)
         .map_err(ReplicaError::Config)?
         .config;
     let options = chat_net::server::ServerOptions {

@@ -42,6 +42,8 @@ pub enum ParseError {
     UnexpectedArgument { opcode: char, extra: String },
     #[error("`5|` needs a recipient and a text separated by '|': `5|<user>|<text>`")]
     MissingText,
+    #[error("`5|<user>|` needs the text to send after the second '|': `5|<user>|<text>`")]
+    EmptyText,
     #[error("`{opcode}|<user>|` needs a password after the second '|' (or drop that '|')")]
     EmptyPassword { opcode: char },
 }
@@ -177,7 +179,7 @@ fn send(rest: &str) -> Result<Op, ParseError> {
         });
     }
     if text.is_empty() {
-        return Err(ParseError::MissingText);
+        return Err(ParseError::EmptyText);
     }
     Ok(Op::Send {
         to: to.to_owned(),
@@ -265,9 +267,9 @@ mod tests {
         assert_eq!(op("4|\r\n"), Op::Delete);
         assert_eq!(op("6|"), Op::Deliver);
         assert_eq!(parse("quit"), Ok(Command::Quit));
+        assert_eq!(parse("exit"), Ok(Command::Quit));
         assert_eq!(parse("  help \n"), Ok(Command::Help));
         assert_eq!(parse("?"), Ok(Command::Help));
-        assert_eq!(parse("exit"), Ok(Command::Quit));
     }
 
     #[test]
@@ -305,7 +307,7 @@ mod tests {
             ("3|x", "takes no argument, got `x`"),
             ("5|", "needs a recipient and a text"),
             ("5|bob", "needs a recipient and a text separated by '|'"),
-            ("5|bob|", "needs a recipient and a text separated by '|'"),
+            ("5|bob|", "`5|<user>|` needs the text to send"),
             ("5||hi", "needs a recipient"),
         ];
         for (line, want) in cases {

@@ -52,6 +52,9 @@ pub struct NetLimits {
     pub handshake_timeout_ms: u64,
     /// A frame started but not finished within this time closes the connection.
     pub partial_frame_timeout_ms: u64,
+    /// `host:port`: if set, replica `i` serves Prometheus metrics over HTTP on
+    /// `host:(port + i)` at `/metrics` (so replicas sharing a machine do not collide).
+    pub metrics_addr: Option<String>,
 }
 
 impl Default for NetLimits {
@@ -62,6 +65,7 @@ impl Default for NetLimits {
             max_connections_per_address: 256,
             handshake_timeout_ms: 5_000,
             partial_frame_timeout_ms: 10_000,
+            metrics_addr: None,
         }
     }
 }
@@ -146,6 +150,20 @@ impl Config {
         if self.snapshot_every == 0 {
             return Err(invalid("snapshot_every", "must be positive"));
         }
+        if let Some(addr) = &self.net.metrics_addr {
+            let port = split_host_port(addr)
+                .filter(|(host, port)| !host.is_empty() && *port != 0)
+                .map(|(_, port)| port)
+                .ok_or_else(|| {
+                    invalid("net.metrics_addr", "must be host:port, e.g. 127.0.0.1:9100")
+                })?;
+            if usize::from(port) + n - 1 > usize::from(u16::MAX) {
+                return Err(invalid(
+                    "net.metrics_addr",
+                    format!("port {port} + {} (one per replica) is past 65535", n - 1),
+                ));
+            }
+        }
         if self.net.max_frame_bytes < 4096 {
             return Err(invalid("net.max_frame_bytes", "must be at least 4096"));
         }
@@ -181,6 +199,23 @@ impl Config {
     pub fn replica(&self, id: ReplicaId) -> Option<&ReplicaAddr> {
         self.replicas.iter().find(|r| r.id == id)
     }
+
+    /// Where replica `id` serves its metrics, if `net.metrics_addr` is set: host and
+    /// port + id.
+    pub fn metrics_addr_of(&self, id: ReplicaId) -> Option<(String, u16)> {
+        let (host, port) = split_host_port(self.net.metrics_addr.as_deref()?)?;
+        Some((host.to_owned(), port.checked_add(u16::from(id))?))
+    }
+}
+
+/// `host:port` or `[v6]:port` into host (without brackets) and port.
+fn split_host_port(addr: &str) -> Option<(&str, u16)> {
+    let (host, port) = addr.rsplit_once(':')?;
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    Some((host, port.parse().ok()?))
 }
 
 #[cfg(test)]
@@ -193,6 +228,21 @@ mod tests {
     fn checked_in_config_is_valid() {
         let c = Config::parse(GOOD).unwrap();
         assert_eq!(c.replicas.len(), 3);
+    }
+
+    #[test]
+    fn metrics_addr_gives_each_replica_its_own_port() {
+        let with =
+            |addr: &str| GOOD.replace("net:\n", &format!("net:\n  metrics_addr: \"{addr}\"\n"));
+        let c = Config::parse(&with("127.0.0.1:9100")).unwrap();
+        assert_eq!(c.metrics_addr_of(2), Some(("127.0.0.1".to_owned(), 9102)));
+        let c = Config::parse(&with("[::1]:9100")).unwrap();
+        assert_eq!(c.metrics_addr_of(0), Some(("::1".to_owned(), 9100)));
+        assert_eq!(Config::parse(GOOD).unwrap().metrics_addr_of(0), None);
+        for bad in ["9100", "host:", ":9100", "h:0", "h:65534"] {
+            let e = err(&with(bad));
+            assert!(e.contains("metrics_addr"), "{bad}: {e}");
+        }
     }
 
     fn err(text: &str) -> String {

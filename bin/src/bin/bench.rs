@@ -26,16 +26,17 @@ const FAILOVER_CLIENTS: usize = 8;
 const KILL_AFTER: Duration = Duration::from_secs(2);
 
 #[derive(Parser)]
-#[command(name = "chat-bench", args_conflicts_with_subcommands = true)]
+#[command(name = "chat-bench", version, args_conflicts_with_subcommands = true)]
 /// Measures a fresh local cluster: sends per second, latency, one failover, memory and disk.
 struct Args {
-    /// Client threads [default: 1, 8 and 32 in turn]
-    #[arg(long)]
+    /// Client threads, at least 1 [default: 1, 8 and 32 in turn]
+    #[arg(long, value_parser = at_least_one)]
     clients: Option<usize>,
-    /// Seconds of sending per setting
-    #[arg(long, default_value_t = 5)]
+    /// Seconds of sending per setting, at least 1
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     seconds: u64,
-    #[arg(long, default_value_t = 3)]
+    /// Replicas in the cluster (odd, 1 to 9)
+    #[arg(long, default_value_t = 3, value_parser = at_least_one)]
     replicas: usize,
     #[command(subcommand)]
     hidden: Option<Hidden>,
@@ -51,6 +52,15 @@ enum Hidden {
         #[arg(long)]
         id: ReplicaId,
     },
+}
+
+/// A count that must be at least 1 (`--clients 0` would measure nothing).
+fn at_least_one(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".to_owned()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 fn main() -> ExitCode {
@@ -417,11 +427,8 @@ fn load_average() -> String {
 fn replica(config_path: &Path, id: ReplicaId) -> Result<(), String> {
     // SAFETY: prctl(PR_SET_PDEATHSIG) only sets a flag of this process.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) };
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new("info"))
-        .with_ansi(false)
-        .init();
-    process::run_replica(config_path, id, None).map_err(|e| match e {
+    chat_bin::logging::init()?;
+    process::run_replica(Some(config_path), id, None).map_err(|e| match e {
         ReplicaError::Config(e) => e,
         ReplicaError::Server(e) => format!("replica {id}: {e}"),
     })

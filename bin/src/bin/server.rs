@@ -1,12 +1,12 @@
-//! `chat-server --config config.yaml --id N [--data-dir DIR]`: runs replica N of the cluster
-//! until SIGINT or SIGTERM. Logs go to stderr, filtered by `RUST_LOG` (default `info`).
+//! `chat-server [--config config.yaml] --id N [--data-dir DIR]`: runs replica N of the
+//! cluster until SIGINT or SIGTERM. Logs go to stderr, filtered by `RUST_LOG` (default
+//! `info`), coloured only on a terminal.
 
-use chat_bin::process;
+use chat_bin::{logging, process};
 use chat_core::ids::ReplicaId;
 use clap::Parser;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use tracing_subscriber::EnvFilter;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -15,9 +15,9 @@ use tracing_subscriber::EnvFilter;
     about = "Runs one replica of the chat service"
 )]
 struct Args {
-    /// The cluster configuration file.
+    /// The cluster configuration [default: config.yaml if it exists, else the built-in one]
     #[arg(long, value_name = "PATH")]
-    config: PathBuf,
+    config: Option<PathBuf>,
     /// Which replica of the configuration to run.
     #[arg(long, value_name = "N")]
     id: ReplicaId,
@@ -28,21 +28,15 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    match serve(args) {
+    if let Err(e) = logging::init() {
+        eprintln!("chat-server: {e}");
+        return ExitCode::from(2);
+    }
+    match process::run_replica(args.config.as_deref(), args.id, args.data_dir) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("chat-server: {e}");
             ExitCode::FAILURE
         }
     }
-}
-
-fn serve(args: Args) -> Result<(), String> {
-    process::run_replica(&args.config, args.id, args.data_dir).map_err(|e| e.to_string())
 }

@@ -16,7 +16,8 @@ use chat_core::chat::{ChatError, Reply};
 use chat_core::command::{self, Command, ParseError, HELP};
 use chat_net::client::{Client, ClientError, Incoming};
 use std::io::IsTerminal;
-use std::sync::mpsc::Receiver;
+use std::sync::mpsc::{self, Receiver};
+use std::thread;
 
 /// Commands a program adds to the client: lines that start with ':' (the demo's `:kill 1`).
 pub trait Extension {
@@ -24,6 +25,45 @@ pub trait Extension {
     fn help(&self) -> &str;
     /// Runs one line that starts with ':' (given whole): the text to print, or what failed.
     fn run(&mut self, line: &str) -> Result<String, String>;
+    /// Lines of the program's own to print as they come, like pushed messages (the demo's
+    /// "replica 1 exited"); taken once, when the loop starts.
+    fn notices(&mut self) -> Option<Receiver<String>> {
+        None
+    }
+}
+
+/// What is printed without being asked: from the service, or a notice of the program's own.
+pub(super) enum Unasked {
+    Service(Incoming),
+    Notice(String),
+}
+
+impl Unasked {
+    fn describe(&self) -> String {
+        match self {
+            Unasked::Service(event) => describe_incoming(event),
+            Unasked::Notice(text) => text.clone(),
+        }
+    }
+}
+
+/// The service's pushes and the program's notices, merged into one stream.
+fn unasked(incoming: Receiver<Incoming>, notices: Option<Receiver<String>>) -> Receiver<Unasked> {
+    let (lines, merged) = mpsc::channel();
+    if let Some(notices) = notices {
+        let lines = lines.clone();
+        thread::spawn(move || {
+            notices
+                .into_iter()
+                .try_for_each(|n| lines.send(Unasked::Notice(n)))
+        });
+    }
+    thread::spawn(move || {
+        incoming
+            .into_iter()
+            .try_for_each(|event| lines.send(Unasked::Service(event)))
+    });
+    merged
 }
 
 /// How to run the loop.
@@ -52,10 +92,10 @@ pub fn run<'a>(
     incoming: Receiver<Incoming>,
     options: Options<'a>,
 ) -> Result<Outcome, String> {
-    let mut dispatch = Dispatch {
-        client,
-        extension: options.extension,
-    };
+    let mut extension = options.extension;
+    let notices = extension.as_mut().and_then(|e| e.notices());
+    let incoming = unasked(incoming, notices);
+    let mut dispatch = Dispatch { client, extension };
     if let Some(commands) = options.commands {
         let lines = commands.into_iter().map(|c| Ok(c.into_bytes()));
         return script::run(&mut dispatch, incoming, lines, options.json);

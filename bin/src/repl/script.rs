@@ -4,7 +4,7 @@
 //! every reply and pushed message to stdout as one JSON object per line ([`super::json`]).
 //! A line that is not UTF-8 fails alone; the run goes on.
 
-use super::{describe_incoming, json, Answer, Dispatch, Failure, Outcome, Step};
+use super::{json, Answer, Dispatch, Failure, Outcome, Step, Unasked};
 use chat_net::client::Incoming;
 use std::sync::mpsc::Receiver;
 use std::thread;
@@ -15,7 +15,7 @@ const LINGER: Duration = Duration::from_millis(300);
 
 pub(super) fn run(
     dispatch: &mut Dispatch,
-    incoming: Receiver<Incoming>,
+    incoming: Receiver<Unasked>,
     lines: impl Iterator<Item = std::io::Result<Vec<u8>>>,
     json: bool,
 ) -> Result<Outcome, String> {
@@ -66,13 +66,17 @@ impl Output {
         }
     }
 
-    fn incoming(self, event: &Incoming) {
-        if self.json {
-            println!("{}", json::incoming(event));
-        } else if let Incoming::Trouble(_) = event {
-            eprintln!("{}", describe_incoming(event));
-        } else {
-            println!("{}", describe_incoming(event));
+    fn incoming(self, event: &Unasked) {
+        match event {
+            Unasked::Service(event) if self.json => println!("{}", json::incoming(event)),
+            Unasked::Notice(text) if self.json => {
+                println!("{}", serde_json::json!({ "type": "notice", "text": text }));
+            }
+            // Trouble and the program's notices are not replies: they go with the errors.
+            Unasked::Service(Incoming::Trouble(_)) | Unasked::Notice(_) => {
+                eprintln!("{}", event.describe());
+            }
+            Unasked::Service(_) => println!("{}", event.describe()),
         }
     }
 }

@@ -5,12 +5,11 @@
 //! Why rustyline 19 (and not reedline) is in NOTEBOOK.md, "The client at the keyboard and in
 //! scripts": its external printer used to hold pasted text back until the next key press.
 
-use super::{carries_password, describe_incoming, Dispatch, Line, Outcome, Step};
+use super::{carries_password, Dispatch, Line, Outcome, Step, Unasked};
 use chat_core::chat::Op;
 use chat_core::command::Command;
 use chat_core::password::Password;
 use chat_core::wire::PasswordAction;
-use chat_net::client::Incoming;
 use rustyline::config::Configurer;
 use rustyline::error::ReadlineError;
 use rustyline::highlight::{CmdKind, Highlighter};
@@ -29,10 +28,7 @@ const HISTORY_SIZE: usize = 1000;
 type ChatEditor = Editor<Masking, FileHistory>;
 
 /// At the keyboard a failed command is shown and done with: the run succeeds.
-pub(super) fn run(
-    dispatch: &mut Dispatch,
-    incoming: Receiver<Incoming>,
-) -> Result<Outcome, String> {
+pub(super) fn run(dispatch: &mut Dispatch, incoming: Receiver<Unasked>) -> Result<Outcome, String> {
     let mut editor = editor().map_err(|e| format!("line editor: {e}"))?;
     let history = History::open(&mut editor);
     show_incoming(&mut editor, incoming);
@@ -67,7 +63,7 @@ pub(super) fn run(
 }
 
 /// Prints what the service pushes, above the line being typed.
-fn show_incoming(editor: &mut ChatEditor, incoming: Receiver<Incoming>) {
+fn show_incoming(editor: &mut ChatEditor, incoming: Receiver<Unasked>) {
     let mut print: Box<dyn FnMut(String) -> bool + Send> = match editor.create_external_printer() {
         Ok(mut printer) => Box::new(move |text| printer.print(text).is_ok()),
         // A terminal rustyline does not drive (`TERM=dumb`): plain lines.
@@ -80,7 +76,7 @@ fn show_incoming(editor: &mut ChatEditor, incoming: Receiver<Incoming>) {
         for event in incoming {
             // With its own line end: written while no prompt is shown (a request is running),
             // the text goes out as it is.
-            if !print(format!("{}\n", describe_incoming(&event))) {
+            if !print(format!("{}\n", event.describe())) {
                 return;
             }
         }

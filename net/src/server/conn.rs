@@ -79,6 +79,11 @@ impl Conn {
         self.decoder.next()
     }
 
+    /// Bytes queued and not yet written.
+    pub(super) fn queued(&self) -> usize {
+        self.out.len() - self.written
+    }
+
     /// Bytes received and not yet decoded.
     pub(super) fn buffered(&self) -> usize {
         self.decoder.buffered()

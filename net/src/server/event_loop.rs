@@ -5,15 +5,17 @@ use super::admission::Admission;
 use super::clients::Routes;
 use super::io_thread::IoThread;
 use super::links::{Link, Side};
+use super::metrics::{ErrorLabel, Metrics};
+use super::narrator::Narrator;
 use super::passwords::Passwords;
 use super::peers::Peers;
 use super::{ServerError, ServerOptions, Shutdown};
 use crate::storage::Storage;
-use chat_core::chat::Event;
+use chat_core::chat::{Event, Reply};
 use chat_core::config::{Config, NetLimits};
 use chat_core::ids::ReplicaId;
 use chat_core::peer_auth::ClusterSecret;
-use chat_core::replica::{Input, Output, Replica, Role};
+use chat_core::replica::{Input, Output, Replica};
 use chat_core::time::{Duration, Instant};
 use chat_core::wire::ServerToClient;
 use mio::net::TcpListener;
@@ -32,6 +34,8 @@ const FIRST_CONNECTION: usize = 3;
 
 /// Bytes read from a socket at a time.
 const READ_CHUNK: usize = 64 * 1024;
+/// How often the bytes queued on connections are summed for the metrics.
+const SAMPLE_EVERY: Duration = Duration::from_millis(250);
 
 /// The OS monotonic clock as the core's microseconds since start.
 #[derive(Clone, Copy, Debug)]
@@ -76,8 +80,9 @@ pub(super) struct EventLoop {
     pub(super) dirty: Vec<Token>,
     pub(super) scratch: Vec<u8>,
     shutdown: Shutdown,
-    /// The role, view and primary last logged.
-    logged_role: (Role, u64, Option<ReplicaId>),
+    /// Logs role changes with their reasons and catch-ups; keeps the metrics.
+    pub(super) narrator: Narrator,
+    next_sample: Instant,
 }
 
 impl EventLoop {
@@ -107,7 +112,17 @@ impl EventLoop {
         }
         let now = clock.now();
         let peers = Peers::new(config, me, secret, now)?;
-        let io = IoThread::spawn(storage, waker.clone())
+        let metrics = Metrics::default();
+        if let Some(at) = config.metrics_addr_of(me) {
+            let addr = resolve(&at.0, at.1).map_err(ServerError::io(format!(
+                "resolving metrics_addr {}:{}",
+                at.0, at.1
+            )))?;
+            metrics
+                .serve(addr, me)
+                .map_err(ServerError::io(format!("serving metrics on {addr}")))?;
+        }
+        let io = IoThread::spawn(storage, waker.clone(), metrics.fsync_seconds.clone())
             .map_err(ServerError::io("starting the storage thread"))?;
         let passwords = Passwords::start(opts.password_cost, waker.clone())
             .map_err(ServerError::io("starting the password workers"))?;
@@ -120,6 +135,7 @@ impl EventLoop {
         );
         let net = config.net.clone();
         let status = replica.status();
+        let election_timeout = Duration::from_millis(config.election_timeout_ms);
         Ok(EventLoop {
             me,
             poll,
@@ -142,7 +158,8 @@ impl EventLoop {
             dirty: Vec::new(),
             scratch: vec![0; READ_CHUNK],
             shutdown,
-            logged_role: (status.role, status.view, status.primary),
+            narrator: Narrator::new(&status, config.replicas.len(), election_timeout, metrics),
+            next_sample: now,
             net,
         })
     }
@@ -167,6 +184,7 @@ impl EventLoop {
             }
             self.turn_timers();
             self.flush_dirty();
+            self.sample_queues();
         }
         self.stop()
     }
@@ -245,7 +263,10 @@ impl EventLoop {
     pub(super) fn drain_outputs(&mut self) {
         while let Some(output) = self.replica.poll_output() {
             match output {
-                Output::Send { to, message } => self.send_to_peer(to, &message),
+                Output::Send { to, message } => {
+                    self.narrator.on_send(self.now, to, &message);
+                    self.send_to_peer(to, &message)
+                }
                 Output::Persist { id, what } => {
                     if let Some(io) = &self.io {
                         io.submit(id, what);
@@ -255,7 +276,12 @@ impl EventLoop {
                     client,
                     request,
                     reply,
-                } => self.send_to_client(client, &ServerToClient::Reply { request, reply }),
+                } => {
+                    if let Reply::Error(e) = &reply {
+                        count_error(&self.narrator.metrics, e);
+                    }
+                    self.send_to_client(client, &ServerToClient::Reply { request, reply })
+                }
                 Output::Redirect { client, primary } => {
                     self.send_to_client(client, &ServerToClient::Redirect { primary })
                 }
@@ -267,22 +293,17 @@ impl EventLoop {
                 }
             }
         }
-        self.log_role_change();
+        self.narrator.after_turn(self.now, &self.replica.status());
     }
 
-    fn log_role_change(&mut self) {
-        let status = self.replica.status();
-        let now = (status.role, status.view, status.primary);
-        if now != self.logged_role {
-            self.logged_role = now;
-            let primary = status
-                .primary
-                .map_or("unknown".to_owned(), |p| p.to_string());
-            info!(
-                "{:?} in view {} (primary: {primary})",
-                status.role, status.view
-            );
+    /// Every `SAMPLE_EVERY`, the bytes waiting on connections, for the metrics.
+    fn sample_queues(&mut self) {
+        if self.now < self.next_sample {
+            return;
         }
+        self.next_sample = self.now + SAMPLE_EVERY;
+        let queued: usize = self.links.values().map(|l| l.conn.queued()).sum();
+        self.narrator.metrics.queued_bytes.set(queued as i64);
     }
 
     /// A new connection gets the next token (tokens are never reused, so a stale event or
@@ -310,6 +331,21 @@ impl EventLoop {
         info!("stopped");
         Ok(())
     }
+}
+
+/// Counts an error reply by its kind (the variant's name, never its contents).
+fn count_error(metrics: &Metrics, error: &chat_core::chat::ChatError) {
+    let name = format!("{error:?}");
+    let kind = name
+        .split(|c: char| !c.is_alphanumeric())
+        .next()
+        .unwrap_or_default();
+    metrics
+        .errors
+        .get_or_create(&ErrorLabel {
+            error: kind.to_owned(),
+        })
+        .inc();
 }
 
 fn listen(host: &str, port: u16, what: &str) -> Result<TcpListener, ServerError> {

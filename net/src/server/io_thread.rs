@@ -5,6 +5,7 @@
 use crate::storage::{Storage, StorageError};
 use chat_core::replica::{Persist, PersistId};
 use mio::Waker;
+use prometheus_client::metrics::histogram::Histogram;
 use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
@@ -20,14 +21,19 @@ pub(super) struct IoThread {
 }
 
 impl IoThread {
-    pub(super) fn spawn(storage: Storage, waker: Arc<Waker>) -> std::io::Result<IoThread> {
+    /// Starts the thread; each fsync's time goes to `fsync_seconds`.
+    pub(super) fn spawn(
+        storage: Storage,
+        waker: Arc<Waker>,
+        fsync_seconds: Histogram,
+    ) -> std::io::Result<IoThread> {
         let (ops, ops_rx) = mpsc::channel();
         let (done_tx, done) = mpsc::channel();
         let thread = thread::Builder::new()
             .name("chat-storage".to_owned())
             .spawn(move || {
                 let _wake = WakeOnExit(waker.clone());
-                work(storage, ops_rx, done_tx, &waker);
+                work(storage, ops_rx, done_tx, &waker, &fsync_seconds);
             })?;
         Ok(IoThread {
             ops: Some(ops),
@@ -84,10 +90,11 @@ fn work(
     ops: Receiver<(PersistId, Persist)>,
     done: Sender<Done>,
     waker: &Waker,
+    fsync_seconds: &Histogram,
 ) {
     while let Ok(first) = ops.recv() {
         let batch = std::iter::once(first).chain(ops.try_iter());
-        let result = write_batch(&mut storage, batch);
+        let result = write_batch(&mut storage, batch, fsync_seconds);
         let failed = result.is_err();
         if done.send(result).is_err() {
             return;
@@ -103,6 +110,7 @@ fn work(
 fn write_batch(
     storage: &mut Storage,
     batch: impl Iterator<Item = (PersistId, Persist)>,
+    fsync_seconds: &Histogram,
 ) -> Result<PersistId, StorageError> {
     let mut last = 0;
     for (id, what) in batch {
@@ -116,6 +124,8 @@ fn write_batch(
         }
         last = id;
     }
+    let started = std::time::Instant::now();
     storage.sync()?;
+    fsync_seconds.observe(started.elapsed().as_secs_f64());
     Ok(last)
 }

@@ -6,6 +6,7 @@
 use super::admission::Admission;
 use super::conn::{Conn, ReadOutcome, MAX_OUTGOING};
 use super::event_loop::EventLoop;
+use super::metrics::{KindLabel, OpLabel};
 use chat_core::codec::frame;
 use chat_core::codec::handshake::check_hello;
 use chat_core::ids::{ClientId, ReplicaId};
@@ -20,7 +21,7 @@ use std::cmp::Reverse;
 use std::fmt;
 use std::io::ErrorKind;
 use std::net::{IpAddr, SocketAddr};
-use tracing::{debug, error, warn};
+use tracing::{error, trace, warn};
 
 /// Chunks read from one connection per turn, so that one busy sender cannot starve the rest.
 const READ_BUDGET: usize = 16;
@@ -154,7 +155,47 @@ enum Frame {
     Peer(PeerMessage),
 }
 
+/// A client message's kind, for the request counter (never its contents).
+fn request_kind(message: &ClientToServer) -> &'static str {
+    use chat_core::chat::Op;
+    use chat_core::wire::PasswordAction;
+    match message {
+        ClientToServer::Attach { .. } => "attach",
+        ClientToServer::Status => "status",
+        ClientToServer::WithPassword { action, .. } => match action {
+            PasswordAction::Create => "create_with_password",
+            PasswordAction::Login => "login_with_password",
+        },
+        ClientToServer::Request(request) => match request.op {
+            Op::OpenSession => "open_session",
+            Op::List { .. } => "list",
+            Op::Create { .. } => "create",
+            Op::Login { .. } => "login",
+            Op::Logout => "logout",
+            Op::Delete => "delete",
+            Op::Send { .. } => "send",
+            Op::Deliver => "deliver",
+            Op::Ack { .. } => "ack",
+            // Forged: only the primary's driver orders these (the connection is closed).
+            Op::CreateWithPassword { .. } | Op::LoginVerified { .. } | Op::LoginRefused { .. } => {
+                "forged"
+            }
+        },
+    }
+}
+
 impl EventLoop {
+    /// The open-connections gauge for connections admitted by `side` (`None`: ours).
+    fn connections(&self, side: Option<Side>) -> prometheus_client::metrics::gauge::Gauge {
+        let kind = match side {
+            Some(Side::Client) => "client",
+            Some(Side::Peer) => "peer_in",
+            None => "peer_out",
+        };
+        let connections = &self.narrator.metrics.connections;
+        connections.get_or_create_owned(&KindLabel { kind })
+    }
+
     fn admission(&mut self, side: Side) -> &mut Admission {
         match side {
             Side::Client => &mut self.client_admission,
@@ -231,6 +272,7 @@ impl EventLoop {
         if let Some(deadline) = link.handshake_deadline {
             self.timers.push(Reverse((deadline, token)));
         }
+        self.connections(link.side).inc();
         self.links.insert(token, link);
         Some(token)
     }
@@ -243,7 +285,7 @@ impl EventLoop {
         if !link.conn.is_connected() {
             match link.conn.poll_connect() {
                 Ok(false) => return,
-                Ok(true) => debug!(addr = %link.addr, "connected"),
+                Ok(true) => trace!(addr = %link.addr, "connected"),
                 Err(e) => return self.connect_failed(token, &e),
             }
         }
@@ -306,11 +348,19 @@ impl EventLoop {
         match frame {
             Frame::Hello(hello) => self.on_hello(token, hello),
             Frame::Auth(frame) => self.on_auth_frame(token, frame),
-            Frame::Client(message) => self.on_client_message(token, message),
+            Frame::Client(message) => {
+                let op = request_kind(&message);
+                let requests = &self.narrator.metrics.requests;
+                requests.get_or_create(&OpLabel { op }).inc();
+                self.on_client_message(token, message)
+            }
             Frame::Peer(message) => {
                 let Some(Kind::PeerIn { from }) = self.links.get(&token).map(|l| l.kind) else {
                     return;
                 };
+                let status = self.replica.status();
+                self.narrator
+                    .on_peer_message(self.now, from, &message, &status);
                 self.replica.handle(self.now, Input::Peer { from, message });
                 self.drain_outputs();
             }
@@ -449,13 +499,14 @@ impl EventLoop {
     /// Closes a connection that ended in an ordinary way.
     pub(super) fn drop_link(&mut self, token: Token, why: &str) {
         if let Some(link) = self.remove(token) {
-            debug!(addr = %link.addr, kind = %link.kind, "connection closed: {why}");
+            trace!(addr = %link.addr, kind = %link.kind, "connection closed: {why}");
         }
     }
 
     fn remove(&mut self, token: Token) -> Option<Link> {
         let mut link = self.links.remove(&token)?;
         link.conn.deregister(self.poll.registry());
+        self.connections(link.side).dec();
         if let Some(side) = link.side {
             self.admission(side).release(link.ip());
         }

@@ -18,13 +18,15 @@ mod event_loop;
 mod hash_pool;
 mod io_thread;
 mod links;
+mod metrics;
+mod narrator;
 mod passwords;
 mod peers;
 mod shutdown;
 
 pub use shutdown::Shutdown;
 
-use crate::storage::{Storage, StorageError, StorageOptions};
+use crate::storage::{DirLock, LockError, Storage, StorageError, StorageOptions};
 use chat_core::config::Config;
 use chat_core::ids::ReplicaId;
 use chat_core::password::HashCost;
@@ -56,6 +58,8 @@ pub struct ServerOptions {
 pub enum ServerError {
     #[error("replica {0} is not in the configuration")]
     UnknownId(ReplicaId),
+    #[error(transparent)]
+    Locked(#[from] LockError),
     #[error("storage: {0}")]
     Storage(#[from] StorageError),
     #[error(transparent)]
@@ -90,6 +94,8 @@ pub fn run(config: &Config, id: ReplicaId, opts: ServerOptions) -> Result<(), Se
         .data_dir
         .clone()
         .unwrap_or_else(|| PathBuf::from(&config.data_dir).join(format!("replica-{id}")));
+    // Before anything in the directory is read; held until this function returns.
+    let _lock = DirLock::acquire(&dir)?;
     let (storage, recovered, report) = Storage::open(&dir, StorageOptions::default())?;
     if let Some((file, len)) = &report.torn_tail {
         warn!(

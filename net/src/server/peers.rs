@@ -23,7 +23,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 use std::collections::{BTreeMap, HashMap};
 use std::io::{self, ErrorKind};
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
-use tracing::debug;
+use tracing::trace;
 
 const MIN_BACKOFF: Duration = Duration::from_millis(50);
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
@@ -221,7 +221,7 @@ impl EventLoop {
     }
 
     fn dial_failed(&mut self, to: ReplicaId, error: &io::Error) {
-        debug!("cannot connect to replica {to}: {error}");
+        trace!("cannot connect to replica {to}: {error}");
         self.peers.outbound_closed(to, self.now);
         self.report_refusal(to, error);
     }
@@ -229,6 +229,7 @@ impl EventLoop {
     /// A refused connect means the peer's host is up and its process is not.
     fn report_refusal(&mut self, to: ReplicaId, error: &io::Error) {
         if error.kind() == ErrorKind::ConnectionRefused {
+            self.narrator.on_refused(self.now, to);
             self.replica.handle(self.now, Input::PeerRefused(to));
             self.drain_outputs();
         }

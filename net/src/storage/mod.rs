@@ -16,7 +16,10 @@
 //!   kernel may have dropped the dirty pages, and only a restart with recovery is sound.
 
 mod files;
+mod lock;
 mod recovery;
+
+pub use lock::{DirLock, LockError, LOCK_FILE};
 
 use chat_core::codec::record;
 use chat_core::durable::{Record, Recovered, ReplayError, Snapshot};
