@@ -195,8 +195,16 @@ fn write_seed_corpus() {
         data: service.snapshot(),
     };
     write("snapshot", "state", snap.data.clone());
-    write("snapshot", "file-whole", snapshot::encode_to_vec(&snap, 1 << 20));
-    write("snapshot", "file-chunks", snapshot::encode_to_vec(&snap, 16));
+    write(
+        "snapshot",
+        "file-whole",
+        snapshot::encode_to_vec(&snap, 1 << 20),
+    );
+    write(
+        "snapshot",
+        "file-chunks",
+        snapshot::encode_to_vec(&snap, 16),
+    );
     for (i, line) in [
         "0|a.*",
         "1|ann",

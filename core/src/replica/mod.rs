@@ -533,8 +533,13 @@ impl Replica {
                 .expect("committed entries are in the log")
                 .clone();
             self.applied = index;
-            let EntryBody::Request(request) = entry.body else {
-                continue;
+            let request = match entry.body {
+                EntryBody::Request(request) => request,
+                EntryBody::Time(now) => {
+                    self.service.advance_clock(now);
+                    continue;
+                }
+                EntryBody::Noop => continue,
             };
             if let Some(leader) = self.leader.as_mut() {
                 leader.pending.remove(&request.client);

@@ -10,6 +10,7 @@ use chat_core::replica::Input;
 use chat_core::wire::{ClientToServer, ServerToClient};
 use mio::Token;
 use std::collections::HashMap;
+use tracing::debug;
 
 /// Which connection each session is attached to. A connection serves one session at a time.
 #[derive(Debug, Default)]
@@ -46,6 +47,12 @@ impl EventLoop {
                     "sent an operation only the primary may order (forged)",
                 );
             }
+            ClientToServer::Request(request)
+                if request.op == Op::OpenSession && !self.may_open_session(token) =>
+            {
+                // Unanswered: the client tries again after its reply timeout.
+                debug!("dropping a session opening over the rate limit");
+            }
             ClientToServer::Request(request) => {
                 self.attach(token, request.client);
                 self.replica.handle(self.now, Input::Client(request));
@@ -66,6 +73,15 @@ impl EventLoop {
                 self.send_frame(token, &status);
             }
         }
+    }
+
+    /// Whether this connection, and its address, are within their rates of session openings
+    /// (`net.session_opens_*`); counts the opening if so.
+    fn may_open_session(&mut self, token: Token) -> bool {
+        let Some(ip) = self.links.get(&token).map(|link| link.ip()) else {
+            return false;
+        };
+        self.session_opens.allow(token, ip, self.now)
     }
 
     /// Routes `client`'s replies and pushes to `token` from now on.

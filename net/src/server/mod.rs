@@ -20,6 +20,7 @@ mod io_thread;
 mod links;
 mod passwords;
 mod peers;
+mod session_opens;
 mod shutdown;
 
 pub use shutdown::Shutdown;

@@ -229,14 +229,15 @@ fn write_snapshot_file(
     file.sync_all().map_err(sync_error(path))
 }
 
-/// Creates segment `seq` holding `vote` (if any), durably: file synced, then directory.
+/// Creates segment `seq` holding `vote` (if any), durably: file synced, then directory. If
+/// that fails (a full disk), the new file is removed again: a failed start leaves nothing new.
 fn start_segment(
     dir: &Path,
     seq: u64,
     vote: Option<&Record>,
 ) -> Result<(Segment, File, u64), StorageError> {
     let path = dir.join(files::segment_name(seq));
-    let mut file = OpenOptions::new()
+    let file = OpenOptions::new()
         .write(true)
         .create_new(true)
         .open(&path)
@@ -244,14 +245,31 @@ fn start_segment(
     let mut bytes = Vec::new();
     if let Some(vote) = vote {
         record::encode(vote, &mut bytes);
-        file.write_all(&bytes).map_err(io_error(&path))?;
-        file.sync_data().map_err(sync_error(&path))?;
     }
-    sync_dir(dir)?;
+    let written = write_new_segment(dir, &path, &file, &bytes);
+    if let Err(e) = written {
+        drop(file);
+        let _ = std::fs::remove_file(&path);
+        let _ = sync_dir(dir);
+        return Err(e);
+    }
     let segment = Segment {
         seq,
         path,
         max_index: None,
     };
     Ok((segment, file, bytes.len() as u64))
+}
+
+fn write_new_segment(
+    dir: &Path,
+    path: &Path,
+    mut file: &File,
+    bytes: &[u8],
+) -> Result<(), StorageError> {
+    if !bytes.is_empty() {
+        file.write_all(bytes).map_err(io_error(path))?;
+        file.sync_data().map_err(sync_error(path))?;
+    }
+    sync_dir(dir)
 }
