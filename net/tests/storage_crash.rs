@@ -544,3 +544,53 @@ fn reset_dir(dir: &Path, files: &BTreeMap<PathBuf, Vec<u8>>) {
         std::fs::write(path, bytes).unwrap();
     }
 }
+
+/// The directory a [`start_on_a_full_disk`] child opens.
+const FULL_DISK_DIR: &str = "STORAGE_CRASH_FULL_DISK_DIR";
+
+/// Run by [`a_failed_start_on_a_full_disk_leaves_nothing_new_behind`] in a child process
+/// that may not write a single byte to any file (`ulimit -f 0`, like a full disk): opening
+/// the storage must fail.
+#[test]
+#[ignore = "run as a child process by a_failed_start_on_a_full_disk_leaves_nothing_new_behind"]
+fn start_on_a_full_disk() {
+    let dir = std::env::var(FULL_DISK_DIR).expect("run by the parent test");
+    match Storage::open(Path::new(&dir), StorageOptions::default()) {
+        Err(e) => println!("refused as expected: {e}"),
+        Ok(_) => panic!("opened on a disk that takes no bytes"),
+    }
+}
+
+#[test]
+fn a_failed_start_on_a_full_disk_leaves_nothing_new_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut storage, _, _) = Storage::open(dir.path(), StorageOptions::default()).unwrap();
+    let mut history = History::new(4);
+    // A vote, so that the next segment starts by writing it.
+    storage
+        .append(&[Record::Vote {
+            view: 1,
+            voted_for: Some(0),
+        }])
+        .unwrap();
+    storage.append(&history.batch()).unwrap();
+    storage.sync().unwrap();
+    drop(storage);
+    let before = dir_state(dir.path());
+    let exe = std::env::current_exe().unwrap();
+    let output = std::process::Command::new("sh")
+        .arg("-c")
+        .arg("trap '' XFSZ; ulimit -f 0; exec \"$0\" --exact start_on_a_full_disk --ignored --nocapture")
+        .arg(&exe)
+        .env(FULL_DISK_DIR, dir.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "child: {stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("refused as expected"), "{stdout}");
+    assert_eq!(dir_state(dir.path()), before, "no new or changed file");
+}

@@ -4,6 +4,7 @@
 
 use super::event_loop::EventLoop;
 use super::links::Kind;
+use super::session_opens::Verdict;
 use chat_core::chat::Op;
 use chat_core::ids::ClientId;
 use chat_core::replica::Input;
@@ -48,11 +49,7 @@ impl EventLoop {
                 );
             }
             ClientToServer::Request(request)
-                if request.op == Op::OpenSession && !self.may_open_session(token) =>
-            {
-                // Unanswered: the client tries again after its reply timeout.
-                debug!("dropping a session opening over the rate limit");
-            }
+                if request.op == Op::OpenSession && !self.may_open_session(token) => {}
             ClientToServer::Request(request) => {
                 self.attach(token, request.client);
                 self.replica.handle(self.now, Input::Client(request));
@@ -76,12 +73,28 @@ impl EventLoop {
     }
 
     /// Whether this connection, and its address, are within their rates of session openings
-    /// (`net.session_opens_*`); counts the opening if so.
+    /// (`net.session_opens_*`); counts the opening if so. Over its own rate, the connection
+    /// is closed; over its address's, the opening is dropped (its client retries later).
     fn may_open_session(&mut self, token: Token) -> bool {
         let Some(ip) = self.links.get(&token).map(|link| link.ip()) else {
             return false;
         };
-        self.session_opens.allow(token, ip, self.now)
+        match self.session_opens.allow(token, ip, self.now) {
+            Verdict::Allowed => true,
+            Verdict::ConnectionOver => {
+                let why = format!(
+                    "opens sessions faster than {} per second (after {})",
+                    self.net.session_opens_per_s_per_connection,
+                    self.net.session_open_burst_per_connection
+                );
+                self.reject(token, &why);
+                false
+            }
+            Verdict::AddressOver => {
+                debug!(%ip, "dropping a session opening over the address's rate");
+                false
+            }
+        }
     }
 
     /// Routes `client`'s replies and pushes to `token` from now on.

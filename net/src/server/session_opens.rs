@@ -1,7 +1,9 @@
 //! How fast sessions may be opened: a token bucket per client connection and one per address.
 //! A client opens one session per process (and one more after its session expired), so the
-//! defaults never bind it; a client opening sessions as fast as it can is held to the rate,
-//! which bounds how fast it can churn the client table.
+//! defaults never bind it. A connection over its own rate is closed (its flood costs it a new
+//! connection and handshake each time, not the replica's loop a frame each); openings over
+//! its address's rate are dropped unanswered (other clients behind that address retry later).
+//! Together they bound how fast one client can churn the client table.
 
 use chat_core::config::NetLimits;
 use chat_core::time::Instant;
@@ -41,6 +43,16 @@ impl Rate {
     }
 }
 
+/// What [`SessionOpens::allow`] decided.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Verdict {
+    Allowed,
+    /// This connection opens sessions faster than any client does.
+    ConnectionOver,
+    /// The connections of this address, together, open sessions too fast.
+    AddressOver,
+}
+
 #[derive(Debug)]
 pub(super) struct SessionOpens {
     connection: Rate,
@@ -66,7 +78,7 @@ impl SessionOpens {
     }
 
     /// Whether connection `token` from `ip` may open a session now; if so, it is counted.
-    pub(super) fn allow(&mut self, token: Token, ip: IpAddr, now: Instant) -> bool {
+    pub(super) fn allow(&mut self, token: Token, ip: IpAddr, now: Instant) -> Verdict {
         if self.per_address.len() > PRUNE_ABOVE {
             let rate = self.address;
             self.per_address
@@ -83,12 +95,15 @@ impl SessionOpens {
             .or_insert_with(|| addr_rate.full(now));
         conn_rate.refill(conn, now);
         addr_rate.refill(addr, now);
-        if conn.tokens < 1.0 || addr.tokens < 1.0 {
-            return false;
+        if conn.tokens < 1.0 {
+            return Verdict::ConnectionOver;
+        }
+        if addr.tokens < 1.0 {
+            return Verdict::AddressOver;
         }
         conn.tokens -= 1.0;
         addr.tokens -= 1.0;
-        true
+        Verdict::Allowed
     }
 
     /// The connection closed. (Its address keeps its bucket: reconnecting refills nothing.)
@@ -117,7 +132,9 @@ mod tests {
         let mut opens = SessionOpens::new(&limits((2, 3), (1000, 1000)));
         let ip: IpAddr = [10, 0, 0, 1].into();
         let t0 = Instant(1_000_000);
-        let allowed = (0..10).filter(|_| opens.allow(Token(5), ip, t0)).count();
+        let allowed = (0..10)
+            .filter(|_| opens.allow(Token(5), ip, t0) == Verdict::Allowed)
+            .count();
         assert_eq!(allowed, 3);
         assert!(
             opens.allow(Token(6), ip, t0),
@@ -144,7 +161,7 @@ mod tests {
         let allowed = (0..8)
             .filter(|&i| {
                 let token = Token(i);
-                let ok = opens.allow(token, a, t0);
+                let ok = opens.allow(token, a, t0) == Verdict::Allowed;
                 opens.forget(token);
                 ok
             })
