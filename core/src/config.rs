@@ -163,7 +163,10 @@ impl Config {
             return Err(invalid("snapshot_every", "must be positive"));
         }
         for (key, value) in [
-            ("net.client_idle_timeout_ms", self.net.client_idle_timeout_ms),
+            (
+                "net.client_idle_timeout_ms",
+                self.net.client_idle_timeout_ms,
+            ),
             (
                 "net.session_opens_per_s_per_connection",
                 self.net.session_opens_per_s_per_connection.into(),

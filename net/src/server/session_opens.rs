@@ -132,25 +132,18 @@ mod tests {
         let mut opens = SessionOpens::new(&limits((2, 3), (1000, 1000)));
         let ip: IpAddr = [10, 0, 0, 1].into();
         let t0 = Instant(1_000_000);
-        let allowed = (0..10)
-            .filter(|_| opens.allow(Token(5), ip, t0) == Verdict::Allowed)
-            .count();
-        assert_eq!(allowed, 3);
-        assert!(
-            opens.allow(Token(6), ip, t0),
-            "another connection has its own"
-        );
+        let verdicts: Vec<Verdict> = (0..4).map(|_| opens.allow(Token(5), ip, t0)).collect();
+        assert_eq!(verdicts[..3], [Verdict::Allowed; 3]);
+        assert_eq!(verdicts[3], Verdict::ConnectionOver);
+        // Another connection has its own bucket.
+        assert_eq!(opens.allow(Token(6), ip, t0), Verdict::Allowed);
+        // One more after half a second.
         let later = t0 + Duration::from_millis(500);
-        assert!(
-            opens.allow(Token(5), ip, later),
-            "one more after half a second"
-        );
-        assert!(!opens.allow(Token(5), ip, later));
+        assert_eq!(opens.allow(Token(5), ip, later), Verdict::Allowed);
+        assert_eq!(opens.allow(Token(5), ip, later), Verdict::ConnectionOver);
+        // A new connection starts full.
         opens.forget(Token(5));
-        assert!(
-            opens.allow(Token(5), ip, later),
-            "a new connection starts full"
-        );
+        assert_eq!(opens.allow(Token(5), ip, later), Verdict::Allowed);
     }
 
     #[test]
@@ -161,16 +154,16 @@ mod tests {
         let allowed = (0..8)
             .filter(|&i| {
                 let token = Token(i);
-                let ok = opens.allow(token, a, t0) == Verdict::Allowed;
+                let verdict = opens.allow(token, a, t0);
                 opens.forget(token);
-                ok
+                verdict == Verdict::Allowed
             })
             .count();
         assert_eq!(allowed, 4);
-        assert!(
-            opens.allow(Token(100), b, t0),
-            "another address is not held back"
-        );
-        assert!(opens.allow(Token(101), a, t0 + Duration::from_millis(100)));
+        assert_eq!(opens.allow(Token(99), a, t0), Verdict::AddressOver);
+        // Another address is not held back.
+        assert_eq!(opens.allow(Token(100), b, t0), Verdict::Allowed);
+        let later = t0 + Duration::from_millis(100);
+        assert_eq!(opens.allow(Token(101), a, later), Verdict::Allowed);
     }
 }
