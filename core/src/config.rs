@@ -55,6 +55,17 @@ pub struct NetLimits {
     /// `host:port`: if set, replica `i` serves Prometheus metrics over HTTP on
     /// `host:(port + i)` at `/metrics` (so replicas sharing a machine do not collide).
     pub metrics_addr: Option<String>,
+    /// A client connection that sends nothing for this long is closed (its client
+    /// reconnects when it needs to, and keeps its session).
+    pub client_idle_timeout_ms: u64,
+    /// Sessions one client connection may open: this many per second, after a burst of
+    /// `session_open_burst_per_connection`. Over it, `OpenSession` is dropped unanswered
+    /// (the client retries later).
+    pub session_opens_per_s_per_connection: u32,
+    pub session_open_burst_per_connection: u32,
+    /// The same over all the client connections from one address.
+    pub session_opens_per_s_per_address: u32,
+    pub session_open_burst_per_address: u32,
 }
 
 impl Default for NetLimits {
@@ -66,6 +77,11 @@ impl Default for NetLimits {
             handshake_timeout_ms: 5_000,
             partial_frame_timeout_ms: 10_000,
             metrics_addr: None,
+            client_idle_timeout_ms: 300_000,
+            session_opens_per_s_per_connection: 1,
+            session_open_burst_per_connection: 5,
+            session_opens_per_s_per_address: 20,
+            session_open_burst_per_address: 100,
         }
     }
 }
@@ -164,6 +180,32 @@ impl Config {
                 ));
             }
         }
+        for (key, value) in [
+            (
+                "net.client_idle_timeout_ms",
+                self.net.client_idle_timeout_ms,
+            ),
+            (
+                "net.session_opens_per_s_per_connection",
+                self.net.session_opens_per_s_per_connection.into(),
+            ),
+            (
+                "net.session_open_burst_per_connection",
+                self.net.session_open_burst_per_connection.into(),
+            ),
+            (
+                "net.session_opens_per_s_per_address",
+                self.net.session_opens_per_s_per_address.into(),
+            ),
+            (
+                "net.session_open_burst_per_address",
+                self.net.session_open_burst_per_address.into(),
+            ),
+        ] {
+            if value == 0 {
+                return Err(invalid(key, "must be positive"));
+            }
+        }
         if self.net.max_frame_bytes < 4096 {
             return Err(invalid("net.max_frame_bytes", "must be at least 4096"));
         }
@@ -184,6 +226,13 @@ impl Config {
             return Err(invalid(
                 "net.max_frame_bytes",
                 "must be at least 8 times the largest message (4 bytes per character)",
+            ));
+        }
+        // The largest reply must fit in the client table by itself.
+        if l.max_client_table_bytes < frame + crate::service::ROW_BYTES {
+            return Err(invalid(
+                "limits.max_client_table_bytes",
+                "must hold at least one reply of net.max_frame_bytes",
             ));
         }
         let names = u64::from(l.list_max) * (u64::from(l.max_name_bytes) + 8) + 64;

@@ -6,6 +6,7 @@
 
 use crate::ids::{OpIndex, ReplicaId, View};
 use crate::service::Request;
+use crate::time::Instant;
 use serde::{Deserialize, Serialize};
 
 /// One log entry: a client request (or a no-op a new primary commits to settle older views),
@@ -21,6 +22,9 @@ pub struct Entry {
 pub enum EntryBody {
     Noop,
     Request(Request),
+    /// The primary's clock when it ordered the entries that follow: the replicated state's
+    /// only source of time (see `crate::service`).
+    Time(Instant),
 }
 
 /// A write-ahead log record.

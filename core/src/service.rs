@@ -11,22 +11,47 @@
 //! 1, which creates its row. Any other request from a client without a row is answered
 //! [`ChatError::SessionExpired`] and creates nothing.
 //!
-//! **Eviction.** The table holds at most `limits.max_sessions` rows. When a new session
-//! opens in a full table, the least recently active row (lowest last-activity index; ties by
-//! lowest client id) is dropped, and its login ends ([`Chat::end_session`]). An evicted
-//! client finds out on its next request, which is answered `SessionExpired`: it opens a new
-//! session and logs in again. A reply it was still waiting for is lost, so a retried request
-//! whose outcome it never saw may or may not have taken effect; the error tells it so.
+//! **Eviction.** The table holds at most `limits.max_sessions` rows and
+//! `limits.max_client_table_bytes` bytes (cached replies plus [`ROW_BYTES`] a row). When a
+//! new session opens in a full table, or a reply pushes the table over its bytes, rows are
+//! dropped in this order, least recently active first (lowest last-activity index; ties by
+//! lowest client id) within each group:
+//! 1. idle sessions: no request for [`ACTIVE_WINDOW`] of the replicated clock;
+//! 2. active sessions that are not logged in (losing one costs its client nothing but a new
+//!    session id, which it opens by itself);
+//! 3. the rest.
+//!
+//! So a client opening sessions as fast as it can churns through idle rows and its own bare
+//! sessions, never through logged-in users who used their session within the window.
+//! An evicted row's login ends ([`Chat::end_session`]). An evicted client finds out on its
+//! next request, which is answered `SessionExpired`: it opens a new session and logs in
+//! again. A reply it was still waiting for is lost, so a retried request whose outcome it
+//! never saw may or may not have taken effect; the error tells it so.
+//!
+//! **Time.** The replicated state may only depend on the log, so the service has no clock of
+//! its own: the primary puts its clock into the log (`EntryBody::Time`, at most about once a
+//! second, before a request) and the service keeps the latest such time, never going back
+//! ([`Service::advance_clock`]). Every replica applies the same entries, so every replica
+//! evicts the same rows. NOTEBOOK.md discusses primaries whose clocks differ.
 //!
 //! **Vanished clients.** A session whose client went away keeps its login until either its
 //! user logs in from another session (a takeover: the old session gets
-//! [`Event::LoggedOut`]), or it becomes the least recently active row and is evicted. So no
-//! session blocks its user forever.
+//! [`Event::LoggedOut`]), or it is evicted (once idle, it goes before any active session).
+//! So no session blocks its user forever.
 
 use crate::chat::{AccountLock, Chat, ChatError, Event, Limits, Message, Op, Reply};
 use crate::ids::{ClientId, OpIndex, RequestNo};
+use crate::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+
+/// A session that made a request within this much replicated time is active: eviction
+/// takes it only when no idle session is left.
+pub const ACTIVE_WINDOW: Duration = Duration::from_secs(60);
+
+/// What one row costs against `limits.max_client_table_bytes` besides its cached reply (the
+/// map entry and the row's fixed fields, roughly).
+pub const ROW_BYTES: u64 = 96;
 
 /// A client's request, as it travels to the primary and sits in the log.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -62,6 +87,10 @@ pub struct Service {
     chat: Chat,
     /// Ordered by client id, so equal tables give equal snapshot bytes.
     clients: BTreeMap<ClientId, ClientRow>,
+    /// The replicated clock: the latest time a primary put in the log.
+    clock: Instant,
+    /// Bytes of the table: [`ROW_BYTES`] and the cached reply's encoded size, per row.
+    table_bytes: u64,
 }
 
 /// One client session's row in the client table.
@@ -73,6 +102,23 @@ struct ClientRow {
     reply: Reply,
     /// Log index of that request: the eviction order.
     last_active: OpIndex,
+    /// The replicated clock when it was applied: idle or active.
+    active_at: Instant,
+    /// What the row counts against `limits.max_client_table_bytes`.
+    bytes: u64,
+}
+
+/// Eviction groups, first evicted first (see the module documentation).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Standing {
+    Idle,
+    Bare,
+    Active,
+}
+
+fn row_bytes(reply: &Reply) -> u64 {
+    let encoded = postcard::experimental::serialized_size(reply).unwrap_or(usize::MAX);
+    ROW_BYTES.saturating_add(encoded as u64)
 }
 
 impl Service {
@@ -158,29 +204,67 @@ impl Service {
         crc32c::crc32c(&self.snapshot())
     }
 
-    /// Adds a row for a new session (request 1), evicting to stay within `max_sessions`.
-    fn open_session(&mut self, limits: &Limits, index: OpIndex, client: ClientId) {
-        while self.clients.len() >= limits.max_sessions as usize {
-            let Some(victim) = self.least_recently_active() else {
-                break;
-            };
-            self.clients.remove(&victim);
-            self.chat.end_session(victim);
-        }
-        let row = ClientRow {
-            request: 1,
-            reply: Reply::SessionOpened,
-            last_active: index,
-        };
-        self.clients.insert(client, row);
+    /// The primary's clock as written in the log: the replicated clock moves to it unless it
+    /// is already later (a primary whose clock is behind cannot turn time back).
+    pub fn advance_clock(&mut self, now: Instant) {
+        self.clock = self.clock.max(now);
     }
 
-    /// O(rows): paid only when a session opens in a full table.
-    fn least_recently_active(&self) -> Option<ClientId> {
+    /// Adds a row for a new session (request 1), evicting to stay within the limits.
+    fn open_session(&mut self, limits: &Limits, index: OpIndex, client: ClientId) {
+        while self.clients.len() >= limits.max_sessions as usize {
+            let Some(victim) = self.eviction_victim(None) else {
+                break;
+            };
+            self.evict(victim);
+        }
+        let reply = Reply::SessionOpened;
+        let row = ClientRow {
+            request: 1,
+            bytes: row_bytes(&reply),
+            reply,
+            last_active: index,
+            active_at: self.clock,
+        };
+        self.table_bytes += row.bytes;
+        self.clients.insert(client, row);
+        self.stay_within_bytes(limits, client);
+    }
+
+    /// Evicts rows other than `keep` while the table is over its bytes.
+    fn stay_within_bytes(&mut self, limits: &Limits, keep: ClientId) {
+        while self.table_bytes > limits.max_client_table_bytes {
+            let Some(victim) = self.eviction_victim(Some(keep)) else {
+                break;
+            };
+            self.evict(victim);
+        }
+    }
+
+    /// The row to evict next, other than `keep`. O(rows): paid only when the table is full.
+    fn eviction_victim(&self, keep: Option<ClientId>) -> Option<ClientId> {
         self.clients
             .iter()
-            .min_by_key(|(id, row)| (row.last_active, **id))
+            .filter(|(id, _)| Some(**id) != keep)
+            .min_by_key(|(id, row)| (self.standing(**id, row), row.last_active, **id))
             .map(|(id, _)| *id)
+    }
+
+    fn standing(&self, client: ClientId, row: &ClientRow) -> Standing {
+        if self.clock.saturating_sub(row.active_at) >= ACTIVE_WINDOW {
+            Standing::Idle
+        } else if !self.chat.is_logged_in(client) {
+            Standing::Bare
+        } else {
+            Standing::Active
+        }
+    }
+
+    fn evict(&mut self, client: ClientId) {
+        if let Some(row) = self.clients.remove(&client) {
+            self.table_bytes -= row.bytes;
+            self.chat.end_session(client);
+        }
     }
 
     /// Applies the request to the chat and records it as the session's latest.
@@ -192,8 +276,13 @@ impl Service {
             .get_mut(&req.client)
             .expect("the session has a row");
         row.request = row.request.max(req.request);
+        let bytes = row_bytes(&reply);
+        self.table_bytes = self.table_bytes - row.bytes + bytes;
+        row.bytes = bytes;
         row.reply = reply.clone();
         row.last_active = index;
+        row.active_at = self.clock;
+        self.stay_within_bytes(limits, req.client);
         Applied {
             reply: Some(reply),
             events,
@@ -242,6 +331,17 @@ mod tests {
 
         fn reply(&mut self, client: ClientId, request: RequestNo, op: Op) -> Option<Reply> {
             self.apply(client, request, op).reply
+        }
+
+        /// A time entry `secs` after the start.
+        fn at(&mut self, secs: u64) {
+            self.index += 1;
+            self.service
+                .advance_clock(Instant::ZERO + Duration::from_secs(secs));
+        }
+
+        fn has_row(&self, client: ClientId) -> bool {
+            self.service.clients.contains_key(&client)
         }
     }
 
@@ -353,7 +453,9 @@ mod tests {
         w.reply(A, 2, create("ann"));
         w.reply(A, 3, login("ann"));
         w.reply(B, 2, create("bob"));
-        // A was active at index 4, B at 5: A goes.
+        // Both idle: the least recently active goes, logged in or not.
+        w.at(60);
+        // A was active at index 4, B at 5: A goes. (Indexes count the time entry too.)
         assert_eq!(w.reply(C, 1, Op::OpenSession), Some(Reply::SessionOpened));
         assert_eq!(w.reply(A, 4, Op::Deliver), EXPIRED);
         assert_eq!(w.service.lookup(A, 3), Lookup::New);
@@ -367,6 +469,74 @@ mod tests {
             w.reply(B, 5, Op::Deliver),
             Some(Reply::Delivered { .. })
         ));
+    }
+
+    #[test]
+    fn idle_sessions_go_first_then_bare_ones_then_the_least_recently_active() {
+        const D: ClientId = 40;
+        let mut w = World::new(3);
+        w.at(0);
+        w.reply(A, 1, Op::OpenSession);
+        w.reply(A, 2, create("ann"));
+        w.reply(A, 3, login("ann"));
+        w.reply(B, 1, Op::OpenSession);
+        w.reply(B, 2, create("bob"));
+        w.reply(B, 3, login("bob"));
+        w.at(30);
+        w.reply(C, 1, Op::OpenSession);
+        w.at(61);
+        // A and B idle (61 s), C active (31 s) and bare: A, the least recently active idle.
+        w.reply(A + 1, 1, Op::OpenSession);
+        assert!(!w.has_row(A) && w.has_row(B) && w.has_row(C));
+        // B still idle: it goes before the bare sessions that are active.
+        w.reply(A + 2, 1, Op::OpenSession);
+        assert!(!w.has_row(B) && w.has_row(C));
+        // Only active rows left: the bare ones, least recently active first (C).
+        w.reply(C + 1, 2, create("cat"));
+        w.reply(A + 1, 2, login("cat"));
+        w.reply(D, 1, Op::OpenSession);
+        assert!(!w.has_row(C), "C: bare, active 31 s ago");
+        assert!(w.has_row(A + 1), "logged in and active: kept");
+        w.reply(D + 1, 1, Op::OpenSession);
+        assert!(!w.has_row(A + 2) && w.has_row(A + 1) && w.has_row(D));
+        // Nothing but logged-in active rows besides the newcomer: least recently active.
+        w.reply(D, 2, login("cat"));
+        assert!(w.has_row(A + 1), "taken over: logged out, still a row");
+        w.reply(A + 1, 3, create("dan"));
+        w.reply(A + 1, 4, login("dan"));
+        w.reply(D + 1, 2, create("eve"));
+        w.reply(D + 1, 3, login("eve"));
+        w.reply(D + 2, 1, Op::OpenSession);
+        assert!(!w.has_row(D), "D, logged in as cat, least recently active");
+        assert!(w.has_row(A + 1) && w.has_row(D + 1));
+    }
+
+    #[test]
+    fn the_table_stays_within_its_bytes() {
+        let mut w = World::new(100);
+        let row = row_bytes(&Reply::SessionOpened);
+        w.limits.max_client_table_bytes = 4 * row;
+        for client in 1..=4 {
+            w.reply(client, 1, Op::OpenSession);
+        }
+        assert_eq!(w.service.table_bytes, 4 * row);
+        assert_eq!(w.service.clients.len(), 4);
+        // A bigger reply pushes the table over: the least recently active other row goes.
+        w.reply(
+            4,
+            2,
+            Op::List {
+                pattern: String::new(),
+            },
+        );
+        assert!(!w.has_row(1));
+        assert_eq!(w.service.clients.len(), 3);
+        assert!(w.service.table_bytes <= w.limits.max_client_table_bytes);
+        let counted: u64 = w.service.clients.values().map(|r| r.bytes).sum();
+        assert_eq!(counted, w.service.table_bytes);
+        // The accounting survives a snapshot.
+        let restored = Service::restore(&w.service.snapshot()).unwrap();
+        assert_eq!(restored.table_bytes, w.service.table_bytes);
     }
 
     #[test]

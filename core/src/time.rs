@@ -5,7 +5,7 @@ use std::ops::{Add, Sub};
 pub use std::time::Duration;
 
 /// A point in time, in microseconds since an epoch chosen by the driver
-/// (process start for `net`, zero for the simulator).
+/// (the UNIX epoch for `net`, through a monotonic clock; zero for the simulator).
 #[derive(
     Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
 )]

@@ -25,6 +25,8 @@ fn limits() -> Limits {
         max_queued_bytes: 16,
         max_accounts: 3,
         max_sessions: 4,
+        // Bytes are bounded in `service`'s own tests; here only the count evicts.
+        max_client_table_bytes: u64::MAX,
     }
 }
 
@@ -361,8 +363,14 @@ impl ModelService {
         let Some(i) = self.rows.iter().position(|r| r.client == client) else {
             if matches!(op, ModelOp::Open) && request == 1 {
                 while self.rows.len() >= l.max_sessions as usize {
+                    // No time passes here, so every row is active: sessions that are not
+                    // logged in go first, then the least recently active.
                     let oldest = (0..self.rows.len())
-                        .min_by_key(|&j| (self.rows[j].active, self.rows[j].client))
+                        .min_by_key(|&j| {
+                            let row = &self.rows[j];
+                            let logged_in = self.chat.user_of(row.client).is_some();
+                            (logged_in, row.active, row.client)
+                        })
                         .unwrap();
                     let gone = self.rows.remove(oldest);
                     self.chat.end_session(gone.client);

@@ -108,7 +108,8 @@ fn entry() -> impl Strategy<Value = Entry> {
         any::<u64>(),
         prop_oneof![
             Just(EntryBody::Noop),
-            request().prop_map(EntryBody::Request)
+            request().prop_map(EntryBody::Request),
+            any::<u64>().prop_map(|t| EntryBody::Time(chat_core::time::Instant(t))),
         ],
     )
         .prop_map(|(index, view, body)| Entry { index, view, body })

@@ -49,7 +49,7 @@ fn every_corpus_and_regression_input_passes() {
 #[ignore = "writes files: run by hand before a fuzzing campaign"]
 fn write_seed_corpus() {
     use chat_core::chat::{Limits, Message, Op, Reply};
-    use chat_core::codec::{frame, record};
+    use chat_core::codec::{frame, record, snapshot};
     use chat_core::durable::{Entry, EntryBody, Record, Snapshot, SnapshotMeta};
     use chat_core::service::{Request, Service};
     use chat_core::wire::{ClientToServer, Hello, PeerMessage, Role, ServerToClient};
@@ -187,19 +187,24 @@ fn write_seed_corpus() {
             service.apply(&Limits::default(), i as u64 + 1, r);
         }
     }
-    let mut snap = Vec::new();
-    let meta = SnapshotMeta {
-        last_index: 7,
-        last_view: 1,
-    };
-    record::encode(
-        &Snapshot {
-            meta,
-            data: service.snapshot(),
+    let snap = Snapshot {
+        meta: SnapshotMeta {
+            last_index: 7,
+            last_view: 1,
         },
-        &mut snap,
+        data: service.snapshot(),
+    };
+    write("snapshot", "state", snap.data.clone());
+    write(
+        "snapshot",
+        "file-whole",
+        snapshot::encode_to_vec(&snap, 1 << 20),
     );
-    write("snapshot", "state", snap);
+    write(
+        "snapshot",
+        "file-chunks",
+        snapshot::encode_to_vec(&snap, 16),
+    );
     for (i, line) in [
         "0|a.*",
         "1|ann",

@@ -6,10 +6,11 @@
 //! panicked, or a property that does not hold.
 
 use chat_core::codec::frame::{self, FrameDecoder};
+use chat_core::codec::snapshot as snapshot_file;
 use chat_core::codec::{handshake, record};
 use chat_core::command;
 use chat_core::config::Config;
-use chat_core::durable::{Record, Recovered, Snapshot};
+use chat_core::durable::{Record, Recovered};
 use chat_core::peer_auth::{AuthFrame, ClusterSecret, Handshake, Prover, Step};
 use chat_core::service::Service;
 use chat_core::wire::{ClientToServer, Hello, PeerMessage, ServerToClient};
@@ -81,14 +82,25 @@ pub fn log_records(data: &[u8]) {
     let _ = Recovered::replay(None, values);
 }
 
-/// Snapshot files: decode the record, then the service state inside; a state that restores
-/// must snapshot back to bytes that restore equal.
+/// Snapshot files (a header record, chunk records, an end record with the checksum of the
+/// whole): a file that decodes re-encodes, in chunks of any size, to a file that decodes equal.
+/// The input is also tried as the service state inside a snapshot: a state that restores must
+/// snapshot back to bytes that restore equal.
 pub fn snapshot(data: &[u8]) {
-    for (_, snap) in record::decode_all::<Snapshot>(data).records {
-        if let Ok(service) = Service::restore(&snap.data) {
-            let again = Service::restore(&service.snapshot()).expect("own snapshot restores");
-            assert_eq!(again, service);
-        }
+    if let Ok(snap) = snapshot_file::decode(data) {
+        let chunk = usize::from(data[data.len() / 2] % 64) + 1;
+        let again = snapshot_file::decode(&snapshot_file::encode_to_vec(&snap, chunk))
+            .expect("a decoded snapshot re-encodes to a valid file");
+        assert_eq!(again, snap);
+        restores_equal(&snap.data);
+    }
+    restores_equal(data);
+}
+
+fn restores_equal(state: &[u8]) {
+    if let Ok(service) = Service::restore(state) {
+        let again = Service::restore(&service.snapshot()).expect("own snapshot restores");
+        assert_eq!(again, service);
     }
 }
 

@@ -3,7 +3,7 @@
 //! and check what recovery gives back.
 
 use chat_core::chat::Op;
-use chat_core::codec::record;
+use chat_core::codec::{record, snapshot};
 use chat_core::durable::{Entry, EntryBody, Record, Recovered, Snapshot, SnapshotMeta};
 use chat_core::ids::OpIndex;
 use chat_core::service::Request;
@@ -94,6 +94,8 @@ impl History {
 fn options(rng: &mut StdRng) -> StorageOptions {
     StorageOptions {
         segment_bytes: rng.gen_range(256..4096),
+        // Small chunks: snapshots of a few hundred bytes span many records.
+        snapshot_chunk_bytes: rng.gen_range(1..128),
     }
 }
 
@@ -374,7 +376,10 @@ fn a_damaged_snapshot_stops_start_up() {
 #[test]
 fn a_cut_short_segment_before_the_last_is_corruption() {
     let dir = tempfile::tempdir().unwrap();
-    let opts = StorageOptions { segment_bytes: 512 };
+    let opts = StorageOptions {
+        segment_bytes: 512,
+        ..StorageOptions::default()
+    };
     let (mut storage, _, _) = Storage::open(dir.path(), opts).unwrap();
     let mut history = History::new(2);
     while segments(dir.path()).len() < 3 {
@@ -411,7 +416,10 @@ fn compaction_keeps_truncations_that_still_matter() {
     };
     let dir = tempfile::tempdir().unwrap();
     // Every entry fills a segment of its own.
-    let opts = StorageOptions { segment_bytes: 100 };
+    let opts = StorageOptions {
+        segment_bytes: 100,
+        ..StorageOptions::default()
+    };
     let (mut storage, _, _) = Storage::open(dir.path(), opts).unwrap();
     let mut written: Vec<Record> = (1..=10).map(|i| entry(i, 1)).collect();
     written.push(Record::Vote {
@@ -435,4 +443,154 @@ fn compaction_keeps_truncations_that_still_matter() {
     let expected = replay(Some(snap), &written);
     assert!(expected.entries.is_empty());
     assert_eq!(recovered, expected);
+}
+
+/// Record boundaries of a snapshot file (the start of every record, and the end).
+fn snapshot_boundaries(bytes: &[u8]) -> Vec<usize> {
+    let mut at = vec![0];
+    while let Ok(Some((_, next))) =
+        record::decode_next::<snapshot::Part>(bytes, *at.last().unwrap())
+    {
+        at.push(next);
+    }
+    assert_eq!(*at.last().unwrap(), bytes.len());
+    at
+}
+
+/// A snapshot spanning many records, cut at each record boundary: as the temporary file of a
+/// crashed snapshot write, recovery ignores and removes it and rebuilds from the previous
+/// snapshot and the log; as the snapshot file itself (damage after it was whole), start-up
+/// stops naming the file and the offset, and changes nothing.
+#[test]
+fn a_multi_record_snapshot_torn_at_every_record_boundary() {
+    let opts = StorageOptions {
+        segment_bytes: 1024,
+        snapshot_chunk_bytes: 16,
+    };
+    let mut history = History::new(3);
+    let dir = tempfile::tempdir().unwrap();
+    let (mut storage, _, _) = Storage::open(dir.path(), opts).unwrap();
+    let mut written = Vec::new();
+    for _ in 0..20 {
+        let batch = history.batch();
+        storage.append(&batch).unwrap();
+        written.extend(batch);
+    }
+    storage.sync().unwrap();
+    let first = history.snapshot();
+    storage.write_snapshot(&first).unwrap();
+    for _ in 0..10 {
+        let batch = history.batch();
+        storage.append(&batch).unwrap();
+        written.extend(batch);
+    }
+    storage.sync().unwrap();
+    drop(storage);
+    let expected = replay(Some(first.clone()), &written);
+
+    let mut second = history.snapshot();
+    second.data = (0..200u8).collect();
+    let bytes = snapshot::encode_to_vec(&second, opts.snapshot_chunk_bytes);
+    let bounds = snapshot_boundaries(&bytes);
+    assert!(bounds.len() > 10, "{} records", bounds.len() - 1);
+    let index = second.meta.last_index;
+    let temp = dir.path().join(format!("snapshot-{index:020}.snap.tmp"));
+    let file = dir.path().join(format!("snapshot-{index:020}.snap"));
+    let pristine = dir_state(dir.path());
+    for &cut in &bounds[..bounds.len() - 1] {
+        // A crash while the new snapshot was being written.
+        std::fs::write(&temp, &bytes[..cut]).unwrap();
+        let (storage, recovered, report) = Storage::open(dir.path(), opts).unwrap();
+        drop(storage);
+        assert_eq!(recovered, expected, "temporary file cut at {cut}");
+        assert_eq!(report.snapshot_index, Some(first.meta.last_index));
+        assert!(!temp.exists(), "temporary file cut at {cut} removed");
+        // Start-up adds an empty segment each time: back to the same files for the next cut.
+        reset_dir(dir.path(), &pristine);
+
+        // The snapshot file itself cut short (it was whole when renamed: this is damage).
+        if index == first.meta.last_index {
+            continue;
+        }
+        std::fs::write(&file, &bytes[..cut]).unwrap();
+        let before = dir_state(dir.path());
+        match Storage::open(dir.path(), opts) {
+            Err(StorageError::Corrupt {
+                file: f, offset, ..
+            }) => {
+                assert_eq!(f, file);
+                assert_eq!(offset, cut as u64, "the first missing record is named");
+            }
+            other => panic!("cut at {cut}: expected corruption, got {other:?}"),
+        }
+        assert_eq!(dir_state(dir.path()), before, "nothing changed");
+        std::fs::remove_file(&file).unwrap();
+    }
+    // Whole, it is the newest snapshot.
+    std::fs::write(&file, &bytes).unwrap();
+    let (_, recovered, report) = Storage::open(dir.path(), opts).unwrap();
+    assert_eq!(report.snapshot_index, Some(index));
+    assert_eq!(recovered.snapshot, Some(second));
+}
+
+/// Puts the directory back to exactly `files`.
+fn reset_dir(dir: &Path, files: &BTreeMap<PathBuf, Vec<u8>>) {
+    for path in dir_state(dir).keys() {
+        if !files.contains_key(path) {
+            std::fs::remove_file(path).unwrap();
+        }
+    }
+    for (path, bytes) in files {
+        std::fs::write(path, bytes).unwrap();
+    }
+}
+
+/// The directory a [`start_on_a_full_disk`] child opens.
+const FULL_DISK_DIR: &str = "STORAGE_CRASH_FULL_DISK_DIR";
+
+/// Run by [`a_failed_start_on_a_full_disk_leaves_nothing_new_behind`] in a child process
+/// that may not write a single byte to any file (`ulimit -f 0`, like a full disk): opening
+/// the storage must fail.
+#[test]
+#[ignore = "run as a child process by a_failed_start_on_a_full_disk_leaves_nothing_new_behind"]
+fn start_on_a_full_disk() {
+    let dir = std::env::var(FULL_DISK_DIR).expect("run by the parent test");
+    match Storage::open(Path::new(&dir), StorageOptions::default()) {
+        Err(e) => println!("refused as expected: {e}"),
+        Ok(_) => panic!("opened on a disk that takes no bytes"),
+    }
+}
+
+#[test]
+fn a_failed_start_on_a_full_disk_leaves_nothing_new_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut storage, _, _) = Storage::open(dir.path(), StorageOptions::default()).unwrap();
+    let mut history = History::new(4);
+    // A vote, so that the next segment starts by writing it.
+    storage
+        .append(&[Record::Vote {
+            view: 1,
+            voted_for: Some(0),
+        }])
+        .unwrap();
+    storage.append(&history.batch()).unwrap();
+    storage.sync().unwrap();
+    drop(storage);
+    let before = dir_state(dir.path());
+    let exe = std::env::current_exe().unwrap();
+    let output = std::process::Command::new("sh")
+        .arg("-c")
+        .arg("trap '' XFSZ; ulimit -f 0; exec \"$0\" --exact start_on_a_full_disk --ignored --nocapture")
+        .arg(&exe)
+        .env(FULL_DISK_DIR, dir.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "child: {stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("refused as expected"), "{stdout}");
+    assert_eq!(dir_state(dir.path()), before, "no new or changed file");
 }

@@ -26,8 +26,10 @@ pub struct Limits {
     pub max_queued_bytes: u64,
     /// Most accounts in total.
     pub max_accounts: u32,
-    /// Most client sessions in the client table; the least recently active is evicted.
+    /// Most client sessions in the client table (see `crate::service` for which go first).
     pub max_sessions: u32,
+    /// Most bytes of the client table (its cached replies, and a fixed cost per row).
+    pub max_client_table_bytes: u64,
 }
 
 impl Default for Limits {
@@ -43,6 +45,7 @@ impl Default for Limits {
             max_queued_bytes: 256 << 20,
             max_accounts: 100_000,
             max_sessions: 10_000,
+            max_client_table_bytes: 256 << 20,
         }
     }
 }

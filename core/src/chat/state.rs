@@ -108,6 +108,11 @@ impl Chat {
         }
     }
 
+    /// Whether `client` is logged in.
+    pub fn is_logged_in(&self, client: ClientId) -> bool {
+        self.user_of.contains_key(&client)
+    }
+
     /// Whether `user` exists, and with which password hash.
     pub fn account_lock(&self, user: &str) -> AccountLock {
         match self.accounts.get(user) {

@@ -1,5 +1,6 @@
-//! Byte codecs for everything read from outside: wire frames and log records.
+//! Byte codecs for everything read from outside: wire frames, log records and snapshot files.
 
 pub mod frame;
 pub mod handshake;
 pub mod record;
+pub mod snapshot;

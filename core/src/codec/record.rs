@@ -70,59 +70,58 @@ pub fn decode_all<T: DeserializeOwned>(bytes: &[u8]) -> Decoded<T> {
     let mut records = Vec::new();
     let mut pos = 0usize;
     let end = loop {
-        let rest = &bytes[pos..];
-        if rest.is_empty() {
-            break End::Clean;
-        }
-        let offset = pos as u64;
-        if rest.iter().all(|&b| b == 0) {
-            break End::TornTail { offset };
-        }
-        let Some(header) = rest.first_chunk::<HEADER_BYTES>() else {
-            break End::TornTail { offset };
-        };
-        let word = |i: usize| u32::from_le_bytes(header[i..i + 4].try_into().expect("4 bytes"));
-        let (len, len_check, crc) = (word(0), word(4), word(8));
-        if crc32c::crc32c(&header[..4]) != len_check {
-            break End::Corrupt {
-                offset,
-                reason: "damaged record length".to_string(),
-            };
-        }
-        if len > MAX_RECORD_BYTES {
-            break End::Corrupt {
-                offset,
-                reason: format!("record length {len} is over the limit of {MAX_RECORD_BYTES}"),
-            };
-        }
-        let Some(body) = rest[HEADER_BYTES..].get(..len as usize) else {
-            break End::TornTail { offset };
-        };
-        let record_end = pos + HEADER_BYTES + body.len();
-        if checksum(&header[..4], body) != crc {
-            break End::Corrupt {
-                offset,
-                reason: "checksum mismatch".to_string(),
-            };
-        }
-        match postcard::take_from_bytes::<T>(body) {
-            Ok((value, [])) => records.push((offset, value)),
-            Ok((_, extra)) => {
-                break End::Corrupt {
-                    offset,
-                    reason: format!("{} bytes after the value", extra.len()),
-                }
+        match decode_next(bytes, pos) {
+            Ok(Some((value, next))) => {
+                records.push((pos as u64, value));
+                pos = next;
             }
-            Err(e) => {
-                break End::Corrupt {
-                    offset,
-                    reason: format!("undecodable body: {e}"),
-                }
-            }
+            Ok(None) => break End::Clean,
+            Err(end) => break end,
         }
-        pos = record_end;
     };
     Decoded { records, end }
+}
+
+/// Decodes the record starting at byte `pos` of `bytes`: the value and where the next record
+/// starts, `Ok(None)` at the very end, or how the bytes end there (never `End::Clean`).
+/// For readers that consume records one at a time instead of collecting them.
+pub fn decode_next<T: DeserializeOwned>(
+    bytes: &[u8],
+    pos: usize,
+) -> Result<Option<(T, usize)>, End> {
+    let rest = bytes.get(pos..).unwrap_or_default();
+    if rest.is_empty() {
+        return Ok(None);
+    }
+    let offset = pos as u64;
+    if rest.iter().all(|&b| b == 0) {
+        return Err(End::TornTail { offset });
+    }
+    let Some(header) = rest.first_chunk::<HEADER_BYTES>() else {
+        return Err(End::TornTail { offset });
+    };
+    let word = |i: usize| u32::from_le_bytes(header[i..i + 4].try_into().expect("4 bytes"));
+    let (len, len_check, crc) = (word(0), word(4), word(8));
+    let corrupt = |reason: String| End::Corrupt { offset, reason };
+    if crc32c::crc32c(&header[..4]) != len_check {
+        return Err(corrupt("damaged record length".to_string()));
+    }
+    if len > MAX_RECORD_BYTES {
+        return Err(corrupt(format!(
+            "record length {len} is over the limit of {MAX_RECORD_BYTES}"
+        )));
+    }
+    let Some(body) = rest[HEADER_BYTES..].get(..len as usize) else {
+        return Err(End::TornTail { offset });
+    };
+    if checksum(&header[..4], body) != crc {
+        return Err(corrupt("checksum mismatch".to_string()));
+    }
+    match postcard::take_from_bytes::<T>(body) {
+        Ok((value, [])) => Ok(Some((value, pos + HEADER_BYTES + body.len()))),
+        Ok((_, extra)) => Err(corrupt(format!("{} bytes after the value", extra.len()))),
+        Err(e) => Err(corrupt(format!("undecodable body: {e}"))),
+    }
 }
 
 fn checksum(len_bytes: &[u8], body: &[u8]) -> u32 {

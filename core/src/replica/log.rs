@@ -116,7 +116,7 @@ pub(super) fn size_hint(entry: &Entry) -> usize {
     const OVERHEAD: usize = 64;
     OVERHEAD
         + match &entry.body {
-            EntryBody::Noop => 0,
+            EntryBody::Noop | EntryBody::Time(_) => 0,
             EntryBody::Request(r) => match &r.op {
                 Op::OpenSession | Op::Logout | Op::Delete | Op::Deliver => 0,
                 Op::List { pattern } => pattern.len(),

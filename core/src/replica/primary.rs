@@ -5,7 +5,7 @@ use crate::chat::{ChatError, Event, Reply};
 use crate::durable::{Entry, EntryBody, Record};
 use crate::ids::{ClientId, OpIndex, ReplicaId, RequestNo, View};
 use crate::service::{Lookup, Request};
-use crate::time::Instant;
+use crate::time::{Duration, Instant};
 use std::collections::BTreeMap;
 
 /// What a primary tracks for its view.
@@ -14,6 +14,8 @@ pub(super) struct Primary {
     peers: BTreeMap<ReplicaId, Progress>,
     /// Requests ordered in the log and not yet applied: client -> request number.
     pub pending: BTreeMap<ClientId, RequestNo>,
+    /// The clock last put in the log in this view (`EntryBody::Time`).
+    stamped: Option<Instant>,
 }
 
 /// Replication progress of one backup (in the manner of raft-rs's progress states).
@@ -51,12 +53,16 @@ impl Primary {
         Primary {
             peers: peers.iter().map(|&p| (p, progress(p))).collect(),
             pending: BTreeMap::new(),
+            stamped: None,
         }
     }
 }
 
 /// How far entries may run ahead of a backup's acknowledgements.
 const WINDOW_APPENDS: u64 = 4;
+
+/// How often, at most, the primary puts its clock into the log (before a request).
+const STAMP_EVERY: Duration = Duration::from_secs(1);
 
 impl super::Replica {
     pub(super) fn on_client_request(&mut self, request: Request) {
@@ -88,6 +94,7 @@ impl super::Replica {
                     return; // Already ordered: the reply comes when it commits.
                 }
                 leader.pending.insert(request.client, request.request);
+                self.stamp_time();
                 self.append_entry(EntryBody::Request(request));
                 self.replicate();
             }
@@ -115,6 +122,21 @@ impl super::Replica {
             request,
             reply,
         });
+    }
+
+    /// Puts our clock into the log before the next request if it moved on by [`STAMP_EVERY`]
+    /// since this view's last stamp: the service's only source of time.
+    fn stamp_time(&mut self) {
+        let now = self.now;
+        let leader = self.leader.as_mut().expect("primary state");
+        if leader
+            .stamped
+            .is_some_and(|at| now.saturating_sub(at) < STAMP_EVERY)
+        {
+            return;
+        }
+        leader.stamped = Some(now);
+        self.append_entry(EntryBody::Time(now));
     }
 
     /// Appends an entry of the current view to our log and to our disk.

@@ -3,6 +3,24 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 
+/// Why a connection was not admitted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Refusal {
+    /// Every slot is taken (this many).
+    Full(usize),
+    /// This address holds its share already.
+    Address(usize, IpAddr),
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refusal::Full(n) => write!(f, "{n} connections already open"),
+            Refusal::Address(n, ip) => write!(f, "{n} connections already open from {ip}"),
+        }
+    }
+}
+
 #[derive(Debug)]
 pub(super) struct Admission {
     max_total: usize,
@@ -22,13 +40,13 @@ impl Admission {
     }
 
     /// Counts a new connection from `ip`, or says which limit refuses it.
-    pub(super) fn admit(&mut self, ip: IpAddr) -> Result<(), String> {
+    pub(super) fn admit(&mut self, ip: IpAddr) -> Result<(), Refusal> {
         if self.total >= self.max_total {
-            return Err(format!("{} connections already open", self.total));
+            return Err(Refusal::Full(self.total));
         }
         let count = self.per_address.entry(ip).or_insert(0);
         if *count >= self.max_per_address {
-            return Err(format!("{count} connections already open from {ip}"));
+            return Err(Refusal::Address(*count, ip));
         }
         *count += 1;
         self.total += 1;
@@ -59,9 +77,13 @@ mod tests {
         let mut adm = Admission::new(3, 2);
         assert!(adm.admit(a).is_ok());
         assert!(adm.admit(a).is_ok());
-        assert!(adm.admit(a).is_err(), "third from one address");
+        assert_eq!(
+            adm.admit(a),
+            Err(Refusal::Address(2, a)),
+            "third from one address"
+        );
         assert!(adm.admit(b).is_ok());
-        assert!(adm.admit(c).is_err(), "fourth in all");
+        assert_eq!(adm.admit(c), Err(Refusal::Full(3)), "fourth in all");
         adm.release(a);
         assert!(adm.admit(c).is_ok());
         assert!(adm.admit(a).is_err(), "total is full again");

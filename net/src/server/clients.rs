@@ -4,12 +4,14 @@
 
 use super::event_loop::EventLoop;
 use super::links::Kind;
+use super::session_opens::Verdict;
 use chat_core::chat::Op;
 use chat_core::ids::ClientId;
 use chat_core::replica::Input;
 use chat_core::wire::{ClientToServer, ServerToClient};
 use mio::Token;
 use std::collections::HashMap;
+use tracing::debug;
 
 /// Which connection each session is attached to. A connection serves one session at a time.
 #[derive(Debug, Default)]
@@ -46,6 +48,8 @@ impl EventLoop {
                     "sent an operation only the primary may order (forged)",
                 );
             }
+            ClientToServer::Request(request)
+                if request.op == Op::OpenSession && !self.may_open_session(token) => {}
             ClientToServer::Request(request) => {
                 self.attach(token, request.client);
                 self.replica.handle(self.now, Input::Client(request));
@@ -64,6 +68,31 @@ impl EventLoop {
             ClientToServer::Status => {
                 let status = ServerToClient::Status(self.replica.status());
                 self.send_frame(token, &status);
+            }
+        }
+    }
+
+    /// Whether this connection, and its address, are within their rates of session openings
+    /// (`net.session_opens_*`); counts the opening if so. Over its own rate, the connection
+    /// is closed; over its address's, the opening is dropped (its client retries later).
+    fn may_open_session(&mut self, token: Token) -> bool {
+        let Some(ip) = self.links.get(&token).map(|link| link.ip()) else {
+            return false;
+        };
+        match self.session_opens.allow(token, ip, self.now) {
+            Verdict::Allowed => true,
+            Verdict::ConnectionOver => {
+                let why = format!(
+                    "opens sessions faster than {} per second (after {})",
+                    self.net.session_opens_per_s_per_connection,
+                    self.net.session_open_burst_per_connection
+                );
+                self.reject(token, &why);
+                false
+            }
+            Verdict::AddressOver => {
+                debug!(%ip, "dropping a session opening over the address's rate");
+                false
             }
         }
     }

@@ -9,6 +9,7 @@ use super::metrics::{ErrorLabel, Metrics};
 use super::narrator::Narrator;
 use super::passwords::Passwords;
 use super::peers::Peers;
+use super::session_opens::SessionOpens;
 use super::{ServerError, ServerOptions, Shutdown};
 use crate::storage::Storage;
 use chat_core::chat::{Event, Reply};
@@ -37,17 +38,30 @@ const READ_CHUNK: usize = 64 * 1024;
 /// How often the bytes queued on connections are summed for the metrics.
 const SAMPLE_EVERY: Duration = Duration::from_millis(250);
 
-/// The OS monotonic clock as the core's microseconds since start.
+/// The core's clock: microseconds since the UNIX epoch as the wall clock said at start, plus
+/// the OS monotonic clock since. It never goes back (a wall-clock step changes nothing), and
+/// it roughly agrees between replicas, which matters for the times a primary puts in the
+/// log (`EntryBody::Time`: which sessions count as active).
 #[derive(Clone, Copy, Debug)]
-pub(super) struct Clock(std::time::Instant);
+pub(super) struct Clock {
+    started: std::time::Instant,
+    wall_at_start: u64,
+}
 
 impl Clock {
     pub(super) fn start() -> Clock {
-        Clock(std::time::Instant::now())
+        let wall = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        Clock {
+            started: std::time::Instant::now(),
+            wall_at_start: u64::try_from(wall.as_micros()).unwrap_or(u64::MAX),
+        }
     }
 
     pub(super) fn now(&self) -> Instant {
-        Instant(u64::try_from(self.0.elapsed().as_micros()).unwrap_or(u64::MAX))
+        let elapsed = u64::try_from(self.started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        Instant(self.wall_at_start.saturating_add(elapsed))
     }
 }
 
@@ -74,6 +88,8 @@ pub(super) struct EventLoop {
     pub(super) peers: Peers,
     pub(super) routes: Routes,
     pub(super) passwords: Passwords,
+    /// How fast each client connection and address may open sessions.
+    pub(super) session_opens: SessionOpens,
     /// Connections whose read budget ran out with bytes still waiting.
     pub(super) pending_reads: Vec<Token>,
     /// Connections with queued bytes to write at the end of the turn.
@@ -154,6 +170,7 @@ impl EventLoop {
             peers,
             routes: Routes::default(),
             passwords,
+            session_opens: SessionOpens::new(&net),
             pending_reads: Vec::new(),
             dirty: Vec::new(),
             scratch: vec![0; READ_CHUNK],

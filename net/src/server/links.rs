@@ -3,7 +3,7 @@
 //! A peer connection carries `PeerMessage`s only once both sides proved that they hold the
 //! cluster secret (if the configuration names one): see [`super::authentication`].
 
-use super::admission::Admission;
+use super::admission::{Admission, Refusal};
 use super::conn::{Conn, ReadOutcome, MAX_OUTGOING};
 use super::event_loop::EventLoop;
 use super::metrics::{KindLabel, OpLabel};
@@ -21,7 +21,8 @@ use std::cmp::Reverse;
 use std::fmt;
 use std::io::ErrorKind;
 use std::net::{IpAddr, SocketAddr};
-use tracing::{error, trace, warn};
+
+use tracing::{error, info, trace, warn};
 
 /// Chunks read from one connection per turn, so that one busy sender cannot starve the rest.
 const READ_BUDGET: usize = 16;
@@ -79,6 +80,12 @@ pub(super) struct Link {
     side: Option<Side>,
     /// The handshake (for outgoing connections, the connect too) must be done by then.
     handshake_deadline: Option<Instant>,
+    /// When the other side last sent a whole frame (or connected). A client connection
+    /// silent for `net.client_idle_timeout_ms` is closed, and when every client slot is
+    /// taken the idlest goes to admit a new one.
+    last_heard: Instant,
+    /// When the pending idle check of a client connection is due.
+    idle_check: Instant,
 }
 
 impl Link {
@@ -95,10 +102,12 @@ impl Link {
             addr,
             side: None,
             handshake_deadline: Some(deadline),
+            last_heard: Instant::ZERO,
+            idle_check: Instant::NEVER,
         }
     }
 
-    fn ip(&self) -> IpAddr {
+    pub(super) fn ip(&self) -> IpAddr {
         self.addr.ip().to_canonical()
     }
 
@@ -239,11 +248,23 @@ impl EventLoop {
     }
 
     fn admit(&mut self, side: Side, stream: TcpStream, addr: SocketAddr) {
-        if let Err(why) = self.admission(side).admit(addr.ip().to_canonical()) {
+        let ip = addr.ip().to_canonical();
+        let mut admitted = self.admission(side).admit(ip);
+        if matches!(admitted, Err(Refusal::Full(_))) && side == Side::Client {
+            // Slots are not free: the idlest client connection makes room.
+            if self.close_idlest_client() {
+                admitted = self.admission(side).admit(ip);
+            }
+        }
+        if let Err(why) = admitted {
             warn!(%addr, "refusing a connection on the {side:?} port: {why}");
             return;
         }
         let _ = stream.set_nodelay(true);
+        let idle_check = match side {
+            Side::Client => self.now + self.client_idle_timeout(),
+            Side::Peer => Instant::NEVER,
+        };
         let link = Link {
             conn: Conn::new(stream, self.net.max_frame_bytes, true),
             kind: match side {
@@ -255,8 +276,40 @@ impl EventLoop {
             handshake_deadline: Some(
                 self.now + Duration::from_millis(self.net.handshake_timeout_ms),
             ),
+            last_heard: self.now,
+            idle_check,
         };
-        self.add_link(link);
+        if let Some(token) = self.add_link(link) {
+            if idle_check != Instant::NEVER {
+                self.timers.push(Reverse((idle_check, token)));
+            }
+        }
+    }
+
+    fn client_idle_timeout(&self) -> Duration {
+        Duration::from_millis(self.net.client_idle_timeout_ms)
+    }
+
+    /// Closes the client connection that has been silent longest; false if there is none.
+    fn close_idlest_client(&mut self) -> bool {
+        let idlest = self
+            .links
+            .iter()
+            .filter(|(_, link)| link.side == Some(Side::Client))
+            .min_by_key(|(token, link)| (link.last_heard, token.0))
+            .map(|(token, _)| *token);
+        let Some(token) = idlest else {
+            return false;
+        };
+        if let Some(link) = self.remove(token) {
+            let idle = self.now.saturating_sub(link.last_heard);
+            info!(
+                addr = %link.addr,
+                "every client slot is taken: closing the idlest connection (silent for {} ms)",
+                idle.as_millis()
+            );
+        }
+        true
     }
 
     /// Registers a new connection; returns its token, or `None` if it could not be polled.
@@ -337,6 +390,9 @@ impl EventLoop {
         let Some(link) = self.links.get_mut(&token) else {
             return false;
         };
+        if completed {
+            link.last_heard = self.now;
+        }
         if link.conn.track_partial(self.now, completed) {
             let limit = Duration::from_millis(self.net.partial_frame_timeout_ms);
             self.timers.push(Reverse((self.now + limit, token)));
@@ -475,6 +531,22 @@ impl EventLoop {
                 _ => self.reject(token, &why),
             };
         }
+        if link.side == Some(Side::Client) {
+            let idle_at = link.last_heard + self.client_idle_timeout();
+            if idle_at <= self.now {
+                let why = format!("idle for {} ms", self.net.client_idle_timeout_ms);
+                return self.drop_link(token, &why);
+            }
+            if link.idle_check <= self.now {
+                // This was the idle check: the next one is due when it would be idle.
+                let link = self.links.get_mut(&token).expect("looked up above");
+                link.idle_check = idle_at;
+                self.timers.push(Reverse((idle_at, token)));
+            }
+        }
+        let Some(link) = self.links.get(&token) else {
+            return;
+        };
         let limit = Duration::from_millis(self.net.partial_frame_timeout_ms);
         match link.conn.partial_since().map(|since| since + limit) {
             Some(at) if at <= self.now => {
@@ -507,6 +579,7 @@ impl EventLoop {
         let mut link = self.links.remove(&token)?;
         link.conn.deregister(self.poll.registry());
         self.connections(link.side).dec();
+        self.session_opens.forget(token);
         if let Some(side) = link.side {
             self.admission(side).release(link.ip());
         }

@@ -22,6 +22,7 @@ mod metrics;
 mod narrator;
 mod passwords;
 mod peers;
+mod session_opens;
 mod shutdown;
 
 pub use shutdown::Shutdown;

@@ -21,24 +21,27 @@ mod recovery;
 
 pub use lock::{DirLock, LockError, LOCK_FILE};
 
-use chat_core::codec::record;
+use chat_core::codec::{record, snapshot};
 use chat_core::durable::{Record, Recovered, ReplayError, Snapshot};
 use chat_core::ids::OpIndex;
 use files::{io_error, sync_dir, sync_error};
 use std::fs::{File, OpenOptions};
-use std::io::Write;
+use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct StorageOptions {
     /// Start a new segment once the active one reaches this size.
     pub segment_bytes: u64,
+    /// Bytes of state per record of a snapshot file.
+    pub snapshot_chunk_bytes: usize,
 }
 
 impl Default for StorageOptions {
     fn default() -> Self {
         StorageOptions {
             segment_bytes: 64 << 20,
+            snapshot_chunk_bytes: snapshot::DEFAULT_CHUNK_BYTES,
         }
     }
 }
@@ -159,14 +162,14 @@ impl Storage {
     /// unnecessary.
     pub fn write_snapshot(&mut self, snap: &Snapshot) -> Result<(), StorageError> {
         let index = snap.meta.last_index;
-        let mut bytes = Vec::new();
-        record::encode(snap, &mut bytes);
         let temp = self.dir.join(files::temp_name(index));
         let path = self.dir.join(files::snapshot_name(index));
-        let mut file = File::create(&temp).map_err(io_error(&temp))?;
-        file.write_all(&bytes).map_err(io_error(&temp))?;
-        file.sync_all().map_err(sync_error(&temp))?;
-        drop(file);
+        if let Err(e) = write_snapshot_file(&temp, snap, self.opts.snapshot_chunk_bytes) {
+            // A full disk must not leave half a snapshot behind (start-up would remove it,
+            // but the space is needed now).
+            let _ = std::fs::remove_file(&temp);
+            return Err(e);
+        }
         std::fs::rename(&temp, &path).map_err(io_error(&temp))?;
         sync_dir(&self.dir)?;
 
@@ -214,14 +217,30 @@ impl Storage {
     }
 }
 
-/// Creates segment `seq` holding `vote` (if any), durably: file synced, then directory.
+/// Writes `snap` to `path` as a sequence of records (see [`snapshot`]), synced.
+fn write_snapshot_file(
+    path: &Path,
+    snap: &Snapshot,
+    chunk_bytes: usize,
+) -> Result<(), StorageError> {
+    let file = File::create(path).map_err(io_error(path))?;
+    let mut out = BufWriter::with_capacity(1 << 20, file);
+    snapshot::encode(snap, chunk_bytes, |bytes| out.write_all(bytes)).map_err(io_error(path))?;
+    let file = out
+        .into_inner()
+        .map_err(|e| io_error(path)(e.into_error()))?;
+    file.sync_all().map_err(sync_error(path))
+}
+
+/// Creates segment `seq` holding `vote` (if any), durably: file synced, then directory. If
+/// that fails (a full disk), the new file is removed again: a failed start leaves nothing new.
 fn start_segment(
     dir: &Path,
     seq: u64,
     vote: Option<&Record>,
 ) -> Result<(Segment, File, u64), StorageError> {
     let path = dir.join(files::segment_name(seq));
-    let mut file = OpenOptions::new()
+    let file = OpenOptions::new()
         .write(true)
         .create_new(true)
         .open(&path)
@@ -229,14 +248,31 @@ fn start_segment(
     let mut bytes = Vec::new();
     if let Some(vote) = vote {
         record::encode(vote, &mut bytes);
-        file.write_all(&bytes).map_err(io_error(&path))?;
-        file.sync_data().map_err(sync_error(&path))?;
     }
-    sync_dir(dir)?;
+    let written = write_new_segment(dir, &path, &file, &bytes);
+    if let Err(e) = written {
+        drop(file);
+        let _ = std::fs::remove_file(&path);
+        let _ = sync_dir(dir);
+        return Err(e);
+    }
     let segment = Segment {
         seq,
         path,
         max_index: None,
     };
     Ok((segment, file, bytes.len() as u64))
+}
+
+fn write_new_segment(
+    dir: &Path,
+    path: &Path,
+    mut file: &File,
+    bytes: &[u8],
+) -> Result<(), StorageError> {
+    if !bytes.is_empty() {
+        file.write_all(bytes).map_err(io_error(path))?;
+        file.sync_data().map_err(sync_error(path))?;
+    }
+    sync_dir(dir)
 }

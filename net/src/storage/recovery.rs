@@ -4,6 +4,7 @@
 use super::files::{self, io_error, sync_dir, sync_error};
 use super::{start_segment, RecoveryReport, Segment, Storage, StorageError, StorageOptions};
 use chat_core::codec::record::{self, End};
+use chat_core::codec::snapshot;
 use chat_core::durable::{Record, Recovered, Snapshot};
 use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};
@@ -109,29 +110,18 @@ fn create_dir(dir: &Path) -> Result<(), StorageError> {
     }
 }
 
-/// Reads a snapshot file, which must hold exactly one valid record for `index`.
+/// Reads a snapshot file, which must hold one whole snapshot of `index`.
 fn read_snapshot(path: &PathBuf, index: u64) -> Result<Snapshot, StorageError> {
     let bytes = std::fs::read(path).map_err(io_error(path))?;
-    let decoded = record::decode_all::<Snapshot>(&bytes);
-    match decoded.end {
-        End::Clean => {}
-        End::TornTail { offset } => return Err(corrupt(path, offset, "snapshot cut short")),
-        End::Corrupt { offset, reason } => return Err(corrupt(path, offset, &reason)),
+    let snap = snapshot::decode(&bytes).map_err(|e| corrupt(path, e.offset, &e.reason))?;
+    if snap.meta.last_index != index {
+        let why = format!(
+            "snapshot is of index {}, its name says {index}",
+            snap.meta.last_index
+        );
+        return Err(corrupt(path, 0, &why));
     }
-    let mut records = decoded.records.into_iter();
-    match (records.next(), records.next()) {
-        (Some((_, snap)), None) if snap.meta.last_index == index => Ok(snap),
-        (Some((_, snap)), None) => Err(corrupt(
-            path,
-            0,
-            &format!(
-                "snapshot is of index {}, its name says {index}",
-                snap.meta.last_index
-            ),
-        )),
-        (None, _) => Err(corrupt(path, 0, "empty snapshot file")),
-        (Some(_), Some((offset, _))) => Err(corrupt(path, offset, "more than one record")),
-    }
+    Ok(snap)
 }
 
 fn corrupt(path: &Path, offset: u64, reason: &str) -> StorageError {

@@ -45,21 +45,26 @@ impl Model {
         for committed in log.entries() {
             let index = committed.entry.index;
             model.last_index = index;
-            let EntryBody::Request(request) = &committed.entry.body else {
-                continue;
+            let request = match &committed.entry.body {
+                EntryBody::Request(request) => request,
+                EntryBody::Time(now) => {
+                    service.advance_clock(*now);
+                    continue;
+                }
+                EntryBody::Noop => continue,
             };
             let applied = service.apply(limits, index, request);
             let client = request.client;
             // Opening a session (a retried opening too: the row may have been evicted since)
-            // may evict another session.
+            // may evict another session, and so may a reply that fills the table's bytes.
+            sessions.retain(|&s| {
+                let kept = service.lookup(s, 1) != Lookup::New;
+                if !kept {
+                    model.evicted.entry(s).or_insert(index);
+                }
+                kept
+            });
             if applied.reply == Some(Reply::SessionOpened) {
-                sessions.retain(|&s| {
-                    let kept = service.lookup(s, 1) != Lookup::New;
-                    if !kept {
-                        model.evicted.entry(s).or_insert(index);
-                    }
-                    kept
-                });
                 sessions.insert(client);
             }
             let key = (request.client, request.request);
