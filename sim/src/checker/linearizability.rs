@@ -177,7 +177,7 @@ mod tests {
                 history.ret(Instant(*t), 0, 7, request, reply);
             }
         }
-        let model = Model::replay(&log, &Limits::default());
+        let model = Model::replay(&log, &Limits::default(), &[]);
         check(&history.operations(), &log, &model, Instant(0))
     }
 
@@ -221,7 +221,7 @@ mod tests {
         let mut history = History::default();
         history.call(Instant(0), 0, 7, 1, &Op::OpenSession);
         history.ret(Instant(9), 0, 7, 1, &Reply::SessionOpened);
-        let model = Model::replay(&log, &Limits::default());
+        let model = Model::replay(&log, &Limits::default(), &[]);
         let failure = check(&history.operations(), &log, &model, Instant(0)).unwrap_err();
         assert!(failure.detail.contains("never committed"), "{failure}");
 
@@ -235,7 +235,7 @@ mod tests {
             }),
         };
         log.record(Instant(1), 0, &entry).unwrap();
-        let model = Model::replay(&log, &Limits::default());
+        let model = Model::replay(&log, &Limits::default(), &[]);
         let failure = check(&[], &log, &model, Instant(0)).unwrap_err();
         assert!(failure.detail.contains("no client made"), "{failure}");
     }
@@ -262,7 +262,7 @@ mod tests {
         history.ret(Instant(7), 1, 2, 1, &Reply::SessionOpened);
         log.record(Instant(6), 0, &entry(1, 2)).unwrap(); // B at 1
         log.record(Instant(3), 0, &entry(2, 1)).unwrap(); // A at 2
-        let model = Model::replay(&log, &Limits::default());
+        let model = Model::replay(&log, &Limits::default(), &[]);
         let failure = check(&history.operations(), &log, &model, Instant(0)).unwrap_err();
         assert!(failure.detail.contains("real-time order"), "{failure}");
     }
@@ -301,12 +301,12 @@ mod tests {
             .unwrap();
         let expired = Reply::Error(ChatError::SessionExpired);
         history.ret(Instant(9), 0, 7, 2, &expired);
-        let model = Model::replay(&log, &limits);
+        let model = Model::replay(&log, &limits, &[]);
         assert_eq!(model.evicted.get(&7), Some(&3));
         check(&history.operations(), &log, &model, Instant(0)).unwrap();
 
         // Without the eviction, the same answer is wrong.
-        let model = Model::replay(&log, &Limits::default());
+        let model = Model::replay(&log, &Limits::default(), &[]);
         let failure = check(&history.operations(), &log, &model, Instant(0)).unwrap_err();
         assert!(failure.detail.contains("not evicted"), "{failure}");
     }
