@@ -331,7 +331,10 @@ fn a_new_primary_decides_a_login_only_after_applying_the_account() {
         let backups: Vec<usize> = (0..3).filter(|&r| r != p).collect();
         for &b in &backups {
             let status = c.replicas[b].status();
-            assert!(status.last_index >= index && status.commit < index, "{status:?}");
+            assert!(
+                status.last_index >= index && status.commit < index,
+                "{status:?}"
+            );
         }
         // The primary fails; a backup becomes primary, and is asked at once.
         c.cut[p] = true;
@@ -372,6 +375,10 @@ fn a_new_primary_decides_a_login_only_after_applying_the_account() {
                 waiting: 0,
             }
         };
-        assert_eq!(c.reply_to(1, 3), Some(&expected), "stale_reads {stale_reads}");
+        assert_eq!(
+            c.reply_to(1, 3),
+            Some(&expected),
+            "stale_reads {stale_reads}"
+        );
     }
 }

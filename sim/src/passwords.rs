@@ -150,7 +150,10 @@ mod tests {
         assert_eq!(model_op(&right, &refused, protected), verified);
         assert_eq!(model_op(&wrong, &verified, protected), refused);
         assert_eq!(model_op(&right, &verified, |_| AccountLock::Open), refused);
-        assert_eq!(model_op(&right, &verified, |_| AccountLock::Missing), refused);
+        assert_eq!(
+            model_op(&right, &verified, |_| AccountLock::Missing),
+            refused
+        );
     }
 
     #[test]

@@ -146,13 +146,7 @@ mod tests {
                 Call::Op(op) => format!("{op:?}"),
                 Call::WithPassword { action, .. } => format!("{action:?}WithPassword"),
             };
-            kinds.insert(
-                kind
-                    .split([' ', '{'])
-                    .next()
-                    .unwrap()
-                    .to_string(),
-            );
+            kinds.insert(kind.split([' ', '{']).next().unwrap().to_string());
             if let Call::Op(Op::Send { text, .. }) = &op {
                 if !text.is_empty() {
                     assert!(texts.insert(text.clone()), "texts repeat");

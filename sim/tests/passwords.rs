@@ -21,7 +21,8 @@ fn password_calls_are_made_answered_and_checked() {
         for line in text.lines() {
             let line: Value = serde_json::from_str(line).unwrap();
             let op = line["op"].as_str().unwrap_or_default();
-            if line["type"] != "return" || !matches!(op, "CreateWithPassword" | "LoginWithPassword") {
+            if line["type"] != "return" || !matches!(op, "CreateWithPassword" | "LoginWithPassword")
+            {
                 continue;
             }
             let result = match &line["result"] {
@@ -46,7 +47,10 @@ fn password_calls_are_made_answered_and_checked() {
         seen("CreateWithPassword", "Created").is_some(),
         "{outcomes:?}"
     );
-    assert!(seen("LoginWithPassword", "LoggedIn").is_some(), "{outcomes:?}");
+    assert!(
+        seen("LoginWithPassword", "LoggedIn").is_some(),
+        "{outcomes:?}"
+    );
     assert!(
         seen("LoginWithPassword", "Error BadCredentials").is_some(),
         "{outcomes:?}"
@@ -85,7 +89,9 @@ fn a_new_primary_answers_the_right_password_rightly() {
     };
     let failure = check(stale).expect_err("the stale read is caught");
     assert!(
-        failure.message.contains("the sequential model answers Some(LoggedIn"),
+        failure
+            .message
+            .contains("the sequential model answers Some(LoggedIn"),
         "{failure}"
     );
 }

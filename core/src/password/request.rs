@@ -35,7 +35,10 @@ enum Found {
     Hashed(String),
     /// Verification against this hash was asked for.
     Verifying(String),
-    Verified { phc: String, right: bool },
+    Verified {
+        phc: String,
+        right: bool,
+    },
 }
 
 /// The slow part of a password request, run away from the driver's event loop.
@@ -142,7 +145,10 @@ impl PasswordRequest {
                 None => return Next::Wait,
                 Some(AccountLock::Missing | AccountLock::Open) => Op::LoginRefused { user },
                 Some(AccountLock::Protected(phc)) => match &self.found {
-                    Some(Found::Verified { phc: against, right }) if *against == phc => {
+                    Some(Found::Verified {
+                        phc: against,
+                        right,
+                    }) if *against == phc => {
                         if *right {
                             Op::LoginVerified {
                                 user,

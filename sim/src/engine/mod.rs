@@ -538,7 +538,11 @@ impl Sim {
 
     /// Plays the primary's password driver with the core's decision, doing its slow work
     /// inline; a login that must wait for the read rule asks again a little later.
-    fn serve_password(&mut self, r: ReplicaId, mut request: PasswordRequest) -> Result<(), Failure> {
+    fn serve_password(
+        &mut self,
+        r: ReplicaId,
+        mut request: PasswordRequest,
+    ) -> Result<(), Failure> {
         loop {
             let slot = &self.slots[usize::from(r)];
             let replica = slot.replica.as_ref().expect("requests go to live replicas");
@@ -548,8 +552,10 @@ impl Sim {
                 Next::Wait => {
                     if self.trace.on() {
                         let what = (request.client, request.request);
-                        self.trace
-                            .record(self.now, format_args!("r{r} password request {what:x?} waits"));
+                        self.trace.record(
+                            self.now,
+                            format_args!("r{r} password request {what:x?} waits"),
+                        );
                     }
                     let life = slot.life;
                     let at = self.now + PASSWORD_WAIT;
@@ -587,18 +593,18 @@ impl Sim {
         let slot = &mut self.slots[usize::from(r)];
         match Route::from(output) {
             Route::Peer { to, message } => {
-                    for at in self.net.peer_deliveries(&mut self.rng, self.now, r, to) {
-                        let message = message.clone();
-                        self.schedule(
-                            at,
-                            Event::Peer {
-                                to,
-                                from: r,
-                                message,
-                            },
-                        );
-                    }
+                for at in self.net.peer_deliveries(&mut self.rng, self.now, r, to) {
+                    let message = message.clone();
+                    self.schedule(
+                        at,
+                        Event::Peer {
+                            to,
+                            from: r,
+                            message,
+                        },
+                    );
                 }
+            }
             Route::Disk { id, what } => {
                 if id != slot.last_persist + 1 {
                     return Err(Failure::new(
