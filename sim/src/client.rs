@@ -5,14 +5,13 @@
 //! derive what was shown from the history). `Error(SessionExpired)` starts a new session. The engine carries its messages and
 //! owns its connection; the client only says where to send and when to wake it.
 
-use crate::history::History;
+use crate::history::{Call, History};
 use crate::passwords::{login_call, right_password};
 use crate::workload::Workload;
 use chat_core::chat::{ChatError, Op, Reply};
 use chat_core::ids::{ClientId, MessageId, ReplicaId, RequestNo};
-use chat_core::service::Request;
 use chat_core::time::{Duration, Instant};
-use chat_core::wire::ServerToClient;
+use chat_core::wire::{ClientToServer, PasswordAction, ServerToClient};
 use rand::rngs::SmallRng;
 use rand::Rng;
 use std::collections::VecDeque;
@@ -37,7 +36,10 @@ pub enum Mode {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Action {
     /// Send on the connection to `to` (the engine opens one and attaches if needed).
-    Send { to: ReplicaId, request: Request },
+    Send {
+        to: ReplicaId,
+        message: ClientToServer,
+    },
     /// Call [`Client::wake`] with `token` at `at`.
     Wake { at: Instant, token: u64 },
 }
@@ -52,7 +54,8 @@ pub struct Ctx<'a> {
 
 #[derive(Clone, Debug)]
 pub struct Pending {
-    pub request: Request,
+    pub request: RequestNo,
+    pub what: Call,
     pub call: Instant,
     pub attempts: u32,
 }
@@ -75,7 +78,7 @@ pub struct Client {
     timeout_armed: bool,
     mode: Mode,
     /// Drain: the requests still to make.
-    script: VecDeque<Op>,
+    script: VecDeque<Call>,
 }
 
 impl Client {
@@ -106,7 +109,7 @@ impl Client {
         self.next_request = 1;
         self.logged_in = false;
         self.to_ack.clear();
-        self.call(ctx, Op::OpenSession)
+        self.call(ctx, Op::OpenSession.into())
     }
 
     /// Stops issuing random requests; the pending one is still finished.
@@ -119,9 +122,12 @@ impl Client {
     /// Starts the drain: list every account, then log in to each and take its queue.
     pub fn drain(&mut self, ctx: &mut Ctx) -> Vec<Action> {
         self.mode = Mode::Drain;
-        self.script.push_back(Op::List {
-            pattern: ".*".into(),
-        });
+        self.script.push_back(
+            Op::List {
+                pattern: ".*".into(),
+            }
+            .into(),
+        );
         if self.pending.is_none() {
             return self.next(ctx);
         }
@@ -185,7 +191,7 @@ impl Client {
         let Some(pending) = self.pending.as_ref() else {
             return Vec::new();
         };
-        if pending.request.request != request {
+        if pending.request != request {
             return Vec::new(); // a late or duplicated answer to an earlier request
         }
         let pending = self.pending.take().expect("checked above");
@@ -196,20 +202,32 @@ impl Client {
             Reply::LoggedOut | Reply::Deleted => self.logged_in = false,
             Reply::Accounts { names, .. } if self.mode == Mode::Drain => {
                 for name in names {
-                    // Every account's password is known (an open account takes any).
+                    // Every account's password is known; an account without one refuses
+                    // it, and is then logged into without (below).
                     let password = right_password(name);
                     self.script.push_back(login_call(name.clone(), password));
-                    self.script.push_back(Op::Deliver);
+                    self.script.push_back(Op::Deliver.into());
                 }
             }
             Reply::Delivered { more, .. } if self.mode == Mode::Drain && *more > 0 => {
-                self.script.push_front(Op::Deliver);
+                self.script.push_front(Op::Deliver.into());
+            }
+            Reply::Error(ChatError::BadCredentials) if self.mode == Mode::Drain => {
+                if let Call::WithPassword {
+                    action: PasswordAction::Login,
+                    user,
+                    ..
+                } = &pending.what
+                {
+                    let user = user.clone();
+                    self.script.push_front(Op::Login { user }.into());
+                }
             }
             Reply::Error(ChatError::SessionExpired) => {
                 if matches!(self.mode, Mode::Busy | Mode::Drain) {
                     if self.mode == Mode::Drain {
                         // Redo the step the old session could not make.
-                        self.script.push_front(pending.request.op);
+                        self.script.push_front(pending.what);
                     }
                     return self.start(ctx);
                 }
@@ -247,23 +265,15 @@ impl Client {
         }
     }
 
-    fn call(&mut self, ctx: &mut Ctx, op: Op) -> Vec<Action> {
+    fn call(&mut self, ctx: &mut Ctx, what: Call) -> Vec<Action> {
         debug_assert!(self.pending.is_none(), "one request at a time");
-        let request = Request {
-            client: self.session,
-            request: self.next_request,
-            op,
-        };
+        let request = self.next_request;
         self.next_request += 1;
-        ctx.history.call(
-            ctx.now,
-            self.slot,
-            self.session,
-            request.request,
-            &request.op,
-        );
+        ctx.history
+            .call(ctx.now, self.slot, self.session, request, &what);
         self.pending = Some(Pending {
             request,
+            what,
             call: ctx.now,
             attempts: 0,
         });
@@ -275,7 +285,7 @@ impl Client {
         pending.attempts += 1;
         let send = Action::Send {
             to: self.target,
-            request: pending.request.clone(),
+            message: pending.what.message(self.session, pending.request),
         };
         vec![send, self.arm(ctx.now + REQUEST_TIMEOUT, true)]
     }
@@ -328,9 +338,12 @@ mod tests {
         }
     }
 
-    fn sent(actions: &[Action]) -> (ReplicaId, Request) {
+    fn sent(actions: &[Action]) -> (ReplicaId, chat_core::service::Request) {
         match &actions[0] {
-            Action::Send { to, request } => (*to, request.clone()),
+            Action::Send {
+                to,
+                message: ClientToServer::Request(request),
+            } => (*to, request.clone()),
             other => panic!("expected a send, got {other:?}"),
         }
     }

@@ -2,6 +2,7 @@
 //! accounts over and messages meet their recipients. Texts are unique within a run, so the
 //! checkers can tell a message sent twice from two messages.
 
+use crate::history::Call;
 use crate::passwords::{create_call, login_call, right_password, WRONG_PASSWORD};
 use chat_core::chat::Op;
 use chat_core::ids::MessageId;
@@ -47,11 +48,11 @@ impl Workload {
         rng: &mut SmallRng,
         logged_in: bool,
         pending_acks: &mut Vec<MessageId>,
-    ) -> Op {
+    ) -> Call {
         if !pending_acks.is_empty() && rng.gen_bool(0.8) {
-            return Op::Ack {
+            return Call::Op(Op::Ack {
                 ids: std::mem::take(pending_acks),
-            };
+            });
         }
         // Weights shift towards sending once logged in. The last two kinds are a create
         // and a login with a password (see `crate::passwords`).
@@ -67,7 +68,7 @@ impl Workload {
             pick -= weights[kind];
             kind += 1;
         }
-        match kind {
+        let op = match kind {
             0 => Op::List {
                 pattern: self.pattern(rng),
             },
@@ -84,7 +85,7 @@ impl Workload {
                 text: self.text(rng),
             },
             6 => Op::Deliver,
-            7 => create_call(self.name(rng)),
+            7 => return create_call(self.name(rng)),
             _ => {
                 let user = self.name(rng);
                 let password = if rng.gen_bool(0.7) {
@@ -92,9 +93,10 @@ impl Workload {
                 } else {
                     WRONG_PASSWORD.to_owned()
                 };
-                login_call(user, password)
+                return login_call(user, password);
             }
-        }
+        };
+        Call::Op(op)
     }
 
     fn name(&self, rng: &mut SmallRng) -> String {
@@ -140,16 +142,14 @@ mod tests {
         for i in 0..5000 {
             let mut acks = if i % 50 == 0 { vec![1, 2] } else { vec![] };
             let op = workload.next_op(&mut rng, i % 2 == 0, &mut acks);
-            kinds.insert(
-                format!("{op:?}")
-                    .split([' ', '{'])
-                    .next()
-                    .unwrap()
-                    .to_string(),
-            );
-            if let Op::Send { text, .. } = op {
+            let kind = match &op {
+                Call::Op(op) => format!("{op:?}"),
+                Call::WithPassword { action, .. } => format!("{action:?}WithPassword"),
+            };
+            kinds.insert(kind.split([' ', '{']).next().unwrap().to_string());
+            if let Call::Op(Op::Send { text, .. }) = &op {
                 if !text.is_empty() {
-                    assert!(texts.insert(text), "texts repeat");
+                    assert!(texts.insert(text.clone()), "texts repeat");
                 }
             }
         }
@@ -157,7 +157,7 @@ mod tests {
             kinds.len(),
             10,
             "List, Create, Login, Logout, Delete, Send, Deliver, Ack, and with a password: \
-             CreateWithPassword, LoginVerified"
+             CreateWithPassword, LoginWithPassword"
         );
     }
 }

@@ -94,6 +94,9 @@ pub struct Faults {
     pub vote_for_shorter_log: bool,
     /// Retried requests are applied again instead of answered from the client table.
     pub no_client_table: bool,
+    /// The primary's applied state is read without the read rule (`Replica::account_lock`
+    /// answers on any primary), so the password driver may decide from stale state.
+    pub stale_reads: bool,
 }
 
 /// Identifies a [`Output::Persist`]; ids increase by one per output, from 1.
@@ -344,15 +347,27 @@ impl Replica {
         (self.applied, self.service.digest())
     }
 
-    /// Whether `user` exists in the applied state, and with which password hash: the
-    /// primary's driver verifies a password against it before ordering `LoginVerified`.
     /// Largest request ordered (see [`Options::max_append_bytes`]).
     pub fn max_request_bytes(&self) -> usize {
         self.opts.max_append_bytes / 2
     }
 
-    pub fn account_lock(&self, user: &str) -> AccountLock {
-        self.service.account_lock(user)
+    /// Whether `user` exists in the applied state, and with which password hash, for the
+    /// primary's password driver (`crate::password::request`) — or `None` while that state
+    /// may be stale for it. The read rule (NOTEBOOK.md, safety argument point 6): only a
+    /// primary that has applied an entry of its own view, with no entry that may change the
+    /// account ([`crate::chat::Op::may_change_account`]) ordered and not yet applied. The
+    /// driver asks again later, and orders its decision in the same turn as its last read.
+    pub fn account_lock(&self, user: &str) -> Option<AccountLock> {
+        let changes_pending = || {
+            self.log.entries_after(self.applied).any(|entry| {
+                matches!(&entry.body, EntryBody::Request(r) if r.op.may_change_account(user))
+            })
+        };
+        let current = self.role == Role::Primary
+            && (self.opts.faults.stale_reads
+                || (self.log.view_at(self.applied) == Some(self.view) && !changes_pending()));
+        current.then(|| self.service.account_lock(user))
     }
 
     fn on_peer(&mut self, from: ReplicaId, message: PeerMessage) {

@@ -81,8 +81,8 @@ impl Sim {
                     return Err(self.liveness_failure(format!(
                         "client slot {} request {} {:?} is still pending {:?} into the quiet phase ({} attempts)",
                         client.slot,
-                        pending.request.request,
-                        pending.request.op,
+                        pending.request,
+                        pending.what,
                         self.now - start,
                         pending.attempts
                     )));
@@ -158,8 +158,9 @@ impl Sim {
                 }
             }
         }
-        let model = Model::replay(&self.commits, &self.opts.limits);
-        linearizability::check(&self.history.operations(), &self.commits, &model, now)?;
+        let ops = self.history.operations();
+        let model = Model::replay(&self.commits, &self.opts.limits, &ops);
+        linearizability::check(&ops, &self.commits, &model, now)?;
         messages::check(&self.history, &model, now)?;
         for r in 0..self.opts.replicas {
             let Some(replica) = self.replica(r) else {
@@ -177,7 +178,6 @@ impl Sim {
                 ));
             }
         }
-        let ops = self.history.operations();
         Ok(Report {
             seed: self.opts.seed,
             sim_time: now,
