@@ -72,6 +72,7 @@ impl Cluster {
         while self.now < end {
             for r in 0..self.replicas.len() {
                 self.replicas[r].tick(self.now);
+                self.replicas[r].check_invariants().unwrap();
                 self.drain(r);
             }
             while let Some((to, input)) = self.inbox.pop_front() {
@@ -81,6 +82,7 @@ impl Cluster {
                     }
                 }
                 self.replicas[to].handle(self.now, input);
+                self.replicas[to].check_invariants().unwrap();
                 self.drain(to);
             }
             self.now = self.now + Duration::from_millis(10);
@@ -104,6 +106,7 @@ impl Cluster {
                 op,
             }),
         );
+        self.replicas[to].check_invariants().unwrap();
         self.drain(to);
     }
 }
