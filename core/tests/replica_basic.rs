@@ -87,6 +87,7 @@ impl Cluster {
         while self.now < end {
             for r in 0..self.replicas.len() {
                 self.replicas[r].tick(self.now);
+                self.replicas[r].check_invariants().unwrap();
                 self.drain(r);
             }
             while let Some((to, input)) = self.inbox.pop_front() {
@@ -96,6 +97,7 @@ impl Cluster {
                     }
                 }
                 self.replicas[to].handle(self.now, input);
+                self.replicas[to].check_invariants().unwrap();
                 self.drain(to);
                 if done(self) {
                     return true;
@@ -149,6 +151,7 @@ impl Cluster {
                 op,
             }),
         );
+        self.replicas[to].check_invariants().unwrap();
         self.drain(to);
     }
 }

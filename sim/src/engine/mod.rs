@@ -45,6 +45,13 @@ const ELECTION_TIMEOUT: Duration = Duration::from_millis(300);
 /// A password login that waits for the read rule asks again after this long.
 const PASSWORD_WAIT: Duration = Duration::from_millis(2);
 
+/// Every step of a replica is followed by its own invariant check.
+fn check_invariants(now: Instant, replica: &Replica) -> Result<(), Failure> {
+    replica
+        .check_invariants()
+        .map_err(|e| Failure::new(Checker::Invariants, now, e.to_string()))
+}
+
 /// A replica whose `poll_timeout()` stays at or before `now` after this many ticks at one
 /// instant would spin forever.
 const MAX_TICKS_AT_ONE_INSTANT: u32 = 1_000;
@@ -424,6 +431,7 @@ impl Sim {
             .as_mut()
             .expect("only live replicas have timers");
         replica.tick(now);
+        check_invariants(now, replica)?;
         if replica.poll_timeout() <= now {
             slot.ticks_at_now = match slot.ticks_at_now {
                 (t, n) if t == now => (t, n + 1),
@@ -579,6 +587,7 @@ impl Sim {
         let now = slot.clock.read(self.now);
         let replica = slot.replica.as_mut().expect("inputs go to live replicas");
         replica.handle(now, input);
+        check_invariants(now, replica)?;
         self.drain(r)
     }
 
