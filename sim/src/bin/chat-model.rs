@@ -10,7 +10,8 @@ use std::process::ExitCode;
 #[derive(Parser)]
 #[command(about = "Model-check the two-crash replication protocol exhaustively")]
 struct Args {
-    /// The bound: test3 (cargo test's), full3 (the long run) or small5 (five replicas).
+    /// The bound: test3 (cargo test's), full3 (the long run), rejoin3 (replica 2 starts
+    /// excluded) or small5 (five replicas).
     #[arg(long, default_value = "full3")]
     bound: String,
     /// Switch one rule off (a mutation name), or `all` to run every mutation in turn.
@@ -22,6 +23,9 @@ struct Args {
     /// Override the clock bound (ticks).
     #[arg(long)]
     max_time: Option<u8>,
+    /// Override the lease length (ticks).
+    #[arg(long)]
+    lease: Option<u8>,
     /// Override the number of client values.
     #[arg(long)]
     max_values: Option<u8>,
@@ -45,13 +49,17 @@ fn main() -> ExitCode {
         "test3" => Bounds::test3(),
         "full3" => Bounds::full3(),
         "small5" => Bounds::small5(),
+        "rejoin3" => Bounds::rejoin3(),
         other => {
-            eprintln!("unknown bound {other:?}: test3, full3 or small5");
+            eprintln!("unknown bound {other:?}: test3, full3, rejoin3 or small5");
             return ExitCode::FAILURE;
         }
     };
     if let Some(t) = args.max_time {
         bounds.max_time = t;
+    }
+    if let Some(v) = args.lease {
+        bounds.lease = v;
     }
     if let Some(v) = args.max_values {
         bounds.max_values = v;

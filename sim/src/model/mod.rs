@@ -58,45 +58,61 @@ pub struct Bounds {
     pub max_crashes: u8,
     pub max_silent: u8,
     pub max_restarts: u8,
+    /// Replicas outside the initial view (excluded earlier, waiting to rejoin): a world
+    /// where rejoins happen without spending ballots on the exclusion first.
+    pub initially_out: Mask,
 }
 
 impl Bounds {
-    /// The bound `cargo test` explores for the full rule set (3 replicas).
+    /// The bound `cargo test` explores for the full rule set (3 replicas): leases of one
+    /// tick, so that they lapse within the two ticks explored.
     pub fn test3() -> Bounds {
         Bounds {
             replicas: 3,
-            max_time: 3,
-            lease: 2,
-            max_values: 1,
-            max_ballot: 3,
-            max_crashes: 2,
-            max_silent: 1,
-            max_restarts: 1,
-        }
-    }
-
-    /// The bound of the long run (3 replicas).
-    pub fn full3() -> Bounds {
-        Bounds {
-            max_time: 4,
-            max_values: 2,
-            max_ballot: 4,
-            max_restarts: 2,
-            ..Bounds::test3()
-        }
-    }
-
-    /// Five replicas at a small bound.
-    pub fn small5() -> Bounds {
-        Bounds {
-            replicas: 5,
-            max_time: 2,
-            lease: 2,
+            max_time: 1,
+            lease: 1,
             max_values: 1,
             max_ballot: 3,
             max_crashes: 2,
             max_silent: 1,
             max_restarts: 0,
+            initially_out: 0,
+        }
+    }
+
+    /// The bound of the long run (3 replicas): restarts, longer leases, more time.
+    pub fn full3() -> Bounds {
+        Bounds {
+            max_time: 2,
+            lease: 2,
+            max_restarts: 1,
+            ..Bounds::test3()
+        }
+    }
+
+    /// Replica 2 starts outside the view, waiting to rejoin; restarts (3 replicas).
+    pub fn rejoin3() -> Bounds {
+        Bounds {
+            max_time: 2,
+            lease: 2,
+            max_restarts: 1,
+            initially_out: bit(2),
+            ..Bounds::test3()
+        }
+    }
+
+    /// Five replicas at a small bound: two crashes in the first tick, one view change.
+    pub fn small5() -> Bounds {
+        Bounds {
+            replicas: 5,
+            max_time: 0,
+            lease: 1,
+            max_values: 1,
+            max_ballot: 2,
+            max_crashes: 2,
+            max_silent: 0,
+            max_restarts: 0,
+            initially_out: 0,
         }
     }
 }
@@ -184,6 +200,10 @@ pub struct ProtocolModel {
 impl ProtocolModel {
     pub fn new(bounds: Bounds, mutation: Option<Mutation>) -> ProtocolModel {
         assert!((2..=MAX_REPLICAS as u8).contains(&bounds.replicas));
+        assert!(
+            !has(bounds.initially_out, 0),
+            "replica 0 is the initial primary"
+        );
         ProtocolModel { bounds, mutation }
     }
 
@@ -206,16 +226,26 @@ impl Model for ProtocolModel {
 
     fn init_states(&self) -> Vec<State> {
         let n = self.bounds.replicas;
+        let all = ((1u16 << n) - 1) as Mask;
         let view = View {
             ballot: Ballot {
                 num: 1,
                 proposer: 0,
             },
-            members: ((1u16 << n) - 1) as Mask,
+            members: all & !self.bounds.initially_out,
         };
+        let replicas = (0..n)
+            .map(|r| {
+                if has(view.members, r) {
+                    Replica::new(view, self.bounds.lease)
+                } else {
+                    Replica::excluded(all)
+                }
+            })
+            .collect();
         vec![State {
             now: 0,
-            replicas: (0..n).map(|_| Replica::new(view, self.bounds.lease)).collect(),
+            replicas,
             network: Default::default(),
             next_value: 0,
             crashes: 0,
@@ -258,6 +288,8 @@ impl Model for ProtocolModel {
 /// What one exhaustive run found.
 pub struct Outcome {
     pub unique_states: usize,
+    /// States generated, repeats included (the `target_states` cap counts these).
+    pub total_states: usize,
     pub max_depth: usize,
     pub elapsed: Duration,
     /// Safety properties violated, each with its shortest trace.
@@ -289,6 +321,7 @@ pub fn explore(
     violations.sort_by_key(|(name, _)| *name);
     Outcome {
         unique_states: checker.unique_state_count(),
+        total_states: checker.state_count(),
         max_depth: checker.max_depth(),
         elapsed: started.elapsed(),
         violations,

@@ -19,9 +19,16 @@ pub enum Action {
     /// from a duplicate process posing as one.
     NewIncarnation(Id, Id),
     /// Propose a view without `silent` and `proven` (rule 4).
-    Exclude { proposer: Id, silent: Mask, proven: Mask },
+    Exclude {
+        proposer: Id,
+        silent: Mask,
+        proven: Mask,
+    },
     /// The primary proposes to add a returning replica (rule 7).
-    Rejoin { proposer: Id, joiner: Id },
+    Rejoin {
+        proposer: Id,
+        joiner: Id,
+    },
     /// Everyone went down: the named proposer re-forms the highest view (rule 8).
     Recover(Id),
     /// Rule 8's fast path: a restarted view-of-one resumes at once.
@@ -258,12 +265,13 @@ impl ProtocolModel {
             return;
         }
         if self.may_propose(s, p) {
-            // Rule 4: any nonempty set of other members, each proven crashed or silent past
-            // both its lease and its promise (a proposer has no reason to exclude others).
+            // Rule 4: any nonempty set of other members, each proven crashed or no longer
+            // heard (its lease lapsed; a proposer has no reason to exclude others). Leases
+            // and promises renew together, so the proposer's promise to it lapsed too; T3
+            // does not wait for either.
             let suspects = ids((rep.accepted.members | rep.established.members) & !bit(p))
                 .filter(|&x| {
-                    has(rep.evidence, x)
-                        || (!self.holds_lease(s, p, x) && self.promise_expired(s, p, x))
+                    has(rep.evidence, x) || !self.holds_lease(s, p, x) || self.on(Mutation::T3)
                 })
                 .fold(0, |m, x| m | bit(x));
             let mut sub = suspects;
@@ -401,11 +409,7 @@ impl ProtocolModel {
         };
         let p = &s.replicas[ballot.proposer as usize];
         match &p.proposal {
-            Some(prop) => {
-                p.up()
-                    && prop.ballot == *ballot
-                    && !has(prop.accepted, *from)
-            }
+            Some(prop) => p.up() && prop.ballot == *ballot && !has(prop.accepted, *from),
             None => false,
         }
     }
@@ -474,8 +478,7 @@ impl ProtocolModel {
             }
             Action::Refused(y, x) => s.replicas[y as usize].evidence |= bit(x),
             Action::NewIncarnation(y, x) => {
-                if s.replicas[x as usize].incarnation <= s.replicas[y as usize].heard[x as usize]
-                {
+                if s.replicas[x as usize].incarnation <= s.replicas[y as usize].heard[x as usize] {
                     s.duplicate_spoke = true;
                 }
                 s.replicas[y as usize].evidence |= bit(x);
@@ -552,8 +555,7 @@ impl ProtocolModel {
                 let index = rep.commit;
                 let value = rep.log[index as usize - 1];
                 let ballot = rep.accepted.ballot;
-                if s
-                    .committed
+                if s.committed
                     .iter()
                     .any(|c| c.index == index && c.value != value)
                 {
@@ -619,8 +621,8 @@ impl ProtocolModel {
         // Rule 4: every member of the highest established view reported that the new view
         // leaves out is excluded by this proposal, under (a) or (b): exclusions of an
         // unestablished base do not carry over (M1 lets them).
-        let justified = established.members & !members & !(silent | proven) == 0
-            || self.on(Mutation::M1);
+        let justified =
+            established.members & !members & !(silent | proven) == 0 || self.on(Mutation::M1);
         let ok = has(base.members, p)
             && justified
             && members & !asked == 0
@@ -721,11 +723,8 @@ impl ProtocolModel {
         let view = prop.view;
         let silent = matches!(prop.kind, Kind::Exclude { silent, .. } if silent != 0);
         let enough = count(prop.accepted) >= self.majority();
-        let done = if self.on(Mutation::T1) {
-            prop.accepted & view.members == view.members || enough
-        } else {
-            prop.accepted & view.members == view.members && (!silent || enough)
-        };
+        let everyone = prop.accepted & view.members == view.members;
+        let done = (everyone || (self.on(Mutation::T1) && enough)) && (!silent || enough);
         if !done {
             return;
         }
@@ -735,9 +734,9 @@ impl ProtocolModel {
         // view.
         let lost = ids(view.members & accepted).any(|m| {
             let log = &s.replicas[m as usize].log;
-            s.committed.iter().any(|c| {
-                c.ballot < view.ballot && log.get(c.index as usize - 1) != Some(&c.value)
-            })
+            s.committed
+                .iter()
+                .any(|c| c.ballot < view.ballot && log.get(c.index as usize - 1) != Some(&c.value))
         });
         s.lost |= lost;
         let rep = &mut s.replicas[p as usize];
@@ -746,8 +745,13 @@ impl ProtocolModel {
         rep.rejoining = false;
         rep.commit = 0;
         rep.acked = [0; MAX_REPLICAS];
-        for m in ids(view.members & accepted) {
-            rep.acked[m as usize] = log_len;
+        for m in ids(view.members) {
+            rep.acked[m as usize] = if has(accepted, m) {
+                log_len
+            } else {
+                // T1: the primary acts without waiting for members that did not accept.
+                u8::MAX
+            };
         }
     }
 }

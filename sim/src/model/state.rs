@@ -123,6 +123,21 @@ impl Replica {
         }
     }
 
+    /// A replica left out of the initial view: it last accepted an older view of `members`
+    /// and waits to rejoin.
+    pub fn excluded(members: Mask) -> Replica {
+        let old = View {
+            ballot: Ballot::default(),
+            members,
+        };
+        Replica {
+            rejoining: true,
+            lease_from: [0; MAX_REPLICAS],
+            promise_to: [0; MAX_REPLICAS],
+            ..Replica::new(old, 0)
+        }
+    }
+
     pub fn up(&self) -> bool {
         self.power == Power::Up
     }
@@ -186,7 +201,11 @@ pub enum Msg {
         sent_at: Time,
     },
     /// An acceptance or vote, echoing the send time of the copy it answers (rule 3).
-    Accepted { from: Id, ballot: Ballot, echo: Time },
+    Accepted {
+        from: Id,
+        ballot: Ballot,
+        echo: Time,
+    },
 }
 
 /// A committed entry, as the ghost record keeps it.
