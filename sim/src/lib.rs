@@ -14,6 +14,7 @@ pub mod clock;
 pub mod disk;
 pub mod engine;
 pub mod history;
+pub mod model;
 pub mod network;
 pub mod options;
 pub mod passwords;
