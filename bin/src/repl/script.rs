@@ -72,11 +72,9 @@ impl Output {
             Unasked::Notice(text) if self.json => {
                 println!("{}", serde_json::json!({ "type": "notice", "text": text }));
             }
-            // Trouble and the program's notices are not replies: they go with the errors.
-            Unasked::Service(Incoming::Trouble(_)) | Unasked::Notice(_) => {
-                eprintln!("{}", event.describe());
-            }
-            Unasked::Service(_) => println!("{}", event.describe()),
+            // Trouble is an error; the program's notices print like pushed messages.
+            Unasked::Service(Incoming::Trouble(_)) => eprintln!("{}", event.describe()),
+            Unasked::Service(_) | Unasked::Notice(_) => println!("{}", event.describe()),
         }
     }
 }

@@ -303,17 +303,29 @@ fn a_primary_commits_once_a_majority_holds_the_entry_durably_and_replies_once() 
     assert_eq!(peer(&mut r, 1, ack(2, 1)), vec![]);
     assert_eq!(r.commit_index(), 2);
     let open = request(7, 1, Op::OpenSession);
+    let out = handle(&mut r, Input::Client(open.clone()));
+    // The view's first request is preceded by the primary's clock (the service's only time).
+    let Some(Output::Persist {
+        id: 3,
+        what: Persist::Records(stamp),
+    }) = out.first()
+    else {
+        panic!("the clock is stamped first: {out:?}");
+    };
+    let [Record::Entry(stamp)] = stamp.as_slice() else {
+        panic!("one entry: {stamp:?}");
+    };
+    assert!(matches!(stamp.body, EntryBody::Time(_)) && stamp.index == 3);
     let entry = Entry {
-        index: 3,
+        index: 4,
         view: 2,
         body: EntryBody::Request(open.clone()),
     };
-    let out = handle(&mut r, Input::Client(open.clone()));
     assert_eq!(
-        out,
+        out[1..],
         vec![
             Output::Persist {
-                id: 3,
+                id: 4,
                 what: Persist::Records(vec![Record::Entry(entry.clone())])
             },
             send(
@@ -322,17 +334,17 @@ fn a_primary_commits_once_a_majority_holds_the_entry_durably_and_replies_once() 
                     view: 2,
                     prev_index: 2,
                     prev_view: 2,
-                    entries: vec![entry],
+                    entries: vec![stamp.clone(), entry],
                     commit: 2
                 }
             ),
         ],
-        "only the backup that is known to keep up gets the entry at once"
+        "only the backup that is known to keep up gets the entries at once"
     );
     // A retry while the request is ordered but not committed: nothing new.
     assert_eq!(handle(&mut r, Input::Client(open.clone())), vec![]);
     // The backup holds it, but the primary's own copy is not durable yet: no commit.
-    assert_eq!(peer(&mut r, 1, ack(3, 2)), vec![]);
+    assert_eq!(peer(&mut r, 1, ack(4, 2)), vec![]);
     assert_eq!(r.commit_index(), 2);
     assert_eq!(
         persist_all(&mut r),
