@@ -204,25 +204,20 @@ fn replicated(clients: u64, sends: u64) {
     }
     for c in 1..=clients {
         let user = format!("u{c}");
-        cluster.request(Request {
-            client: u128::from(c),
-            request: 1,
-            op: Op::OpenSession,
-        });
-        cluster.request(Request {
-            client: u128::from(c),
-            request: 2,
-            op: Op::Create { user },
-        });
-        cluster.settle();
-    }
-    for c in 1..=clients {
-        let user = format!("u{c}");
-        cluster.request(Request {
-            client: u128::from(c),
-            request: 3,
-            op: Op::Login { user },
-        });
+        let ops = [
+            Op::OpenSession,
+            Op::Create { user: user.clone() },
+            Op::Login { user },
+        ];
+        for (request, op) in (1..).zip(ops) {
+            let client = u128::from(c);
+            cluster.request(Request {
+                client,
+                request,
+                op,
+            });
+            cluster.settle();
+        }
     }
     cluster.settle();
     cluster.replies.clear();
