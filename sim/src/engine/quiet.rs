@@ -55,7 +55,7 @@ impl Sim {
         }
         let bound = self.opts.liveness_bound;
         self.run_while(start, None, |sim| {
-            sim.clients.iter().any(|c| c.pending.is_some())
+            sim.clients.iter().any(|c| c.busy())
         })?;
         self.with_client(0, |client, ctx| client.drain(ctx));
         self.run_while(start, None, |sim| sim.clients[0].mode() != Mode::Done)?;
@@ -74,15 +74,15 @@ impl Sim {
         let bound = self.opts.liveness_bound;
         while busy(self) {
             for client in &self.clients {
-                let Some(pending) = &client.pending else {
+                let Some(pending) = client.pending() else {
                     continue;
                 };
-                if self.now > pending.call.max(start) + bound {
+                if self.now > pending.issued_at.max(start) + bound {
                     return Err(self.liveness_failure(format!(
                         "client slot {} request {} {:?} is still pending {:?} into the quiet phase ({} attempts)",
                         client.slot,
-                        pending.request.request,
-                        pending.request.op,
+                        pending.request,
+                        pending.ask,
                         self.now - start,
                         pending.attempts
                     )));
