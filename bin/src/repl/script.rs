@@ -73,7 +73,10 @@ impl Output {
                 println!("{}", serde_json::json!({ "type": "notice", "text": text }));
             }
             // Trouble and the program's notices are not replies: they go with the errors.
-            Unasked::Service(Incoming::Trouble(_)) | Unasked::Notice(_) => {
+            Unasked::Service(
+                Incoming::Trouble(_) | Incoming::Unavailable(_) | Incoming::Available,
+            )
+            | Unasked::Notice(_) => {
                 eprintln!("{}", event.describe());
             }
             Unasked::Service(_) => println!("{}", event.describe()),

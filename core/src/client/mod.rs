@@ -164,7 +164,10 @@ pub enum Output {
     /// (or [`Input::Closed`]).
     Connect { conn: ConnId, replica: ReplicaId },
     /// Write `message` on `conn`.
-    Send { conn: ConnId, message: ClientToServer },
+    Send {
+        conn: ConnId,
+        message: ClientToServer,
+    },
     /// Close `conn`; the session ignores it from now on.
     Close(ConnId),
     /// Request `request` of session `client` starts (for observers: the simulator's
@@ -177,7 +180,10 @@ pub enum Output {
         ask: Ask,
     },
     /// Request `request` of session `client` was answered.
-    Answered { ticket: Option<Ticket>, answer: Answer },
+    Answered {
+        ticket: Option<Ticket>,
+        answer: Answer,
+    },
     /// A user's request could not be done.
     Failed { ticket: Ticket, failure: Failure },
     /// Something the user should see without having asked.

@@ -763,8 +763,7 @@ impl Sim {
     /// queued already (that one wakes it, and it asks again).
     fn schedule_client_wake(&mut self, slot: usize) {
         let at = self.clients[slot].wake_at();
-        if at == Instant::NEVER || self.client_wake[slot].is_some_and(|(queued, _)| queued <= at)
-        {
+        if at == Instant::NEVER || self.client_wake[slot].is_some_and(|(queued, _)| queued <= at) {
             return;
         }
         self.wake_tokens += 1;

@@ -54,9 +54,7 @@ impl Sim {
             client.finish();
         }
         let bound = self.opts.liveness_bound;
-        self.run_while(start, None, |sim| {
-            sim.clients.iter().any(|c| c.busy())
-        })?;
+        self.run_while(start, None, |sim| sim.clients.iter().any(|c| c.busy()))?;
         self.with_client(0, |client, ctx| client.drain(ctx));
         self.run_while(start, None, |sim| sim.clients[0].mode() != Mode::Done)?;
         let catch_up = self.now + bound;
