@@ -58,7 +58,9 @@ pub(crate) struct Driver {
     pub(crate) conns: BTreeMap<ConnId, Connection>,
     pub(crate) connecting: BTreeSet<ConnId>,
     pub(crate) waiters: BTreeMap<Ticket, Sender<Progress>>,
-    /// Whether the user was told that no replica serves, while idle.
+    /// Whether to tell the user, while idle, that no replica serves (and when one does).
+    pub(crate) tell_availability: bool,
+    /// Whether the user was told that no replica serves.
     pub(crate) told_unavailable: bool,
 }
 
@@ -190,7 +192,7 @@ impl Driver {
     fn show_waiting(&mut self, waiting: Option<Waiting>) {
         match &waiting {
             Some(w) if !w.user => {
-                if w.none_serving() && !self.told_unavailable {
+                if self.tell_availability && w.none_serving() && !self.told_unavailable {
                     self.told_unavailable = true;
                     let _ = self.incoming.send(Incoming::Unavailable(w.clone()));
                 }

@@ -45,7 +45,8 @@ pub enum Incoming {
     SessionExpired,
     /// A request the library made on its own (an acknowledgement) could not be done.
     Trouble(ClientError),
-    /// While the user idles, no replica serves (said once; the session keeps trying).
+    /// While the user idles, no replica serves (said once; the session keeps trying). Only
+    /// for a client opened with [`Client::connect_showing`].
     Unavailable(Waiting),
     /// A primary answers again after `Unavailable`.
     Available,
@@ -110,14 +111,24 @@ impl Client {
         config: &Config,
         options: ClientOptions,
     ) -> Result<(Client, Receiver<Incoming>), ClientError> {
-        Client::connect_showing(config, options, Box::new(|_| {}))
+        Client::open(config, options, None)
     }
 
-    /// Opens a session, showing on `display` what a request waits for (the opening too).
+    /// Opens a session that says what is going on: `display` shows what a request waits for
+    /// (the opening too), and [`Incoming::Unavailable`] / [`Incoming::Available`] say when no
+    /// replica serves while the user idles.
     pub fn connect_showing(
         config: &Config,
         options: ClientOptions,
         display: WaitDisplay,
+    ) -> Result<(Client, Receiver<Incoming>), ClientError> {
+        Client::open(config, options, Some(display))
+    }
+
+    fn open(
+        config: &Config,
+        options: ClientOptions,
+        display: Option<WaitDisplay>,
     ) -> Result<(Client, Receiver<Incoming>), ClientError> {
         let (inbox, inbox_receiver) = mpsc::channel();
         let (incoming, incoming_receiver) = mpsc::channel();
@@ -135,6 +146,7 @@ impl Client {
             conns: Default::default(),
             connecting: Default::default(),
             waiters: Default::default(),
+            tell_availability: display.is_some(),
             told_unavailable: false,
         };
         thread::Builder::new()
@@ -144,7 +156,7 @@ impl Client {
         let client = Client {
             inbox,
             waiting: Arc::new(AtomicUsize::new(0)),
-            display: Mutex::new(display),
+            display: Mutex::new(display.unwrap_or_else(|| Box::new(|_| {}))),
         };
         client.request(Op::OpenSession)?;
         Ok((client, incoming_receiver))
