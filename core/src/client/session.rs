@@ -489,10 +489,10 @@ impl Session {
             return;
         };
         self.end_wait();
-        if f.first_sent_on.is_some() && f.first_sent_on == self.conn.as_ref().map(|c| c.id) {
-            if f.ask.shows_login() {
-                self.verified = true;
-            }
+        let first_sent_here =
+            f.first_sent_on.is_some() && f.first_sent_on == self.conn.as_ref().map(|c| c.id);
+        if first_sent_here && f.ask.shows_login() {
+            self.verified = true;
         }
         let mut shown_before = Vec::new();
         if let Reply::Delivered { messages, .. } = &reply {
