@@ -92,3 +92,56 @@ fn a_request_without_a_primary_says_why_and_completes_when_replicas_return() {
         "chat-client exits 0 at end of input"
     );
 }
+
+#[test]
+fn ctrl_c_cancels_the_wait_and_a_second_one_quits() {
+    let mut cluster = Cluster::start();
+    let mut child = KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_chat-client"))
+            .arg("--config")
+            .arg(&cluster.config_path)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start chat-client"),
+    );
+    let child = &mut child.0;
+    let mut stdin = child.stdin.take().unwrap();
+    let out = lines_of(child.stdout.take().unwrap());
+    let err = lines_of(child.stderr.take().unwrap());
+    writeln!(stdin, "1|finn").unwrap();
+    expect_line(&out, "account created");
+
+    cluster.kill_all();
+    writeln!(stdin, "2|finn").unwrap();
+    err.recv_timeout(WAIT).expect("a status line");
+    let ctrl_c = || {
+        let status = Command::new("kill")
+            .args(["-INT", &child.id().to_string()])
+            .status()
+            .expect("kill -INT");
+        assert!(status.success());
+    };
+    ctrl_c();
+    // "not sent" when the dead connection was noticed before the write, else "it may have
+    // been applied" (the write went into a socket the replica's kill had not reset yet).
+    let line = out
+        .recv_timeout(WAIT)
+        .expect("an answer to the cancelled request");
+    assert!(
+        line == "error: cancelled; not sent"
+            || line == "error: cancelled; it may have been applied",
+        "{line}"
+    );
+    ctrl_c();
+    let deadline = Instant::now() + WAIT;
+    let code = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status.code();
+        }
+        assert!(Instant::now() < deadline, "a second Ctrl-C did not quit");
+        thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(code, Some(130));
+}
