@@ -11,7 +11,9 @@
 //! - [`codec`]: length-prefixed frames and checksummed log records.
 //! - [`durable`]: what a replica persists and how it is replayed at start-up.
 //! - [`replica`]: the replication protocol (primary-backup with view changes).
-//! - [`password`]: account passwords and their salted slow hashes.
+//! - [`password`]: account passwords, their salted slow hashes, and the primary's decision
+//!   for a request that carries one (`password::request`).
+//! - [`route`]: where each replica output goes (peer, disk, or a client message).
 //! - [`peer_auth`]: how replicas prove to each other that they hold the cluster secret.
 //! - [`config`]: the cluster configuration (`config.yaml`).
 //! - [`command`]: the client command line (`0|<regex>` ... `6|`, `quit`, `help`).
@@ -26,6 +28,7 @@ pub mod ids;
 pub mod password;
 pub mod peer_auth;
 pub mod replica;
+pub mod route;
 pub mod service;
 pub mod time;
 pub mod wire;

@@ -10,6 +10,8 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 use zeroize::Zeroize;
 
+pub mod request;
+
 /// A plain password on its way from the user to the hashing. `Debug` shows `<redacted>`, so
 /// it cannot leak through a log line of a value that holds it, and its bytes are wiped when
 /// it is dropped.

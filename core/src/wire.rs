@@ -73,8 +73,8 @@ pub const MAX_FAILED_LOGIN_DELAY: Duration = Duration::from_secs(8);
 pub enum PasswordAction {
     /// Create the account, protected by the password.
     Create,
-    /// Log into the account: with its password if it has one (an open account lets any
-    /// password in, as it lets anybody in).
+    /// Log into the account with its password. An account without a password refuses it
+    /// like a wrong password (`BadCredentials`): it is logged into with `2|<user>` alone.
     Login,
 }
 

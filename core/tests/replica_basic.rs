@@ -3,9 +3,13 @@
 
 use chat_core::chat::{ChatError, Op, Reply};
 use chat_core::durable::Recovered;
-use chat_core::replica::{Input, Options, Output, Replica, Role};
+use chat_core::password::request::{Next, PasswordRequest};
+use chat_core::password::{HashCost, Password};
+use chat_core::replica::{Faults, Input, Options, Replica, Role};
+use chat_core::route::Route;
 use chat_core::service::Request;
 use chat_core::time::{Duration, Instant};
+use chat_core::wire::{PasswordAction, ServerToClient};
 use std::collections::VecDeque;
 
 struct Cluster {
@@ -22,9 +26,14 @@ struct Cluster {
 
 impl Cluster {
     fn new(n: u8, snapshot_every: u64) -> Cluster {
+        Cluster::with_faults(n, snapshot_every, Faults::default())
+    }
+
+    fn with_faults(n: u8, snapshot_every: u64, faults: Faults) -> Cluster {
         let replicas = (0..n)
             .map(|id| {
                 let mut opts = Options::new(id, n);
+                opts.faults = faults;
                 opts.snapshot_every = snapshot_every;
                 opts.limits.deliver_max = 2;
                 opts.seed = 7 + u64::from(id);
@@ -44,8 +53,8 @@ impl Cluster {
 
     fn drain(&mut self, from: usize) {
         while let Some(out) = self.replicas[from].poll_output() {
-            match out {
-                Output::Send { to, message } => self.inbox.push_back((
+            match Route::from(out) {
+                Route::Peer { to, message } => self.inbox.push_back((
                     usize::from(to),
                     Input::Peer {
                         from: from as u8,
@@ -53,25 +62,32 @@ impl Cluster {
                     },
                 )),
                 // Instant, perfect disk.
-                Output::Persist { id, .. } => self.inbox.push_back((from, Input::Persisted(id))),
-                Output::Reply {
-                    client,
-                    request,
-                    reply,
-                } => self.replies.push((client, request, reply)),
-                Output::Redirect { .. } => self.redirects += 1,
-                Output::Event(chat_core::chat::Event::Push { .. }) => self.pushes += 1,
-                Output::Event(_) => {}
+                Route::Disk { id, .. } => self.inbox.push_back((from, Input::Persisted(id))),
+                Route::Client { client, message } => match message {
+                    ServerToClient::Reply { request, reply } => {
+                        self.replies.push((client, request, reply))
+                    }
+                    ServerToClient::Redirect { .. } => self.redirects += 1,
+                    ServerToClient::Push(_) => self.pushes += 1,
+                    ServerToClient::LoggedOut | ServerToClient::Status(_) => {}
+                },
             }
         }
     }
 
     /// Runs for `d` of virtual time, delivering every message at once.
     fn run(&mut self, d: Duration) {
-        let end = self.now + d;
+        self.run_until(d, |_| false);
+    }
+
+    /// Runs like [`Cluster::run`] until `done` holds (checked after each message); returns
+    /// whether it did within `limit`.
+    fn run_until(&mut self, limit: Duration, done: impl Fn(&Cluster) -> bool) -> bool {
+        let end = self.now + limit;
         while self.now < end {
             for r in 0..self.replicas.len() {
                 self.replicas[r].tick(self.now);
+                self.replicas[r].check_invariants().unwrap();
                 self.drain(r);
             }
             while let Some((to, input)) = self.inbox.pop_front() {
@@ -81,10 +97,41 @@ impl Cluster {
                     }
                 }
                 self.replicas[to].handle(self.now, input);
+                self.replicas[to].check_invariants().unwrap();
                 self.drain(to);
+                if done(self) {
+                    return true;
+                }
             }
             self.now = self.now + Duration::from_millis(10);
         }
+        false
+    }
+
+    /// Plays the primary's password driver at replica `to` with the core's decision, doing
+    /// the slow work at once: hands `to` what it says to order, or gives the request back if
+    /// it must wait for the read rule.
+    fn password(&mut self, to: usize, mut request: PasswordRequest) -> Option<PasswordRequest> {
+        loop {
+            match request.next(&self.replicas[to], || [9; 16], HashCost::TINY) {
+                Next::Redirect(_) => panic!("replica {to} is not the primary"),
+                Next::Wait => return Some(request),
+                Next::Run(work) => request.found(work.run()),
+                Next::Order { request, .. } => {
+                    self.replicas[to].handle(self.now, Input::Client(request));
+                    self.drain(to);
+                    return None;
+                }
+            }
+        }
+    }
+
+    fn reply_to(&self, client: u128, request: u64) -> Option<&Reply> {
+        self.replies
+            .iter()
+            .rev()
+            .find(|(c, r, _)| (*c, *r) == (client, request))
+            .map(|(_, _, reply)| reply)
     }
 
     fn primary(&self) -> Option<usize> {
@@ -104,6 +151,7 @@ impl Cluster {
                 op,
             }),
         );
+        self.replicas[to].check_invariants().unwrap();
         self.drain(to);
     }
 }
@@ -257,4 +305,85 @@ fn a_request_too_large_for_an_append_is_refused_before_ordering() {
         ordered,
         "nothing ordered for it"
     );
+}
+
+/// Issue 9: an account is created, the primary fails over before the new primary has applied
+/// the create, and a login with the right password reaches the new primary at once. It must
+/// wait for the read rule and then succeed; with the deliberate stale read, it is refused.
+#[test]
+fn a_new_primary_decides_a_login_only_after_applying_the_account() {
+    for stale_reads in [false, true] {
+        let faults = Faults {
+            stale_reads,
+            ..Faults::default()
+        };
+        let mut c = Cluster::with_faults(3, 10_000, faults);
+        c.run(Duration::from_secs(3));
+        let p = c.primary().unwrap();
+        c.request(p, 1, 1, Op::OpenSession);
+        c.run(Duration::from_millis(200));
+        let create = PasswordRequest::new(
+            1,
+            2,
+            PasswordAction::Create,
+            "fay".into(),
+            Password::new("pw-fay".into()),
+        );
+        assert!(c.password(p, create).is_none(), "a create never waits");
+        let index = c.replicas[p].status().last_index;
+        c.run(Duration::from_millis(10));
+        assert_eq!(c.reply_to(1, 2), Some(&Reply::Created));
+        let backups: Vec<usize> = (0..3).filter(|&r| r != p).collect();
+        for &b in &backups {
+            let status = c.replicas[b].status();
+            assert!(
+                status.last_index >= index && status.commit < index,
+                "{status:?}"
+            );
+        }
+        // The primary fails; a backup becomes primary, and is asked at once.
+        c.cut[p] = true;
+        let elected = c.run_until(Duration::from_secs(5), |c| {
+            backups
+                .iter()
+                .any(|&b| c.replicas[b].status().role == Role::Primary)
+        });
+        assert!(elected, "no new primary");
+        let q = backups
+            .into_iter()
+            .find(|&b| c.replicas[b].status().role == Role::Primary)
+            .unwrap();
+        assert!(c.replicas[q].applied_index() < index, "already applied");
+        let login = PasswordRequest::new(
+            1,
+            3,
+            PasswordAction::Login,
+            "fay".into(),
+            Password::new("pw-fay".into()),
+        );
+        let mut waiting = c.password(q, login);
+        assert_eq!(waiting.is_some(), !stale_reads, "waits for the read rule");
+        for _ in 0..100 {
+            let Some(login) = waiting.take() else {
+                break;
+            };
+            c.run(Duration::from_millis(10));
+            waiting = c.password(q, login);
+        }
+        assert!(waiting.is_none(), "still waiting after a second");
+        c.run(Duration::from_millis(100));
+        let expected = if stale_reads {
+            Reply::Error(ChatError::BadCredentials)
+        } else {
+            Reply::LoggedIn {
+                user: "fay".into(),
+                waiting: 0,
+            }
+        };
+        assert_eq!(
+            c.reply_to(1, 3),
+            Some(&expected),
+            "stale_reads {stale_reads}"
+        );
+    }
 }

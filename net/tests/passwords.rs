@@ -170,12 +170,13 @@ fn passwords_protect_accounts_and_never_reach_disk_or_logs() {
         }
     );
 
-    // An account without a password stays open, with or without one given.
+    // An account without a password stays open; a password given for it is refused like a
+    // wrong one (not silently ignored), and `2|bob` alone logs in.
     assert_eq!(
         eve.request(Op::Create { user: "bob".into() }).unwrap(),
         Reply::Created
     );
-    assert_eq!(login(&eve, "bob", "anything"), logged_in("bob"));
+    assert_eq!(login(&eve, "bob", "anything"), BAD);
     assert_eq!(
         eve.request(Op::Login { user: "bob".into() }).unwrap(),
         logged_in("bob")

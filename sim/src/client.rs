@@ -7,11 +7,13 @@
 //! writes what it saw into the history (the checkers read it). `Error(SessionExpired)` makes
 //! the session open a new one before the user's next request.
 
+use crate::history::Call;
 use crate::passwords::{login_call, right_password};
 use crate::workload::Workload;
 use chat_core::chat::{ChatError, Op, Reply};
 use chat_core::client::{Ask, InFlight, Options, Session, Ticket};
 use chat_core::ids::ClientId;
+use chat_core::password::Password;
 use chat_core::time::{Duration, Instant};
 use chat_core::wire::PasswordAction;
 use rand::rngs::SmallRng;
@@ -47,11 +49,11 @@ pub struct Client {
     pub session: Session,
     mode: Mode,
     /// The user's request waiting for its answer, and what it asked.
-    asked: Option<(Ticket, Op)>,
+    asked: Option<(Ticket, Call)>,
     /// When the user makes the next request (after thinking).
     think_until: Option<Instant>,
     /// Drain: the requests still to make.
-    script: VecDeque<Op>,
+    script: VecDeque<Call>,
 }
 
 impl Client {
@@ -91,7 +93,7 @@ impl Client {
 
     /// Opens the session (`OpenSession` as request 1).
     pub fn start(&mut self, ctx: &mut Ctx) {
-        self.ask(ctx, Op::OpenSession);
+        self.ask(ctx, Op::OpenSession.into());
     }
 
     /// Stops issuing random requests; the pending one is still finished.
@@ -105,9 +107,12 @@ impl Client {
     /// Starts the drain: list every account, then log in to each and take its queue.
     pub fn drain(&mut self, ctx: &mut Ctx) {
         self.mode = Mode::Drain;
-        self.script.push_back(Op::List {
-            pattern: ".*".into(),
-        });
+        self.script.push_back(
+            Op::List {
+                pattern: ".*".into(),
+            }
+            .into(),
+        );
         if self.asked.is_none() {
             self.next(ctx);
         }
@@ -131,25 +136,37 @@ impl Client {
 
     /// The answer to the user's request `ticket`.
     pub fn on_answer(&mut self, ctx: &mut Ctx, ticket: Ticket, reply: &Reply) {
-        let Some((asked, op)) = self.asked.take() else {
+        let Some((asked, call)) = self.asked.take() else {
             return;
         };
         debug_assert_eq!(asked, ticket, "one user request at a time");
         match reply {
             Reply::Accounts { names, .. } if self.mode == Mode::Drain => {
                 for name in names {
-                    // Every account's password is known (an open account takes any).
+                    // Every account's password is known; an account without one refuses
+                    // it, and is then logged into without (below).
                     let password = right_password(name);
                     self.script.push_back(login_call(name.clone(), password));
-                    self.script.push_back(Op::Deliver);
+                    self.script.push_back(Op::Deliver.into());
                 }
             }
             Reply::Delivered { more, .. } if self.mode == Mode::Drain && *more > 0 => {
-                self.script.push_front(Op::Deliver);
+                self.script.push_front(Op::Deliver.into());
+            }
+            Reply::Error(ChatError::BadCredentials) if self.mode == Mode::Drain => {
+                if let Call::WithPassword {
+                    action: PasswordAction::Login,
+                    user,
+                    ..
+                } = &call
+                {
+                    let user = user.clone();
+                    self.script.push_front(Op::Login { user }.into());
+                }
             }
             // The session opens a new one first; redo the step the old one could not make.
             Reply::Error(ChatError::SessionExpired) if self.mode == Mode::Drain => {
-                self.script.push_front(op);
+                self.script.push_front(call);
             }
             _ => {}
         }
@@ -178,30 +195,42 @@ impl Client {
         }
     }
 
-    fn ask(&mut self, ctx: &mut Ctx, op: Op) {
+    fn ask(&mut self, ctx: &mut Ctx, call: Call) {
         debug_assert!(self.asked.is_none(), "one request at a time");
-        let ticket = self.session.submit(ctx.now, Ask::Op(op.clone()));
-        self.asked = Some((ticket, op));
+        let ticket = self.session.submit(ctx.now, ask_of(&call));
+        self.asked = Some((ticket, call));
     }
 }
 
-/// The operation a request is called as in the history: itself, or for a create or login
-/// with a password the simulator's stand-in op (see `crate::passwords`).
-pub fn called_op(ask: &Ask) -> Op {
-    match ask {
-        Ask::Op(op) => op.clone(),
-        Ask::WithPassword {
-            action: PasswordAction::Create,
+/// The session's request for a call of the workload.
+fn ask_of(call: &Call) -> Ask {
+    match call {
+        Call::Op(op) => Ask::Op(op.clone()),
+        Call::WithPassword {
+            action,
             user,
             password,
-        } => Op::CreateWithPassword {
+        } => Ask::WithPassword {
+            action: *action,
             user: user.clone(),
-            password_hash: password.expose().to_owned(),
+            password: Password::new(password.clone()),
         },
+    }
+}
+
+/// The call a request of the session is in the history (the checkers model password
+/// requests at this level: see `crate::passwords`).
+pub fn call_of(ask: &Ask) -> Call {
+    match ask {
+        Ask::Op(op) => Call::Op(op.clone()),
         Ask::WithPassword {
-            action: PasswordAction::Login,
+            action,
             user,
             password,
-        } => login_call(user.clone(), password.expose().to_owned()),
+        } => Call::WithPassword {
+            action: *action,
+            user: user.clone(),
+            password: password.expose().to_owned(),
+        },
     }
 }

@@ -4,14 +4,71 @@
 
 use chat_core::chat::{Message, Op, Reply};
 use chat_core::ids::{ClientId, RequestNo};
+use chat_core::password::Password;
+use chat_core::service::Request;
 use chat_core::time::Instant;
+use chat_core::wire::{ClientToServer, PasswordAction};
 use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
 use std::io::{self, Write};
 
+/// What a client asks for, as the user typed it: an operation, or a create or login with a
+/// password (`1|<user>|<password>`, `2|<user>|<password>`), which carries the plain password.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Call {
+    Op(Op),
+    WithPassword {
+        action: PasswordAction,
+        user: String,
+        password: String,
+    },
+}
+
+impl Call {
+    /// The frame the real client sends for it, as request `request` of session `client`.
+    pub fn message(&self, client: ClientId, request: RequestNo) -> ClientToServer {
+        match self {
+            Call::Op(op) => ClientToServer::Request(Request {
+                client,
+                request,
+                op: op.clone(),
+            }),
+            Call::WithPassword {
+                action,
+                user,
+                password,
+            } => ClientToServer::WithPassword {
+                client,
+                request,
+                action: *action,
+                user: user.clone(),
+                password: Password::new(password.clone()),
+            },
+        }
+    }
+}
+
+impl From<Op> for Call {
+    fn from(op: Op) -> Call {
+        Call::Op(op)
+    }
+}
+
+impl From<&Op> for Call {
+    fn from(op: &Op) -> Call {
+        Call::Op(op.clone())
+    }
+}
+
+impl From<&Call> for Call {
+    fn from(call: &Call) -> Call {
+        call.clone()
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Kind {
-    Call(Op),
+    Call(Call),
     Return(Reply),
     /// A message pushed to this session on connection `conn` (possibly again: a client
     /// shows it once).
@@ -38,7 +95,7 @@ pub struct Operation {
     pub slot: usize,
     pub client: ClientId,
     pub request: RequestNo,
-    pub op: Op,
+    pub op: Call,
     pub call: Instant,
     pub ret: Option<(Instant, Reply)>,
 }
@@ -55,9 +112,9 @@ impl History {
         slot: usize,
         client: ClientId,
         request: RequestNo,
-        op: &Op,
+        call: impl Into<Call>,
     ) {
-        self.push_event(time, slot, client, request, Kind::Call(op.clone()));
+        self.push_event(time, slot, client, request, Kind::Call(call.into()));
     }
 
     pub fn ret(
@@ -131,7 +188,7 @@ impl History {
 
     /// Writes one JSON object per event (see `sim/README.md`).
     pub fn write_json_lines(&self, mut out: impl Write) -> io::Result<()> {
-        let mut ops: BTreeMap<(ClientId, RequestNo), &Op> = BTreeMap::new();
+        let mut ops: BTreeMap<(ClientId, RequestNo), &Call> = BTreeMap::new();
         for event in &self.events {
             let mut line = Map::new();
             line.insert("time_us".into(), json!(event.time.micros()));
@@ -168,8 +225,26 @@ fn to_value(value: &impl serde::Serialize) -> Value {
     serde_json::to_value(value).expect("chat values serialize to JSON")
 }
 
-/// `"op": "Send", "args": {"to": ..., "text": ...}` (a unit operation has empty args).
-fn insert_op(line: &mut Map<String, Value>, op: &Op) {
+/// `"op": "Send", "args": {"to": ..., "text": ...}` (a unit operation has empty args); a call
+/// with a password is `"op": "CreateWithPassword"` or `"LoginWithPassword"`, `"args":
+/// {"user": ..., "password": ...}`.
+fn insert_op(line: &mut Map<String, Value>, call: &Call) {
+    let op = match call {
+        Call::Op(op) => op,
+        Call::WithPassword {
+            action,
+            user,
+            password,
+        } => {
+            let name = match action {
+                PasswordAction::Create => "CreateWithPassword",
+                PasswordAction::Login => "LoginWithPassword",
+            };
+            line.insert("op".into(), json!(name));
+            line.insert("args".into(), json!({"user": user, "password": password}));
+            return;
+        }
+    };
     let (name, args) = match to_value(op) {
         Value::String(name) => (name, Value::Object(Map::new())),
         Value::Object(map) if map.len() == 1 => map.into_iter().next().expect("one entry"),

@@ -14,6 +14,7 @@ pub mod clock;
 pub mod disk;
 pub mod engine;
 pub mod history;
+pub mod model;
 pub mod network;
 pub mod options;
 pub mod passwords;
@@ -119,6 +120,7 @@ impl RunSpec {
             self.faults.commit_without_majority,
             self.faults.vote_for_shorter_log,
             self.faults.no_client_table,
+            self.faults.stale_reads,
         ];
         let names: Vec<&str> = FAULT_NAMES
             .iter()
@@ -203,10 +205,11 @@ pub fn check(spec: RunSpec) -> Result<Report, SeedFailure> {
 }
 
 /// The names of the deliberate protocol faults, as `SIM_FAULT` takes them.
-pub const FAULT_NAMES: [&str; 3] = [
+pub const FAULT_NAMES: [&str; 4] = [
     "commit_without_majority",
     "vote_for_shorter_log",
     "no_client_table",
+    "stale_reads",
 ];
 
 /// Parses a comma-separated list of [`FAULT_NAMES`].
@@ -217,6 +220,7 @@ pub fn parse_faults(list: &str) -> Result<Faults, String> {
             "commit_without_majority" => faults.commit_without_majority = true,
             "vote_for_shorter_log" => faults.vote_for_shorter_log = true,
             "no_client_table" => faults.no_client_table = true,
+            "stale_reads" => faults.stale_reads = true,
             other => return Err(format!("unknown fault {other:?}; known: {FAULT_NAMES:?}")),
         }
     }

@@ -2,6 +2,7 @@
 //! accounts over and messages meet their recipients. Texts are unique within a run, so the
 //! checkers can tell a message sent twice from two messages.
 
+use crate::history::Call;
 use crate::passwords::{create_call, login_call, right_password, WRONG_PASSWORD};
 use chat_core::chat::Op;
 use rand::rngs::SmallRng;
@@ -38,9 +39,9 @@ impl Workload {
         Workload::default()
     }
 
-    /// A random operation for a client that believes it is logged in (or not). Pushed
-    /// messages are acknowledged by the client session itself, as in the real client.
-    pub fn next_op(&mut self, rng: &mut SmallRng, logged_in: bool) -> Op {
+    /// A random call for a client that believes it is logged in (or not). Pushed messages
+    /// are acknowledged by the client session itself, as in the real client.
+    pub fn next_op(&mut self, rng: &mut SmallRng, logged_in: bool) -> Call {
         // Weights shift towards sending once logged in. The last two kinds are a create
         // and a login with a password (see `crate::passwords`).
         let weights: [u32; 9] = if logged_in {
@@ -55,7 +56,7 @@ impl Workload {
             pick -= weights[kind];
             kind += 1;
         }
-        match kind {
+        let op = match kind {
             0 => Op::List {
                 pattern: self.pattern(rng),
             },
@@ -72,7 +73,7 @@ impl Workload {
                 text: self.text(rng),
             },
             6 => Op::Deliver,
-            7 => create_call(self.name(rng)),
+            7 => return create_call(self.name(rng)),
             _ => {
                 let user = self.name(rng);
                 let password = if rng.gen_bool(0.7) {
@@ -80,9 +81,10 @@ impl Workload {
                 } else {
                     WRONG_PASSWORD.to_owned()
                 };
-                login_call(user, password)
+                return login_call(user, password);
             }
-        }
+        };
+        Call::Op(op)
     }
 
     fn name(&self, rng: &mut SmallRng) -> String {
@@ -127,16 +129,14 @@ mod tests {
         let mut texts = BTreeSet::new();
         for i in 0..5000 {
             let op = workload.next_op(&mut rng, i % 2 == 0);
-            kinds.insert(
-                format!("{op:?}")
-                    .split([' ', '{'])
-                    .next()
-                    .unwrap()
-                    .to_string(),
-            );
-            if let Op::Send { text, .. } = op {
+            let kind = match &op {
+                Call::Op(op) => format!("{op:?}"),
+                Call::WithPassword { action, .. } => format!("{action:?}WithPassword"),
+            };
+            kinds.insert(kind.split([' ', '{']).next().unwrap().to_string());
+            if let Call::Op(Op::Send { text, .. }) = &op {
                 if !text.is_empty() {
-                    assert!(texts.insert(text), "texts repeat");
+                    assert!(texts.insert(text.clone()), "texts repeat");
                 }
             }
         }
@@ -144,7 +144,7 @@ mod tests {
             kinds.len(),
             9,
             "List, Create, Login, Logout, Delete, Send, Deliver, and with a password: \
-             CreateWithPassword, LoginVerified (the session makes the Acks)"
+             CreateWithPassword, LoginWithPassword (the session makes the Acks)"
         );
     }
 }

@@ -57,3 +57,12 @@ fn no_client_table_is_caught() {
     };
     seeds_until_caught("no_client_table", faults, 100);
 }
+
+#[test]
+fn stale_reads_are_caught() {
+    let faults = Faults {
+        stale_reads: true,
+        ..Faults::default()
+    };
+    seeds_until_caught("stale_reads", faults, 100);
+}

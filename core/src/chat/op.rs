@@ -25,8 +25,9 @@ pub enum Op {
     /// still has that very hash, so a delete and re-create in between fails safely. Clients
     /// cannot send it.
     LoginVerified { user: String, password_hash: String },
-    /// `2|<user>|<password>` that the primary's driver refused (wrong password, or no such
-    /// account): always answered [`ChatError::BadCredentials`]. Ordered like any request, so
+    /// `2|<user>|<password>` that the primary's driver refused (wrong password, no such
+    /// account, or an account without a password): always answered
+    /// [`ChatError::BadCredentials`]. Ordered like any request, so
     /// that a retry gets the answer the first attempt got, from the client table. Clients
     /// cannot send it.
     LoginRefused { user: String },
@@ -40,6 +41,21 @@ pub enum Op {
     Deliver,
     /// The client has shown these pushed messages: they leave the queue.
     Ack { ids: Vec<MessageId> },
+}
+
+impl Op {
+    /// Whether applying this op may change whether `user`'s account exists or what password
+    /// it has ([`super::AccountLock`]): a create of that name, or any `Delete` (which account
+    /// it deletes depends on the session's login when it is applied). The primary's driver
+    /// reads an account only once no such op is ordered and still unapplied (the read rule,
+    /// see `Replica::account_lock`).
+    pub fn may_change_account(&self, user: &str) -> bool {
+        match self {
+            Op::Create { user: name } | Op::CreateWithPassword { user: name, .. } => name == user,
+            Op::Delete => true,
+            _ => false,
+        }
+    }
 }
 
 /// A chat message as a recipient sees it.

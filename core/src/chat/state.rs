@@ -27,8 +27,9 @@
 //!   [`ChatError::TextTooLong`], [`ChatError::QueueFull`], [`ChatError::ServiceFull`].
 //!
 //! An account created with a password keeps only its salted slow hash (made by the driver,
-//! see `crate::password`); the driver reads it back through [`Chat::account_lock`] to verify
-//! a login before ordering `LoginVerified`.
+//! see `crate::password::request`); the driver reads it back through [`Chat::account_lock`]
+//! (under the read rule, `Replica::account_lock`) to verify a login before ordering
+//! `LoginVerified`.
 //!
 //! A failed operation changes nothing. [`ChatError::SessionExpired`] comes from the client
 //! table (`crate::service`), never from here.

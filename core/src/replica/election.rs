@@ -1,7 +1,9 @@
-//! View changes: candidates, votes, and becoming primary.
+//! View changes: candidates, votes, becoming primary, and stepping down.
 
 use super::primary::Primary;
-use super::{PeerMessage, Role};
+use super::role::{Candidate, RoleState};
+use super::timers::Timer;
+use super::PeerMessage;
 use crate::durable::EntryBody;
 use crate::ids::{OpIndex, ReplicaId, View};
 use std::collections::BTreeSet;
@@ -11,12 +13,11 @@ impl super::Replica {
     pub(super) fn start_election(&mut self) {
         self.view += 1;
         self.voted_for = Some(self.opts.id);
-        self.role = Role::Candidate;
-        self.primary = None;
-        self.leader = None;
-        self.votes = BTreeSet::from([self.opts.id]);
-        self.persist_vote();
-        self.own_vote = self.next_persist - 1;
+        let own_vote = self.persist_vote();
+        self.role = RoleState::Candidate(Candidate {
+            votes: BTreeSet::from([self.opts.id]),
+            own_vote,
+        });
         let request = PeerMessage::RequestVote {
             view: self.view,
             last_index: self.log.last_index(),
@@ -29,13 +30,12 @@ impl super::Replica {
         self.count_votes();
     }
 
-    /// A majority of votes, our own durable among them, makes us primary.
+    /// A quorum of votes, our own durable among them, makes us primary.
     pub(super) fn count_votes(&mut self) {
-        if self.role == Role::Candidate
-            && self.durable_id >= self.own_vote
-            && self.votes.len() >= self.majority()
-        {
-            self.become_primary();
+        if let RoleState::Candidate(c) = &self.role {
+            if self.durable_id >= c.own_vote && self.quorum.is_reached(c.votes.len()) {
+                self.become_primary();
+            }
         }
     }
 
@@ -70,27 +70,52 @@ impl super::Replica {
     pub(super) fn on_vote_reply(&mut self, from: ReplicaId, view: View, granted: bool) {
         if view > self.view {
             self.adopt_view(view);
-        } else if view == self.view && granted && self.role == Role::Candidate {
-            self.votes.insert(from);
-            self.count_votes();
+        } else if view == self.view && granted {
+            if let RoleState::Candidate(c) = &mut self.role {
+                c.votes.insert(from);
+                self.count_votes();
+            }
         }
     }
 
     fn become_primary(&mut self) {
-        self.role = Role::Primary;
-        self.primary = Some(self.opts.id);
-        self.votes.clear();
         let peers: Vec<ReplicaId> = self.peers().collect();
-        let mut leader = Primary::new(&peers, self.log.last_index() + 1, self.now);
+        let mut primary = Primary::new(&peers, self.log.last_index() + 1, self.now);
         // Requests already in the uncommitted log are not ordered twice.
         for entry in self.log.entries_after(self.commit) {
             if let EntryBody::Request(r) = &entry.body {
-                leader.pending.insert(r.client, r.request);
+                primary.pending.insert(r.client, r.request);
             }
         }
-        self.leader = Some(leader);
+        self.role = RoleState::Primary(primary);
+        self.timers.disarm(Timer::Election);
         // An entry of our own view commits every earlier entry with it (Raft §5.4.2).
         self.append_entry(EntryBody::Noop);
         self.on_heartbeat_timer();
+    }
+
+    /// Adopts a higher view as a backup, with no vote cast in it yet. The election timer
+    /// keeps running: hearing of a view is not hearing from its primary.
+    pub(super) fn adopt_view(&mut self, view: View) {
+        debug_assert!(view > self.view);
+        self.view = view;
+        self.voted_for = None;
+        self.persist_vote();
+        self.step_down(None);
+    }
+
+    /// Follows `primary` (if known) as a backup; restarts the election timer.
+    pub(super) fn become_backup(&mut self, primary: Option<ReplicaId>) {
+        self.step_down(primary);
+        self.reset_election_timer();
+    }
+
+    /// Becomes a backup of `primary`, dropping a candidate's or primary's state.
+    fn step_down(&mut self, primary: Option<ReplicaId>) {
+        if !matches!(self.role, RoleState::Backup { .. }) {
+            self.timers.disarm(Timer::Heartbeat);
+            self.reset_election_timer();
+        }
+        self.role = RoleState::Backup { primary };
     }
 }

@@ -18,12 +18,29 @@
 //!     relies on state not yet durable, and releases it once `Persisted` covers that state.
 //!   - `Reply`, `Redirect`, `Event`: deliver to the client session, if it is connected here.
 //! - Time is only what `now` says; randomness comes from `Options::seed`.
+//! - Tests and the simulator call [`Replica::check_invariants`] after every step.
+//!
+//! # Layout
+//! - `role`: the role as an enum that owns each role's state (backup, candidate, primary).
+//! - `election`: candidates, votes, becoming primary, stepping down.
+//! - `primary` / `backup`: ordering and replicating / accepting entries.
+//! - `quorum`: who decides, and the commit rule. `snapshot`: taking, sending, installing.
+//! - `durability`: persist ids, and messages held until what they rely on is durable.
+//! - `timers`: every timer in one table. `invariants`: `check_invariants`.
 
 mod backup;
+mod durability;
 mod election;
+mod invariants;
 mod log;
 mod message;
 mod primary;
+mod quorum;
+mod role;
+mod snapshot;
+#[cfg(test)]
+mod tests;
+mod timers;
 
 pub use message::PeerMessage;
 
@@ -32,12 +49,17 @@ use crate::durable::{Entry, EntryBody, Record, Recovered, Snapshot, SnapshotMeta
 use crate::ids::{ClientId, OpIndex, ReplicaId, RequestNo, View};
 use crate::service::{Request, Service};
 use crate::time::{Duration, Instant};
+pub use invariants::InvariantViolation;
+use invariants::StepStart;
 use log::Log;
-use primary::Primary;
+use quorum::Quorum;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
+use role::RoleState;
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeSet, VecDeque};
+use snapshot::Snapshots;
+use std::collections::VecDeque;
+use timers::{Timer, Timers};
 
 /// Fixed settings of one replica.
 #[derive(Clone, Debug)]
@@ -94,6 +116,9 @@ pub struct Faults {
     pub vote_for_shorter_log: bool,
     /// Retried requests are applied again instead of answered from the client table.
     pub no_client_table: bool,
+    /// The primary's applied state is read without the read rule (`Replica::account_lock`
+    /// answers on any primary), so the password driver may decide from stale state.
+    pub stale_reads: bool,
 }
 
 /// Identifies a [`Output::Persist`]; ids increase by one per output, from 1.
@@ -178,6 +203,7 @@ pub struct Replica {
     opts: Options,
     rng: SmallRng,
     now: Instant,
+    quorum: Quorum,
 
     // Durable state (as last handed to the driver; `durable_id` says how much is on disk).
     view: View,
@@ -185,21 +211,14 @@ pub struct Replica {
     log: Log,
 
     // Volatile state.
-    role: Role,
-    primary: Option<ReplicaId>,
+    role: RoleState,
     commit: OpIndex,
     applied: OpIndex,
     service: Service,
-    /// The newest durable snapshot, kept to send to lagging backups.
-    snapshot: Option<Snapshot>,
-    /// A snapshot of our own handed to the driver and not yet durable.
-    snapshot_pending: Option<(PersistId, Snapshot)>,
-    /// Applied index at which to snapshot next.
-    next_snapshot_at: OpIndex,
-    /// A snapshot arriving from the primary in chunks.
-    incoming: Option<backup::IncomingSnapshot>,
+    snapshots: Snapshots,
+    timers: Timers,
 
-    // Persistence plumbing.
+    // Persistence plumbing (see `durability.rs`).
     next_persist: PersistId,
     durable_id: PersistId,
     /// (persist id, last log index it wrote): turns `Persisted` into "log durable up to".
@@ -208,17 +227,12 @@ pub struct Replica {
     durable_index: OpIndex,
     /// Messages that may leave once the persist id they carry is durable.
     held: VecDeque<(PersistId, Output)>,
+    /// The last (view, vote) handed to the driver as a `Record::Vote`.
+    persisted_vote: (View, Option<ReplicaId>),
     outputs: VecDeque<Output>,
 
-    // Timers.
-    election_deadline: Instant,
-    heartbeat_due: Instant,
-
-    /// Candidate: who voted for us in this view; the persist id of our own vote.
-    votes: BTreeSet<ReplicaId>,
-    own_vote: PersistId,
-    /// Primary: what we know of each backup.
-    leader: Option<Primary>,
+    /// What `check_invariants` compares against: the state before the last step.
+    step_start: StepStart,
 }
 
 impl Replica {
@@ -243,40 +257,37 @@ impl Replica {
         }
         let log = Log::new(base, recovered.entries);
         let durable_index = log.last_index();
-        let next_snapshot_at = base.last_index + opts.snapshot_every;
+        let snapshots = Snapshots::new(snapshot, base.last_index + opts.snapshot_every);
         let mut replica = Replica {
             rng: SmallRng::seed_from_u64(opts.seed),
+            quorum: Quorum::majority(opts.replica_count),
             opts,
             now,
             view: recovered.view,
             voted_for: recovered.voted_for,
             log,
-            role: Role::Backup,
-            primary: None,
+            role: RoleState::Backup { primary: None },
             commit: base.last_index,
             applied: base.last_index,
             service,
-            snapshot,
-            snapshot_pending: None,
-            next_snapshot_at,
-            incoming: None,
+            snapshots,
+            timers: Timers::new(),
             next_persist: 1,
             durable_id: 0,
             index_marks: VecDeque::new(),
             durable_index,
             held: VecDeque::new(),
+            persisted_vote: (recovered.view, recovered.voted_for),
             outputs: VecDeque::new(),
-            election_deadline: Instant::NEVER,
-            heartbeat_due: Instant::NEVER,
-            votes: BTreeSet::new(),
-            own_vote: 0,
-            leader: None,
+            step_start: StepStart::default(),
         };
         replica.reset_election_timer();
+        replica.step_start = StepStart::of(&replica);
         Ok(replica)
     }
 
     pub fn handle(&mut self, now: Instant, input: Input) {
+        self.step_start = StepStart::of(self);
         self.now = self.now.max(now);
         match input {
             Input::Peer { from, message } => self.on_peer(from, message),
@@ -291,13 +302,15 @@ impl Replica {
 
     /// Time has passed: fire any timer that is due.
     pub fn tick(&mut self, now: Instant) {
+        self.step_start = StepStart::of(self);
         self.now = self.now.max(now);
-        if self.role == Role::Primary {
-            if self.now >= self.heartbeat_due {
-                self.on_heartbeat_timer();
+        for timer in Timer::ALL {
+            if self.timers.is_due(timer, self.now) {
+                match timer {
+                    Timer::Election => self.start_election(),
+                    Timer::Heartbeat => self.on_heartbeat_timer(),
+                }
             }
-        } else if self.now >= self.election_deadline {
-            self.start_election();
         }
     }
 
@@ -305,20 +318,17 @@ impl Replica {
         self.outputs.pop_front()
     }
 
-    /// When `tick` must be called next at the latest.
+    /// When `tick` must be called next at the latest: the earliest armed timer.
     pub fn poll_timeout(&self) -> Instant {
-        match self.role {
-            Role::Primary => self.heartbeat_due,
-            _ => self.election_deadline,
-        }
+        self.timers.next()
     }
 
     pub fn status(&self) -> Status {
         Status {
             id: self.opts.id,
-            role: self.role,
+            role: self.role.role(),
             view: self.view,
-            primary: self.primary,
+            primary: self.role.primary(self.opts.id),
             commit: self.commit,
             last_index: self.log.last_index(),
             log_start: self.log.first_index(),
@@ -344,15 +354,27 @@ impl Replica {
         (self.applied, self.service.digest())
     }
 
-    /// Whether `user` exists in the applied state, and with which password hash: the
-    /// primary's driver verifies a password against it before ordering `LoginVerified`.
     /// Largest request ordered (see [`Options::max_append_bytes`]).
     pub fn max_request_bytes(&self) -> usize {
         self.opts.max_append_bytes / 2
     }
 
-    pub fn account_lock(&self, user: &str) -> AccountLock {
-        self.service.account_lock(user)
+    /// Whether `user` exists in the applied state, and with which password hash, for the
+    /// primary's password driver (`crate::password::request`) — or `None` while that state
+    /// may be stale for it. The read rule (NOTEBOOK.md, safety argument point 6): only a
+    /// primary that has applied an entry of its own view, with no entry that may change the
+    /// account ([`crate::chat::Op::may_change_account`]) ordered and not yet applied. The
+    /// driver asks again later, and orders its decision in the same turn as its last read.
+    pub fn account_lock(&self, user: &str) -> Option<AccountLock> {
+        let changes_pending = || {
+            self.log.entries_after(self.applied).any(|entry| {
+                matches!(&entry.body, EntryBody::Request(r) if r.op.may_change_account(user))
+            })
+        };
+        let current = self.role.is_primary()
+            && (self.opts.faults.stale_reads
+                || (self.log.view_at(self.applied) == Some(self.view) && !changes_pending()));
+        current.then(|| self.service.account_lock(user))
     }
 
     fn on_peer(&mut self, from: ReplicaId, message: PeerMessage) {
@@ -394,133 +416,9 @@ impl Replica {
         }
     }
 
-    // ----- shared plumbing -----
-
-    fn majority(&self) -> usize {
-        usize::from(self.opts.replica_count) / 2 + 1
-    }
-
     fn peers(&self) -> impl Iterator<Item = ReplicaId> {
         let me = self.opts.id;
         (0..self.opts.replica_count).filter(move |&r| r != me)
-    }
-
-    /// Hands `what` to the driver to make durable; returns its id.
-    fn persist(&mut self, what: Persist) -> PersistId {
-        let id = self.next_persist;
-        self.next_persist += 1;
-        if let Persist::Records(records) = &what {
-            if let Some(last) = records.iter().rev().find_map(|r| match r {
-                Record::Entry(e) => Some(e.index),
-                _ => None,
-            }) {
-                self.index_marks.push_back((id, last));
-            }
-        }
-        self.outputs.push_back(Output::Persist { id, what });
-        id
-    }
-
-    fn persist_vote(&mut self) {
-        self.persist(Persist::Records(vec![Record::Vote {
-            view: self.view,
-            voted_for: self.voted_for,
-        }]));
-    }
-
-    /// Sends `message` once everything persisted so far is durable.
-    fn send_after_persist(&mut self, to: ReplicaId, message: PeerMessage) {
-        let last = self.next_persist - 1;
-        let out = Output::Send { to, message };
-        if last <= self.durable_id {
-            self.outputs.push_back(out);
-        } else {
-            self.held.push_back((last, out));
-        }
-    }
-
-    fn send_now(&mut self, to: ReplicaId, message: PeerMessage) {
-        self.outputs.push_back(Output::Send { to, message });
-    }
-
-    fn on_persisted(&mut self, id: PersistId) {
-        if id <= self.durable_id {
-            return;
-        }
-        assert!(id < self.next_persist, "persisted an id never handed out");
-        self.durable_id = id;
-        while let Some(&(mark, index)) = self.index_marks.front() {
-            if mark > id {
-                break;
-            }
-            self.durable_index = self.durable_index.max(index);
-            self.index_marks.pop_front();
-        }
-        while self.held.front().is_some_and(|(mark, _)| *mark <= id) {
-            let (_, out) = self.held.pop_front().expect("checked above");
-            self.outputs.push_back(out);
-        }
-        if self
-            .snapshot_pending
-            .as_ref()
-            .is_some_and(|(mark, _)| *mark <= id)
-        {
-            let (_, snapshot) = self.snapshot_pending.take().expect("checked above");
-            self.finish_own_snapshot(snapshot);
-        }
-        match self.role {
-            Role::Candidate => self.count_votes(),
-            Role::Primary => self.advance_commit(),
-            Role::Backup => {}
-        }
-    }
-
-    /// Log entries at `index` and above are gone: nothing about them may count as durable.
-    fn truncate_log(&mut self, index: OpIndex) {
-        self.log.truncate_from(index);
-        self.durable_only_up_to(index - 1);
-    }
-
-    /// Entries after `index` are no longer the ones persisted before: neither what is durable
-    /// nor any pending persist may vouch for them.
-    fn durable_only_up_to(&mut self, index: OpIndex) {
-        self.durable_index = self.durable_index.min(index);
-        for (_, last) in self.index_marks.iter_mut() {
-            *last = (*last).min(index);
-        }
-    }
-
-    /// Adopts a higher view as a backup, with no vote cast in it yet. The election timer
-    /// keeps running: hearing of a view is not hearing from its primary.
-    fn adopt_view(&mut self, view: View) {
-        debug_assert!(view > self.view);
-        self.view = view;
-        self.voted_for = None;
-        self.persist_vote();
-        self.step_down();
-        self.primary = None;
-    }
-
-    /// Follows `primary` (if known) as a backup; restarts the election timer.
-    fn become_backup(&mut self, primary: Option<ReplicaId>) {
-        self.step_down();
-        self.primary = primary;
-        self.reset_election_timer();
-    }
-
-    fn step_down(&mut self) {
-        if self.role != Role::Backup {
-            self.role = Role::Backup;
-            self.leader = None;
-            self.votes.clear();
-            self.reset_election_timer();
-        }
-    }
-
-    fn reset_election_timer(&mut self) {
-        let base = self.opts.election_timeout.as_micros() as u64;
-        let jitter = self.rng.gen_range(0..base.max(1));
-        self.election_deadline = self.now + Duration::from_micros(base + jitter);
     }
 
     /// Applies committed entries in order; the primary answers clients and pushes events.
@@ -541,16 +439,14 @@ impl Replica {
                 }
                 EntryBody::Noop => continue,
             };
-            if let Some(leader) = self.leader.as_mut() {
-                leader.pending.remove(&request.client);
-            }
             let applied = if self.opts.faults.no_client_table {
                 self.service
                     .apply_without_client_table(&self.opts.limits, index, &request)
             } else {
                 self.service.apply(&self.opts.limits, index, &request)
             };
-            if self.role == Role::Primary {
+            if let Some(primary) = self.role.as_primary() {
+                primary.pending.remove(&request.client);
                 if let Some(reply) = applied.reply {
                     self.outputs.push_back(Output::Reply {
                         client: request.client,
@@ -565,33 +461,10 @@ impl Replica {
         self.maybe_snapshot();
     }
 
-    /// Snapshots the applied state once enough entries piled up since the last snapshot.
-    fn maybe_snapshot(&mut self) {
-        if self.snapshot_pending.is_some() || self.applied < self.next_snapshot_at {
-            return;
-        }
-        self.next_snapshot_at = self.applied + self.opts.snapshot_every;
-        // Any size: the storage writes it as a sequence of records (`codec::snapshot`).
-        let data = self.service.snapshot();
-        let meta = SnapshotMeta {
-            last_index: self.applied,
-            last_view: self
-                .log
-                .view_at(self.applied)
-                .expect("applied entries are in the log"),
-        };
-        let snapshot = Snapshot { meta, data };
-        let id = self.persist(Persist::Snapshot(snapshot.clone()));
-        self.snapshot_pending = Some((id, snapshot));
-    }
-
-    /// Our own snapshot is durable: drop the entries it covers.
-    fn finish_own_snapshot(&mut self, snapshot: Snapshot) {
-        if snapshot.meta.last_index <= self.log.base().last_index {
-            return; // A newer snapshot (installed from the primary) already covers it.
-        }
-        let kept = self.log.compact_to(snapshot.meta);
-        debug_assert!(kept, "our own snapshot is of our own committed log");
-        self.snapshot = Some(snapshot);
+    fn reset_election_timer(&mut self) {
+        let base = self.opts.election_timeout.as_micros() as u64;
+        let jitter = self.rng.gen_range(0..base.max(1));
+        let at = self.now + Duration::from_micros(base + jitter);
+        self.timers.arm(Timer::Election, at);
     }
 }

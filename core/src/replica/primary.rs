@@ -1,6 +1,8 @@
-//! The primary's side: ordering client requests, replicating, committing, state transfer.
+//! The primary's side: ordering client requests, replicating, committing.
 
-use super::{Output, PeerMessage, Persist, Role};
+use super::role::RoleState;
+use super::timers::Timer;
+use super::{Output, PeerMessage, Persist};
 use crate::chat::{ChatError, Event, Reply};
 use crate::durable::{Entry, EntryBody, Record};
 use crate::ids::{ClientId, OpIndex, ReplicaId, RequestNo, View};
@@ -11,7 +13,7 @@ use std::collections::BTreeMap;
 /// What a primary tracks for its view.
 #[derive(Debug)]
 pub(super) struct Primary {
-    peers: BTreeMap<ReplicaId, Progress>,
+    pub(super) peers: BTreeMap<ReplicaId, Progress>,
     /// Requests ordered in the log and not yet applied: client -> request number.
     pub pending: BTreeMap<ClientId, RequestNo>,
     /// The clock last put in the log in this view (`EntryBody::Time`).
@@ -20,19 +22,19 @@ pub(super) struct Primary {
 
 /// Replication progress of one backup (in the manner of raft-rs's progress states).
 #[derive(Debug)]
-struct Progress {
+pub(super) struct Progress {
     /// Next index to send.
-    next: OpIndex,
+    pub(super) next: OpIndex,
     /// Highest index known to match ours durably on the backup.
-    matched: OpIndex,
+    pub(super) matched: OpIndex,
     /// `matched` at the previous heartbeat: no progress in between means a lost message.
     matched_at_heartbeat: OpIndex,
-    state: SendState,
+    pub(super) state: SendState,
     last_heard: Instant,
 }
 
 #[derive(Debug, PartialEq, Eq)]
-enum SendState {
+pub(super) enum SendState {
     /// Entries stream ahead of acknowledgements (`next` moves on as they are sent).
     Replicate,
     /// Looking for where the logs agree: one `Append` at a time, from `next`.
@@ -64,36 +66,23 @@ const WINDOW_APPENDS: u64 = 4;
 /// How often, at most, the primary puts its clock into the log (before a request).
 const STAMP_EVERY: Duration = Duration::from_secs(1);
 
+/// What a primary does with a client request.
+enum Decision {
+    Redirect,
+    Reply(Reply),
+    /// A retry of a request already ordered (the reply comes when it commits) or older than
+    /// the client's last one.
+    Ignore,
+    Order,
+}
+
 impl super::Replica {
     pub(super) fn on_client_request(&mut self, request: Request) {
-        if self.role != Role::Primary {
-            self.outputs.push_back(Output::Redirect {
-                client: request.client,
-                primary: self.primary,
-            });
-            return;
-        }
-        let size = postcard::experimental::serialized_size(&request).unwrap_or(usize::MAX);
-        let max = self.max_request_bytes();
-        if size > max {
-            let reply = Reply::Error(ChatError::RequestTooLarge { max: max as u32 });
-            self.reply(request.client, request.request, reply);
-            return;
-        }
-        let lookup = if self.opts.faults.no_client_table {
-            Lookup::New
-        } else {
-            self.service.lookup(request.client, request.request)
-        };
-        match lookup {
-            Lookup::Done(reply) => self.reply(request.client, request.request, reply),
-            Lookup::Stale => {}
-            Lookup::New => {
-                let leader = self.leader.as_mut().expect("primary state");
-                if leader.pending.get(&request.client) == Some(&request.request) {
-                    return; // Already ordered: the reply comes when it commits.
-                }
-                leader.pending.insert(request.client, request.request);
+        match self.decide(&request) {
+            Decision::Redirect => self.redirect(request.client),
+            Decision::Reply(reply) => self.reply(request.client, request.request, reply),
+            Decision::Ignore => {}
+            Decision::Order => {
                 self.stamp_time();
                 self.append_entry(EntryBody::Request(request));
                 self.replicate();
@@ -101,10 +90,33 @@ impl super::Replica {
         }
     }
 
+    fn decide(&self, request: &Request) -> Decision {
+        let RoleState::Primary(primary) = &self.role else {
+            return Decision::Redirect;
+        };
+        let size = postcard::experimental::serialized_size(request).unwrap_or(usize::MAX);
+        let max = self.max_request_bytes();
+        if size > max {
+            return Decision::Reply(Reply::Error(ChatError::RequestTooLarge { max: max as u32 }));
+        }
+        let lookup = if self.opts.faults.no_client_table {
+            Lookup::New
+        } else {
+            self.service.lookup(request.client, request.request)
+        };
+        match lookup {
+            Lookup::Done(reply) => Decision::Reply(reply),
+            Lookup::Stale => Decision::Ignore,
+            Lookup::New if primary.pending.get(&request.client) == Some(&request.request) => {
+                Decision::Ignore
+            }
+            Lookup::New => Decision::Order,
+        }
+    }
+
     pub(super) fn on_client_attached(&mut self, client: ClientId) {
-        if self.role != Role::Primary {
-            let primary = self.primary;
-            self.outputs.push_back(Output::Redirect { client, primary });
+        if !self.role.is_primary() {
+            self.redirect(client);
             return;
         }
         // At most a page again, oldest first: a long backlog must not flood the connection
@@ -114,6 +126,11 @@ impl super::Replica {
             self.outputs
                 .push_back(Output::Event(Event::Push { client, message }));
         }
+    }
+
+    fn redirect(&mut self, client: ClientId) {
+        let primary = self.role.primary(self.opts.id);
+        self.outputs.push_back(Output::Redirect { client, primary });
     }
 
     fn reply(&mut self, client: ClientId, request: RequestNo, reply: Reply) {
@@ -128,19 +145,25 @@ impl super::Replica {
     /// since this view's last stamp: the service's only source of time.
     fn stamp_time(&mut self) {
         let now = self.now;
-        let leader = self.leader.as_mut().expect("primary state");
-        if leader
+        let Some(primary) = self.role.as_primary() else {
+            return;
+        };
+        if primary
             .stamped
             .is_some_and(|at| now.saturating_sub(at) < STAMP_EVERY)
         {
             return;
         }
-        leader.stamped = Some(now);
+        primary.stamped = Some(now);
         self.append_entry(EntryBody::Time(now));
     }
 
-    /// Appends an entry of the current view to our log and to our disk.
+    /// Appends an entry of the current view to our log and to our disk; a request is
+    /// pending until it is applied.
     pub(super) fn append_entry(&mut self, body: EntryBody) {
+        if let (EntryBody::Request(r), Some(primary)) = (&body, self.role.as_primary()) {
+            primary.pending.insert(r.client, r.request);
+        }
         let entry = Entry {
             index: self.log.last_index() + 1,
             view: self.view,
@@ -156,29 +179,38 @@ impl super::Replica {
 
     /// Streams new entries to every backup that keeps up.
     fn replicate(&mut self) {
-        for peer in self.peers().collect::<Vec<_>>() {
-            let progress = &self.leader.as_ref().expect("primary state").peers[&peer];
-            let in_flight = progress.next.saturating_sub(progress.matched + 1);
-            let window = WINDOW_APPENDS * self.opts.max_append_entries as u64;
-            if progress.state == SendState::Replicate
-                && progress.next <= self.log.last_index()
-                && in_flight < window
-            {
-                self.send_append(peer);
-            }
+        let RoleState::Primary(primary) = &self.role else {
+            return;
+        };
+        let window = WINDOW_APPENDS * self.opts.max_append_entries as u64;
+        let last_index = self.log.last_index();
+        let ready: Vec<ReplicaId> = primary
+            .peers
+            .iter()
+            .filter(|(_, p)| {
+                let in_flight = p.next.saturating_sub(p.matched + 1);
+                p.state == SendState::Replicate && p.next <= last_index && in_flight < window
+            })
+            .map(|(&peer, _)| peer)
+            .collect();
+        for peer in ready {
+            self.send_append(peer);
         }
     }
 
     pub(super) fn on_heartbeat_timer(&mut self) {
-        self.heartbeat_due = self.now + self.opts.heartbeat_interval;
-        if !self.hears_majority() {
+        self.timers
+            .arm(Timer::Heartbeat, self.now + self.opts.heartbeat_interval);
+        if !self.hears_quorum() {
             // Check quorum: a primary cut off from a majority stops acting as one, so
             // clients look for the new primary. (It could not commit anyway.)
             self.become_backup(None);
             return;
         }
-        for peer in self.peers().collect::<Vec<_>>() {
-            let progress = self.progress(peer);
+        let Some(primary) = self.role.as_primary() else {
+            return;
+        };
+        for progress in primary.peers.values_mut() {
             let stalled = progress.state == SendState::Replicate
                 && progress.matched + 1 < progress.next
                 && progress.matched == progress.matched_at_heartbeat;
@@ -188,34 +220,37 @@ impl super::Replica {
                 progress.next = progress.matched + 1;
             }
             progress.matched_at_heartbeat = progress.matched;
+        }
+        for peer in self.peers().collect::<Vec<_>>() {
             self.send_append(peer);
         }
     }
 
-    fn hears_majority(&self) -> bool {
-        let leader = self.leader.as_ref().expect("primary state");
-        let heard = leader
+    /// Whether a quorum (ourselves included) was heard from within an election timeout.
+    fn hears_quorum(&self) -> bool {
+        let RoleState::Primary(primary) = &self.role else {
+            return false;
+        };
+        let heard = primary
             .peers
             .values()
             .filter(|p| self.now.saturating_sub(p.last_heard) < self.opts.election_timeout)
             .count();
-        heard + 1 >= self.majority()
+        self.quorum.is_reached(heard + 1)
     }
 
-    fn progress(&mut self, peer: ReplicaId) -> &mut Progress {
-        self.leader
-            .as_mut()
-            .expect("primary state")
-            .peers
-            .get_mut(&peer)
-            .expect("known peer")
+    /// A primary's progress record of `peer`; `None` if we are not primary.
+    pub(super) fn progress(&mut self, peer: ReplicaId) -> Option<&mut Progress> {
+        self.role.as_primary()?.peers.get_mut(&peer)
     }
 
     /// Sends `peer` what it needs next: entries from its `next`, a heartbeat, or a snapshot
     /// chunk when those entries were compacted away.
-    fn send_append(&mut self, peer: ReplicaId) {
+    pub(super) fn send_append(&mut self, peer: ReplicaId) {
         let base = self.log.base();
-        let progress = self.progress(peer);
+        let Some(progress) = self.progress(peer) else {
+            return;
+        };
         if progress.next <= base.last_index && !matches!(progress.state, SendState::Snapshot { .. })
         {
             progress.state = SendState::Snapshot { offset: 0 };
@@ -225,6 +260,7 @@ impl super::Replica {
             return;
         }
         let next = progress.next;
+        let replicating = progress.state == SendState::Replicate;
         let prev_index = next - 1;
         let prev_view = self
             .log
@@ -235,11 +271,10 @@ impl super::Replica {
             self.opts.max_append_entries,
             self.opts.max_append_bytes,
         );
-        let progress = self.progress(peer);
-        if progress.state == SendState::Replicate {
-            if let Some(last) = entries.last() {
-                progress.next = last.index + 1;
-            }
+        if let (true, Some(last), Some(progress)) =
+            (replicating, entries.last(), self.progress(peer))
+        {
+            progress.next = last.index + 1;
         }
         let message = PeerMessage::Append {
             view: self.view,
@@ -253,36 +288,24 @@ impl super::Replica {
         self.send_now(peer, message);
     }
 
-    fn send_snapshot_chunk(&mut self, peer: ReplicaId, offset: u64) {
-        let snapshot = self
-            .snapshot
-            .as_ref()
-            .expect("a compacted log has its snapshot at hand");
-        debug_assert_eq!(snapshot.meta, self.log.base());
-        let total = snapshot.data.len() as u64;
-        let start = offset.min(total) as usize;
-        let end = (start + self.opts.snapshot_chunk_bytes.max(1)).min(snapshot.data.len());
-        let message = PeerMessage::SnapshotChunk {
-            view: self.view,
-            meta: snapshot.meta,
-            offset: start as u64,
-            total_len: total,
-            data: snapshot.data[start..end].to_vec(),
-        };
-        self.send_now(peer, message);
-    }
-
-    /// A message from `from` in our view reached us: it is alive and follows us.
-    fn heard(&mut self, from: ReplicaId, view: View) -> bool {
+    /// A message from `from` in our view reached us: it is alive and follows us. Returns
+    /// whether the message is for us as primary of this view.
+    pub(super) fn heard(&mut self, from: ReplicaId, view: View) -> bool {
         if view > self.view {
             self.adopt_view(view);
             return false;
         }
-        if self.role != Role::Primary || view < self.view {
+        if view < self.view {
             return false;
         }
-        self.progress(from).last_heard = self.now;
-        true
+        let now = self.now;
+        match self.progress(from) {
+            Some(progress) => {
+                progress.last_heard = now;
+                true
+            }
+            None => false,
+        }
     }
 
     pub(super) fn on_append_reply(
@@ -297,7 +320,9 @@ impl super::Replica {
             return;
         }
         let last_index = self.log.last_index();
-        let progress = self.progress(from);
+        let Some(progress) = self.progress(from) else {
+            return;
+        };
         if matches!(progress.state, SendState::Snapshot { .. }) {
             return; // Answers to appends sent before the snapshot: the snapshot decides.
         }
@@ -308,7 +333,7 @@ impl super::Replica {
             }
             progress.next = progress.next.max(progress.matched + 1);
             self.advance_commit();
-            if self.progress(from).next <= last_index {
+            if self.progress(from).is_some_and(|p| p.next <= last_index) {
                 self.send_append(from);
             }
             return;
@@ -325,42 +350,18 @@ impl super::Replica {
         self.send_append(from);
     }
 
-    pub(super) fn on_snapshot_reply(
-        &mut self,
-        from: ReplicaId,
-        view: View,
-        last_index: OpIndex,
-        offset: u64,
-    ) {
-        if !self.heard(from, view) {
-            return;
-        }
-        let base = self.log.base();
-        let total = self.snapshot.as_ref().map_or(0, |s| s.data.len() as u64);
-        let progress = self.progress(from);
-        if !matches!(progress.state, SendState::Snapshot { .. }) || last_index != base.last_index {
-            return; // Stale: about another snapshot, or a transfer already finished.
-        }
-        if offset >= total {
-            progress.matched = progress.matched.max(last_index);
-            progress.next = last_index + 1;
-            progress.state = SendState::Probe;
-            self.advance_commit();
-        } else {
-            progress.state = SendState::Snapshot { offset };
-        }
-        self.send_append(from);
-    }
-
-    /// Commits the highest entry of our view that a majority holds durably.
+    /// Commits the highest entry of our view that a quorum holds durably.
     pub(super) fn advance_commit(&mut self) {
-        let leader = self.leader.as_ref().expect("primary state");
-        let mut matched: Vec<OpIndex> = leader.peers.values().map(|p| p.matched).collect();
-        matched.push(self.durable_index);
-        matched.sort_unstable_by(|a, b| b.cmp(a));
-        let candidate = matched[self.majority() - 1];
-        if candidate > self.commit && self.log.view_at(candidate) == Some(self.view) {
-            self.commit = candidate;
+        let RoleState::Primary(primary) = &self.role else {
+            return;
+        };
+        let mut held: Vec<OpIndex> = primary.peers.values().map(|p| p.matched).collect();
+        held.push(self.durable_index);
+        if let Some(commit) = self
+            .quorum
+            .commit_point(held, &self.log, self.view, self.commit)
+        {
+            self.commit = commit;
             self.apply_committed();
         }
     }

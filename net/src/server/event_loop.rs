@@ -12,11 +12,12 @@ use super::peers::Peers;
 use super::session_opens::SessionOpens;
 use super::{ServerError, ServerOptions, Shutdown};
 use crate::storage::Storage;
-use chat_core::chat::{Event, Reply};
+use chat_core::chat::Reply;
 use chat_core::config::{Config, NetLimits};
 use chat_core::ids::ReplicaId;
 use chat_core::peer_auth::ClusterSecret;
 use chat_core::replica::{Input, Output, Replica};
+use chat_core::route::Route;
 use chat_core::time::{Duration, Instant};
 use chat_core::wire::ServerToClient;
 use mio::net::TcpListener;
@@ -279,38 +280,34 @@ impl EventLoop {
     /// Acts on everything the replica has to say.
     pub(super) fn drain_outputs(&mut self) {
         while let Some(output) = self.replica.poll_output() {
-            match output {
-                Output::Send { to, message } => {
-                    self.narrator.on_send(self.now, to, &message);
-                    self.send_to_peer(to, &message)
-                }
-                Output::Persist { id, what } => {
-                    if let Some(io) = &self.io {
-                        io.submit(id, what);
-                    }
-                }
-                Output::Reply {
-                    client,
-                    request,
-                    reply,
-                } => {
-                    if let Reply::Error(e) = &reply {
-                        count_error(&self.narrator.metrics, e);
-                    }
-                    self.send_to_client(client, &ServerToClient::Reply { request, reply })
-                }
-                Output::Redirect { client, primary } => {
-                    self.send_to_client(client, &ServerToClient::Redirect { primary })
-                }
-                Output::Event(Event::Push { client, message }) => {
-                    self.send_to_client(client, &ServerToClient::Push(message))
-                }
-                Output::Event(Event::LoggedOut { client }) => {
-                    self.send_to_client(client, &ServerToClient::LoggedOut)
-                }
-            }
+            self.carry_out(output);
         }
         self.narrator.after_turn(self.now, &self.replica.status());
+    }
+
+    /// Sends, persists or delivers one output of the replica (or of the password decision).
+    pub(super) fn carry_out(&mut self, output: Output) {
+        match Route::from(output) {
+            Route::Peer { to, message } => {
+                self.narrator.on_send(self.now, to, &message);
+                self.send_to_peer(to, &message)
+            }
+            Route::Disk { id, what } => {
+                if let Some(io) = &self.io {
+                    io.submit(id, what);
+                }
+            }
+            Route::Client { client, message } => {
+                if let ServerToClient::Reply {
+                    reply: Reply::Error(e),
+                    ..
+                } = &message
+                {
+                    count_error(&self.narrator.metrics, e);
+                }
+                self.send_to_client(client, &message)
+            }
+        }
     }
 
     /// Every `SAMPLE_EVERY`, the bytes waiting on connections, for the metrics.

@@ -2,7 +2,7 @@
 //! each on purpose: the event loop hands them jobs through a bounded queue and takes the
 //! results from a channel when the loop's waker fires, so it never waits for a hash.
 
-use chat_core::password::{self, HashCost, Password};
+use chat_core::password::request::{Outcome, Work};
 use mio::Waker;
 use std::sync::mpsc::{self, Receiver, Sender, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
@@ -11,25 +11,6 @@ use tracing::error;
 
 /// Identifies a job; the pool's user keeps what it needs to act on the result under it.
 pub(super) type JobId = u64;
-
-#[derive(Debug)]
-pub(super) enum Work {
-    /// Hash a new account's password.
-    Hash {
-        password: Password,
-        salt: [u8; 16],
-        cost: HashCost,
-    },
-    /// Check a password against an account's hash (at the cost stored in it).
-    Verify { phc: String, password: Password },
-}
-
-#[derive(Debug, PartialEq, Eq)]
-pub(super) enum Outcome {
-    /// The PHC string of the hash.
-    Hashed(String),
-    Verified(bool),
-}
 
 pub(super) struct HashPool {
     jobs: SyncSender<(JobId, Work)>,
@@ -81,16 +62,7 @@ fn work(jobs: &Mutex<Receiver<(JobId, Work)>>, done: &Sender<(JobId, Outcome)>, 
         let Ok((id, work)) = next else {
             return;
         };
-        let outcome = match work {
-            Work::Hash {
-                password,
-                salt,
-                cost,
-            } => Outcome::Hashed(password::hash(password.expose(), &salt, cost)),
-            Work::Verify { phc, password } => {
-                Outcome::Verified(password::verify(&phc, password.expose()))
-            }
-        };
+        let outcome = work.run();
         if done.send((id, outcome)).is_err() {
             return;
         }
@@ -102,6 +74,7 @@ fn work(jobs: &Mutex<Receiver<(JobId, Work)>>, done: &Sender<(JobId, Outcome)>, 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use chat_core::password::{self, HashCost, Password};
     use mio::{Events, Poll, Token};
     use std::time::Duration;
 

@@ -1,26 +1,28 @@
-//! Accounts with passwords, at the primary: `ClientToServer::WithPassword` is hashed or
-//! verified on the [`HashPool`], and only then ordered, as `Op::CreateWithPassword` (with
-//! the hash) or `Op::LoginVerified` (with the hash it was verified against). The plain
-//! password goes no further than the pool: not into the log, a snapshot, or a log line.
+//! Accounts with passwords, at the primary: a `ClientToServer::WithPassword` becomes a
+//! [`PasswordRequest`], the core's one decision for it, whose slow work (hash or verify) runs
+//! on the [`HashPool`]; what it says to order is ordered, as `Op::CreateWithPassword` (with
+//! the hash), `Op::LoginVerified` (with the hash it was verified against) or
+//! `Op::LoginRefused`. The plain password goes no further than the request and the pool:
+//! not into the log, a snapshot, or a log line. A login waits while the replica's applied
+//! state may be stale for it (the read rule, `Replica::account_lock`).
 //!
-//! A login that fails (wrong password, no such account) is ordered too, late, as
-//! `Op::LoginRefused`, which the chat answers `ChatError::BadCredentials`: so every failure
-//! gets the same answer, and a retry of any login gets the answer its first attempt got,
-//! from the client table. The n-th consecutive failure for a user name is ordered after
-//! `250 ms * 2^(n-1)`, at most 8 s, and any login attempt on that name meanwhile waits until
-//! then before it is even verified, so parallel guesses are slowed down as much as
-//! sequential ones. A successful login resets the count. The counts live in this server
-//! only (not replicated): a failover forgets them.
+//! Every failed login (wrong password, no such account, an account without a password) is
+//! ordered too, late, as `Op::LoginRefused`, which the chat answers
+//! `ChatError::BadCredentials`: so every failure gets the same answer, and a retry of any
+//! login gets the answer its first attempt got, from the client table. The n-th consecutive
+//! failure for a user name is ordered after `250 ms * 2^(n-1)`, at most 8 s, and any login
+//! attempt on that name meanwhile waits until then before it is even verified, so parallel
+//! guesses are slowed down as much as sequential ones. A successful login resets the count.
+//! The counts live in this server only (not replicated): a failover forgets them.
 
 use super::event_loop::EventLoop;
-use super::hash_pool::{HashPool, JobId, Outcome, Work};
-use chat_core::chat::{AccountLock, Op};
+use super::hash_pool::{HashPool, JobId};
 use chat_core::ids::{ClientId, RequestNo};
+use chat_core::password::request::{Next, PasswordRequest, Work};
 use chat_core::password::{HashCost, Password};
-use chat_core::replica::{Input, Role};
-use chat_core::service::Request;
+use chat_core::replica::Input;
 use chat_core::time::{Duration, Instant};
-use chat_core::wire::{PasswordAction, ServerToClient, MAX_FAILED_LOGIN_DELAY};
+use chat_core::wire::{PasswordAction, MAX_FAILED_LOGIN_DELAY};
 use mio::Waker;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -31,50 +33,33 @@ const FIRST_DELAY: Duration = Duration::from_millis(250);
 const MAX_DELAY: Duration = MAX_FAILED_LOGIN_DELAY;
 /// Password jobs waiting for a worker; more are dropped (the client retries).
 const QUEUE: usize = 64;
-/// Login attempts waiting for their user name's delay to end; more are dropped.
+/// Login attempts waiting (for their user name's delay to end, or for the read rule); more
+/// are dropped.
 const MAX_DEFERRED: usize = 1024;
 /// Failure counts kept before stale ones (no failure for `FORGET_AFTER`) are forgotten.
 const MAX_TRACKED: usize = 10_000;
 const FORGET_AFTER: Duration = Duration::from_secs(600);
 
-/// A `WithPassword` request being served: request `request` of `client`, about `user`.
-#[derive(Debug)]
-struct Pending {
-    client: ClientId,
-    request: RequestNo,
-    user: String,
-}
-
-impl Pending {
-    /// Its key in `Passwords::busy`.
-    fn key(&self) -> (ClientId, RequestNo) {
-        (self.client, self.request)
-    }
-}
-
-/// A pending request with the password to hash or verify.
+/// A password request being served.
 #[derive(Debug)]
 struct Attempt {
-    pending: Pending,
-    password: Password,
+    request: PasswordRequest,
+    /// Its refusal has been held back for its delay already: order it when asked again.
+    refusal_held: bool,
 }
 
-/// What a job's result is for.
-#[derive(Debug)]
-enum Job {
-    Create(Pending),
-    /// Verifying against `phc`, the account's hash when the job started.
-    Login {
-        pending: Pending,
-        phc: String,
-    },
+impl Attempt {
+    /// Its key in `Passwords::busy`.
+    fn key(&self) -> (ClientId, RequestNo) {
+        (self.request.client, self.request.request)
+    }
 }
 
 /// Something due at a time.
 #[derive(Debug)]
 enum Timed {
-    /// Order a failed login's refusal.
-    Refuse(Pending),
+    /// A failed login's delay is over: order its refusal (if still right).
+    Refuse(Attempt),
     /// Try a login again once its user name's delay is over.
     Retry(Attempt),
 }
@@ -91,7 +76,7 @@ pub(super) struct Passwords {
     pool: HashPool,
     cost: HashCost,
     next_job: JobId,
-    jobs: HashMap<JobId, Job>,
+    jobs: HashMap<JobId, Attempt>,
     /// Requests being served (hashing, verifying, waiting): a retry of one is ignored, its
     /// answer comes when the first is done.
     busy: HashSet<(ClientId, RequestNo)>,
@@ -99,6 +84,9 @@ pub(super) struct Passwords {
     /// Keyed by (due time, sequence number).
     timers: BTreeMap<(Instant, u64), Timed>,
     next_timer: u64,
+    /// Logins waiting for the read rule; asked again at every turn of the loop.
+    stale: Vec<Attempt>,
+    /// Attempts in `timers` and `stale`.
     deferred: usize,
 }
 
@@ -122,6 +110,7 @@ impl Passwords {
             failures: HashMap::new(),
             timers: BTreeMap::new(),
             next_timer: 0,
+            stale: Vec::new(),
             deferred: 0,
         })
     }
@@ -132,19 +121,25 @@ impl Passwords {
     }
 
     /// Queues work on the pool; `false` (and the request is dropped) if the queue is full.
-    fn submit(&mut self, job: Job, work: Work) -> bool {
+    fn submit(&mut self, attempt: Attempt, work: Work) -> bool {
         let id = self.next_job;
         self.next_job += 1;
         if !self.pool.submit(id, work) {
             return false;
         }
-        self.jobs.insert(id, job);
+        self.jobs.insert(id, attempt);
         true
     }
 
-    fn schedule(&mut self, at: Instant, timed: Timed) {
+    /// Holds `attempt` back until `at`; `false` if too many are held already.
+    fn schedule(&mut self, at: Instant, timed: Timed) -> bool {
+        if self.deferred >= MAX_DEFERRED {
+            return false;
+        }
+        self.deferred += 1;
         self.next_timer += 1;
         self.timers.insert((at, self.next_timer), timed);
+        true
     }
 
     /// Counts a failed login of `user`; returns when its answer is due.
@@ -160,6 +155,12 @@ impl Passwords {
         failures.until = now + delay(failures.count);
         failures.until
     }
+
+    /// Until when attempts on `user` wait before they are verified, if they do.
+    fn held_until(&self, user: &str, now: Instant) -> Option<Instant> {
+        let until = self.failures.get(user)?.until;
+        (until > now).then_some(until)
+    }
 }
 
 impl EventLoop {
@@ -172,72 +173,66 @@ impl EventLoop {
         user: String,
         password: Password,
     ) {
-        let status = self.replica.status();
-        if status.role != Role::Primary {
-            let redirect = ServerToClient::Redirect {
-                primary: status.primary,
-            };
-            return self.send_to_client(client, &redirect);
-        }
         if !self.passwords.busy.insert((client, request)) {
             return; // A retry of a request in progress: the answer is on its way.
         }
-        let pending = Pending {
-            client,
+        let request = PasswordRequest::new(client, request, action, user, password);
+        self.advance(Attempt {
             request,
-            user,
-        };
-        let attempt = Attempt { pending, password };
-        match action {
-            PasswordAction::Create => self.start_create(attempt),
-            PasswordAction::Login => self.start_login(attempt),
-        }
+            refusal_held: false,
+        });
     }
 
-    fn start_create(&mut self, Attempt { pending, password }: Attempt) {
-        let work = Work::Hash {
-            password,
-            salt: rand::random(),
-            cost: self.passwords.cost,
-        };
-        let key = pending.key();
-        if !self.passwords.submit(Job::Create(pending), work) {
-            self.drop_attempt(key);
-        }
-    }
-
-    fn start_login(&mut self, attempt: Attempt) {
-        let pending = &attempt.pending;
-        let phc = match self.replica.account_lock(&pending.user) {
-            AccountLock::Missing => {
-                // Nothing to verify or count, but refused like a first failure.
-                let due = self.now + FIRST_DELAY;
-                return self.passwords.schedule(due, Timed::Refuse(attempt.pending));
+    /// Asks the core's decision what to do with `attempt` next, and does it.
+    fn advance(&mut self, mut attempt: Attempt) {
+        let cost = self.passwords.cost;
+        match attempt.request.next(&self.replica, rand::random, cost) {
+            Next::Redirect(output) => {
+                self.passwords.busy.remove(&attempt.key());
+                self.carry_out(output);
             }
-            AccountLock::Open => {
-                // An open account lets anybody in, whatever the password.
-                return self.order(attempt.pending, |user| Op::Login { user });
-            }
-            AccountLock::Protected(phc) => phc,
-        };
-        if let Some(failures) = self.passwords.failures.get(&pending.user) {
-            if failures.until > self.now {
+            Next::Wait => {
                 if self.passwords.deferred >= MAX_DEFERRED {
-                    return self.drop_attempt(pending.key());
+                    return self.drop_attempt(attempt.key());
                 }
                 self.passwords.deferred += 1;
-                let until = failures.until;
-                return self.passwords.schedule(until, Timed::Retry(attempt));
+                self.passwords.stale.push(attempt);
             }
-        }
-        let Attempt { pending, password } = attempt;
-        let work = Work::Verify {
-            phc: phc.clone(),
-            password,
-        };
-        let key = pending.key();
-        if !self.passwords.submit(Job::Login { pending, phc }, work) {
-            self.drop_attempt(key);
+            Next::Run(work) => {
+                if let Some(until) = self.passwords.held_until(&attempt.request.user, self.now) {
+                    if matches!(work, Work::Verify { .. }) {
+                        let key = attempt.key();
+                        if !self.passwords.schedule(until, Timed::Retry(attempt)) {
+                            self.drop_attempt(key);
+                        }
+                        return;
+                    }
+                }
+                attempt.refusal_held = false;
+                let key = attempt.key();
+                if !self.passwords.submit(attempt, work) {
+                    self.drop_attempt(key);
+                }
+            }
+            Next::Order { refused: true, .. } if !attempt.refusal_held => {
+                let user = &attempt.request.user;
+                let due = self.passwords.fail(user, self.now);
+                let wait = (due - self.now).as_millis();
+                debug!(user = %user, "failed login; refusing it in {wait} ms");
+                attempt.refusal_held = true;
+                let key = attempt.key();
+                if !self.passwords.schedule(due, Timed::Refuse(attempt)) {
+                    self.drop_attempt(key);
+                }
+            }
+            Next::Order { request, refused } => {
+                self.passwords.busy.remove(&attempt.key());
+                if !refused && attempt.request.action == PasswordAction::Login {
+                    self.passwords.failures.remove(&attempt.request.user);
+                }
+                self.replica.handle(self.now, Input::Client(request));
+                self.drain_outputs();
+            }
         }
     }
 
@@ -248,66 +243,31 @@ impl EventLoop {
         warn!("too many password requests waiting; dropping one (its client will retry)");
     }
 
-    /// Orders `op(user)` as the pending request, as if its client had sent it: the request
-    /// is served, no longer busy.
-    fn order(&mut self, pending: Pending, op: impl FnOnce(String) -> Op) {
-        self.passwords.busy.remove(&pending.key());
-        let request = Request {
-            client: pending.client,
-            request: pending.request,
-            op: op(pending.user),
-        };
-        self.replica.handle(self.now, Input::Client(request));
-        self.drain_outputs();
-    }
-
     /// Acts on every finished job (the loop's waker fired).
     pub(super) fn on_password_results(&mut self) {
         while let Some((id, outcome)) = self.passwords.pool.finished() {
-            let Some(job) = self.passwords.jobs.remove(&id) else {
+            let Some(mut attempt) = self.passwords.jobs.remove(&id) else {
                 continue;
             };
-            match (job, outcome) {
-                (Job::Create(pending), Outcome::Hashed(password_hash)) => {
-                    self.order(pending, |user| Op::CreateWithPassword {
-                        user,
-                        password_hash,
-                    });
-                }
-                (Job::Login { pending, phc }, Outcome::Verified(true)) => {
-                    self.passwords.failures.remove(&pending.user);
-                    self.order(pending, |user| Op::LoginVerified {
-                        user,
-                        password_hash: phc,
-                    });
-                }
-                (Job::Login { pending, .. }, Outcome::Verified(false)) => {
-                    let due = self.passwords.fail(&pending.user, self.now);
-                    let wait = (due - self.now).as_millis();
-                    debug!(user = %pending.user, "failed login; refusing it in {wait} ms");
-                    self.passwords.schedule(due, Timed::Refuse(pending));
-                }
-                (job, outcome) => {
-                    unreachable!("job {job:?} cannot end as {outcome:?}")
-                }
-            }
+            attempt.request.found(outcome);
+            self.advance(attempt);
         }
     }
 
-    /// Fires the password timers that are due.
+    /// Fires the password timers that are due, and asks again for the logins that waited
+    /// for the read rule (the replica may have applied more since).
     pub(super) fn turn_password_timers(&mut self) {
+        for attempt in std::mem::take(&mut self.passwords.stale) {
+            self.passwords.deferred -= 1;
+            self.advance(attempt);
+        }
         while let Some(entry) = self.passwords.timers.first_entry() {
             if entry.key().0 > self.now {
                 return;
             }
+            self.passwords.deferred -= 1;
             match entry.remove() {
-                Timed::Refuse(pending) => {
-                    self.order(pending, |user| Op::LoginRefused { user });
-                }
-                Timed::Retry(attempt) => {
-                    self.passwords.deferred -= 1;
-                    self.start_login(attempt);
-                }
+                Timed::Refuse(attempt) | Timed::Retry(attempt) => self.advance(attempt),
             }
         }
     }

@@ -4,7 +4,8 @@
 //! linearizable with this witness if:
 //! 1. every request in the log was called by a client, with the same operation (for a call
 //!    with a password, one the primary's driver may order for it: `passwords::ordered_for`);
-//! 2. every reply a client saw is the model's reply at the request's first position;
+//! 2. every reply a client saw is the model's reply at the request's first position (the model
+//!    decides a login with a password itself, from the client's password: see `model`);
 //! 3. each request took effect between its call and its return: its position was first
 //!    committed no earlier than the call and no later than the return. Commit times grow
 //!    with the index, so these points are a valid linearization and real-time order holds;
@@ -177,7 +178,7 @@ mod tests {
                 history.ret(Instant(*t), 0, 7, request, reply);
             }
         }
-        let model = Model::replay(&log, &Limits::default());
+        let model = Model::replay(&log, &Limits::default(), &[]);
         check(&history.operations(), &log, &model, Instant(0))
     }
 
@@ -221,7 +222,7 @@ mod tests {
         let mut history = History::default();
         history.call(Instant(0), 0, 7, 1, &Op::OpenSession);
         history.ret(Instant(9), 0, 7, 1, &Reply::SessionOpened);
-        let model = Model::replay(&log, &Limits::default());
+        let model = Model::replay(&log, &Limits::default(), &[]);
         let failure = check(&history.operations(), &log, &model, Instant(0)).unwrap_err();
         assert!(failure.detail.contains("never committed"), "{failure}");
 
@@ -235,7 +236,7 @@ mod tests {
             }),
         };
         log.record(Instant(1), 0, &entry).unwrap();
-        let model = Model::replay(&log, &Limits::default());
+        let model = Model::replay(&log, &Limits::default(), &[]);
         let failure = check(&[], &log, &model, Instant(0)).unwrap_err();
         assert!(failure.detail.contains("no client made"), "{failure}");
     }
@@ -262,9 +263,66 @@ mod tests {
         history.ret(Instant(7), 1, 2, 1, &Reply::SessionOpened);
         log.record(Instant(6), 0, &entry(1, 2)).unwrap(); // B at 1
         log.record(Instant(3), 0, &entry(2, 1)).unwrap(); // A at 2
-        let model = Model::replay(&log, &Limits::default());
+        let model = Model::replay(&log, &Limits::default(), &[]);
         let failure = check(&history.operations(), &log, &model, Instant(0)).unwrap_err();
         assert!(failure.detail.contains("real-time order"), "{failure}");
+    }
+
+    #[test]
+    fn a_login_refused_against_the_right_password_is_caught() {
+        use crate::passwords::{create_call, login_call, right_password};
+        use chat_core::password::{hash, HashCost};
+        let password_hash = hash(&right_password("ann"), &[1; 16], HashCost::TINY);
+        let steps = [
+            (
+                Op::OpenSession.into(),
+                Op::OpenSession,
+                Reply::SessionOpened,
+            ),
+            (
+                create_call("ann".into()),
+                Op::CreateWithPassword {
+                    user: "ann".into(),
+                    password_hash,
+                },
+                Reply::Created,
+            ),
+            // A driver that read stale state (no ann yet) refused the right password.
+            (
+                login_call("ann".into(), right_password("ann")),
+                Op::LoginRefused { user: "ann".into() },
+                Reply::Error(ChatError::BadCredentials),
+            ),
+        ];
+        let mut log = CommitLog::new();
+        let mut history = History::default();
+        for (i, (call, logged, reply)) in steps.into_iter().enumerate() {
+            let (request, t) = (i as u64 + 1, 10 * i as u64);
+            history.call(Instant(t), 0, 7, request, call);
+            let entry = Entry {
+                index: request,
+                view: 1,
+                body: EntryBody::Request(Request {
+                    client: 7,
+                    request,
+                    op: logged,
+                }),
+            };
+            log.record(Instant(t + 1), 0, &entry).unwrap();
+            history.ret(Instant(t + 2), 0, 7, request, &reply);
+        }
+        let ops = history.operations();
+        let model = Model::replay(&log, &Limits::default(), &ops);
+        let failure = check(&ops, &log, &model, Instant(0)).unwrap_err();
+        assert!(
+            failure
+                .detail
+                .contains("the sequential model answers Some(LoggedIn"),
+            "{failure}"
+        );
+        // A model that trusts the ordered op (the old checker) sees nothing wrong.
+        let trusting = Model::replay(&log, &Limits::default(), &[]);
+        check(&ops, &log, &trusting, Instant(0)).unwrap();
     }
 
     #[test]
@@ -290,7 +348,7 @@ mod tests {
         log.record(Instant(1), 0, &entry(1, 7, 1, Op::OpenSession))
             .unwrap();
         history.ret(Instant(2), 0, 7, 1, &Reply::SessionOpened);
-        history.call(Instant(3), 0, 7, 2, &create("ann"));
+        history.call(Instant(3), 0, 7, 2, create("ann"));
         log.record(Instant(4), 0, &entry(2, 7, 2, create("ann")))
             .unwrap();
         history.call(Instant(5), 1, 8, 1, &Op::OpenSession);
@@ -301,12 +359,12 @@ mod tests {
             .unwrap();
         let expired = Reply::Error(ChatError::SessionExpired);
         history.ret(Instant(9), 0, 7, 2, &expired);
-        let model = Model::replay(&log, &limits);
+        let model = Model::replay(&log, &limits, &[]);
         assert_eq!(model.evicted.get(&7), Some(&3));
         check(&history.operations(), &log, &model, Instant(0)).unwrap();
 
         // Without the eviction, the same answer is wrong.
-        let model = Model::replay(&log, &Limits::default());
+        let model = Model::replay(&log, &Limits::default(), &[]);
         let failure = check(&history.operations(), &log, &model, Instant(0)).unwrap_err();
         assert!(failure.detail.contains("not evicted"), "{failure}");
     }

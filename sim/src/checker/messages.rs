@@ -175,7 +175,7 @@ mod tests {
             (1, send("t1")),
             (1, send("t2")),
         ]);
-        Model::replay(&log, &Limits::default())
+        Model::replay(&log, &Limits::default(), &[])
     }
 
     fn message(id: MessageId, text: &str) -> Message {
@@ -270,7 +270,7 @@ mod tests {
             (1, send("t1")),
             (1, send("t1")),
         ]);
-        let model = Model::replay(&log, &Limits::default());
+        let model = Model::replay(&log, &Limits::default(), &[]);
         let failure = check(&History::default(), &model, Instant(0)).unwrap_err();
         assert!(failure.detail.contains("accepted twice"), "{failure}");
     }
@@ -287,7 +287,7 @@ mod tests {
             (1, send("t1")),
             (2, Op::Delete),
         ]);
-        let model = Model::replay(&log, &Limits::default());
+        let model = Model::replay(&log, &Limits::default(), &[]);
         assert!(model.messages[&1].recipient_deleted);
         check(&History::default(), &model, Instant(0)).unwrap();
     }
@@ -304,7 +304,7 @@ mod tests {
             (2, Op::Login { user: "bob".into() }),
             (2, Op::Deliver),
         ]);
-        let model = Model::replay(&log, &Limits::default());
+        let model = Model::replay(&log, &Limits::default(), &[]);
         let mut history = History::default();
         history.call(Instant(1), 1, 2, 3, &Op::Deliver);
         let lost = check(&history, &model, Instant(0)).unwrap_err();

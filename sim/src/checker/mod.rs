@@ -24,6 +24,8 @@ pub enum Checker {
     /// A replica could not start from a disk that was not deliberately corrupted, or the
     /// driver contract was broken.
     Recovery,
+    /// A replica broke one of its own invariants (`Replica::check_invariants`).
+    Invariants,
 }
 
 impl fmt::Display for Checker {
@@ -34,6 +36,7 @@ impl fmt::Display for Checker {
             Checker::Agreement => "agreement",
             Checker::Liveness => "liveness",
             Checker::Recovery => "recovery",
+            Checker::Invariants => "invariants",
         })
     }
 }

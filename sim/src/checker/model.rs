@@ -1,11 +1,18 @@
 //! The sequential model: the committed log replayed, in order, through a fresh
 //! [`Service`]. What it answers at each position is what a correct system must have answered.
+//!
+//! A login with a password is modelled at the client's level: the model does not trust the
+//! op the primary's driver ordered for it, but decides it from the client's password and
+//! its own state at that position (`passwords::model_op`), so a driver that decides from
+//! stale state answers differently from the model.
 
 use super::agreement::CommitLog;
+use crate::history::{Call, Operation};
+use crate::passwords::model_op;
 use chat_core::chat::{Event, Limits, Op, Reply};
 use chat_core::durable::EntryBody;
 use chat_core::ids::{ClientId, MessageId, OpIndex, RequestNo};
-use chat_core::service::{Lookup, Service};
+use chat_core::service::{Lookup, Request, Service};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// A message the model accepted.
@@ -36,7 +43,12 @@ pub struct Model {
 }
 
 impl Model {
-    pub fn replay(log: &CommitLog, limits: &Limits) -> Model {
+    /// Replays `log`, whose requests the clients called as `ops`.
+    pub fn replay(log: &CommitLog, limits: &Limits, ops: &[Operation]) -> Model {
+        let calls: BTreeMap<(ClientId, RequestNo), &Call> = ops
+            .iter()
+            .map(|op| ((op.client, op.request), &op.op))
+            .collect();
         let mut model = Model::default();
         let mut service = Service::new();
         let mut user_of: BTreeMap<ClientId, String> = BTreeMap::new();
@@ -45,13 +57,20 @@ impl Model {
         for committed in log.entries() {
             let index = committed.entry.index;
             model.last_index = index;
-            let request = match &committed.entry.body {
+            let logged = match &committed.entry.body {
                 EntryBody::Request(request) => request,
                 EntryBody::Time(now) => {
                     service.advance_clock(*now);
                     continue;
                 }
                 EntryBody::Noop => continue,
+            };
+            let request = &match calls.get(&(logged.client, logged.request)) {
+                Some(call) => Request {
+                    op: model_op(call, &logged.op, |user| service.account_lock(user)),
+                    ..logged.clone()
+                },
+                None => logged.clone(),
             };
             let applied = service.apply(limits, index, request);
             let client = request.client;

@@ -18,20 +18,20 @@ pub use scenario::{Step, Target};
 
 use crate::checker::agreement::CommitLog;
 use crate::checker::{Checker, Failure};
-use crate::client::{called_op, Client, Ctx};
+use crate::client::{call_of, Client, Ctx};
 use crate::clock::Clock;
 use crate::disk::{Disk, DiskError};
 use crate::history::History;
 use crate::network::{ConnId, Direction, Network, Node};
 use crate::options::{FaultPlan, SimOptions};
-use crate::passwords;
 use crate::trace::Trace;
 use crate::workload::Workload;
-use chat_core::chat::{Event as ChatEvent, Op};
 use chat_core::client::{self as session, ConnId as SessionConn};
 use chat_core::ids::{ClientId, OpIndex, ReplicaId, View};
+use chat_core::password::request::{Next, PasswordRequest};
+use chat_core::password::HashCost;
 use chat_core::replica::{Input, Options, Output, PeerMessage, PersistId, Replica, Role};
-use chat_core::service::Request;
+use chat_core::route::Route;
 use chat_core::time::{Duration, Instant};
 use chat_core::wire::{ClientToServer, ServerToClient};
 use rand::rngs::SmallRng;
@@ -42,6 +42,16 @@ use std::collections::{BTreeMap, BinaryHeap};
 /// Replica timing in the simulator: short, so that a run sees many view changes.
 const HEARTBEAT: Duration = Duration::from_millis(50);
 const ELECTION_TIMEOUT: Duration = Duration::from_millis(300);
+
+/// A password login that waits for the read rule asks again after this long.
+const PASSWORD_WAIT: Duration = Duration::from_millis(2);
+
+/// Every step of a replica is followed by its own invariant check.
+fn check_invariants(now: Instant, replica: &Replica) -> Result<(), Failure> {
+    replica
+        .check_invariants()
+        .map_err(|e| Failure::new(Checker::Invariants, now, e.to_string()))
+}
 
 /// A replica whose `poll_timeout()` stays at or before `now` after this many ticks at one
 /// instant would spin forever.
@@ -63,6 +73,12 @@ enum Event {
     ToReplica {
         conn: ConnId,
         message: ClientToServer,
+    },
+    /// A password request at replica `replica` waits for the read rule: ask again.
+    PasswordWait {
+        replica: ReplicaId,
+        life: u64,
+        request: PasswordRequest,
     },
     ToClient {
         conn: ConnId,
@@ -423,6 +439,7 @@ impl Sim {
             .as_mut()
             .expect("only live replicas have timers");
         replica.tick(now);
+        check_invariants(now, replica)?;
         if replica.poll_timeout() <= now {
             slot.ticks_at_now = match slot.ticks_at_now {
                 (t, n) if t == now => (t, n + 1),
@@ -484,12 +501,12 @@ impl Sim {
                 let Some(r) = self.conns.get(&conn).map(|c| c.replica) else {
                     return Ok(());
                 };
-                let request = match message {
+                match message {
                     ClientToServer::Attach { client } => {
                         self.slots[usize::from(r)].attached.insert(client, conn);
-                        return self.input(r, Input::ClientAttached(client));
+                        self.input(r, Input::ClientAttached(client))?;
                     }
-                    ClientToServer::Request(request) => request,
+                    ClientToServer::Request(request) => self.input(r, Input::Client(request))?,
                     ClientToServer::WithPassword {
                         client,
                         request,
@@ -497,22 +514,20 @@ impl Sim {
                         user,
                         password,
                     } => {
-                        let ask = session::Ask::WithPassword {
-                            action,
-                            user,
-                            password,
-                        };
-                        let op = called_op(&ask);
-                        Request {
-                            client,
-                            request,
-                            op,
-                        }
+                        let request = PasswordRequest::new(client, request, action, user, password);
+                        self.serve_password(r, request)?;
                     }
-                    ClientToServer::Status => return Ok(()),
-                };
-                let request = self.password_driver(r, request);
-                self.input(r, Input::Client(request))?;
+                    ClientToServer::Status => {}
+                }
+            }
+            Event::PasswordWait {
+                replica,
+                life,
+                request,
+            } => {
+                if self.is_up(replica) && self.slots[usize::from(replica)].life == life {
+                    self.serve_password(replica, request)?;
+                }
             }
             Event::ToClient {
                 conn,
@@ -590,27 +605,44 @@ impl Sim {
         let now = slot.clock.read(self.now);
         let replica = slot.replica.as_mut().expect("inputs go to live replicas");
         replica.handle(now, input);
+        check_invariants(now, replica)?;
         self.drain(r)
     }
 
-    /// Plays the primary's driver for a call with a password (see `crate::passwords`): the
-    /// replica gets the op the real server would order. A backup gets the call as it is and
-    /// redirects it.
-    fn password_driver(&mut self, r: ReplicaId, request: Request) -> Request {
-        let replica = self.slots[usize::from(r)]
-            .replica
-            .as_ref()
-            .expect("requests go to live replicas");
-        if replica.status().role != Role::Primary {
-            return request;
-        }
-        let salt = match request.op {
-            Op::CreateWithPassword { .. } => self.rng.gen(),
-            _ => [0; 16],
-        };
-        match passwords::drive(&request.op, |user| replica.account_lock(user), salt) {
-            Some(op) => Request { op, ..request },
-            None => request,
+    /// Plays the primary's password driver with the core's decision, doing its slow work
+    /// inline; a login that must wait for the read rule asks again a little later.
+    fn serve_password(
+        &mut self,
+        r: ReplicaId,
+        mut request: PasswordRequest,
+    ) -> Result<(), Failure> {
+        loop {
+            let slot = &self.slots[usize::from(r)];
+            let replica = slot.replica.as_ref().expect("requests go to live replicas");
+            let rng = &mut self.rng;
+            match request.next(replica, || rng.gen(), HashCost::TINY) {
+                Next::Redirect(output) => return self.carry_out(r, output),
+                Next::Wait => {
+                    if self.trace.on() {
+                        let what = (request.client, request.request);
+                        self.trace.record(
+                            self.now,
+                            format_args!("r{r} password request {what:x?} waits"),
+                        );
+                    }
+                    let life = slot.life;
+                    let at = self.now + PASSWORD_WAIT;
+                    let wait = Event::PasswordWait {
+                        replica: r,
+                        life,
+                        request,
+                    };
+                    self.schedule(at, wait);
+                    return Ok(());
+                }
+                Next::Run(work) => request.found(work.run()),
+                Next::Order { request, .. } => return self.input(r, Input::Client(request)),
+            }
         }
     }
 
@@ -625,51 +657,45 @@ impl Sim {
                 self.trace
                     .record(self.now, format_args!("r{r} -> {output:?}"));
             }
-            match output {
-                Output::Send { to, message } => {
-                    for at in self.net.peer_deliveries(&mut self.rng, self.now, r, to) {
-                        let message = message.clone();
-                        self.schedule(
-                            at,
-                            Event::Peer {
-                                to,
-                                from: r,
-                                message,
-                            },
-                        );
-                    }
-                }
-                Output::Persist { id, what } => {
-                    if id != slot.last_persist + 1 {
-                        return Err(Failure::new(
-                            Checker::Recovery,
-                            self.now,
-                            format!(
-                                "replica {r} handed out persist id {id} after {}: ids must go up by one",
-                                slot.last_persist
-                            ),
-                        ));
-                    }
-                    slot.last_persist = id;
-                    slot.disk.write(id, what);
-                    self.kick_disk(r);
-                }
-                Output::Reply {
-                    client,
-                    request,
-                    reply,
-                } => self.send_to_session(r, client, ServerToClient::Reply { request, reply }),
-                Output::Redirect { client, primary } => {
-                    self.send_to_session(r, client, ServerToClient::Redirect { primary })
-                }
-                Output::Event(ChatEvent::Push { client, message }) => {
-                    self.send_to_session(r, client, ServerToClient::Push(message))
-                }
-                Output::Event(ChatEvent::LoggedOut { client }) => {
-                    self.send_to_session(r, client, ServerToClient::LoggedOut)
+            self.carry_out(r, output)?;
+        }
+    }
+
+    /// Sends, persists or delivers one output of replica `r` (or of its password driver).
+    fn carry_out(&mut self, r: ReplicaId, output: Output) -> Result<(), Failure> {
+        let slot = &mut self.slots[usize::from(r)];
+        match Route::from(output) {
+            Route::Peer { to, message } => {
+                for at in self.net.peer_deliveries(&mut self.rng, self.now, r, to) {
+                    let message = message.clone();
+                    self.schedule(
+                        at,
+                        Event::Peer {
+                            to,
+                            from: r,
+                            message,
+                        },
+                    );
                 }
             }
+            Route::Disk { id, what } => {
+                if id != slot.last_persist + 1 {
+                    return Err(Failure::new(
+                        Checker::Recovery,
+                        self.now,
+                        format!(
+                            "replica {r} handed out persist id {id} after {}: ids must go up by one",
+                            slot.last_persist
+                        ),
+                    ));
+                }
+                slot.last_persist = id;
+                slot.disk.write(id, what);
+                self.kick_disk(r);
+            }
+            Route::Client { client, message } => self.send_to_session(r, client, message),
         }
+        Ok(())
     }
 
     /// Starts a disk sync if none is running and something waits for one.
@@ -737,7 +763,7 @@ impl Sim {
                 ..
             } => self
                 .history
-                .call(self.now, slot, client, request, &called_op(&ask)),
+                .call(self.now, slot, client, request, &call_of(&ask)),
             session::Output::Answered { ticket, answer } => {
                 let (client, request) = (answer.client, answer.request);
                 self.history

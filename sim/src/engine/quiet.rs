@@ -156,8 +156,9 @@ impl Sim {
                 }
             }
         }
-        let model = Model::replay(&self.commits, &self.opts.limits);
-        linearizability::check(&self.history.operations(), &self.commits, &model, now)?;
+        let ops = self.history.operations();
+        let model = Model::replay(&self.commits, &self.opts.limits, &ops);
+        linearizability::check(&ops, &self.commits, &model, now)?;
         messages::check(&self.history, &model, now)?;
         for r in 0..self.opts.replicas {
             let Some(replica) = self.replica(r) else {
@@ -175,7 +176,6 @@ impl Sim {
                 ));
             }
         }
-        let ops = self.history.operations();
         Ok(Report {
             seed: self.opts.seed,
             sim_time: now,

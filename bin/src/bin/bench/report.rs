@@ -1,0 +1,168 @@
+//! Figures: latency percentiles, one row per setting (a table line or a JSON object), the
+//! progress line, and the `fdatasync` floor the latencies are compared with.
+
+use serde::Serialize;
+use std::io::{IsTerminal, Write};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// Latencies of the acknowledged operations of one measurement window.
+pub struct Samples {
+    sorted: Vec<Duration>,
+    window: Duration,
+}
+
+impl Samples {
+    pub fn new(mut latencies: Vec<Duration>, window: Duration) -> Samples {
+        latencies.sort_unstable();
+        Samples {
+            sorted: latencies,
+            window,
+        }
+    }
+
+    pub fn count(&self) -> u64 {
+        self.sorted.len() as u64
+    }
+
+    pub fn per_second(&self) -> f64 {
+        self.sorted.len() as f64 / self.window.as_secs_f64()
+    }
+
+    /// The `p` quantile (0 < p ≤ 1) in milliseconds, nearest rank.
+    pub fn ms(&self, p: f64) -> f64 {
+        let rank = (p * self.sorted.len() as f64).ceil() as usize;
+        let at = self.sorted.get(rank.saturating_sub(1)).copied();
+        ms(at.unwrap_or_default())
+    }
+}
+
+pub fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// One setting's figures; `--json` prints it as one object per line.
+#[derive(Serialize)]
+pub struct Row {
+    /// `chat` or `etcd`.
+    pub system: &'static str,
+    pub clients: u32,
+    pub sends: u64,
+    pub sends_per_s: f64,
+    pub p50_ms: f64,
+    pub p90_ms: f64,
+    pub p99_ms: f64,
+    pub p999_ms: f64,
+    pub max_ms: f64,
+    /// Acknowledged, never delivered (etcd: acknowledged puts missing afterwards).
+    pub lost: u64,
+    /// Delivered more than once.
+    pub duplicated: u64,
+    /// Delivered though never acknowledged (its request failed on the client's side).
+    pub unacknowledged: u64,
+    /// Requests that returned an error.
+    pub failed: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failover_gap_ms: Option<f64>,
+    /// A 100-byte write + `fdatasync` on the data directory's disk, median: the floor of a
+    /// durable acknowledgement.
+    pub fdatasync_p50_ms: f64,
+}
+
+impl Row {
+    pub fn new(system: &'static str, clients: u32, samples: &Samples, floor: f64) -> Row {
+        Row {
+            system,
+            clients,
+            sends: samples.count(),
+            sends_per_s: samples.per_second(),
+            p50_ms: samples.ms(0.50),
+            p90_ms: samples.ms(0.90),
+            p99_ms: samples.ms(0.99),
+            p999_ms: samples.ms(0.999),
+            max_ms: samples.ms(1.0),
+            lost: 0,
+            duplicated: 0,
+            unacknowledged: 0,
+            failed: 0,
+            failover_gap_ms: None,
+            fdatasync_p50_ms: floor,
+        }
+    }
+
+    pub const HEADER: &'static str =
+        "system clients    sends    per s   p50 ms   p90 ms   p99 ms  p99.9 ms   max ms  check";
+
+    pub fn print(&self, json: bool) {
+        if json {
+            println!("{}", serde_json::to_string(self).expect("a row serializes"));
+            return;
+        }
+        let check = if self.lost + self.duplicated + self.failed + self.unacknowledged == 0 {
+            "ok".to_owned()
+        } else {
+            format!(
+                "{} LOST, {} duplicated, {} delivered unacknowledged, {} failed",
+                self.lost, self.duplicated, self.unacknowledged, self.failed
+            )
+        };
+        let gap = self
+            .failover_gap_ms
+            .map_or(String::new(), |g| format!("; failover gap {g:.0} ms"));
+        println!(
+            "{:<6} {:>7} {:>8} {:>8.0} {:>8.2} {:>8.2} {:>8.2} {:>9.2} {:>8.2}  {check}{gap}",
+            self.system,
+            self.clients,
+            self.sends,
+            self.sends_per_s,
+            self.p50_ms,
+            self.p90_ms,
+            self.p99_ms,
+            self.p999_ms,
+            self.max_ms,
+        );
+    }
+}
+
+/// A progress line on stderr, only when stderr is a terminal.
+pub struct Progress {
+    on: bool,
+}
+
+impl Progress {
+    pub fn new() -> Progress {
+        Progress {
+            on: std::io::stderr().is_terminal(),
+        }
+    }
+
+    pub fn show(&self, clients: u32, elapsed: Duration, total: Duration, acks: u64) {
+        if self.on {
+            let (e, t) = (elapsed.as_secs_f64(), total.as_secs_f64());
+            eprint!("\r{clients} clients: {e:.1} of {t:.1} s, {acks} acknowledged   ");
+            let _ = std::io::stderr().flush();
+        }
+    }
+
+    pub fn clear(&self) {
+        if self.on {
+            eprint!("\r\x1b[2K");
+        }
+    }
+}
+
+/// Median of 200 writes of 100 bytes, each followed by `fdatasync`, in a file under `dir`.
+pub fn fdatasync_floor(dir: &Path) -> Result<f64, String> {
+    let path = dir.join(format!("fdatasync-probe-{}", std::process::id()));
+    let mut file = std::fs::File::create(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut samples = Vec::with_capacity(200);
+    for _ in 0..200 {
+        let began = Instant::now();
+        file.write_all(&[7u8; 100])
+            .and_then(|()| file.sync_data())
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        samples.push(began.elapsed());
+    }
+    let _ = std::fs::remove_file(&path);
+    Ok(Samples::new(samples, Duration::from_secs(1)).ms(0.5))
+}

@@ -1,0 +1,240 @@
+//! Snapshots: taking our own, sending one to a lagging backup in chunks, receiving and
+//! installing one from the primary.
+
+use super::primary::SendState;
+use super::{PeerMessage, Persist, PersistId};
+use crate::durable::{Record, Snapshot, SnapshotMeta};
+use crate::ids::{OpIndex, ReplicaId, View};
+use crate::service::Service;
+
+/// Everything about snapshots a replica keeps.
+#[derive(Debug)]
+pub(super) struct Snapshots {
+    /// The newest durable snapshot, kept to send to lagging backups.
+    latest: Option<Snapshot>,
+    /// A snapshot of our own handed to the driver and not yet durable.
+    pending: Option<(PersistId, Snapshot)>,
+    /// Applied index at which to snapshot next.
+    next_at: OpIndex,
+    /// A snapshot arriving from the primary in chunks.
+    incoming: Option<IncomingSnapshot>,
+}
+
+/// A snapshot arriving in chunks.
+#[derive(Debug)]
+struct IncomingSnapshot {
+    meta: SnapshotMeta,
+    total_len: u64,
+    data: Vec<u8>,
+}
+
+impl Snapshots {
+    pub fn new(latest: Option<Snapshot>, next_at: OpIndex) -> Snapshots {
+        Snapshots {
+            latest,
+            pending: None,
+            next_at,
+            incoming: None,
+        }
+    }
+
+    /// The meta of the newest durable snapshot, if any.
+    pub fn latest_meta(&self) -> Option<SnapshotMeta> {
+        self.latest.as_ref().map(|s| s.meta)
+    }
+}
+
+impl super::Replica {
+    /// Snapshots the applied state once enough entries piled up since the last snapshot.
+    pub(super) fn maybe_snapshot(&mut self) {
+        if self.snapshots.pending.is_some() || self.applied < self.snapshots.next_at {
+            return;
+        }
+        self.snapshots.next_at = self.applied + self.opts.snapshot_every;
+        let data = self.service.snapshot();
+        let meta = SnapshotMeta {
+            last_index: self.applied,
+            last_view: self
+                .log
+                .view_at(self.applied)
+                .expect("applied entries are in the log"),
+        };
+        let snapshot = Snapshot { meta, data };
+        let id = self.persist(Persist::Snapshot(snapshot.clone()));
+        self.snapshots.pending = Some((id, snapshot));
+    }
+
+    /// Everything up to persist id `id` is durable: finish our own snapshot if it is among.
+    pub(super) fn on_snapshot_persisted(&mut self, id: PersistId) {
+        if self
+            .snapshots
+            .pending
+            .as_ref()
+            .is_some_and(|(mark, _)| *mark <= id)
+        {
+            let (_, snapshot) = self.snapshots.pending.take().expect("checked above");
+            self.finish_own_snapshot(snapshot);
+        }
+    }
+
+    /// Our own snapshot is durable: drop the entries it covers.
+    fn finish_own_snapshot(&mut self, snapshot: Snapshot) {
+        if snapshot.meta.last_index <= self.log.base().last_index {
+            return; // A newer snapshot (installed from the primary) already covers it.
+        }
+        let kept = self.log.compact_to(snapshot.meta);
+        debug_assert!(kept, "our own snapshot is of our own committed log");
+        self.snapshots.latest = Some(snapshot);
+    }
+
+    /// Primary: sends `peer` the piece of our snapshot from `offset`.
+    pub(super) fn send_snapshot_chunk(&mut self, peer: ReplicaId, offset: u64) {
+        let snapshot = self
+            .snapshots
+            .latest
+            .as_ref()
+            .expect("a compacted log has its snapshot at hand");
+        debug_assert_eq!(snapshot.meta, self.log.base());
+        let total = snapshot.data.len() as u64;
+        let start = offset.min(total) as usize;
+        let end = (start + self.opts.snapshot_chunk_bytes.max(1)).min(snapshot.data.len());
+        let message = PeerMessage::SnapshotChunk {
+            view: self.view,
+            meta: snapshot.meta,
+            offset: start as u64,
+            total_len: total,
+            data: snapshot.data[start..end].to_vec(),
+        };
+        self.send_now(peer, message);
+    }
+
+    /// Primary: a backup acknowledged part (or all) of a snapshot.
+    pub(super) fn on_snapshot_reply(
+        &mut self,
+        from: ReplicaId,
+        view: View,
+        last_index: OpIndex,
+        offset: u64,
+    ) {
+        if !self.heard(from, view) {
+            return;
+        }
+        let base = self.log.base();
+        let total = self
+            .snapshots
+            .latest
+            .as_ref()
+            .map_or(0, |s| s.data.len() as u64);
+        let Some(progress) = self.progress(from) else {
+            return;
+        };
+        if !matches!(progress.state, SendState::Snapshot { .. }) || last_index != base.last_index {
+            return; // Stale: about another snapshot, or a transfer already finished.
+        }
+        if offset >= total {
+            progress.matched = progress.matched.max(last_index);
+            progress.next = last_index + 1;
+            progress.state = SendState::Probe;
+            self.advance_commit();
+        } else {
+            progress.state = SendState::Snapshot { offset };
+        }
+        self.send_append(from);
+    }
+
+    /// Backup: a piece of the primary's snapshot.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn on_snapshot_chunk(
+        &mut self,
+        from: ReplicaId,
+        view: View,
+        meta: SnapshotMeta,
+        offset: u64,
+        total_len: u64,
+        data: Vec<u8>,
+    ) {
+        let reply = |replica: &Self, offset| PeerMessage::SnapshotReply {
+            view: replica.view,
+            last_index: meta.last_index,
+            offset,
+        };
+        if !self.follow(from, view) {
+            let message = reply(self, 0);
+            self.send_after_persist(from, message);
+            return;
+        }
+        if meta.last_index <= self.commit {
+            // We hold all of it already: tell the primary to go on from there.
+            self.snapshots.incoming = None;
+            let message = reply(self, total_len);
+            self.send_after_persist(from, message);
+            return;
+        }
+        let same = self
+            .snapshots
+            .incoming
+            .as_ref()
+            .is_some_and(|s| s.meta == meta && s.total_len == total_len);
+        if !same {
+            if offset != 0 {
+                let message = reply(self, 0);
+                self.send_after_persist(from, message);
+                return;
+            }
+            self.snapshots.incoming = Some(IncomingSnapshot {
+                meta,
+                total_len,
+                data: Vec::new(),
+            });
+        }
+        let incoming = self.snapshots.incoming.as_mut().expect("set above");
+        let have = incoming.data.len() as u64;
+        if offset != have || have + data.len() as u64 > total_len {
+            let message = reply(self, have);
+            self.send_after_persist(from, message);
+            return;
+        }
+        incoming.data.extend_from_slice(&data);
+        let mut have = incoming.data.len() as u64;
+        if have == total_len {
+            let incoming = self.snapshots.incoming.take().expect("set above");
+            let snapshot = Snapshot {
+                meta,
+                data: incoming.data,
+            };
+            if !self.install_snapshot(snapshot) {
+                have = 0; // Undecodable: ask for it again rather than claim we hold it.
+            }
+        }
+        let message = reply(self, have);
+        self.send_after_persist(from, message);
+    }
+
+    /// Replaces our state by a committed snapshot from the primary; false if its bytes do not
+    /// decode (impossible between honest replicas of one version).
+    fn install_snapshot(&mut self, snapshot: Snapshot) -> bool {
+        let Ok(service) = Service::restore(&snapshot.data) else {
+            return false;
+        };
+        let meta = snapshot.meta;
+        let old_commit = self.commit;
+        if !self.log.compact_to(meta) {
+            // Our entries from `meta.last_index` on came from another history. Drop them on
+            // disk first: if we crash before the snapshot is durable, we restart with a
+            // shorter log rather than with entries that contradict the snapshot.
+            self.persist(Persist::Records(vec![Record::TruncateFrom(
+                meta.last_index,
+            )]));
+            self.durable_only_up_to(old_commit);
+        }
+        let id = self.persist(Persist::Snapshot(snapshot.clone()));
+        self.index_marks.push_back((id, meta.last_index));
+        self.service = service;
+        self.commit = meta.last_index;
+        self.applied = meta.last_index;
+        self.snapshots.latest = Some(snapshot);
+        self.snapshots.pending = None;
+        self.snapshots.next_at = meta.last_index + self.opts.snapshot_every;
+        true
+    }
+}

@@ -1,0 +1,346 @@
+//! An exhaustive model of the two-crash protocol (issue 8, rules in NOTEBOOK.md), checked
+//! with `stateright`. It finds no violation with every rule in place, and each
+//! [`Mutation`] — one rule switched off — leads it to a counterexample.
+//!
+//! **What it abstracts.**
+//! - *Time*: one global clock in ticks ([`Action::Tick`]). A lease from a peer runs to the
+//!   tick of its grant plus `lease`; the peer's promise runs exactly as long. Rule 3's
+//!   `L·(1 + drift) + margin` is what makes this equality hold on real clocks (a lease on a
+//!   slow clock never outlives the promise on a fast one; the margin covers the pause
+//!   bound and the check-to-act delay), so the model keeps the equality and the drift
+//!   argument stays arithmetic (NOTEBOOK.md). Actions are atomic: a check and the action it
+//!   allows happen in the same tick.
+//! - *Heartbeats*: a renewal ([`Action::Renew`]) grants both leases and promises of a pair
+//!   at once; a partition is the absence of renewals and deliveries.
+//! - *Phase 1* is one atomic step per voter (its durable promise and the proposer's receipt
+//!   of the answer): a late answer is indistinguishable from a proposer that waits.
+//! - *Phase 2* goes through the network (a set: any message may be delivered any number
+//!   of times, in any order, or never), so lost, duplicated, reordered and retransmitted
+//!   proposals and acceptances are all covered, with the send time each copy carries.
+//! - *Replication*: the primary brings one member up to its whole log in one step and
+//!   learns the member's durable acknowledgement at once (a late acknowledgement only
+//!   delays a commit). A proposal carries the proposer's whole log (catch-up).
+//! - *Crashes*: a process crash leaves an address that refuses (evidence), a host crash
+//!   leaves silence; a restart is a new incarnation that keeps the durable state (ballots,
+//!   views, log) and loses the volatile one (leases, promises, evidence, proposals).
+//! - *Client values* are unique small numbers, so a conflict shows as two values at one
+//!   index.
+//!
+//! The properties ([`ProtocolModel::properties`]): no two values committed at one index;
+//! every value committed in a view is held by every accepting member of every later
+//! established view; at most one primary at a time can commit (acting, and no member of
+//! its view promised a higher ballot); and, as a reachability check, immediate failover:
+//! with every other replica crashed one after the other (refusals, no restart), the
+//! survivor commits a new value in the very tick of the last crash.
+
+mod rules;
+mod state;
+
+pub use rules::Action;
+pub use state::*;
+
+use stateright::{Checker, HasDiscoveries, Model, Path, Property};
+use std::time::{Duration, Instant};
+
+/// The size of the explored world.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Bounds {
+    pub replicas: u8,
+    /// Ticks of the global clock.
+    pub max_time: Time,
+    /// Lease (and promise) length in ticks.
+    pub lease: Time,
+    /// Client values ordered in the whole run.
+    pub max_values: u8,
+    /// Ballot numbers (the initial view is 1).
+    pub max_ballot: u8,
+    /// Crashes of either kind, and how many of them may be silent.
+    pub max_crashes: u8,
+    pub max_silent: u8,
+    pub max_restarts: u8,
+    /// Replicas outside the initial view (excluded earlier, waiting to rejoin): a world
+    /// where rejoins happen without spending ballots on the exclusion first.
+    pub initially_out: Mask,
+}
+
+impl Bounds {
+    /// The bound `cargo test` explores for the full rule set (3 replicas): leases of one
+    /// tick, so that they lapse within the two ticks explored.
+    pub fn test3() -> Bounds {
+        Bounds {
+            replicas: 3,
+            max_time: 1,
+            lease: 1,
+            max_values: 1,
+            max_ballot: 3,
+            max_crashes: 2,
+            max_silent: 1,
+            max_restarts: 0,
+            initially_out: 0,
+        }
+    }
+
+    /// The bound of the long run (3 replicas): restarts, longer leases, more time.
+    pub fn full3() -> Bounds {
+        Bounds {
+            max_time: 2,
+            lease: 2,
+            max_restarts: 1,
+            ..Bounds::test3()
+        }
+    }
+
+    /// Replica 2 starts outside the view, waiting to rejoin; restarts (3 replicas).
+    pub fn rejoin3() -> Bounds {
+        Bounds {
+            max_time: 2,
+            lease: 2,
+            max_restarts: 1,
+            initially_out: bit(2),
+            ..Bounds::test3()
+        }
+    }
+
+    /// Five replicas at a small bound: two crashes in the first tick, one view change.
+    pub fn small5() -> Bounds {
+        Bounds {
+            replicas: 5,
+            max_time: 0,
+            lease: 1,
+            max_values: 1,
+            max_ballot: 2,
+            max_crashes: 2,
+            max_silent: 0,
+            max_restarts: 0,
+            initially_out: 0,
+        }
+    }
+}
+
+/// One rule switched off, named after the trace of issue 8 its fix prevents (or, for the
+/// extra ones, after the rule).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Mutation {
+    /// T1: a view counts as established once a majority accepted it, not every member.
+    T1,
+    /// T2: a member accepts a view before it holds the proposer's whole log.
+    T2,
+    /// T3: rule 4(b) without letting the promise to the excluded member expire.
+    T3,
+    /// F1: a phase-1 answer promises nothing.
+    F1,
+    /// F2: a replica accepts a proposal whose base is below its own accepted ballot.
+    F2,
+    /// F3: helpers wait out their promise even to a member proven crashed.
+    F3,
+    /// F4: the view-of-one fast path looks only at its highest established view.
+    F4,
+    /// R1: any member, not only the primary, proposes to add a returning replica.
+    R1,
+    /// R2: a duplicate process says hello before binding its listener (no rule 5).
+    R2,
+    /// R3: an acceptance extends the lease from the latest copy's send time.
+    R3,
+    /// M1 (found by this model): a proposal inherits the exclusions of an unestablished
+    /// base instead of justifying each member of the highest established view it leaves
+    /// out.
+    M1,
+    /// Evidence used without an unexpired lease from the crashed member.
+    EvidenceWithoutLease,
+    /// A restarted replica votes and accepts at once.
+    RestartedVotesAtOnce,
+    /// A phase-1 answer still acknowledges entries of the older view.
+    StillAcks,
+    /// Commit with a majority of the view instead of every member.
+    CommitWithMajority,
+}
+
+impl Mutation {
+    pub const ALL: [Mutation; 15] = [
+        Mutation::T1,
+        Mutation::T2,
+        Mutation::T3,
+        Mutation::F1,
+        Mutation::F2,
+        Mutation::F3,
+        Mutation::F4,
+        Mutation::R1,
+        Mutation::R2,
+        Mutation::R3,
+        Mutation::M1,
+        Mutation::EvidenceWithoutLease,
+        Mutation::RestartedVotesAtOnce,
+        Mutation::StillAcks,
+        Mutation::CommitWithMajority,
+    ];
+
+    pub fn name(self) -> String {
+        format!("{self:?}")
+    }
+
+    pub fn parse(name: &str) -> Option<Mutation> {
+        Mutation::ALL
+            .into_iter()
+            .find(|m| m.name().eq_ignore_ascii_case(name))
+    }
+}
+
+pub const AGREEMENT: &str = "no two values committed at one index";
+pub const DURABILITY: &str = "later established views hold every committed value";
+pub const ONE_PRIMARY: &str = "at most one primary can commit";
+pub const FAILOVER: &str = "survivor commits at once after the others crash";
+
+/// The protocol under `bounds`, with at most one rule switched off.
+#[derive(Clone, Debug)]
+pub struct ProtocolModel {
+    pub bounds: Bounds,
+    pub mutation: Option<Mutation>,
+}
+
+impl ProtocolModel {
+    pub fn new(bounds: Bounds, mutation: Option<Mutation>) -> ProtocolModel {
+        assert!((2..=MAX_REPLICAS as u8).contains(&bounds.replicas));
+        assert!(
+            !has(bounds.initially_out, 0),
+            "replica 0 is the initial primary"
+        );
+        ProtocolModel { bounds, mutation }
+    }
+
+    /// Primaries that could commit now: acting, and no member of their view promised a
+    /// higher ballot.
+    pub fn unfenced_primaries(&self, s: &State) -> usize {
+        (0..self.bounds.replicas)
+            .filter(|&p| {
+                let view = s.replicas[p as usize].accepted;
+                self.acting_primary(s, p)
+                    && ids(view.members).all(|m| s.replicas[m as usize].promised <= view.ballot)
+            })
+            .count()
+    }
+}
+
+impl Model for ProtocolModel {
+    type State = State;
+    type Action = Action;
+
+    fn init_states(&self) -> Vec<State> {
+        let n = self.bounds.replicas;
+        let all = ((1u16 << n) - 1) as Mask;
+        let view = View {
+            ballot: Ballot {
+                num: 1,
+                proposer: 0,
+            },
+            members: all & !self.bounds.initially_out,
+        };
+        let replicas = (0..n)
+            .map(|r| {
+                if has(view.members, r) {
+                    Replica::new(view, self.bounds.lease)
+                } else {
+                    Replica::excluded(all)
+                }
+            })
+            .collect();
+        vec![State {
+            now: 0,
+            replicas,
+            network: Default::default(),
+            next_value: 0,
+            crashes: 0,
+            silent_crashes: 0,
+            restarts: 0,
+            duplicate_spoke: false,
+            last_crash_at: 0,
+            values_before_last_crash: 0,
+            committed: Vec::new(),
+            conflict: false,
+            lost: false,
+            fast_failover: false,
+        }]
+    }
+
+    fn actions(&self, state: &State, actions: &mut Vec<Action>) {
+        self.enabled(state, actions);
+    }
+
+    fn next_state(&self, state: &State, action: Action) -> Option<State> {
+        self.apply(state, action)
+    }
+
+    fn format_action(&self, action: &Action) -> String {
+        action.to_string()
+    }
+
+    fn properties(&self) -> Vec<Property<Self>> {
+        vec![
+            Property::always(AGREEMENT, |_, s: &State| !s.conflict),
+            Property::always(DURABILITY, |_, s: &State| !s.lost),
+            Property::always(ONE_PRIMARY, |m: &ProtocolModel, s: &State| {
+                m.unfenced_primaries(s) <= 1
+            }),
+            Property::sometimes(FAILOVER, |_, s: &State| s.fast_failover),
+        ]
+    }
+}
+
+/// What one exhaustive run found.
+pub struct Outcome {
+    pub unique_states: usize,
+    /// States generated, repeats included (the `target_states` cap counts these).
+    pub total_states: usize,
+    pub max_depth: usize,
+    pub elapsed: Duration,
+    /// Safety properties violated, each with its shortest trace.
+    pub violations: Vec<(&'static str, Path<State, Action>)>,
+    /// Whether the failover reachability check found its example.
+    pub failover_reached: bool,
+}
+
+/// Explores every state under the model's bounds (breadth first, so traces are shortest),
+/// stopping at the first safety violation when `stop_at_violation`.
+pub fn explore(
+    model: ProtocolModel,
+    threads: usize,
+    stop_at_violation: bool,
+    target_states: Option<usize>,
+) -> Outcome {
+    let started = Instant::now();
+    let mut builder = model.checker().threads(threads);
+    if let Some(target) = target_states {
+        builder = builder.target_state_count(target);
+    }
+    if stop_at_violation {
+        builder = builder.finish_when(HasDiscoveries::AnyFailures);
+    }
+    let checker = builder.spawn_bfs().join();
+    let mut discoveries = checker.discoveries();
+    let failover_reached = discoveries.remove(FAILOVER).is_some();
+    let mut violations: Vec<_> = discoveries.into_iter().collect();
+    violations.sort_by_key(|(name, _)| *name);
+    Outcome {
+        unique_states: checker.unique_state_count(),
+        total_states: checker.state_count(),
+        max_depth: checker.max_depth(),
+        elapsed: started.elapsed(),
+        violations,
+        failover_reached,
+    }
+}
+
+/// A trace as numbered steps, each with the tick it happened in.
+pub fn format_trace(path: &Path<State, Action>) -> String {
+    let mut out = String::new();
+    let mut step = 0;
+    for (state, action) in path.clone().into_vec() {
+        if let Some(action) = action {
+            if matches!(action, Action::Tick) {
+                continue;
+            }
+            step += 1;
+            out += &format!("{step:>3}. t={} {action}\n", state.now);
+        }
+    }
+    out
+}
