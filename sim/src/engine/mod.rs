@@ -763,7 +763,7 @@ impl Sim {
                 ..
             } => self
                 .history
-                .call(self.now, slot, client, request, &call_of(&ask)),
+                .call(self.now, slot, client, request, call_of(&ask)),
             session::Output::Answered { ticket, answer } => {
                 let (client, request) = (answer.client, answer.request);
                 self.history
