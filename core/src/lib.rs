@@ -5,6 +5,7 @@
 //! a seed, and everything to send, persist or reply goes out as data.
 //!
 //! - [`chat`]: the chat state machine (accounts, sessions, messages).
+//! - [`client`]: the client session (request numbering, failover, pushes shown once).
 //! - [`service`]: chat + the client table (exactly-once requests), snapshotted together.
 //! - [`wire`]: every message that crosses a socket.
 //! - [`codec`]: length-prefixed frames and checksummed log records.
@@ -18,6 +19,7 @@
 //! - [`command`]: the client command line (`0|<regex>` ... `6|`, `quit`, `help`).
 
 pub mod chat;
+pub mod client;
 pub mod codec;
 pub mod command;
 pub mod config;

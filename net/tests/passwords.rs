@@ -74,7 +74,7 @@ impl Cluster {
 
     fn client(&self) -> (Client, Receiver<Incoming>) {
         let options = ClientOptions {
-            give_up_after: PATIENCE,
+            give_up_after: Some(PATIENCE),
             ..ClientOptions::default()
         };
         Client::connect_with(&self.config, options).unwrap()

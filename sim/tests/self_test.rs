@@ -58,11 +58,13 @@ fn no_client_table_is_caught() {
     seeds_until_caught("no_client_table", faults, 100);
 }
 
+/// Since the simulated clients run the core session, the lag a stale read needs is rarer:
+/// seed 153 is the first to meet it.
 #[test]
 fn stale_reads_are_caught() {
     let faults = Faults {
         stale_reads: true,
         ..Faults::default()
     };
-    seeds_until_caught("stale_reads", faults, 100);
+    seeds_until_caught("stale_reads", faults, 200);
 }

@@ -1,12 +1,13 @@
 //! `chat-client`: the client of the replicated chat service, at the keyboard or in scripts.
 
 use chat_bin::repl::{self, Outcome};
-use chat_bin::settings;
-use chat_net::client::Client;
+use chat_bin::{settings, waiting};
+use chat_net::client::{Client, ClientOptions};
 use clap::Parser;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 /// Chat with the replicated chat service: `0|<regex>` ... `6|`, `help`, `quit`.
 ///
@@ -34,6 +35,10 @@ struct Args {
     /// Commands to run, in order, before exiting (write them after `--`)
     #[arg(value_name = "COMMAND")]
     commands: Vec<String>,
+    /// Give up on a request that no primary answered within this many seconds (it says
+    /// whether the request may have been applied) [default: keep trying, showing why]
+    #[arg(long, value_name = "SECONDS")]
+    timeout: Option<f64>,
 }
 
 fn main() -> ExitCode {
@@ -50,7 +55,20 @@ fn main() -> ExitCode {
 
 fn run(args: Args) -> Result<Outcome, String> {
     let loaded = settings::load(args.config.as_deref())?;
-    let (client, incoming) = Client::connect(&loaded.config).map_err(|e| e.to_string())?;
+    let give_up_after = match args.timeout {
+        Some(s) => Some(
+            Duration::try_from_secs_f64(s)
+                .map_err(|_| format!("--timeout {s}: a number of seconds, 0 or more"))?,
+        ),
+        None => None,
+    };
+    let options = ClientOptions {
+        give_up_after,
+        ..ClientOptions::default()
+    };
+    let (client, incoming) = Client::connect_showing(&loaded.config, options, waiting::display())
+        .map_err(|e| e.to_string())?;
+    waiting::cancel_on_ctrl_c(client.canceller())?;
     let commands = [args.command, args.commands]
         .into_iter()
         .find(|c| !c.is_empty());

@@ -4,6 +4,7 @@
 
 use super::{Answer, Failure};
 use chat_core::chat::{ChatError, Message, Reply};
+use chat_core::client::Failure as SessionFailure;
 use chat_net::client::{ClientError, Incoming};
 use serde_json::{json, Value};
 
@@ -35,6 +36,8 @@ pub(super) fn incoming(event: &Incoming) -> Value {
         Incoming::LoggedOut => json!({ "type": "logged_out" }),
         Incoming::SessionExpired => json!({ "type": "session_expired" }),
         Incoming::Trouble(e) => json!({ "type": "error", "message": e.to_string() }),
+        Incoming::Unavailable(w) => json!({ "type": "unavailable", "status": w.to_string() }),
+        Incoming::Available => json!({ "type": "available" }),
     }
 }
 
@@ -70,7 +73,8 @@ fn failure_kind(failure: &Failure) -> &'static str {
         Failure::Invalid(_) => "invalid_command",
         Failure::NotUtf8 => "not_utf8",
         Failure::Chat(e) => chat_error_kind(e),
-        Failure::Client(ClientError::Unavailable { .. }) => "unavailable",
+        Failure::Client(ClientError::Failed(SessionFailure::Unavailable { .. })) => "unavailable",
+        Failure::Client(ClientError::Failed(SessionFailure::Cancelled { .. })) => "cancelled",
         Failure::Client(_) => "client",
         Failure::Extension(_) => "command_failed",
     }

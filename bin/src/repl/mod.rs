@@ -246,6 +246,9 @@ fn describe_incoming(event: &Incoming) -> String {
             "session expired: you are logged out; log in again with 2|<user>".to_owned()
         }
         Incoming::Trouble(e) => format!("error: {e}"),
+        Incoming::Unavailable(_) | Incoming::Available => {
+            crate::waiting::describe_availability(event).unwrap_or_default()
+        }
     }
 }
 

@@ -72,8 +72,11 @@ impl Output {
             Unasked::Notice(text) if self.json => {
                 println!("{}", serde_json::json!({ "type": "notice", "text": text }));
             }
-            // Trouble is an error; the program's notices print like pushed messages.
-            Unasked::Service(Incoming::Trouble(_)) => eprintln!("{}", event.describe()),
+            // Trouble and the client's own notices about the service go with the errors; the
+            // program's notices print like pushed messages.
+            Unasked::Service(
+                Incoming::Trouble(_) | Incoming::Unavailable(_) | Incoming::Available,
+            ) => eprintln!("{}", event.describe()),
             Unasked::Service(_) | Unasked::Notice(_) => println!("{}", event.describe()),
         }
     }

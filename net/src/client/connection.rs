@@ -1,6 +1,7 @@
 //! One client connection to one replica: connect, exchange `Hello`, then a reader thread turns
 //! the byte stream into frames while the owner writes requests on the same socket.
 
+use chat_core::client::ConnId;
 use chat_core::codec::frame::{self, FrameDecoder, FrameError};
 use chat_core::codec::handshake::check_hello;
 use chat_core::wire::{Hello, Role, ServerToClient};
@@ -10,15 +11,41 @@ use std::sync::mpsc::Sender;
 use std::thread;
 use std::time::{Duration, Instant};
 
-/// What the reader thread of connection number `generation` reports.
+/// What the reader thread of connection `conn` reports.
 #[derive(Debug)]
 pub(crate) enum FromReader {
     Frame {
-        generation: u64,
+        conn: ConnId,
         frame: ServerToClient,
     },
     /// The connection ended: closed by the server, reset, or sent bytes that do not decode.
-    Closed { generation: u64, why: String },
+    Closed {
+        conn: ConnId,
+        why: String,
+    },
+}
+
+/// Why a connection could not be opened.
+#[derive(Debug)]
+pub(crate) struct OpenError {
+    /// Nothing listens there (the replica is down).
+    pub(crate) refused: bool,
+    pub(crate) why: String,
+}
+
+impl std::fmt::Display for OpenError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.why)
+    }
+}
+
+impl OpenError {
+    fn other(why: String) -> OpenError {
+        OpenError {
+            refused: false,
+            why,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -46,19 +73,19 @@ impl Connection {
         port: u16,
         max_frame: u32,
         timeout: Duration,
-    ) -> Result<(Connection, FrameDecoder), String> {
+    ) -> Result<(Connection, FrameDecoder), OpenError> {
         let stream = connect(host, port, timeout)?;
-        let problem = |e: std::io::Error| format!("{host}:{port}: {e}");
+        let problem = |e: std::io::Error| OpenError::other(format!("{host}:{port}: {e}"));
         stream.set_nodelay(true).map_err(problem)?;
         stream.set_write_timeout(Some(timeout)).map_err(problem)?;
         let mut conn = Connection { stream, max_frame };
         conn.send(&Hello::new(Role::Client))
-            .map_err(|e| format!("{host}:{port}: {e}"))?;
+            .map_err(|e| OpenError::other(format!("{host}:{port}: {e}")))?;
         let mut decoder = FrameDecoder::new(max_frame);
         let hello: Hello = conn
             .read_one(&mut decoder, Instant::now() + timeout)
-            .map_err(|e| format!("{host}:{port}: handshake: {e}"))?;
-        check_hello(&hello).map_err(|e| format!("{host}:{port}: {e}"))?;
+            .map_err(|e| OpenError::other(format!("{host}:{port}: handshake: {e}")))?;
+        check_hello(&hello).map_err(|e| OpenError::other(format!("{host}:{port}: {e}")))?;
         Ok((conn, decoder))
     }
 
@@ -99,20 +126,20 @@ impl Connection {
     pub(crate) fn spawn_reader(
         &self,
         mut decoder: FrameDecoder,
-        generation: u64,
-        to: Sender<super::session::Input>,
+        conn: ConnId,
+        to: Sender<super::driver::Input>,
     ) -> Result<(), String> {
         let mut stream = self.stream.try_clone().map_err(|e| e.to_string())?;
         stream.set_read_timeout(None).map_err(|e| e.to_string())?;
         thread::Builder::new()
-            .name(format!("chat-client-reader-{generation}"))
+            .name(format!("chat-client-reader-{conn}"))
             .spawn(move || {
                 let why = read_frames(&mut stream, &mut decoder, |frame| {
-                    let event = FromReader::Frame { generation, frame };
-                    to.send(super::session::Input::Reader(event)).is_ok()
+                    let event = FromReader::Frame { conn, frame };
+                    to.send(super::driver::Input::Reader(event)).is_ok()
                 });
-                let _ = to.send(super::session::Input::Reader(FromReader::Closed {
-                    generation,
+                let _ = to.send(super::driver::Input::Reader(FromReader::Closed {
+                    conn,
                     why,
                 }));
             })
@@ -155,16 +182,21 @@ fn read_frames(
     }
 }
 
-fn connect(host: &str, port: u16, timeout: Duration) -> Result<TcpStream, String> {
+fn connect(host: &str, port: u16, timeout: Duration) -> Result<TcpStream, OpenError> {
     let addrs: Vec<SocketAddr> = (host, port)
         .to_socket_addrs()
-        .map_err(|e| format!("{host}:{port}: {e}"))?
+        .map_err(|e| OpenError::other(format!("{host}:{port}: {e}")))?
         .collect();
-    let mut last = format!("{host}:{port}: no address");
+    let mut last = OpenError::other(format!("{host}:{port}: no address"));
     for addr in addrs {
         match TcpStream::connect_timeout(&addr, timeout) {
             Ok(stream) => return Ok(stream),
-            Err(e) => last = format!("{host}:{port}: {e}"),
+            Err(e) => {
+                last = OpenError {
+                    refused: e.kind() == std::io::ErrorKind::ConnectionRefused,
+                    why: format!("{host}:{port}: {e}"),
+                }
+            }
         }
     }
     Err(last)

@@ -1,53 +1,37 @@
 //! The client library: a blocking handle on one chat session with the replicated service.
 //!
-//! [`Client::connect`] starts a session thread that finds the primary (any replica redirects
-//! to it) and keeps one request in flight at a time. When the connection dies or a reply is
-//! late, the thread sends the *same* request number to the next replica until a primary
-//! answers, so a request is applied exactly once and the session (its login) survives a
-//! failover. Messages pushed by the service arrive on the [`Incoming`] receiver, each id once
-//! (also when a later `6|` delivers it again), and are acknowledged by the library.
+//! [`Client::connect`] starts a session thread that runs the core's client session
+//! (`chat_core::client::Session`: request numbering, one request in flight, failover with the
+//! same request number, pushes shown once and acknowledged) over sockets. Messages pushed by
+//! the service arrive on the [`Incoming`] receiver, each id once (also when a later `6|`
+//! delivers it again). A request that waits shows its status on the client's
+//! [`WaitDisplay`]; a [`Canceller`] ends the wait.
 
 mod connection;
-mod session;
+mod driver;
 
 use chat_core::chat::{Message, Op, Reply};
+use chat_core::client::{Ask, Failure, Notice, Session};
+pub use chat_core::client::{Tried, Waiting};
 use chat_core::config::{Config, ReplicaAddr};
 use chat_core::password::Password;
 use chat_core::replica::Status;
 use chat_core::wire::{ClientToServer, PasswordAction, ServerToClient};
 use connection::Connection;
-use session::{Ask, Channels, Input, Session};
-use std::sync::atomic::{AtomicBool, Ordering};
+use driver::{Driver, Input, Progress};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-/// Timing of retries. The defaults suit a cluster on the defaults of `config.yaml`.
-#[derive(Clone, Debug)]
-pub struct ClientOptions {
-    /// Try the next replica when a reply takes longer than this.
-    pub reply_timeout: Duration,
-    /// Report [`ClientError::Unavailable`] when no primary answered a request for this long.
-    pub give_up_after: Duration,
-    /// For connecting to one replica and for its `Hello`.
-    pub connect_timeout: Duration,
-    /// Pause after the first full round of replicas without a primary; doubled each round.
-    pub first_backoff: Duration,
-    pub max_backoff: Duration,
-}
+/// Timing of retries and of the status (the core session's options). By default a request
+/// waits for a primary as long as it takes; `give_up_after` bounds the wait.
+pub type ClientOptions = chat_core::client::Options;
 
-impl Default for ClientOptions {
-    fn default() -> Self {
-        ClientOptions {
-            reply_timeout: Duration::from_secs(2),
-            give_up_after: Duration::from_secs(30),
-            connect_timeout: Duration::from_secs(1),
-            first_backoff: Duration::from_millis(50),
-            max_backoff: Duration::from_secs(1),
-        }
-    }
-}
+/// Shows the status of a request that waits (`Some`), and clears it (`None`). Called on the
+/// thread that waits, so a terminal can redraw one line in place.
+pub type WaitDisplay = Box<dyn FnMut(Option<&Waiting>) + Send>;
 
 /// What the service tells the user without being asked.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -61,14 +45,30 @@ pub enum Incoming {
     SessionExpired,
     /// A request the library made on its own (an acknowledgement) could not be done.
     Trouble(ClientError),
+    /// While the user idles, no replica serves (said once; the session keeps trying). Only
+    /// for a client opened with [`Client::connect_showing`].
+    Unavailable(Waiting),
+    /// A primary answers again after `Unavailable`.
+    Available,
+}
+
+impl From<Notice> for Incoming {
+    fn from(notice: Notice) -> Incoming {
+        match notice {
+            Notice::Message(m) => Incoming::Message(m),
+            Notice::LoggedOut => Incoming::LoggedOut,
+            Notice::SessionExpired => Incoming::SessionExpired,
+            Notice::Trouble(failure) => Incoming::Trouble(ClientError::Failed(failure)),
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ClientError {
-    #[error("no primary answered within {} s ({last})", waited.as_secs())]
-    Unavailable { waited: Duration, last: String },
-    #[error("request too large: {0}")]
-    TooLarge(String),
+    /// No primary answered in time, the request does not fit in a frame, or the user
+    /// cancelled the wait; the text says whether the request may have been applied.
+    #[error("{0}")]
+    Failed(Failure),
     #[error("{0}")]
     Replica(String),
     #[error("the client session stopped")]
@@ -78,7 +78,26 @@ pub enum ClientError {
 /// A session with the chat service. Dropping it ends the session thread.
 pub struct Client {
     inbox: Sender<Input>,
-    stop: Arc<AtomicBool>,
+    /// Callers waiting in `request` now.
+    waiting: Arc<AtomicUsize>,
+    display: Mutex<WaitDisplay>,
+}
+
+/// Cancels the requests waiting in a [`Client`], from any thread (e.g. on Ctrl-C).
+#[derive(Clone)]
+pub struct Canceller {
+    inbox: Sender<Input>,
+    waiting: Arc<AtomicUsize>,
+}
+
+impl Canceller {
+    /// Cancels the waiting requests; returns whether any was waiting.
+    pub fn cancel(&self) -> bool {
+        if self.waiting.load(Ordering::SeqCst) == 0 {
+            return false;
+        }
+        self.inbox.send(Input::Cancel).is_ok()
+    }
 }
 
 impl Client {
@@ -92,25 +111,53 @@ impl Client {
         config: &Config,
         options: ClientOptions,
     ) -> Result<(Client, Receiver<Incoming>), ClientError> {
+        Client::open(config, options, None)
+    }
+
+    /// Opens a session that says what is going on: `display` shows what a request waits for
+    /// (the opening too), and [`Incoming::Unavailable`] / [`Incoming::Available`] say when no
+    /// replica serves while the user idles.
+    pub fn connect_showing(
+        config: &Config,
+        options: ClientOptions,
+        display: WaitDisplay,
+    ) -> Result<(Client, Receiver<Incoming>), ClientError> {
+        Client::open(config, options, Some(display))
+    }
+
+    fn open(
+        config: &Config,
+        options: ClientOptions,
+        display: Option<WaitDisplay>,
+    ) -> Result<(Client, Receiver<Incoming>), ClientError> {
         let (inbox, inbox_receiver) = mpsc::channel();
         let (incoming, incoming_receiver) = mpsc::channel();
-        let stop = Arc::new(AtomicBool::new(false));
-        let session = Session::new(
-            config.replicas.clone(),
-            config.net.max_frame_bytes,
-            options,
-            Channels {
-                inbox: inbox_receiver,
-                inbox_sender: inbox.clone(),
-                incoming,
-                stop: stop.clone(),
-            },
-        );
+        let connect_timeout = options.connect_timeout;
+        let ids = config.replicas.iter().map(|r| r.id).collect();
+        let driver = Driver {
+            session: Session::new(ids, options, Box::new(rand::random)),
+            replicas: config.replicas.clone(),
+            max_frame: config.net.max_frame_bytes,
+            connect_timeout,
+            inbox: inbox_receiver,
+            inbox_sender: inbox.clone(),
+            incoming,
+            epoch: Instant::now(),
+            conns: Default::default(),
+            connecting: Default::default(),
+            waiters: Default::default(),
+            tell_availability: display.is_some(),
+            told_unavailable: false,
+        };
         thread::Builder::new()
             .name("chat-client-session".to_owned())
-            .spawn(move || session.run())
+            .spawn(move || driver.run())
             .map_err(|e| ClientError::Replica(format!("cannot start the session thread: {e}")))?;
-        let client = Client { inbox, stop };
+        let client = Client {
+            inbox,
+            waiting: Arc::new(AtomicUsize::new(0)),
+            display: Mutex::new(display.unwrap_or_else(|| Box::new(|_| {}))),
+        };
         client.request(Op::OpenSession)?;
         Ok((client, incoming_receiver))
     }
@@ -136,18 +183,62 @@ impl Client {
         })
     }
 
+    /// A handle that cancels the waiting requests (Ctrl-C).
+    pub fn canceller(&self) -> Canceller {
+        Canceller {
+            inbox: self.inbox.clone(),
+            waiting: self.waiting.clone(),
+        }
+    }
+
     fn ask(&self, ask: Ask) -> Result<Reply, ClientError> {
-        let (answer, reply) = mpsc::channel();
+        let (answer, progress) = mpsc::channel();
+        self.waiting.fetch_add(1, Ordering::SeqCst);
+        let result = self.wait_for(ask, answer, progress);
+        self.waiting.fetch_sub(1, Ordering::SeqCst);
+        result
+    }
+
+    fn wait_for(
+        &self,
+        ask: Ask,
+        answer: Sender<Progress>,
+        progress: Receiver<Progress>,
+    ) -> Result<Reply, ClientError> {
         self.inbox
             .send(Input::Request { ask, answer })
             .map_err(|_| ClientError::Stopped)?;
-        reply.recv().map_err(|_| ClientError::Stopped)?
+        let mut shown = false;
+        loop {
+            match progress.recv().map_err(|_| ClientError::Stopped) {
+                Ok(Progress::Waiting(waiting)) => {
+                    shown = waiting.is_some();
+                    self.show(waiting.as_ref());
+                }
+                Ok(Progress::Done(result)) => {
+                    if shown {
+                        self.show(None);
+                    }
+                    return result;
+                }
+                Err(e) => {
+                    if shown {
+                        self.show(None);
+                    }
+                    return Err(e);
+                }
+            }
+        }
+    }
+
+    fn show(&self, waiting: Option<&Waiting>) {
+        let mut display = self.display.lock().unwrap_or_else(|e| e.into_inner());
+        display(waiting);
     }
 }
 
 impl Drop for Client {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
         let _ = self.inbox.send(Input::Stop);
     }
 }
@@ -160,7 +251,7 @@ pub fn status(
 ) -> Result<Status, ClientError> {
     let (mut conn, mut decoder) =
         Connection::open(&replica.host, replica.client_port, max_frame, timeout)
-            .map_err(ClientError::Replica)?;
+            .map_err(|e| ClientError::Replica(e.to_string()))?;
     let problem =
         |e: String| ClientError::Replica(format!("{}:{}: {e}", replica.host, replica.client_port));
     conn.send(&ClientToServer::Status)

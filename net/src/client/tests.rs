@@ -11,6 +11,7 @@ use chat_core::service::Request;
 use chat_core::wire::{Hello, PasswordAction, Role};
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::AtomicBool;
 use std::sync::Mutex;
 
 /// What a fake replica does with one frame from a client.
@@ -176,10 +177,11 @@ fn config(fakes: &[&Fake]) -> Config {
 fn quick() -> ClientOptions {
     ClientOptions {
         reply_timeout: Duration::from_millis(300),
-        give_up_after: Duration::from_secs(3),
+        give_up_after: Some(Duration::from_secs(3)),
         connect_timeout: Duration::from_millis(500),
         first_backoff: Duration::from_millis(10),
         max_backoff: Duration::from_millis(100),
+        ..ClientOptions::default()
     }
 }
 

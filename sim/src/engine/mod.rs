@@ -18,7 +18,7 @@ pub use scenario::{Step, Target};
 
 use crate::checker::agreement::CommitLog;
 use crate::checker::{Checker, Failure};
-use crate::client::{Action, Client, Ctx};
+use crate::client::{call_of, Client, Ctx};
 use crate::clock::Clock;
 use crate::disk::{Disk, DiskError};
 use crate::history::History;
@@ -26,6 +26,7 @@ use crate::network::{ConnId, Direction, Network, Node};
 use crate::options::{FaultPlan, SimOptions};
 use crate::trace::Trace;
 use crate::workload::Workload;
+use chat_core::client::{self as session, ConnId as SessionConn};
 use chat_core::ids::{ClientId, OpIndex, ReplicaId, View};
 use chat_core::password::request::{Next, PasswordRequest};
 use chat_core::password::HashCost;
@@ -71,7 +72,6 @@ enum Event {
     },
     ToReplica {
         conn: ConnId,
-        attach: Option<ClientId>,
         message: ClientToServer,
     },
     /// A password request at replica `replica` waits for the read rule: ask again.
@@ -97,6 +97,7 @@ enum Event {
     ClientStart {
         slot: usize,
     },
+    /// Client `slot`'s timers (its session's and its user's); only the latest token counts.
     ClientWake {
         slot: usize,
         token: u64,
@@ -165,8 +166,6 @@ struct Slot {
 struct Conn {
     slot: usize,
     replica: ReplicaId,
-    /// The session last attached on it.
-    session: ClientId,
 }
 
 /// What a crash takes down.
@@ -233,8 +232,12 @@ pub struct Sim {
     slots: Vec<Slot>,
     clients: Vec<Client>,
     conns: BTreeMap<ConnId, Conn>,
-    /// Each client's current connection (it may be one being refused).
-    client_conn: Vec<Option<ConnId>>,
+    /// Each client's current connection (it may be one being refused), as its session
+    /// numbers it and as the network does.
+    client_conn: Vec<Option<(SessionConn, ConnId)>>,
+    /// Each client's wake-up event in the queue: (time, token).
+    client_wake: Vec<Option<(Instant, u64)>>,
+    wake_tokens: u64,
     next_conn: ConnId,
     workload: Workload,
     history: History,
@@ -270,6 +273,9 @@ impl Sim {
         let clocks: Vec<Clock> = (0..n)
             .map(|_| Clock::draw(&mut rng, opts.max_clock_drift))
             .collect();
+        let clients = (0..opts.clients)
+            .map(|slot| Client::new(slot, n, &mut rng))
+            .collect();
         let mut sim = Sim {
             net: Network::new(plan.loss, plan.duplicate, plan.latency_us),
             rng,
@@ -292,9 +298,11 @@ impl Sim {
                     ticks_at_now: (Instant::ZERO, 0),
                 })
                 .collect(),
-            clients: (0..opts.clients).map(|slot| Client::new(slot, n)).collect(),
+            clients,
             conns: BTreeMap::new(),
             client_conn: vec![None; opts.clients],
+            client_wake: vec![None; opts.clients],
+            wake_tokens: 0,
             next_conn: 1,
             workload: Workload::new(),
             history: History::default(),
@@ -487,21 +495,17 @@ impl Sim {
                     self.input(to, Input::PeerRefused(peer))?;
                 }
             }
-            Event::ToReplica {
-                conn,
-                attach,
-                message,
-            } => {
+            Event::ToReplica { conn, message } => {
                 // Crashes and partitions close connections, so an open one leads to a live
                 // replica.
                 let Some(r) = self.conns.get(&conn).map(|c| c.replica) else {
                     return Ok(());
                 };
-                if let Some(session) = attach {
-                    self.slots[usize::from(r)].attached.insert(session, conn);
-                    self.input(r, Input::ClientAttached(session))?;
-                }
                 match message {
+                    ClientToServer::Attach { client } => {
+                        self.slots[usize::from(r)].attached.insert(client, conn);
+                        self.input(r, Input::ClientAttached(client))?;
+                    }
                     ClientToServer::Request(request) => self.input(r, Input::Client(request))?,
                     ClientToServer::WithPassword {
                         client,
@@ -513,7 +517,7 @@ impl Sim {
                         let request = PasswordRequest::new(client, request, action, user, password);
                         self.serve_password(r, request)?;
                     }
-                    ClientToServer::Attach { .. } | ClientToServer::Status => {}
+                    ClientToServer::Status => {}
                 }
             }
             Event::PasswordWait {
@@ -533,17 +537,28 @@ impl Sim {
                 let Some(slot) = self.conns.get(&conn).map(|c| c.slot) else {
                     return Ok(());
                 };
-                if self.client_conn[slot] == Some(conn) && self.clients[slot].session == session {
+                let Some((own, _)) = self.client_conn[slot].filter(|&(_, c)| c == conn) else {
+                    return Ok(());
+                };
+                if self.clients[slot].session.client() == session {
                     if let ServerToClient::Push(pushed) = &message {
                         self.history.pushed(self.now, slot, session, conn, pushed);
                     }
-                    self.with_client(slot, |client, ctx| client.on_server(ctx, message));
+                    let frame = session::Input::Frame {
+                        conn: own,
+                        frame: message,
+                    };
+                    self.with_client(slot, |client, ctx| client.session.handle(ctx.now, frame));
                 }
             }
             Event::ConnRefused { slot, conn } => {
-                if self.client_conn[slot] == Some(conn) {
+                if let Some((own, _)) = self.client_conn[slot].filter(|&(_, c)| c == conn) {
                     self.close_client_conn(slot);
-                    self.with_client(slot, |client, ctx| client.on_refused(ctx));
+                    let closed = session::Input::Closed {
+                        conn: own,
+                        why: session::Closed::Refused,
+                    };
+                    self.with_client(slot, |client, ctx| client.session.handle(ctx.now, closed));
                 }
             }
             Event::DiskSynced { replica, life } => {
@@ -558,7 +573,10 @@ impl Sim {
                 self.with_client(slot, |client, ctx| client.start(ctx));
             }
             Event::ClientWake { slot, token } => {
-                self.with_client(slot, |client, ctx| client.wake(ctx, token));
+                if self.client_wake[slot].is_some_and(|(_, t)| t == token) {
+                    self.client_wake[slot] = None;
+                    self.with_client(slot, |client, ctx| client.wake(ctx));
+                }
             }
             Event::FaultTick => {
                 if self.phase == Phase::Busy {
@@ -711,75 +729,115 @@ impl Sim {
 
     // ----- clients -----
 
-    fn with_client(&mut self, slot: usize, f: impl FnOnce(&mut Client, &mut Ctx) -> Vec<Action>) {
+    /// Runs `f` on client `slot`, then carries out what its session asks.
+    fn with_client(&mut self, slot: usize, f: impl FnOnce(&mut Client, &mut Ctx)) {
         let mut ctx = Ctx {
             now: self.now,
             rng: &mut self.rng,
             workload: &mut self.workload,
-            history: &mut self.history,
         };
-        let actions = f(&mut self.clients[slot], &mut ctx);
-        for action in actions {
-            match action {
-                Action::Send { to, message } => self.client_send(slot, to, message),
-                Action::Wake { at, token } => self.schedule(at, Event::ClientWake { slot, token }),
+        f(&mut self.clients[slot], &mut ctx);
+        while let Some(output) = self.clients[slot].session.poll_output() {
+            self.client_output(slot, output);
+        }
+        self.schedule_client_wake(slot);
+    }
+
+    fn client_output(&mut self, slot: usize, output: session::Output) {
+        if self.trace.on() {
+            self.trace
+                .record(self.now, format_args!("c{slot} -> {output:?}"));
+        }
+        match output {
+            session::Output::Connect { conn, replica } => self.client_connect(slot, conn, replica),
+            session::Output::Send { conn, message } => self.client_send(slot, conn, message),
+            session::Output::Close(conn) => {
+                if self.client_conn[slot].is_some_and(|(own, _)| own == conn) {
+                    self.close_client_conn(slot);
+                }
             }
+            session::Output::Issued {
+                client,
+                request,
+                ask,
+                ..
+            } => self
+                .history
+                .call(self.now, slot, client, request, call_of(&ask)),
+            session::Output::Answered { ticket, answer } => {
+                let (client, request) = (answer.client, answer.request);
+                self.history
+                    .ret(self.now, slot, client, request, &answer.reply);
+                if let Some(ticket) = ticket {
+                    let mut ctx = Ctx {
+                        now: self.now,
+                        rng: &mut self.rng,
+                        workload: &mut self.workload,
+                    };
+                    self.clients[slot].on_answer(&mut ctx, ticket, &answer.reply);
+                }
+            }
+            // Simulated clients never give up, cancel or exceed a frame; what users are told
+            // is derived from the history.
+            session::Output::Failed { .. }
+            | session::Output::Notice(_)
+            | session::Output::Waiting(_) => {}
         }
     }
 
-    /// Sends a request from client `slot` to replica `to`, on its open connection there or
-    /// on a new one (which first attaches the session).
-    fn client_send(&mut self, slot: usize, to: ReplicaId, message: ClientToServer) {
-        let session = self.clients[slot].session;
-        let current = self.client_conn[slot]
-            .filter(|c| self.conns.get(c).is_some_and(|conn| conn.replica == to));
-        let conn = match current {
-            Some(conn) => conn,
-            None => {
-                self.close_client_conn(slot);
-                let conn = self.next_conn;
-                self.next_conn += 1;
-                self.client_conn[slot] = Some(conn);
-                if self.net.is_cut(Node::Client(slot), Node::Replica(to)) {
-                    return; // silence: the client will time out
-                }
-                if self.slots[usize::from(to)].host_down {
-                    return; // silence, as across a cut
-                }
-                if !self.is_up(to) {
-                    let at = self.net.refusal_delivery(&mut self.rng, self.now);
-                    self.schedule(at, Event::ConnRefused { slot, conn });
-                    return;
-                }
-                self.conns.insert(
-                    conn,
-                    Conn {
-                        slot,
-                        replica: to,
-                        session: 0,
-                    },
-                );
-                conn
-            }
+    /// Queues a wake-up for client `slot` at its next deadline, unless one at or before it is
+    /// queued already (that one wakes it, and it asks again).
+    fn schedule_client_wake(&mut self, slot: usize) {
+        let at = self.clients[slot].wake_at();
+        if at == Instant::NEVER || self.client_wake[slot].is_some_and(|(queued, _)| queued <= at) {
+            return;
+        }
+        self.wake_tokens += 1;
+        let token = self.wake_tokens;
+        self.client_wake[slot] = Some((at, token));
+        self.schedule(at, Event::ClientWake { slot, token });
+    }
+
+    /// Opens connection `own` (the session's number) from client `slot` to replica `to`:
+    /// silence across a cut, a refusal from a replica that is down, else open at once.
+    fn client_connect(&mut self, slot: usize, own: SessionConn, to: ReplicaId) {
+        self.close_client_conn(slot);
+        let conn = self.next_conn;
+        self.next_conn += 1;
+        self.client_conn[slot] = Some((own, conn));
+        if self.net.is_cut(Node::Client(slot), Node::Replica(to)) {
+            return; // silence: the session times out
+        }
+        if self.slots[usize::from(to)].host_down {
+            return; // silence, as across a cut
+        }
+        if !self.is_up(to) {
+            let at = self.net.refusal_delivery(&mut self.rng, self.now);
+            self.schedule(at, Event::ConnRefused { slot, conn });
+            return;
+        }
+        self.conns.insert(conn, Conn { slot, replica: to });
+        self.clients[slot]
+            .session
+            .handle(self.now, session::Input::Connected(own));
+    }
+
+    /// Sends a frame from client `slot` on its connection `own`, if that is still open.
+    fn client_send(&mut self, slot: usize, own: SessionConn, message: ClientToServer) {
+        let Some((_, conn)) = self.client_conn[slot].filter(|&(o, _)| o == own) else {
+            return;
         };
-        let open = self.conns.get_mut(&conn).expect("open connection");
-        let attach = (open.session != session).then_some(session);
-        open.session = session;
+        if !self.conns.contains_key(&conn) {
+            return; // broken by a cut: the session times out
+        }
         let at = self
             .net
             .conn_delivery(&mut self.rng, self.now, conn, Direction::ToReplica);
-        self.schedule(
-            at,
-            Event::ToReplica {
-                conn,
-                attach,
-                message,
-            },
-        );
+        self.schedule(at, Event::ToReplica { conn, message });
     }
 
     fn close_client_conn(&mut self, slot: usize) {
-        if let Some(conn) = self.client_conn[slot].take() {
+        if let Some((_, conn)) = self.client_conn[slot].take() {
             self.close_conn(conn);
         }
     }

@@ -54,9 +54,7 @@ impl Sim {
             client.finish();
         }
         let bound = self.opts.liveness_bound;
-        self.run_while(start, None, |sim| {
-            sim.clients.iter().any(|c| c.pending.is_some())
-        })?;
+        self.run_while(start, None, |sim| sim.clients.iter().any(|c| c.busy()))?;
         self.with_client(0, |client, ctx| client.drain(ctx));
         self.run_while(start, None, |sim| sim.clients[0].mode() != Mode::Done)?;
         let catch_up = self.now + bound;
@@ -74,15 +72,15 @@ impl Sim {
         let bound = self.opts.liveness_bound;
         while busy(self) {
             for client in &self.clients {
-                let Some(pending) = &client.pending else {
+                let Some(pending) = client.pending() else {
                     continue;
                 };
-                if self.now > pending.call.max(start) + bound {
+                if self.now > pending.issued_at.max(start) + bound {
                     return Err(self.liveness_failure(format!(
                         "client slot {} request {} {:?} is still pending {:?} into the quiet phase ({} attempts)",
                         client.slot,
                         pending.request,
-                        pending.what,
+                        pending.ask,
                         self.now - start,
                         pending.attempts
                     )));

@@ -186,10 +186,11 @@ fn wait_caught_up(
 fn first_reply(config: &Config, limit: Duration) -> Result<Instant, String> {
     let options = ClientOptions {
         reply_timeout: Duration::from_millis(200),
-        give_up_after: limit,
+        give_up_after: Some(limit),
         connect_timeout: Duration::from_millis(200),
         first_backoff: Duration::from_millis(5),
         max_backoff: Duration::from_millis(20),
+        ..ClientOptions::default()
     };
     let (client, _incoming) = Client::connect_with(config, options).map_err(|e| e.to_string())?;
     request(

@@ -1,0 +1,240 @@
+//! The session thread: drives the core's client session (`chat_core::client::Session`) over
+//! sockets. Connections open on short-lived threads (so a slow connect never holds up a
+//! cancel or a reply), each open connection has a reader thread, and everything comes back
+//! to this thread through one channel; answers go to the callers waiting in
+//! `Client::request`, with the status of a long wait while it lasts.
+
+use super::connection::{Connection, FromReader, OpenError, SendError};
+use super::{ClientError, Incoming};
+use chat_core::chat::Reply;
+use chat_core::client::{
+    Ask, Closed, ConnId, Input as SessionInput, Output, Session, Ticket, Waiting,
+};
+use chat_core::codec::frame::FrameDecoder;
+use chat_core::config::ReplicaAddr;
+use chat_core::time::Instant as CoreInstant;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// Everything the session thread reacts to.
+#[derive(Debug)]
+pub(crate) enum Input {
+    /// A request from the user; the status and the answer go to `answer`.
+    Request {
+        ask: Ask,
+        answer: Sender<Progress>,
+    },
+    /// The user gave up waiting (Ctrl-C).
+    Cancel,
+    Opened {
+        conn: ConnId,
+        result: Result<(Connection, FrameDecoder), OpenError>,
+    },
+    Reader(FromReader),
+    Stop,
+}
+
+/// What a caller waiting for its answer hears.
+#[derive(Debug)]
+pub(crate) enum Progress {
+    /// The request has waited a while: what was tried (`None` once the wait is over).
+    Waiting(Option<Waiting>),
+    Done(Result<Reply, ClientError>),
+}
+
+pub(crate) struct Driver {
+    pub(crate) session: Session,
+    pub(crate) replicas: Vec<ReplicaAddr>,
+    pub(crate) max_frame: u32,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) inbox: Receiver<Input>,
+    /// For the connecting and reader threads.
+    pub(crate) inbox_sender: Sender<Input>,
+    pub(crate) incoming: Sender<Incoming>,
+    /// The clock's zero for the session.
+    pub(crate) epoch: Instant,
+    pub(crate) conns: BTreeMap<ConnId, Connection>,
+    pub(crate) connecting: BTreeSet<ConnId>,
+    pub(crate) waiters: BTreeMap<Ticket, Sender<Progress>>,
+    /// Whether to tell the user, while idle, that no replica serves (and when one does).
+    pub(crate) tell_availability: bool,
+    /// Whether the user was told that no replica serves.
+    pub(crate) told_unavailable: bool,
+}
+
+impl Driver {
+    /// Runs until `Input::Stop` (or the `Client` is gone).
+    pub(crate) fn run(mut self) {
+        loop {
+            while let Some(output) = self.session.poll_output() {
+                self.carry_out(output);
+            }
+            let deadline = self.session.poll_timeout();
+            let input = if deadline == CoreInstant::NEVER {
+                self.inbox
+                    .recv()
+                    .map_err(|_| RecvTimeoutError::Disconnected)
+            } else {
+                let wait = deadline.saturating_sub(self.now());
+                self.inbox.recv_timeout(wait)
+            };
+            match input {
+                Ok(Input::Stop) | Err(RecvTimeoutError::Disconnected) => return,
+                Ok(input) => self.on_input(input),
+                Err(RecvTimeoutError::Timeout) => {
+                    let now = self.now();
+                    self.session.handle_timeout(now);
+                }
+            }
+        }
+    }
+
+    fn now(&self) -> CoreInstant {
+        CoreInstant(self.epoch.elapsed().as_micros() as u64)
+    }
+
+    fn on_input(&mut self, input: Input) {
+        let now = self.now();
+        match input {
+            Input::Request { ask, answer } => {
+                let ticket = self.session.submit(now, ask);
+                self.waiters.insert(ticket, answer);
+            }
+            Input::Cancel => self.session.cancel(now),
+            Input::Opened { conn, result } => {
+                if !self.connecting.remove(&conn) {
+                    return; // the session gave up on it meanwhile; dropping closes it
+                }
+                let opened = result.and_then(|(connection, decoder)| {
+                    connection
+                        .spawn_reader(decoder, conn, self.inbox_sender.clone())
+                        .map(|()| connection)
+                        .map_err(|why| OpenError {
+                            refused: false,
+                            why,
+                        })
+                });
+                let input = match opened {
+                    Ok(connection) => {
+                        self.conns.insert(conn, connection);
+                        SessionInput::Connected(conn)
+                    }
+                    Err(e) => SessionInput::Closed {
+                        conn,
+                        why: if e.refused {
+                            Closed::Refused
+                        } else {
+                            Closed::Other(e.why)
+                        },
+                    },
+                };
+                self.session.handle(now, input);
+            }
+            Input::Reader(FromReader::Frame { conn, frame }) => self
+                .session
+                .handle(now, SessionInput::Frame { conn, frame }),
+            Input::Reader(FromReader::Closed { conn, why }) => {
+                self.conns.remove(&conn);
+                let why = Closed::Other(why);
+                self.session.handle(now, SessionInput::Closed { conn, why });
+            }
+            Input::Stop => {}
+        }
+    }
+
+    fn carry_out(&mut self, output: Output) {
+        match output {
+            Output::Connect { conn, replica } => self.connect(conn, replica),
+            Output::Send { conn, message } => {
+                let Some(connection) = self.conns.get_mut(&conn) else {
+                    return;
+                };
+                let input = match connection.send(&message) {
+                    Ok(()) => return,
+                    Err(SendError::Encode(e)) => SessionInput::TooLarge(e.to_string()),
+                    Err(SendError::Io(why)) => {
+                        self.conns.remove(&conn);
+                        SessionInput::Closed {
+                            conn,
+                            why: Closed::Other(why),
+                        }
+                    }
+                };
+                let now = self.now();
+                self.session.handle(now, input);
+            }
+            Output::Close(conn) => {
+                self.conns.remove(&conn);
+                self.connecting.remove(&conn);
+            }
+            Output::Issued { .. } => {}
+            Output::Answered { ticket, answer } => {
+                if let Some(answer_to) = ticket.and_then(|t| self.waiters.remove(&t)) {
+                    let _ = answer_to.send(Progress::Done(Ok(answer.for_user())));
+                }
+            }
+            Output::Failed { ticket, failure } => {
+                if let Some(answer_to) = self.waiters.remove(&ticket) {
+                    let _ = answer_to.send(Progress::Done(Err(ClientError::Failed(failure))));
+                }
+            }
+            Output::Notice(notice) => {
+                let _ = self.incoming.send(Incoming::from(notice));
+            }
+            Output::Waiting(waiting) => self.show_waiting(waiting),
+        }
+    }
+
+    /// A user's wait is shown to the callers waiting; the session's own (while the user
+    /// idles) becomes one notice when no replica serves, and one when a primary answers.
+    fn show_waiting(&mut self, waiting: Option<Waiting>) {
+        match &waiting {
+            Some(w) if !w.user => {
+                if self.tell_availability && w.none_serving() && !self.told_unavailable {
+                    self.told_unavailable = true;
+                    let _ = self.incoming.send(Incoming::Unavailable(w.clone()));
+                }
+                return;
+            }
+            None if self.told_unavailable => {
+                self.told_unavailable = false;
+                let _ = self.incoming.send(Incoming::Available);
+            }
+            _ => {}
+        }
+        for answer_to in self.waiters.values() {
+            let _ = answer_to.send(Progress::Waiting(waiting.clone()));
+        }
+    }
+
+    /// Opens connection `conn` on a thread of its own; the result comes back as
+    /// `Input::Opened`.
+    fn connect(&mut self, conn: ConnId, replica: chat_core::ids::ReplicaId) {
+        self.connecting.insert(conn);
+        let to = self.inbox_sender.clone();
+        let Some(addr) = self.replicas.iter().find(|r| r.id == replica).cloned() else {
+            let result = Err(OpenError {
+                refused: false,
+                why: format!("replica {replica} is not configured"),
+            });
+            let _ = to.send(Input::Opened { conn, result });
+            return;
+        };
+        let (max_frame, timeout) = (self.max_frame, self.connect_timeout);
+        let spawned = thread::Builder::new()
+            .name(format!("chat-client-connect-{conn}"))
+            .spawn(move || {
+                let result = Connection::open(&addr.host, addr.client_port, max_frame, timeout);
+                let _ = to.send(Input::Opened { conn, result });
+            });
+        if let Err(e) = spawned {
+            let result = Err(OpenError {
+                refused: false,
+                why: format!("cannot start a thread: {e}"),
+            });
+            let _ = self.inbox_sender.send(Input::Opened { conn, result });
+        }
+    }
+}
