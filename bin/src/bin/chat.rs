@@ -8,15 +8,19 @@
 use chat_bin::demo::{Demo, Layout};
 use chat_bin::process::{self, ReplicaError};
 use chat_bin::settings::{self, Loaded, BUILT_IN_CONFIG};
-use chat_bin::{logging, repl, secret};
+use chat_bin::{logging, repl, secret, waiting};
 use chat_core::ids::ReplicaId;
-use chat_net::client::Client;
+use chat_net::client::{Client, ClientOptions};
 use clap::{Parser, Subcommand};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::thread;
+use std::time::Duration;
+
+/// How long a demo request waits for a primary before it gives up (see `demo`).
+const DEMO_PATIENCE: Duration = Duration::from_secs(10);
 
 #[derive(Parser)]
 #[command(name = "chat", version, about = "The replicated chat service")]
@@ -100,7 +104,16 @@ fn demo(flag: Option<&Path>) -> Result<(), String> {
         pids.join(", "),
         layout.data_dir.join("replica-<id>").display(),
     );
-    let (client, incoming) = Client::connect(&layout.config).map_err(|e| e.to_string())?;
+    // The status line says what a waiting request waits for; and a request no primary answers
+    // gives up after DEMO_PATIENCE, so that `:resume 1` or `:restart 0` typed meanwhile gets
+    // its turn (the REPL runs one line at a time).
+    let client_options = ClientOptions {
+        give_up_after: Some(DEMO_PATIENCE),
+        ..ClientOptions::default()
+    };
+    let (client, incoming) =
+        Client::connect_showing(&layout.config, client_options, waiting::display())
+            .map_err(|e| e.to_string())?;
     let options = repl::Options {
         extension: Some(&mut demo),
         ..repl::Options::default()
