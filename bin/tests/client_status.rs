@@ -42,10 +42,9 @@ fn expect_line(lines: &Receiver<String>, want: &str) {
     }
 }
 
-#[test]
-fn a_request_without_a_primary_says_why_and_completes_when_replicas_return() {
-    let mut cluster = Cluster::start();
-    let mut child = KillOnDrop(
+/// The real chat-client on the cluster, every stream piped.
+fn piped_client(cluster: &Cluster) -> KillOnDrop {
+    KillOnDrop(
         Command::new(env!("CARGO_BIN_EXE_chat-client"))
             .arg("--config")
             .arg(&cluster.config_path)
@@ -54,7 +53,13 @@ fn a_request_without_a_primary_says_why_and_completes_when_replicas_return() {
             .stderr(Stdio::piped())
             .spawn()
             .expect("start chat-client"),
-    );
+    )
+}
+
+#[test]
+fn a_request_without_a_primary_says_why_and_completes_when_replicas_return() {
+    let mut cluster = Cluster::start();
+    let mut child = piped_client(&cluster);
     let child = &mut child.0;
     let mut stdin = child.stdin.take().unwrap();
     let out = lines_of(child.stdout.take().unwrap());
@@ -96,16 +101,7 @@ fn a_request_without_a_primary_says_why_and_completes_when_replicas_return() {
 #[test]
 fn ctrl_c_cancels_the_wait_and_a_second_one_quits() {
     let mut cluster = Cluster::start();
-    let mut child = KillOnDrop(
-        Command::new(env!("CARGO_BIN_EXE_chat-client"))
-            .arg("--config")
-            .arg(&cluster.config_path)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start chat-client"),
-    );
+    let mut child = piped_client(&cluster);
     let child = &mut child.0;
     let mut stdin = child.stdin.take().unwrap();
     let out = lines_of(child.stdout.take().unwrap());
