@@ -9,14 +9,16 @@ use chat_core::codec::frame;
 use chat_core::ids::{MessageId, ReplicaId};
 use chat_core::wire::{Hello, Role};
 use chat_net::client::Incoming;
-use std::collections::BTreeMap;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
-use support::chat::{assert_each_shown_once, create, deliver, login, next_message, send, WAIT};
+use support::chat::{
+    alice_and_bob, alice_sends, assert_each_shown_once, create, deliver, login, next_message, send,
+    until_acked, WAIT,
+};
 use support::{Cluster, NET_TIMEOUT, REPLICAS};
 
 #[test]
@@ -54,39 +56,13 @@ fn online_users_get_messages_pushed_and_offline_users_find_them_queued() {
 #[test]
 fn killing_the_primary_loses_nothing_and_shows_nothing_twice() {
     let mut cluster = Cluster::start();
-    let (alice, _) = cluster.client();
-    let (bob, bob_incoming) = cluster.client();
-    create(&alice, "alice");
-    create(&alice, "bob");
-    login(&alice, "alice");
-    login(&bob, "bob");
+    let (alice, bob, bob_incoming) = alice_and_bob(&cluster);
     let primary = cluster.wait_for_primary(None);
-
-    let sent = Arc::new(AtomicU64::new(0));
-    let sender = {
-        let sent = sent.clone();
-        thread::spawn(move || {
-            let mut texts = BTreeMap::new();
-            for i in 0..60 {
-                let text = format!("message {i}");
-                texts.insert(send(&alice, "bob", &text), text);
-                sent.fetch_add(1, Ordering::Relaxed);
-                thread::sleep(Duration::from_millis(10));
-            }
-            (alice, texts)
-        })
-    };
-    let deadline = Instant::now() + WAIT;
-    while sent.load(Ordering::Relaxed) < 20 {
-        assert!(
-            Instant::now() < deadline,
-            "the first 20 sends did not finish"
-        );
-        thread::sleep(Duration::from_millis(5));
-    }
+    let (acked, all_acked) = alice_sends(alice, 60);
+    until_acked(&acked, 20);
     cluster.kill(primary);
-    let (alice, texts) = sender
-        .join()
+    let (alice, texts) = all_acked
+        .recv_timeout(2 * WAIT)
         .expect("every send succeeds through the failover");
     let new_primary = cluster.wait_for_primary(Some(primary));
     assert_ne!(new_primary, primary);

@@ -6,60 +6,10 @@
 #[allow(dead_code)] // the harness serves several test programs
 mod support;
 
-use chat_core::ids::MessageId;
-use chat_net::client::{Client, Incoming};
-use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{mpsc, Arc};
 use std::thread;
 use std::time::{Duration, Instant};
-use support::chat::{assert_each_shown_once, create, login, send, WAIT};
+use support::chat::{alice_and_bob, alice_sends, assert_each_shown_once, until_acked, WAIT};
 use support::{Cluster, REPLICAS};
-
-/// Alice sends `count` messages to Bob from a thread of her own, 10 ms apart. `acked`
-/// counts the acknowledged ones; the receiver gets (message id -> text) when all are.
-fn alice_sends(
-    alice: Client,
-    count: usize,
-) -> (Arc<AtomicU64>, mpsc::Receiver<BTreeMap<MessageId, String>>) {
-    let acked = Arc::new(AtomicU64::new(0));
-    let (done, result) = mpsc::channel();
-    let counter = acked.clone();
-    thread::spawn(move || {
-        let mut texts = BTreeMap::new();
-        for i in 0..count {
-            let text = format!("message {i}");
-            texts.insert(send(&alice, "bob", &text), text);
-            counter.fetch_add(1, Ordering::Relaxed);
-            thread::sleep(Duration::from_millis(10));
-        }
-        let _ = done.send(texts);
-    });
-    (acked, result)
-}
-
-fn until_acked(acked: &AtomicU64, n: u64) {
-    let deadline = Instant::now() + WAIT;
-    while acked.load(Ordering::Relaxed) < n {
-        assert!(
-            Instant::now() < deadline,
-            "only {} of the first {n} sends were acknowledged",
-            acked.load(Ordering::Relaxed)
-        );
-        thread::sleep(Duration::from_millis(5));
-    }
-}
-
-/// Alice and Bob, both logged in, each on a session of their own.
-fn alice_and_bob(cluster: &Cluster) -> (Client, Client, mpsc::Receiver<Incoming>) {
-    let (alice, _) = cluster.client();
-    let (bob, bob_incoming) = cluster.client();
-    create(&alice, "alice");
-    create(&alice, "bob");
-    login(&alice, "alice");
-    login(&bob, "bob");
-    (alice, bob, bob_incoming)
-}
 
 fn others(of: &[u8]) -> Vec<u8> {
     (0..REPLICAS as u8).filter(|id| !of.contains(id)).collect()
@@ -79,7 +29,7 @@ fn kill_the_primary_then_the_new_primary_while_clients_send() {
     until_acked(&acked, 45);
     cluster.kill(second);
 
-    let texts = all_acked
+    let (_, texts) = all_acked
         .recv_timeout(2 * WAIT)
         .expect("the last replica serves every send after two crashes");
     let survivor = others(&[first, second])[0];
@@ -104,7 +54,7 @@ fn kill_both_backups_at_once_then_they_rejoin_and_take_over() {
     for &id in &backups {
         cluster.start_replica(id);
     }
-    let texts = all_acked
+    let (_, texts) = all_acked
         .recv_timeout(2 * WAIT)
         .expect("the primary serves alone, and while the backups come back");
     // The restarted backups rejoined: with the old primary gone, they carry on with
