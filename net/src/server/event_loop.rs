@@ -26,7 +26,7 @@ use chat_core::peer_auth::{ClusterSecret, Prover};
 use chat_core::replica::{Input, Output, Replica};
 use chat_core::route::Route;
 use chat_core::time::{Duration, Instant};
-use chat_core::wire::{ClientToServer, Hello, Role, ServerToClient};
+use chat_core::wire::{ClientToServer, Endpoint, Hello, ServerToClient};
 use mio::net::TcpListener;
 use mio::{Events, Poll, Token, Waker};
 use std::io::{self, ErrorKind};
@@ -354,7 +354,7 @@ impl EventLoop {
             }) => {
                 if answer_hello {
                     self.links
-                        .send_frame(token, &Hello::new(Role::Replica(self.me)));
+                        .send_frame(token, &Hello::new(Endpoint::Replica(self.me)));
                 }
                 if let Some(challenge) = challenge {
                     self.links.send_frame(token, &challenge);
@@ -440,7 +440,7 @@ impl EventLoop {
             };
             self.peers.dialed(to, token);
             self.links
-                .send_frame(token, &Hello::new(Role::Replica(self.me)));
+                .send_frame(token, &Hello::new(Endpoint::Replica(self.me)));
             if let Some(challenge) = challenge {
                 self.links.send_frame(token, &challenge);
             }

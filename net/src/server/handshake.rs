@@ -9,7 +9,7 @@ use super::peers::Peers;
 use chat_core::codec::handshake::check_hello;
 use chat_core::config::Config;
 use chat_core::peer_auth::{AuthFrame, ClusterSecret, Prover, Step};
-use chat_core::wire::{Hello, Role};
+use chat_core::wire::{Endpoint, Hello};
 use std::fs::File;
 use std::io::Read;
 use std::net::IpAddr;
@@ -68,9 +68,9 @@ pub(super) fn greet(
 ) -> Result<Greeting, String> {
     check_hello(hello).map_err(|e| e.to_string())?;
     let mut challenge = None;
-    let kind_after = match (kind, hello.role) {
-        (Kind::ClientHello, Role::Client) => Kind::Client,
-        (Kind::PeerHello, Role::Replica(from)) => {
+    let kind_after = match (kind, hello.from) {
+        (Kind::ClientHello, Endpoint::Client) => Kind::Client,
+        (Kind::PeerHello, Endpoint::Replica(from)) => {
             peers.verify(from, ip)?;
             match peers.start_auth(Prover::Acceptor, from) {
                 Some((auth, frame)) => {
@@ -80,11 +80,11 @@ pub(super) fn greet(
                 None => Kind::PeerIn { from },
             }
         }
-        (Kind::PeerOutHello { to, auth }, Role::Replica(id)) if id == to => match auth {
+        (Kind::PeerOutHello { to, auth }, Endpoint::Replica(id)) if id == to => match auth {
             Some(auth) => Kind::PeerOutProving { to, auth },
             None => Kind::PeerOut { to },
         },
-        (kind, role) => return Err(format!("a hello as {role:?} is not allowed on a {kind}")),
+        (kind, from) => return Err(format!("a hello as {from:?} is not allowed on a {kind}")),
     };
     Ok(Greeting {
         kind: kind_after,
