@@ -4,7 +4,7 @@
 use chat_core::client::ConnId;
 use chat_core::codec::frame::{self, FrameDecoder, FrameError};
 use chat_core::codec::handshake::check_hello;
-use chat_core::wire::{Hello, Role, ServerToClient};
+use chat_core::wire::{Endpoint, Hello, ServerToClient};
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream, ToSocketAddrs};
 use std::sync::mpsc::Sender;
@@ -79,7 +79,7 @@ impl Connection {
         stream.set_nodelay(true).map_err(problem)?;
         stream.set_write_timeout(Some(timeout)).map_err(problem)?;
         let mut conn = Connection { stream, max_frame };
-        conn.send(&Hello::new(Role::Client))
+        conn.send(&Hello::new(Endpoint::Client))
             .map_err(|e| OpenError::other(format!("{host}:{port}: {e}")))?;
         let mut decoder = FrameDecoder::new(max_frame);
         let hello: Hello = conn
@@ -127,7 +127,7 @@ impl Connection {
         &self,
         mut decoder: FrameDecoder,
         conn: ConnId,
-        to: Sender<super::driver::Input>,
+        to: Sender<super::driver::ToSession>,
     ) -> Result<(), String> {
         let mut stream = self.stream.try_clone().map_err(|e| e.to_string())?;
         stream.set_read_timeout(None).map_err(|e| e.to_string())?;
@@ -136,9 +136,9 @@ impl Connection {
             .spawn(move || {
                 let why = read_frames(&mut stream, &mut decoder, |frame| {
                     let event = FromReader::Frame { conn, frame };
-                    to.send(super::driver::Input::Reader(event)).is_ok()
+                    to.send(super::driver::ToSession::Reader(event)).is_ok()
                 });
-                let _ = to.send(super::driver::Input::Reader(FromReader::Closed {
+                let _ = to.send(super::driver::ToSession::Reader(FromReader::Closed {
                     conn,
                     why,
                 }));

@@ -18,7 +18,7 @@ use chat_core::password::Password;
 use chat_core::replica::Status;
 use chat_core::wire::{ClientToServer, PasswordAction, ServerToClient};
 use connection::Connection;
-use driver::{Driver, Input, Progress};
+use driver::{Driver, Progress, ToSession};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex};
@@ -77,7 +77,7 @@ pub enum ClientError {
 
 /// A session with the chat service. Dropping it ends the session thread.
 pub struct Client {
-    inbox: Sender<Input>,
+    inbox: Sender<ToSession>,
     /// Callers waiting in `request` now.
     waiting: Arc<AtomicUsize>,
     display: Mutex<WaitDisplay>,
@@ -86,7 +86,7 @@ pub struct Client {
 /// Cancels the requests waiting in a [`Client`], from any thread (e.g. on Ctrl-C).
 #[derive(Clone)]
 pub struct Canceller {
-    inbox: Sender<Input>,
+    inbox: Sender<ToSession>,
     waiting: Arc<AtomicUsize>,
 }
 
@@ -96,7 +96,7 @@ impl Canceller {
         if self.waiting.load(Ordering::SeqCst) == 0 {
             return false;
         }
-        self.inbox.send(Input::Cancel).is_ok()
+        self.inbox.send(ToSession::Cancel).is_ok()
     }
 }
 
@@ -206,7 +206,7 @@ impl Client {
         progress: Receiver<Progress>,
     ) -> Result<Reply, ClientError> {
         self.inbox
-            .send(Input::Request { ask, answer })
+            .send(ToSession::Request { ask, answer })
             .map_err(|_| ClientError::Stopped)?;
         let mut shown = false;
         loop {
@@ -239,7 +239,7 @@ impl Client {
 
 impl Drop for Client {
     fn drop(&mut self) {
-        let _ = self.inbox.send(Input::Stop);
+        let _ = self.inbox.send(ToSession::Stop);
     }
 }
 
