@@ -176,17 +176,35 @@ fn metrics_are_served_in_prometheus_text_format() {
     client
         .request(chat_core::chat::Op::Create { user: "ann".into() })
         .unwrap();
+    client
+        .request(chat_core::chat::Op::Create { user: "bob".into() })
+        .unwrap();
+    client
+        .request(chat_core::chat::Op::Login { user: "ann".into() })
+        .unwrap();
+    // Bob is not logged in: his message waits in his queue.
+    client
+        .request(chat_core::chat::Op::Send {
+            to: "bob".into(),
+            text: "hi".into(),
+        })
+        .unwrap();
+    // Queues are sampled every 250 ms.
+    std::thread::sleep(Duration::from_millis(400));
     let text = scrape(port);
     assert!(
         text.starts_with("HTTP/1.0 200") || text.starts_with("HTTP/1.1 200"),
         "{text}"
     );
     for want in [
-        "chat_requests_total{replica=\"0\",op=\"create\"} 2",
+        "chat_requests_total{replica=\"0\",op=\"create\"} 3",
         "chat_reply_errors_total{replica=\"0\",error=\"NameTaken\"} 1",
         "chat_is_primary{replica=\"0\"} 1",
         "chat_fsync_seconds_count{replica=\"0\"}",
         "chat_connections{replica=\"0\",kind=\"client\"} 1",
+        "chat_queued_messages{replica=\"0\"} 1",
+        // "hi" and "ann".
+        "chat_queued_message_bytes{replica=\"0\"} 5",
         "# EOF",
     ] {
         assert!(text.contains(want), "no {want:?} in:\n{text}");

@@ -477,6 +477,10 @@ impl EventLoop {
         self.next_sample = self.now + SAMPLE_EVERY;
         let queued = self.links.queued_bytes();
         self.narrator.metrics.queued_bytes.set(queued as i64);
+        let chat = self.replica.queued_messages();
+        let metrics = &self.narrator.metrics;
+        metrics.chat_queued_messages.set(chat.messages as i64);
+        metrics.chat_queued_bytes.set(chat.bytes as i64);
     }
 
     /// Stops accepting, lets the I/O thread write and sync what it has, and sends the replies
