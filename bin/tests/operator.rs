@@ -286,9 +286,23 @@ impl Drop for Demo {
 #[test]
 fn the_demo_plays_faults_and_a_second_demo_in_the_same_folder_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    write_config(dir.path(), 3, "");
+    // TLS as in the checked-in configuration: the demo makes the files on its first run,
+    // and every link, the demo's client and `:status` included, uses them.
+    let tls = dir.path().join("data/tls");
+    let tls_section = format!(
+        "tls:\n  ca: {0}/ca.pem\n  certificate: {0}/replica-{{id}}.pem\n  key: {0}/replica-{{id}}.key\n",
+        tls.display()
+    );
+    write_config(dir.path(), 3, &tls_section);
     let mut demo = Demo::start(dir.path());
-    demo.until("answering");
+    let started = demo.until("answering");
+    assert!(
+        started
+            .iter()
+            .any(|l| l.contains("created a TLS certificate authority")),
+        "{started:?}"
+    );
+    assert!(tls.join("replica-2.key").exists());
 
     let second = Command::new(env!("CARGO_BIN_EXE_chat"))
         .arg("demo")

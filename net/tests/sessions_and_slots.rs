@@ -241,7 +241,7 @@ fn a_flood_of_session_openings_does_not_log_out_users_who_keep_chatting() {
 
     let last_index = || {
         let replica = &cluster.config.replicas[0];
-        chat_net::client::status(replica, MAX_FRAME, Duration::from_secs(10))
+        chat_net::client::status(replica, MAX_FRAME, None, Duration::from_secs(10))
             .unwrap()
             .last_index
     };

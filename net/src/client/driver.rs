@@ -6,6 +6,7 @@
 
 use super::connection::{Connection, FromReader, OpenError, SendError};
 use super::{ClientError, Incoming};
+use crate::tls::ClientTls;
 use chat_core::chat::Reply;
 use chat_core::client::{Ask, Closed, ConnEvent, ConnId, Output, Session, Ticket, Waiting};
 use chat_core::codec::frame::FrameDecoder;
@@ -46,6 +47,8 @@ pub(crate) struct Driver {
     pub(crate) session: Session,
     pub(crate) replicas: Vec<ReplicaAddr>,
     pub(crate) max_frame: u32,
+    /// The CA to check replicas against, if the configuration has `tls:`.
+    pub(crate) tls: Option<ClientTls>,
     pub(crate) connect_timeout: Duration,
     pub(crate) inbox: Receiver<ToSession>,
     /// For the connecting and reader threads.
@@ -220,11 +223,13 @@ impl Driver {
             let _ = to.send(ToSession::Opened { conn, result });
             return;
         };
-        let (max_frame, timeout) = (self.max_frame, self.connect_timeout);
+        let (max_frame, timeout, tls) = (self.max_frame, self.connect_timeout, self.tls.clone());
         let spawned = thread::Builder::new()
             .name(format!("chat-client-connect-{conn}"))
             .spawn(move || {
-                let result = Connection::open(&addr.host, addr.client_port, max_frame, timeout);
+                let tls = tls.as_ref();
+                let result =
+                    Connection::open(&addr.host, addr.client_port, max_frame, tls, timeout);
                 let _ = to.send(ToSession::Opened { conn, result });
             });
         if let Err(e) = spawned {

@@ -10,6 +10,7 @@
 mod connection;
 mod driver;
 
+use crate::tls::ClientTls;
 use chat_core::chat::{Message, Op, Reply};
 use chat_core::client::{Ask, Failure, Notice, Session};
 pub use chat_core::client::{Tried, Waiting};
@@ -133,11 +134,13 @@ impl Client {
         let (inbox, inbox_receiver) = mpsc::channel();
         let (incoming, incoming_receiver) = mpsc::channel();
         let connect_timeout = options.connect_timeout;
+        let tls = client_tls(config)?;
         let ids = config.replicas.iter().map(|r| r.id).collect();
         let driver = Driver {
             session: Session::new(ids, options, Box::new(rand::random)),
             replicas: config.replicas.clone(),
             max_frame: config.net.max_frame_bytes,
+            tls,
             connect_timeout,
             inbox: inbox_receiver,
             inbox_sender: inbox.clone(),
@@ -243,14 +246,25 @@ impl Drop for Client {
     }
 }
 
-/// Asks one replica for its status (`chat-admin status`).
+/// The client's TLS settings from `config` (`None` without a `tls:` section).
+pub fn client_tls(config: &Config) -> Result<Option<ClientTls>, ClientError> {
+    config
+        .tls
+        .as_ref()
+        .map(ClientTls::load)
+        .transpose()
+        .map_err(|e| ClientError::Replica(e.to_string()))
+}
+
+/// Asks one replica for its status (`chat-admin status`); `tls` from [`client_tls`].
 pub fn status(
     replica: &ReplicaAddr,
     max_frame: u32,
+    tls: Option<&ClientTls>,
     timeout: Duration,
 ) -> Result<Status, ClientError> {
     let (mut conn, mut decoder) =
-        Connection::open(&replica.host, replica.client_port, max_frame, timeout)
+        Connection::open(&replica.host, replica.client_port, max_frame, tls, timeout)
             .map_err(|e| ClientError::Replica(e.to_string()))?;
     let problem =
         |e: String| ClientError::Replica(format!("{}:{}: {e}", replica.host, replica.client_port));

@@ -1,6 +1,7 @@
 //! What stops a replica from starting or running, and where addresses are resolved.
 
 use crate::storage::{LockError, StorageError};
+use crate::tls::TlsError;
 use chat_core::ids::ReplicaId;
 use chat_core::replica::RestoreError;
 use std::io::ErrorKind;
@@ -21,6 +22,8 @@ pub enum ServerError {
         what: String,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Tls(#[from] TlsError),
     #[error("the storage thread stopped unexpectedly")]
     IoThreadGone,
     #[error(

@@ -19,6 +19,7 @@ use super::passwords::{Attempt, Decision, Passwords};
 use super::peers::Peers;
 use super::shutdown::Shutdown;
 use crate::storage::Storage;
+use crate::tls::ServerTls;
 use chat_core::chat::Reply;
 use chat_core::config::Config;
 use chat_core::ids::ReplicaId;
@@ -132,6 +133,7 @@ impl EventLoop {
             registry,
             client_listener,
             peer_listener,
+            ServerTls::for_replica(config, me)?,
             metrics.connections.clone(),
         )
         .map_err(ServerError::io("registering a listener"))?;
@@ -431,9 +433,14 @@ impl EventLoop {
                 }
             };
             let (auth, challenge) = self.peers.start_auth(Prover::Dialer, to).unzip();
-            let token = self
-                .links
-                .add_outgoing(dialed.stream, to, auth, dialed.addr, self.now);
+            let token = self.links.add_outgoing(
+                dialed.stream,
+                &dialed.host,
+                to,
+                auth,
+                dialed.addr,
+                self.now,
+            );
             let Some(token) = token else {
                 self.peers.outbound_closed(to, self.now);
                 continue;

@@ -7,6 +7,7 @@
 use super::admission::{Admission, Refusal};
 use super::conn::{Conn, ReadOutcome, MAX_OUTGOING};
 use super::metrics::KindLabel;
+use crate::tls::{self, ServerTls};
 use chat_core::codec::frame;
 use chat_core::config::NetLimits;
 use chat_core::ids::ReplicaId;
@@ -208,6 +209,8 @@ pub(super) struct Links {
     scratch: Vec<u8>,
     /// The open-connections gauges (shared with the metrics).
     gauges: Family<KindLabel, Gauge>,
+    /// TLS on both ports and on our peer connections, if configured.
+    tls: Option<ServerTls>,
 }
 
 impl Links {
@@ -217,6 +220,7 @@ impl Links {
         registry: Registry,
         mut client_listener: TcpListener,
         mut peer_listener: TcpListener,
+        tls: Option<ServerTls>,
         gauges: Family<KindLabel, Gauge>,
     ) -> io::Result<Links> {
         registry.register(&mut client_listener, CLIENT_LISTENER, Interest::READABLE)?;
@@ -237,6 +241,7 @@ impl Links {
             closed: Vec::new(),
             scratch: vec![0; READ_CHUNK],
             gauges,
+            tls,
         })
     }
 
@@ -362,6 +367,13 @@ impl Links {
             return;
         }
         let _ = stream.set_nodelay(true);
+        let stream = match tls::accepted(self.tls.as_ref(), stream, side == Side::Peer) {
+            Ok(stream) => stream,
+            Err(e) => {
+                error!(%addr, "cannot start TLS on a connection: {e}");
+                return self.admission(side).release(ip);
+            }
+        };
         let idle_check = match side {
             Side::Client => now + self.client_idle_timeout(),
             Side::Peer => Instant::NEVER,
@@ -390,11 +402,19 @@ impl Links {
     pub(super) fn add_outgoing(
         &mut self,
         stream: TcpStream,
+        host: &str,
         to: ReplicaId,
         auth: Option<Handshake>,
         addr: SocketAddr,
         now: Instant,
     ) -> Option<Token> {
+        let stream = match tls::dialed(self.tls.as_ref(), stream, host) {
+            Ok(stream) => stream,
+            Err(e) => {
+                error!(%addr, "cannot start TLS to replica {to}: {e}");
+                return None;
+            }
+        };
         self.add(Link {
             conn: Conn::new(stream, self.net.max_frame_bytes, false),
             kind: Kind::PeerOutHello { to, auth },
@@ -522,13 +542,22 @@ impl Links {
             reading.budget -= 1;
             match link.conn.read_chunk(&mut self.scratch) {
                 Ok(ReadOutcome::Data) => reading.read_any = true,
-                Ok(ReadOutcome::Drained) => return None,
+                Ok(ReadOutcome::Drained) => {
+                    // A TLS handshake may have a reply the socket did not take at once.
+                    if link.conn.wants_flush() {
+                        self.dirty.push(token);
+                    }
+                    return None;
+                }
                 Ok(ReadOutcome::Closed) => {
                     self.drop_link(token, "closed by the other side");
                     return None;
                 }
                 Err(e) => {
-                    self.drop_link(token, &format!("read failed: {e}"));
+                    match tls::failure(&e) {
+                        Some(why) => self.reject(token, &why),
+                        None => self.drop_link(token, &format!("read failed: {e}")),
+                    }
                     return None;
                 }
             }

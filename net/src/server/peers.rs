@@ -26,6 +26,8 @@ const MAX_BACKOFF: Duration = Duration::from_secs(2);
 #[derive(Debug)]
 struct Outbound {
     addr: SocketAddr,
+    /// Its configured host: the name its TLS certificate must carry.
+    host: String,
     token: Option<Token>,
     /// The wait before the next attempt after this one fails.
     backoff: Duration,
@@ -84,6 +86,7 @@ impl Peers {
                 peer.id,
                 Outbound {
                     addr,
+                    host: peer.host.clone(),
                     token: None,
                     backoff: MIN_BACKOFF,
                     next_attempt: Some(now),
@@ -173,11 +176,10 @@ impl Peers {
             .filter(|(_, o)| o.next_attempt.is_some_and(|at| at <= now))
             .map(|(&to, out)| {
                 out.next_attempt = None;
-                let addr = out.addr;
-                (
-                    to,
-                    start_connect(addr, local_ip).map(|stream| Dialed { stream, addr }),
-                )
+                let (addr, host) = (out.addr, out.host.clone());
+                let dialed =
+                    start_connect(addr, local_ip).map(|stream| Dialed { stream, addr, host });
+                (to, dialed)
             })
             .collect()
     }
@@ -205,6 +207,8 @@ impl Peers {
 pub(super) struct Dialed {
     pub(super) stream: TcpStream,
     pub(super) addr: SocketAddr,
+    /// The configured host (the name to check its TLS certificate against).
+    pub(super) host: String,
 }
 
 /// Starts a non-blocking connect to `addr` from `local` (if it is of the same family).
