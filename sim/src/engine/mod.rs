@@ -11,6 +11,7 @@
 //! committed entries to the agreement checker (see [`crate::checker::agreement`]).
 
 mod faults;
+mod liveness;
 mod quiet;
 mod scenario;
 
@@ -112,6 +113,8 @@ enum Event {
         life: u64,
     },
     Heal,
+    /// Is liveness promised now, and is it kept? (busy phase)
+    LivenessCheck,
 }
 
 struct Scheduled {
@@ -150,6 +153,8 @@ struct Slot {
     paused: Option<Vec<Event>>,
     /// Bumped at every crash: events meant for an earlier life are void.
     life: u64,
+    /// When its current life began.
+    started_at: Instant,
     /// Never starts again (its disk was found corrupt), and why.
     stopped: Option<String>,
     /// Its disk was deliberately corrupted.
@@ -199,6 +204,9 @@ pub struct Stats {
     /// `Input::PeerRefused` handed to replicas (evidence of a process crash).
     pub peer_refusals: u32,
     pub max_view: View,
+    /// The longest a client request was seen pending, in the busy phase, while liveness
+    /// was promised (counted from the later of its call and the start of the promise).
+    pub longest_promised_wait: Duration,
     /// Snapshot chunks each replica received (state transfers).
     pub snapshot_chunks: Vec<u32>,
 }
@@ -246,6 +254,10 @@ pub struct Sim {
     primaries: BTreeMap<View, ReplicaId>,
     trace: Trace,
     phase: Phase,
+    /// Every fault so far was a process crash (kill -9) or a restart.
+    crash_only: bool,
+    /// Since when liveness has been promised without a break (busy phase).
+    promised_since: Option<Instant>,
     stats: Stats,
     /// Replica settings drawn from the seed.
     snapshot_every: u64,
@@ -290,6 +302,7 @@ impl Sim {
                     host_down: false,
                     paused: None,
                     life: 0,
+                    started_at: Instant::ZERO,
                     stopped: None,
                     corrupted: false,
                     attached: BTreeMap::new(),
@@ -310,6 +323,8 @@ impl Sim {
             primaries: BTreeMap::new(),
             trace: Trace::new(opts.verbose, opts.trace_digest),
             phase: Phase::Busy,
+            crash_only: true,
+            promised_since: None,
             stats: Stats {
                 snapshot_chunks: vec![0; usize::from(n)],
                 ..Stats::default()
@@ -343,6 +358,7 @@ impl Sim {
         if sim.opts.random_faults {
             sim.schedule_fault_tick();
         }
+        sim.schedule_liveness_check();
         sim
     }
 
@@ -595,6 +611,7 @@ impl Sim {
                     self.net.heal();
                 }
             }
+            Event::LivenessCheck => self.check_liveness()?,
         }
         Ok(())
     }
@@ -887,6 +904,7 @@ impl Sim {
             .map_err(|e| fail(format!("cannot start from what it recovered: {e}")))?;
         let commit = replica.commit_index();
         slot.replica = Some(replica);
+        slot.started_at = now;
         slot.seen_commit = commit;
         slot.last_persist = 0;
         if self.trace.on() {
@@ -911,6 +929,7 @@ impl Sim {
         slot.host_down = crash == Crash::Host;
         if slot.host_down {
             self.stats.host_crashes += 1;
+            self.crash_only = false;
         }
         let kept = slot.disk.crash(&mut self.rng, torn);
         self.stats.crashes += 1;
