@@ -2,7 +2,7 @@
 
 use crate::checker::liveness::Promise;
 use chat_core::chat::Limits;
-use chat_core::replica::Faults;
+use chat_core::replica::Mutations;
 use chat_core::time::Duration;
 use rand::rngs::SmallRng;
 use rand::Rng;
@@ -156,7 +156,7 @@ pub struct SimOptions {
     /// Clients issue random requests during the busy phase.
     pub workload: bool,
     /// Deliberate protocol bugs in every replica (checker self-tests).
-    pub replica_faults: Faults,
+    pub mutations: Mutations,
     /// Snapshot interval of the replicas; `None`: drawn from the seed.
     pub snapshot_every: Option<u64>,
     pub limits: Limits,
@@ -191,7 +191,7 @@ impl SimOptions {
             max_clock_drift: DEFAULT_MAX_CLOCK_DRIFT,
             pause_bound: DEFAULT_PAUSE_BOUND,
             workload: true,
-            replica_faults: Faults::default(),
+            mutations: Mutations::default(),
             snapshot_every: None,
             // Small pages, so that `6|` often leaves messages queued and the drain must ask
             // again.
@@ -200,7 +200,7 @@ impl SimOptions {
                 ..Limits::default()
             },
             liveness_bound: Duration::from_secs(20),
-            promise: Promise::Majority,
+            promise: Promise::TwoCrash,
             busy_liveness_bound: Duration::from_secs(10),
             verbose: false,
             trace_digest: false,

@@ -30,9 +30,7 @@ impl Sim {
             processes,
             network_whole: !self.net.has_cuts(),
             crash_only: self.crash_only,
-            // The majority protocol reports no established view; the two-crash protocol's
-            // replicas will (issue 8).
-            view: None,
+            view: self.latest_established.as_ref().map(|(_, v)| v.clone()),
         }
     }
 

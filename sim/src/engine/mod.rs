@@ -18,6 +18,7 @@ mod scenario;
 pub use scenario::{Step, Target};
 
 use crate::checker::agreement::CommitLog;
+use crate::checker::liveness::EstablishedView;
 use crate::checker::{Checker, Failure};
 use crate::client::{call_of, Client, Ctx};
 use crate::clock::Clock;
@@ -31,7 +32,7 @@ use chat_core::client::{self as session, ConnId as SessionConn};
 use chat_core::ids::{ClientId, OpIndex, ReplicaId, View};
 use chat_core::password::request::{Next, PasswordRequest};
 use chat_core::password::HashCost;
-use chat_core::replica::{Input, Options, Output, PeerMessage, PersistId, Replica, Role};
+use chat_core::replica::{Body, Input, Options, Output, PeerMessage, PersistId, Replica, Role};
 use chat_core::route::Route;
 use chat_core::time::{Duration, Instant};
 use chat_core::wire::{ClientToServer, ServerToClient};
@@ -258,6 +259,8 @@ pub struct Sim {
     crash_only: bool,
     /// Since when liveness has been promised without a break (busy phase).
     promised_since: Option<Instant>,
+    /// The highest view a replica reported established, and when that was first seen.
+    latest_established: Option<(View, EstablishedView)>,
     stats: Stats,
     /// Replica settings drawn from the seed.
     snapshot_every: u64,
@@ -325,6 +328,7 @@ impl Sim {
             phase: Phase::Busy,
             crash_only: true,
             promised_since: None,
+            latest_established: None,
             stats: Stats {
                 snapshot_chunks: vec![0; usize::from(n)],
                 ..Stats::default()
@@ -376,6 +380,16 @@ impl Sim {
         let mut o = Options::new(r, self.opts.replicas);
         o.heartbeat_interval = HEARTBEAT;
         o.election_timeout = ELECTION_TIMEOUT;
+        // The simulator bounds each clock's rate against real time; the protocol needs the
+        // bound between two clocks: twice that.
+        o.leases.max_clock_drift_ppm = (2.0 * self.opts.max_clock_drift * 1e6).ceil() as u32;
+        o.leases.pause_bound = self.opts.pause_bound;
+        // Rule 3: the margin covers the pause bound plus the time from a lease check to its
+        // action.
+        o.leases.margin = o
+            .leases
+            .margin
+            .max(self.opts.pause_bound + Duration::from_millis(50));
         o.snapshot_every = self.snapshot_every;
         o.max_append_entries = self.max_append_entries;
         o.snapshot_chunk_bytes = self.snapshot_chunk_bytes;
@@ -385,7 +399,7 @@ impl Sim {
             .wrapping_mul(0x9e37_79b9_7f4a_7c15)
             .wrapping_add(u64::from(r) << 32 | life);
         o.limits = self.opts.limits.clone();
-        o.faults = self.opts.replica_faults;
+        o.mutations = self.opts.mutations;
         o
     }
 
@@ -486,7 +500,7 @@ impl Sim {
         match event {
             Event::Peer { to, from, message } => {
                 if self.is_up(to) {
-                    if matches!(message, PeerMessage::SnapshotChunk { .. }) {
+                    if matches!(message.body, Body::SnapshotChunk { .. }) {
                         self.stats.snapshot_chunks[usize::from(to)] += 1;
                     }
                     self.input(to, Input::Peer { from, message })?;
@@ -986,6 +1000,18 @@ impl Sim {
             };
             let status = replica.status();
             self.stats.max_view = self.stats.max_view.max(status.view);
+            if status.established
+                && self
+                    .latest_established
+                    .as_ref()
+                    .is_none_or(|(view, _)| status.view > *view)
+            {
+                let view = EstablishedView {
+                    members: status.members.clone(),
+                    since: self.now,
+                };
+                self.latest_established = Some((status.view, view));
+            }
             if status.role == Role::Primary {
                 let first = *self.primaries.entry(status.view).or_insert(r);
                 if first != r {
