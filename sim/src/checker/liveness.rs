@@ -3,8 +3,9 @@
 //! Safety is checked all along whatever happens; liveness only while the rules promise it.
 //! [`promised`] is that condition, in one place: the engine asks it every
 //! [`CHECK_EVERY`] of the busy phase with a [`Cluster`] picture, and once it has held
-//! without a break for [`SimOptions::busy_liveness_bound`](crate::SimOptions), every
-//! client request pending since before then must have completed. The quiet phase (every
+//! without a break, on an unchanged picture, for
+//! [`SimOptions::busy_liveness_bound`](crate::SimOptions), every client request pending
+//! since before then must have completed. The quiet phase (every
 //! replica up, the network whole) is judged by the engine with its own bound.
 
 use chat_core::ids::ReplicaId;

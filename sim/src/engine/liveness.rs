@@ -1,5 +1,6 @@
 //! Liveness during the busy phase: every [`CHECK_EVERY`] the engine pictures the cluster
-//! for [`liveness::promised`]; once the promise has held without a break for the busy
+//! for [`liveness::promised`]; once the promise has held, on an unchanged picture (no
+//! crash, restart, pause, resumption or change of the network since), for the busy
 //! liveness bound, a client request pending since before then is a liveness failure.
 
 use super::{Event, Phase, Sim};
@@ -39,7 +40,21 @@ impl Sim {
             return Ok(());
         }
         self.schedule_liveness_check();
-        let Some(why) = liveness::promised(self.opts.promise, &self.liveness_picture()) else {
+        let picture = self.liveness_picture();
+        let promise = liveness::promised(self.opts.promise, &picture);
+        // The rules promise progress once their conditions have held for a while: every
+        // change of the faults (a replica down, paused or back, a cut or a heal) starts the
+        // wait again. New views do not: views that come and go without serving are what
+        // this check is for.
+        let faults = Cluster {
+            view: None,
+            ..picture.clone()
+        };
+        if self.last_picture.as_ref() != Some(&faults) {
+            self.promised_since = None;
+            self.last_picture = Some(faults);
+        }
+        let Some(why) = promise else {
             self.promised_since = None;
             return Ok(());
         };

@@ -18,7 +18,7 @@ mod scenario;
 pub use scenario::{Step, Target};
 
 use crate::checker::agreement::CommitLog;
-use crate::checker::liveness::EstablishedView;
+use crate::checker::liveness::{Cluster, EstablishedView};
 use crate::checker::{Checker, Failure};
 use crate::client::{call_of, Client, Ctx};
 use crate::clock::Clock;
@@ -257,8 +257,11 @@ pub struct Sim {
     phase: Phase,
     /// Every fault so far was a process crash (kill -9) or a restart.
     crash_only: bool,
-    /// Since when liveness has been promised without a break (busy phase).
+    /// Since when liveness has been promised without a break, on an unchanged picture of
+    /// the cluster (busy phase).
     promised_since: Option<Instant>,
+    /// The cluster as the liveness rule last saw it.
+    last_picture: Option<Cluster>,
     /// The highest view a replica reported established, and when that was first seen.
     latest_established: Option<(View, EstablishedView)>,
     stats: Stats,
@@ -328,6 +331,7 @@ impl Sim {
             phase: Phase::Busy,
             crash_only: true,
             promised_since: None,
+            last_picture: None,
             latest_established: None,
             stats: Stats {
                 snapshot_chunks: vec![0; usize::from(n)],
