@@ -34,7 +34,9 @@ struct Args {
     #[arg(long)]
     replicas: Option<u8>,
     /// Only these kinds of random fault, comma-separated: crash (kill -9: refusals),
-    /// host_crash (silence), pause, partition, cut, client_cut; or all.
+    /// host_crash (silence), pause (within the pause bound), partition, cut, client_cut; or
+    /// all (every kind within the fault model); long_pause (beyond the pause bound, outside
+    /// the model) only when named, as in all,long_pause.
     #[arg(long, value_parser = Inject::parse)]
     inject: Option<Inject>,
     /// Bound of the replicas' clock drift, a fraction (default 0.01: ±1 %).
