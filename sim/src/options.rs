@@ -313,3 +313,34 @@ impl FaultPlan {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_pauses_are_outside_all_and_named_on_their_own() {
+        let all = Inject::parse("all").unwrap();
+        assert!(all.contains(FaultKind::Pause) && !all.contains(FaultKind::LongPause));
+        let more = Inject::parse("all,long_pause").unwrap();
+        assert!(more.contains(FaultKind::LongPause) && more.contains(FaultKind::Crash));
+        assert_eq!(more.to_string(), "all,long_pause");
+        assert_eq!(Inject::parse(&more.to_string()).unwrap(), more);
+        assert_eq!(
+            Inject::parse("pause,crash").unwrap().to_string(),
+            "crash,pause"
+        );
+        assert!(Inject::parse("crash").unwrap().crash_only());
+        assert!(!Inject::parse("crash,pause").unwrap().crash_only());
+    }
+
+    #[test]
+    fn a_plan_keeps_its_parameters_whatever_is_injected() {
+        use rand::SeedableRng;
+        let draw = |inject| FaultPlan::draw(&mut SmallRng::seed_from_u64(9), inject);
+        let (all, crash) = (draw(Inject::ALL), draw(Inject::parse("crash").unwrap()));
+        assert_eq!(all.long_pause_max, crash.long_pause_max);
+        assert_eq!(all.weights[FaultKind::Crash as usize], crash.weights[0]);
+        assert_eq!(all.weights[FaultKind::LongPause as usize], 0);
+    }
+}
