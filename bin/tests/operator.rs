@@ -214,15 +214,12 @@ impl Demo {
             .stderr(Stdio::piped())
             .spawn()
             .expect("start chat demo");
+        // stdout and stderr (where a piped client reports failures) on one channel.
         let (tx, lines) = mpsc::channel();
         let stdout = child.stdout.take().unwrap();
-        thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    return;
-                }
-            }
-        });
+        let stderr = child.stderr.take().unwrap();
+        forward_lines(stdout, tx.clone());
+        forward_lines(stderr, tx);
         Demo { child, lines }
     }
 
@@ -249,6 +246,16 @@ impl Demo {
             }
         }
     }
+}
+
+fn forward_lines(from: impl Read + Send + 'static, to: mpsc::Sender<String>) {
+    thread::spawn(move || {
+        for line in BufReader::new(from).lines().map_while(Result::ok) {
+            if to.send(line).is_err() {
+                return;
+            }
+        }
+    });
 }
 
 impl Drop for Demo {
@@ -320,4 +327,44 @@ fn the_demo_plays_faults_and_a_second_demo_in_the_same_folder_is_refused() {
         chat_net::storage::DirLock::check(&dir.path().join("data/replica-1")).is_ok(),
         "the replicas stopped with the demo"
     );
+}
+
+#[test]
+fn ctrl_c_in_the_demo_cancels_a_waiting_request_then_stops_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    write_config(dir.path(), 3, "");
+    let mut demo = Demo::start(dir.path());
+    demo.until("answering");
+    demo.send("1|ann");
+    demo.until("account created");
+    // Both backups silent: no replica may commit (every member is needed, and silence is no
+    // evidence of a crash), so the next request waits.
+    demo.send(":pause 1");
+    demo.until("replica 1 paused");
+    demo.send(":pause 2");
+    demo.until("replica 2 paused");
+    demo.send("1|bob");
+    thread::sleep(Duration::from_millis(1500));
+    let pid = demo.child.id() as i32;
+    // SAFETY: kill(2) has no memory effects; the pid is the demo's.
+    unsafe { libc::kill(pid, libc::SIGINT) };
+    demo.until("cancelled");
+    // The demo carries on: its commands still work and the cluster serves again.
+    demo.send(":resume 1");
+    demo.until("replica 1 resumed");
+    demo.send(":resume 2");
+    demo.until("replica 2 resumed");
+    demo.send("1|cat");
+    demo.until("account created");
+    // Ctrl-C with nothing waiting stops the replicas and the demo.
+    unsafe { libc::kill(pid, libc::SIGINT) };
+    let status = demo.child.wait().unwrap();
+    assert_eq!(status.code(), Some(130));
+    for id in 0..3 {
+        let data = dir.path().join(format!("data/replica-{id}"));
+        assert!(
+            chat_net::storage::DirLock::check(&data).is_ok(),
+            "replica {id} stopped with the demo"
+        );
+    }
 }

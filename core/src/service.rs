@@ -39,7 +39,7 @@
 //! [`Event::LoggedOut`]), or it is evicted (once idle, it goes before any active session).
 //! So no session blocks its user forever.
 
-use crate::chat::{AccountLock, Chat, ChatError, Event, Limits, Message, Op, Reply};
+use crate::chat::{AccountLock, Chat, ChatError, Event, Limits, Message, Op, QueueTotals, Reply};
 use crate::ids::{ClientId, OpIndex, RequestNo};
 use crate::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
@@ -182,6 +182,11 @@ impl Service {
     /// See [`Chat::account_lock`].
     pub fn account_lock(&self, user: &str) -> AccountLock {
         self.chat.account_lock(user)
+    }
+
+    /// See [`Chat::queued`].
+    pub fn queued(&self) -> QueueTotals {
+        self.chat.queued()
     }
 
     /// See [`Chat::unacked_pushes`].

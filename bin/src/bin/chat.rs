@@ -12,7 +12,7 @@ use chat_bin::{logging, repl, secret, waiting};
 use chat_core::ids::ReplicaId;
 use chat_net::client::{Client, ClientOptions};
 use clap::{Parser, Subcommand};
-use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGTERM};
 use signal_hook::iterator::Signals;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -91,7 +91,7 @@ fn demo(flag: Option<&Path>) -> Result<(), String> {
     );
     let mut demo = Demo::start(layout.clone())
         .map_err(|e| format!("the cluster did not start; every replica was stopped:\n{e}"))?;
-    stop_on_signals(demo.stopper())?;
+    stop_on_signals(demo.stopper(), [SIGTERM, SIGHUP])?;
     let pids: Vec<String> = demo
         .pids()
         .iter()
@@ -114,6 +114,9 @@ fn demo(flag: Option<&Path>) -> Result<(), String> {
     let (client, incoming) =
         Client::connect_showing(&layout.config, client_options, waiting::display())
             .map_err(|e| e.to_string())?;
+    // Ctrl-C while a request waits cancels the wait (the demo carries on, e.g. to `:restart`
+    // a replica); otherwise it stops the replicas and leaves.
+    waiting::cancel_on_ctrl_c(client.canceller(), demo.stopper())?;
     let options = repl::Options {
         extension: Some(&mut demo),
         ..repl::Options::default()
@@ -129,10 +132,12 @@ fn config_file(loaded: &Loaded, data_dir: &Path) -> PathBuf {
     }
 }
 
-/// On SIGINT/SIGTERM/SIGHUP, stop the replicas and leave.
-fn stop_on_signals(stop: impl Fn() + Send + 'static) -> Result<(), String> {
-    let mut signals =
-        Signals::new([SIGINT, SIGTERM, SIGHUP]).map_err(|e| format!("signal handlers: {e}"))?;
+/// On one of `which`, stop the replicas and leave.
+fn stop_on_signals<const N: usize>(
+    stop: impl Fn() + Send + 'static,
+    which: [i32; N],
+) -> Result<(), String> {
+    let mut signals = Signals::new(which).map_err(|e| format!("signal handlers: {e}"))?;
     thread::spawn(move || {
         if let Some(signal) = signals.forever().next() {
             stop();

@@ -3,6 +3,8 @@
 //! is failing, prints the end of each replica's log); a test that runs past `TEST_LIMIT` has
 //! its processes killed and the test program aborted.
 
+pub mod chat;
+
 use chat_bin::process::{local_replicas, ServerProcess};
 use chat_core::config::Config;
 use chat_core::ids::ReplicaId;
