@@ -4,7 +4,7 @@
 //! liveness bound, a client request pending since before then is a liveness failure.
 
 use super::{Event, Phase, Sim};
-use crate::checker::liveness::{self, Cluster, Process, CHECK_EVERY};
+use crate::checker::liveness::{self, Cluster, Process, Why, CHECK_EVERY};
 use crate::checker::Failure;
 use chat_core::time::Instant;
 
@@ -33,6 +33,11 @@ impl Sim {
             crash_only: self.crash_only,
             view: self.latest_established.as_ref().map(|(_, v)| v.clone()),
         }
+    }
+
+    /// Whether the protocol promises progress now, and by which rule.
+    pub fn liveness_promised(&self) -> Option<Why> {
+        liveness::promised(self.opts.promise, &self.liveness_picture())
     }
 
     pub(super) fn check_liveness(&mut self) -> Result<(), Failure> {
