@@ -162,7 +162,7 @@ fn t3_excluding_a_peer_still_promised_a_lease() -> Result<(), Failure> {
 /// but both hear `b`: each tries to exclude the other with `b`'s vote. `b`'s answer to the
 /// higher ballot must stop it helping the lower one, or there are two primaries.
 #[test]
-#[ignore = "two-crash protocol: a cut between two replicas that both reach the third stalls the cluster until it heals (rule 6 not built yet; /work/wt/scenarios-findings.md)"]
+#[ignore = "two-crash protocol: a cut between two replicas that both reach the third stalls the cluster until it heals (rule 6 not in force yet; NOTEBOOK.md)"]
 fn f1_two_proposers_share_a_voter() -> Result<(), Failure> {
     play3(130, |p, a, _| {
         vec![
@@ -179,7 +179,7 @@ fn f1_two_proposers_share_a_voter() -> Result<(), Failure> {
 /// F1, and the shared voter `b` is paused meanwhile (within the pause bound): both
 /// proposals wait in its queue and reach it late, one after the other.
 #[test]
-#[ignore = "two-crash protocol: a cut between two replicas that both reach the third stalls the cluster until it heals (rule 6 not built yet; /work/wt/scenarios-findings.md)"]
+#[ignore = "two-crash protocol: a cut between two replicas that both reach the third stalls the cluster until it heals (rule 6 not in force yet; NOTEBOOK.md)"]
 fn f2_a_late_proposal_after_a_rival_view_committed() -> Result<(), Failure> {
     for (seed, pause_after) in (140..).zip([300, 500, 800]) {
         play3(seed, |p, a, b| {
@@ -564,7 +564,7 @@ const RECONNECT: Duration = Duration::from_millis(800);
 /// primary may stall until it can exclude it (at once on a refusal, after the lease on
 /// silence): that is a failure's cost, not a return's.
 #[test]
-#[ignore = "two-crash protocol: re-adding a restarted backup stalls clients 84 ms, over the 50 ms bound (/work/wt/scenarios-findings.md)"]
+#[ignore = "two-crash protocol: while re-adding a restarted backup the primary redirects clients, who wait 84 ms (over the 50 ms bound; NOTEBOOK.md)"]
 fn a_returning_replica_never_disturbs_a_healthy_primary() -> Result<(), Failure> {
     let (mut sim, p, b, _) = three(60)?;
     for i in 0..40u64 {
