@@ -4,7 +4,7 @@
 //! Failures are listed at the end with the command that reproduces each; the exit status is
 //! non-zero if any seed failed.
 
-use chat_sim::{check, parse_drift, parse_faults, Inject, RunSpec, SeedFailure};
+use chat_sim::{check, parse_drift, parse_mutations, Inject, RunSpec, SeedFailure};
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::process::ExitCode;
@@ -24,9 +24,9 @@ struct Args {
     /// Worker threads (default: one per core).
     #[arg(long)]
     threads: Option<usize>,
-    /// Deliberate protocol faults, comma-separated (checker self-tests).
+    /// Deliberate protocol bugs (mutations), comma-separated (checker self-tests).
     #[arg(long, default_value = "")]
-    fault: String,
+    mutation: String,
     /// A smaller client table, so that sessions are evicted.
     #[arg(long)]
     max_sessions: Option<u32>,
@@ -44,8 +44,8 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let faults = match parse_faults(&args.fault) {
-        Ok(faults) => faults,
+    let mutations = match parse_mutations(&args.mutation) {
+        Ok(mutations) => mutations,
         Err(e) => {
             eprintln!("{e}");
             return ExitCode::FAILURE;
@@ -76,7 +76,7 @@ fn main() -> ExitCode {
                 }
                 let spec = RunSpec {
                     seed: args.start + i,
-                    faults,
+                    mutations,
                     max_sessions: args.max_sessions,
                     replicas: args.replicas,
                     inject: args.inject,

@@ -1,7 +1,7 @@
 //! What a run is made of: the options a caller chooses, and the fault plan drawn from the seed.
 
 use chat_core::chat::Limits;
-use chat_core::replica::Faults;
+use chat_core::replica::Mutations;
 use chat_core::time::Duration;
 use rand::rngs::SmallRng;
 use rand::Rng;
@@ -123,7 +123,7 @@ pub struct SimOptions {
     /// Clients issue random requests during the busy phase.
     pub workload: bool,
     /// Deliberate protocol bugs in every replica (checker self-tests).
-    pub replica_faults: Faults,
+    pub mutations: Mutations,
     /// Snapshot interval of the replicas; `None`: drawn from the seed.
     pub snapshot_every: Option<u64>,
     pub limits: Limits,
@@ -149,7 +149,7 @@ impl SimOptions {
             inject: Inject::ALL,
             max_clock_drift: DEFAULT_MAX_CLOCK_DRIFT,
             workload: true,
-            replica_faults: Faults::default(),
+            mutations: Mutations::default(),
             snapshot_every: None,
             // Small pages, so that `6|` often leaves messages queued and the drain must ask
             // again.

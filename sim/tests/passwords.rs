@@ -1,7 +1,7 @@
 //! Runs with accounts that have passwords: creates and right and wrong logins all happen,
 //! pass every checker, and the wrong guesses get the one uniform error.
 
-use chat_core::replica::Faults;
+use chat_core::replica::Mutations;
 use chat_sim::{check, run, RunSpec, SimOptions};
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -82,9 +82,9 @@ fn a_new_primary_answers_the_right_password_rightly() {
         }
     }
     let stale = RunSpec {
-        faults: Faults {
+        mutations: Mutations {
             stale_reads: true,
-            ..Faults::default()
+            ..Mutations::default()
         },
         ..RunSpec::new(153)
     };

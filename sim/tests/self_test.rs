@@ -3,15 +3,15 @@
 //! (A run may also stop on an assertion inside the core; that is reported, but only a
 //! checker failure counts here.)
 
-use chat_core::replica::Faults;
+use chat_core::replica::Mutations;
 use chat_sim::{check, RunSpec};
 
-/// Runs seeds 0.. with `faults` until a checker fails; returns how many seeds that took.
-fn seeds_until_caught(name: &str, faults: Faults, max_seeds: u64) -> u64 {
+/// Runs seeds 0.. with `mutations` until a checker fails; returns how many seeds that took.
+fn seeds_until_caught(name: &str, mutations: Mutations, max_seeds: u64) -> u64 {
     let mut panics = 0;
     for seed in 0..max_seeds {
         let spec = RunSpec {
-            faults,
+            mutations,
             ..RunSpec::new(seed)
         };
         let Err(failure) = check(spec) else {
@@ -32,39 +32,39 @@ fn seeds_until_caught(name: &str, faults: Faults, max_seeds: u64) -> u64 {
 }
 
 #[test]
-fn commit_without_majority_is_caught() {
-    let faults = Faults {
-        commit_without_majority: true,
-        ..Faults::default()
+fn commit_with_majority_is_caught() {
+    let mutations = Mutations {
+        commit_with_majority: true,
+        ..Mutations::default()
     };
-    seeds_until_caught("commit_without_majority", faults, 100);
+    seeds_until_caught("commit_with_majority", mutations, 100);
 }
 
 #[test]
-fn vote_for_shorter_log_is_caught() {
-    let faults = Faults {
-        vote_for_shorter_log: true,
-        ..Faults::default()
+fn accept_before_log_is_caught() {
+    let mutations = Mutations {
+        accept_before_log: true,
+        ..Mutations::default()
     };
-    seeds_until_caught("vote_for_shorter_log", faults, 100);
+    seeds_until_caught("accept_before_log", mutations, 100);
 }
 
 #[test]
 fn no_client_table_is_caught() {
-    let faults = Faults {
+    let mutations = Mutations {
         no_client_table: true,
-        ..Faults::default()
+        ..Mutations::default()
     };
-    seeds_until_caught("no_client_table", faults, 100);
+    seeds_until_caught("no_client_table", mutations, 100);
 }
 
 /// Since the simulated clients run the core session, the lag a stale read needs is rarer:
 /// seed 153 is the first to meet it.
 #[test]
 fn stale_reads_are_caught() {
-    let faults = Faults {
+    let mutations = Mutations {
         stale_reads: true,
-        ..Faults::default()
+        ..Mutations::default()
     };
-    seeds_until_caught("stale_reads", faults, 200);
+    seeds_until_caught("stale_reads", mutations, 200);
 }

@@ -30,7 +30,7 @@ use chat_core::client::{self as session, ConnId as SessionConn};
 use chat_core::ids::{ClientId, OpIndex, ReplicaId, View};
 use chat_core::password::request::{Next, PasswordRequest};
 use chat_core::password::HashCost;
-use chat_core::replica::{Input, Options, Output, PeerMessage, PersistId, Replica, Role};
+use chat_core::replica::{Body, Input, Options, Output, PeerMessage, PersistId, Replica, Role};
 use chat_core::route::Route;
 use chat_core::time::{Duration, Instant};
 use chat_core::wire::{ClientToServer, ServerToClient};
@@ -369,7 +369,7 @@ impl Sim {
             .wrapping_mul(0x9e37_79b9_7f4a_7c15)
             .wrapping_add(u64::from(r) << 32 | life);
         o.limits = self.opts.limits.clone();
-        o.faults = self.opts.replica_faults;
+        o.mutations = self.opts.mutations;
         o
     }
 
@@ -470,7 +470,7 @@ impl Sim {
         match event {
             Event::Peer { to, from, message } => {
                 if self.is_up(to) {
-                    if matches!(message, PeerMessage::SnapshotChunk { .. }) {
+                    if matches!(message.body, Body::SnapshotChunk { .. }) {
                         self.stats.snapshot_chunks[usize::from(to)] += 1;
                     }
                     self.input(to, Input::Peer { from, message })?;
