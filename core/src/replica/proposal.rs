@@ -214,12 +214,13 @@ impl super::Replica {
         let suspects = self.suspects();
         let me = self.opts.id;
         let primary = self.state.accepted.primary();
-        let established = self.state.established == self.state.accepted;
         let primary_suspect = suspects.iter().any(|&(m, _)| m == primary);
         let wanted = if self.is_acting_primary() {
             !suspects.is_empty()
         } else {
-            primary_suspect || (!established && primary == me)
+            // Our own view, but we are not acting in it (a proposal of ours failed, or a
+            // higher ballot fenced us): re-form it.
+            primary_suspect || primary == me
         };
         if !wanted {
             self.suspect_since = None;
