@@ -184,6 +184,14 @@ impl super::Replica {
             )
     }
 
+    /// Whether `peer` reported lately that it is rejoining (restarted or left out): it waits
+    /// to be added back rather than being silent.
+    fn is_rejoining(&self, peer: ReplicaId) -> bool {
+        self.reports
+            .get(&peer)
+            .is_some_and(|h| self.fresh(h) && h.report.rejoining)
+    }
+
     /// Members we may leave out now, and why (rule 4): proven crashed, or silent past both
     /// our lease from it and our promise to it.
     fn suspects(&self) -> Vec<(ReplicaId, Exclusion)> {
@@ -199,9 +207,11 @@ impl super::Replica {
     }
 
     /// Starts a proposal if one is called for: the primary leaves out members it may; a
-    /// member whose primary it may leave out (or whose view is stuck unestablished) proposes
-    /// after a stagger by rank, so that usually one replica proposes; a rejoining replica
-    /// proposes only under rule 8.
+    /// member whose primary it may leave out (or whose view it proposed and does not act in)
+    /// proposes after a stagger by rank, so that usually one replica proposes; a rejoining
+    /// replica proposes only under rule 8. A member that is silent to our leases but still
+    /// talks (it restarted and is rejoining) is left out only if the view needs it (its
+    /// primary, or rule 4(c) after phase 1).
     pub(super) fn maybe_propose(&mut self) {
         if self.rejoining {
             self.maybe_recover();
@@ -211,39 +221,37 @@ impl super::Replica {
         if !self.is_member() || !idle || !self.leases.may_vote_or_accept(self.now) {
             return;
         }
-        let suspects = self.suspects();
         let me = self.opts.id;
         let primary = self.state.accepted.primary();
+        let suspects = self.suspects();
         let primary_suspect = suspects.iter().any(|&(m, _)| m == primary);
+        let mut exclude: Vec<(ReplicaId, Exclusion)> = suspects
+            .iter()
+            .copied()
+            .filter(|&(m, why)| why != Exclusion::Silent || m == primary || !self.is_rejoining(m))
+            .collect();
         let wanted = if self.is_acting_primary() {
-            !suspects.is_empty()
+            !exclude.is_empty()
         } else {
-            // Our own view, but we are not acting in it (a proposal of ours failed, or a
-            // higher ballot fenced us): re-form it.
             primary_suspect || primary == me
         };
         if !wanted {
             self.suspect_since = None;
             return;
         }
-        let kept = Members::all(self.opts.replica_count)
-            .without(suspects.iter().map(|&(m, _)| m).collect());
-        let silent = suspects.iter().any(|(_, why)| *why == Exclusion::Silent);
+        let out: Members = exclude.iter().map(|&(m, _)| m).collect();
+        let kept = Members::all(self.opts.replica_count).without(out);
+        let silent = exclude.iter().any(|(_, why)| *why == Exclusion::Silent);
         if silent && kept.len() < self.majority() {
             // Rule 4(b) needs a majority of the configured replicas: leave out only the
-            // proven crashed, if that is enough.
-            let proven: Vec<_> = suspects
-                .iter()
-                .copied()
-                .filter(|(_, why)| *why != Exclusion::Silent)
-                .collect();
-            if proven.is_empty() || (!self.is_acting_primary() && !primary_proven(&proven, primary))
-            {
+            // proven crashed.
+            exclude.retain(|(_, why)| *why != Exclusion::Silent);
+            let primary_out = exclude.iter().any(|&(m, _)| m == primary);
+            if self.is_acting_primary() && exclude.is_empty() || !(primary_out || primary == me) {
                 return;
             }
-            return self.propose_exclusion(proven);
         }
-        if !self.is_acting_primary() {
+        if !self.is_acting_primary() && primary != me {
             // Stagger: the lowest kept member of the view goes first.
             let rank = self
                 .members()
@@ -258,7 +266,7 @@ impl super::Replica {
                 return;
             }
         }
-        self.propose_exclusion(suspects);
+        self.propose_exclusion(exclude);
     }
 
     fn propose_exclusion(&mut self, excluded: Vec<(ReplicaId, Exclusion)>) {
@@ -477,7 +485,8 @@ impl super::Replica {
         }
         match self.phase_two_view(p) {
             Some((view, base, excluded)) => {
-                let voters = p.asked.without(view.members);
+                let out: Members = excluded.iter().map(|&(m, _)| m).collect();
+                let voters = p.asked.without(view.members).without(out);
                 self.start_phase_two(view, base, excluded, voters);
             }
             None => self.abandon(),
@@ -500,10 +509,22 @@ impl super::Replica {
         // Everyone left out of the base or of the highest established view is excluded by
         // this proposal itself (rule 4(c): nothing carries over from an unestablished base).
         let left_out = base.members.union(established.members).without(members);
-        let excluded: Vec<(ReplicaId, Exclusion)> = reasons
+        let mut excluded: Vec<(ReplicaId, Exclusion)> = reasons
             .into_iter()
             .filter(|&(m, _)| left_out.contains(m))
             .collect();
+        if matches!(p.kind, Kind::Exclude(_)) {
+            // Left out of a view phase 1 showed us: with a reason of our own, if we have one.
+            for m in left_out.iter().filter(|&m| m != me) {
+                if excluded.iter().all(|&(x, _)| x != m) {
+                    match self.leases.may_exclude(m, self.now) {
+                        Some(Exclusion::Silent) if self.leases.holds_lease_from(m, self.now) => {}
+                        Some(why) => excluded.push((m, why)),
+                        None => {}
+                    }
+                }
+            }
+        }
         let justified = left_out
             .iter()
             .all(|m| excluded.iter().any(|&(x, _)| x == m));
@@ -512,10 +533,12 @@ impl super::Replica {
             .filter(|(_, why)| *why == Exclusion::Silent)
             .map(|&(m, _)| m)
             .collect();
+        // Those left out do not help (a replica never votes to leave itself out).
+        let helpers = p.asked.without(excluded.iter().map(|&(m, _)| m).collect());
         let silent_ok = silent.iter().all(|&m| {
             matches!(self.leases.may_exclude(m, self.now), Some(Exclusion::Silent))
                 && !self.leases.holds_lease_from(m, self.now)
-        }) && (silent.is_empty() || p.asked.len() >= self.majority());
+        }) && (silent.is_empty() || helpers.len() >= self.majority());
         let ok = base.members.contains(me)
             && justified
             && silent_ok
@@ -818,9 +841,4 @@ impl super::Replica {
     pub(super) fn step_down(&mut self, primary: Option<ReplicaId>) {
         self.role = RoleState::Backup { primary };
     }
-}
-
-/// Whether the primary is among the proven crashed.
-fn primary_proven(proven: &[(ReplicaId, Exclusion)], primary: ReplicaId) -> bool {
-    proven.iter().any(|&(m, _)| m == primary)
 }
