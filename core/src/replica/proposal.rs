@@ -420,7 +420,12 @@ impl super::Replica {
         let still_promised = excluding.iter().any(|&(m, why)| {
             why == Exclusion::Silent && m != self.opts.id && self.leases.may_exclude(m, self.now).is_none()
         });
-        let granted = ballot > self.state.promised && !still_promised;
+        // A replica left out of our established view rejoins through its primary (rule 7):
+        // it proposes nothing, and is told so by our report.
+        let outsider = !self.rejoining
+            && self.state.established == self.state.accepted
+            && !self.members().contains(from);
+        let granted = ballot > self.state.promised && !still_promised && !outsider;
         if granted {
             if !self.opts.mutations.promise_nothing {
                 self.state.promised = ballot;
@@ -459,6 +464,7 @@ impl super::Replica {
                 at: self.now,
             },
         );
+        self.learn_exclusion(&report);
         let RoleState::Preparing(p) = &mut self.role else {
             return;
         };
