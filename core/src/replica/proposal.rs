@@ -275,7 +275,12 @@ impl super::Replica {
             return;
         }
         let out: Members = excluded.iter().map(|&(m, _)| m).collect();
-        let silent = excluded.iter().any(|(_, why)| *why == Exclusion::Silent);
+        // Anyone silent (even a rejoiner we do not mean to leave out yet, whom phase 1 may
+        // show must go) needs a majority of the configured replicas: ask them all.
+        let silent = self
+            .suspects()
+            .iter()
+            .any(|(_, why)| *why == Exclusion::Silent);
         let asked = if silent {
             Members::all(self.opts.replica_count).without(out)
         } else {
