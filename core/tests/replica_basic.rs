@@ -5,7 +5,7 @@ use chat_core::chat::{ChatError, Op, Reply};
 use chat_core::durable::Recovered;
 use chat_core::password::request::{Next, PasswordRequest};
 use chat_core::password::{HashCost, Password};
-use chat_core::replica::{Faults, Input, Options, Replica, Role};
+use chat_core::replica::{Mutations, Input, Options, Replica, Role};
 use chat_core::route::Route;
 use chat_core::service::Request;
 use chat_core::time::{Duration, Instant};
@@ -26,14 +26,14 @@ struct Cluster {
 
 impl Cluster {
     fn new(n: u8, snapshot_every: u64) -> Cluster {
-        Cluster::with_faults(n, snapshot_every, Faults::default())
+        Cluster::with_faults(n, snapshot_every, Mutations::default())
     }
 
-    fn with_faults(n: u8, snapshot_every: u64, faults: Faults) -> Cluster {
+    fn with_faults(n: u8, snapshot_every: u64, faults: Mutations) -> Cluster {
         let replicas = (0..n)
             .map(|id| {
                 let mut opts = Options::new(id, n);
-                opts.faults = faults;
+                opts.mutations = faults;
                 opts.snapshot_every = snapshot_every;
                 opts.limits.deliver_max = 2;
                 opts.seed = 7 + u64::from(id);
@@ -313,9 +313,9 @@ fn a_request_too_large_for_an_append_is_refused_before_ordering() {
 #[test]
 fn a_new_primary_decides_a_login_only_after_applying_the_account() {
     for stale_reads in [false, true] {
-        let faults = Faults {
+        let faults = Mutations {
             stale_reads,
-            ..Faults::default()
+            ..Mutations::default()
         };
         let mut c = Cluster::with_faults(3, 10_000, faults);
         c.run(Duration::from_secs(3));
