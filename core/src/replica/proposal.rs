@@ -515,7 +515,10 @@ impl super::Replica {
                 (base.members.without(out), list.clone())
             }
             Kind::Rejoin(joiner) => (base.members.with(*joiner), Vec::new()),
-            Kind::Recover => (base.members, Vec::new()),
+            // Everyone went down and every replica waited for is back: re-form the highest
+            // view with all of them (no one acts meanwhile, all promised this ballot), so
+            // that no member of the highest established view needs excluding (rule 4(c)).
+            Kind::Recover => (base.members.union(p.asked), Vec::new()),
         };
         // Everyone left out of the base or of the highest established view is excluded by
         // this proposal itself (rule 4(c): nothing carries over from an unestablished base).
