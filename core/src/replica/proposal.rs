@@ -104,7 +104,7 @@ impl super::Replica {
         } else {
             let message = self.message(Body::Heartbeat { sent_at: self.now });
             let me = self.opts.id;
-            for peer in self.members().iter().filter(|&p| p != me) {
+            for peer in self.partners().iter().filter(|&p| p != me) {
                 self.send_now(peer, message.clone());
             }
         }
@@ -114,13 +114,13 @@ impl super::Replica {
     }
 
     pub(super) fn on_heartbeat(&mut self, from: ReplicaId, sent_at: Instant) {
-        let ours = !self.rejoining && self.is_member() && self.members().contains(from);
+        let ours = !self.rejoining && self.is_member() && self.partners().contains(from);
         if ours {
             if self.leases.promise_to(from, self.now) {
                 let message = self.message(Body::HeartbeatOk { echo: sent_at });
                 self.send_now(from, message);
             }
-        } else if !self.members().contains(from) {
+        } else if !self.partners().contains(from) {
             // It is not in our view: tell it where we stand (it may have been left out).
             let message = self.message(Body::Hello {
                 report: self.report(),
@@ -167,6 +167,16 @@ impl super::Replica {
             self.pending_accept = None;
             self.step_down(None);
         }
+    }
+
+    /// Whom we exchange heartbeats (leases and promises) with: the members of our accepted
+    /// and established views. (More promises only restrict us; a member of the established
+    /// view left out by an unestablished proposal may still be needed back.)
+    fn partners(&self) -> Members {
+        self.state
+            .accepted
+            .members
+            .union(self.state.established.members)
     }
 
     // ----- who proposes what (rules 4, 7, 8) -----
@@ -376,7 +386,13 @@ impl super::Replica {
 
     fn start_proposal(&mut self, kind: Kind, asked: Members) {
         let me = self.opts.id;
-        let ballot = view::ballot(view::number(self.state.promised) + 1, me);
+        // Above every ballot we know of: a refused phase 1 reported the promise it met.
+        let seen = self
+            .reports
+            .values()
+            .map(|h| h.report.promised)
+            .fold(self.state.promised, View::max);
+        let ballot = view::ballot(view::number(seen) + 1, me);
         self.state.promised = ballot;
         let own = self.persist_state();
         self.pending_accept = None;
@@ -511,8 +527,14 @@ impl super::Replica {
         let established = p.answers.values().map(|r| r.established).max()?;
         let (members, reasons) = match &p.kind {
             Kind::Exclude(list) => {
+                // Members of the highest established view that answered and are not left out
+                // stay (or come back): they hold promises, so nobody acts meanwhile, and they
+                // adopt our log before accepting.
                 let out: Members = list.iter().map(|&(m, _)| m).collect();
-                (base.members.without(out), list.clone())
+                let back = established.members.without(base.members);
+                let answered: Members = p.answers.keys().copied().collect();
+                let back = Members(back.0 & answered.0);
+                (base.members.union(back).without(out), list.clone())
             }
             Kind::Rejoin(joiner) => (base.members.with(*joiner), Vec::new()),
             // Everyone went down and every replica waited for is back: re-form the highest
