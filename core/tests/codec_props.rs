@@ -1,16 +1,15 @@
 //! Property tests of the byte codecs: frames round-trip and survive hostile input; record
 //! streams round-trip and tell a cut-short write from damage.
 
-use chat_core::replica::view::{Durable, Exclusion, Incarnation, Members, ViewDef};
-use chat_core::replica::{Body, Report};
-use chat_core::time::Instant;
 use chat_core::chat::{ChatError, Message, Op, Reply};
 use chat_core::codec::frame::{self, FrameDecoder, FrameError};
 use chat_core::codec::handshake::{check_hello, HandshakeError};
 use chat_core::codec::record::{self, End, HEADER_BYTES};
 use chat_core::durable::{Entry, EntryBody, Record, SnapshotMeta};
-use chat_core::replica::{PeerMessage, Role, Status};
+use chat_core::replica::view::{Durable, Exclusion, Incarnation, Members, ViewDef};
+use chat_core::replica::{Body, PeerMessage, Report, Role, Status};
 use chat_core::service::Request;
+use chat_core::time::Instant;
 use chat_core::wire::{ClientToServer, Endpoint, Hello, ServerToClient, MAGIC, PROTOCOL_VERSION};
 use proptest::prelude::*;
 
@@ -131,31 +130,42 @@ fn view_def() -> impl Strategy<Value = ViewDef> {
 }
 
 fn report() -> impl Strategy<Value = Report> {
-    (any::<[u64; 2]>(), view_def(), view_def(), any::<[bool; 3]>()).prop_map(
-        |([promised, log_end], accepted, established, [vote, rejoining, quiet])| Report {
-            promised,
-            accepted,
-            vote,
-            established,
-            rejoining,
-            quiet,
-            log_end,
-        },
+    (
+        any::<[u64; 2]>(),
+        view_def(),
+        view_def(),
+        any::<[bool; 3]>(),
     )
+        .prop_map(
+            |([promised, log_end], accepted, established, [vote, rejoining, quiet])| Report {
+                promised,
+                accepted,
+                vote,
+                established,
+                rejoining,
+                quiet,
+                log_end,
+            },
+        )
 }
 
 fn body() -> impl Strategy<Value = Body> {
     prop_oneof![
-        (any::<[u64; 4]>(), any::<bool>(), prop::collection::vec(entry(), 0..4)).prop_map(
-            |([view, prev_index, prev_view, commit], established, entries)| Body::Append {
-                view,
-                established,
-                prev_index,
-                prev_view,
-                entries,
-                commit,
-            }
-        ),
+        (
+            any::<[u64; 4]>(),
+            any::<bool>(),
+            prop::collection::vec(entry(), 0..4)
+        )
+            .prop_map(
+                |([view, prev_index, prev_view, commit], established, entries)| Body::Append {
+                    view,
+                    established,
+                    prev_index,
+                    prev_view,
+                    entries,
+                    commit,
+                }
+            ),
         (any::<[u64; 3]>(), any::<bool>()).prop_map(|([view, index, prev_index], ok)| {
             Body::AppendReply {
                 view,
@@ -246,9 +256,9 @@ fn hello() -> impl Strategy<Value = Hello> {
 fn durable_record() -> impl Strategy<Value = Record> {
     prop_oneof![
         any::<u64>().prop_map(|view| Record::Protocol(Durable {
-                promised: view,
-                ..Durable::initial(3)
-            })),
+            promised: view,
+            ..Durable::initial(3)
+        })),
         entry().prop_map(Record::Entry),
         any::<u64>().prop_map(Record::TruncateFrom),
     ]

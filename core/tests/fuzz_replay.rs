@@ -48,11 +48,11 @@ fn every_corpus_and_regression_input_passes() {
 #[test]
 #[ignore = "writes files: run by hand before a fuzzing campaign"]
 fn write_seed_corpus() {
-    use chat_core::replica::view::Durable;
-    use chat_core::replica::Body;
-use chat_core::chat::{Limits, Message, Op, Reply};
+    use chat_core::chat::{Limits, Message, Op, Reply};
     use chat_core::codec::{frame, record, snapshot};
     use chat_core::durable::{Entry, EntryBody, Record, Snapshot, SnapshotMeta};
+    use chat_core::replica::view::Durable;
+    use chat_core::replica::Body;
     use chat_core::service::{Request, Service};
     use chat_core::wire::{ClientToServer, Endpoint, Hello, PeerMessage, ServerToClient};
 
@@ -180,9 +180,9 @@ use chat_core::chat::{Limits, Message, Op, Reply};
     let mut log = Vec::new();
     record::encode(
         &Record::Protocol(Durable {
-                promised: 1,
-                ..Durable::initial(3)
-            }),
+            promised: 1,
+            ..Durable::initial(3)
+        }),
         &mut log,
     );
     for e in &entries {

@@ -5,7 +5,7 @@ use chat_core::chat::{ChatError, Op, Reply};
 use chat_core::durable::Recovered;
 use chat_core::password::request::{Next, PasswordRequest};
 use chat_core::password::{HashCost, Password};
-use chat_core::replica::{Mutations, Input, Options, Replica, Role};
+use chat_core::replica::{Input, Mutations, Options, Replica, Role};
 use chat_core::route::Route;
 use chat_core::service::Request;
 use chat_core::time::{Duration, Instant};

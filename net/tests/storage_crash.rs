@@ -2,11 +2,11 @@
 //! sync at random points, "crash" by cutting off what was not synced or by damaging bytes,
 //! and check what recovery gives back.
 
-use chat_core::replica::view::Durable;
 use chat_core::chat::Op;
 use chat_core::codec::{record, snapshot};
 use chat_core::durable::{Entry, EntryBody, Record, Recovered, Snapshot, SnapshotMeta};
 use chat_core::ids::OpIndex;
+use chat_core::replica::view::Durable;
 use chat_core::service::Request;
 use chat_net::storage::{Storage, StorageError, StorageOptions};
 use rand::rngs::StdRng;
@@ -462,9 +462,9 @@ fn compaction_keeps_truncations_that_still_matter() {
     let (mut storage, _, _) = Storage::open(dir.path(), opts).unwrap();
     let mut written: Vec<Record> = (1..=10).map(|i| entry(i, 1)).collect();
     written.push(Record::Protocol(Durable {
-                promised: 2,
-                ..Durable::initial(3)
-            }));
+        promised: 2,
+        ..Durable::initial(3)
+    }));
     written.push(Record::TruncateFrom(6));
     written.extend((6..=8).map(|i| entry(i, 2)));
     storage.append(&written).unwrap();
@@ -609,9 +609,9 @@ fn a_failed_start_on_a_full_disk_leaves_nothing_new_behind() {
     // A vote, so that the next segment starts by writing it.
     storage
         .append(&[Record::Protocol(Durable {
-                promised: 1,
-                ..Durable::initial(3)
-            })])
+            promised: 1,
+            ..Durable::initial(3)
+        })])
         .unwrap();
     storage.append(&history.batch()).unwrap();
     storage.sync().unwrap();

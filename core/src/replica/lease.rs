@@ -229,9 +229,7 @@ impl Leases {
         let p = self.peers.get(&peer)?;
         match (p.evidence, p.incarnation) {
             (Some(_), Some(incarnation)) => Some(Exclusion::Crashed(incarnation)),
-            _ if p.promised_until <= now || self.silent_while_promised => {
-                Some(Exclusion::Silent)
-            }
+            _ if p.promised_until <= now || self.silent_while_promised => Some(Exclusion::Silent),
             _ => None,
         }
     }
@@ -366,7 +364,10 @@ mod tests {
         exchange(&mut l, 1, I1, 10);
         l.heard(1, I2, at(50));
         assert_eq!(l.may_exclude(1, at(50)), Some(Exclusion::Crashed(I1)));
-        assert!(!l.promise_to(1, at(50)), "nothing is promised to a crashed life");
+        assert!(
+            !l.promise_to(1, at(50)),
+            "nothing is promised to a crashed life"
+        );
         // Once a view without it is established, the new incarnation is heard afresh.
         l.forget(1);
         l.heard(1, I2, at(60));
