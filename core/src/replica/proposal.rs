@@ -529,10 +529,7 @@ impl super::Replica {
     }
 
     /// Rule 1b and 4: the new view, its base and its exclusions, if the answers allow it.
-    fn phase_two_view(
-        &self,
-        p: &Preparing,
-    ) -> Option<(ViewDef, View, Exclusions)> {
+    fn phase_two_view(&self, p: &Preparing) -> Option<(ViewDef, View, Exclusions)> {
         let me = self.opts.id;
         let base = p.answers.values().map(|r| r.accepted).max()?;
         let established = p.answers.values().map(|r| r.established).max()?;

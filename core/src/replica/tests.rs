@@ -1,2 +1,295 @@
-//! Handler-level tests: a replica built in a chosen state, one input, the exact outputs.
-//! Every step is followed by `check_invariants`.
+//! Handler-level tests: a replica built in a chosen state, one input, the exact outputs that
+//! matter. Every step is followed by `check_invariants`.
+
+use super::view::{ballot, Durable, Exclusion, Incarnation, Members, ViewDef};
+use super::*;
+
+const N: u8 = 3;
+
+fn outputs(r: &mut Replica) -> Vec<Output> {
+    r.check_invariants().unwrap();
+    std::iter::from_fn(|| r.poll_output()).collect()
+}
+
+fn handle(r: &mut Replica, at_ms: u64, input: Input) -> Vec<Output> {
+    r.handle(Instant(at_ms * 1000), input);
+    outputs(r)
+}
+
+fn tick(r: &mut Replica, at_ms: u64) -> Vec<Output> {
+    r.tick(Instant(at_ms * 1000));
+    outputs(r)
+}
+
+/// Everything handed out so far becomes durable.
+fn persist_all(r: &mut Replica, at_ms: u64) -> Vec<Output> {
+    let id = r.next_persist - 1;
+    handle(r, at_ms, Input::Persisted(id))
+}
+
+fn sends(out: &[Output]) -> Vec<(ReplicaId, Body)> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::Send { to, message } => Some((*to, message.body.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+fn persisted_states(out: &[Output]) -> Vec<Durable> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::Persist {
+                what: Persist::Records(records),
+                ..
+            } => Some(records.clone()),
+            _ => None,
+        })
+        .flatten()
+        .filter_map(|r| match r {
+            Record::Protocol(state) => Some(state),
+            _ => None,
+        })
+        .collect()
+}
+
+fn peer(
+    r: &mut Replica,
+    at_ms: u64,
+    from: ReplicaId,
+    life: Incarnation,
+    body: Body,
+) -> Vec<Output> {
+    let message = PeerMessage { life, body };
+    handle(r, at_ms, Input::Peer { from, message })
+}
+
+const PEER: Incarnation = Incarnation { counter: 1, id: 42 };
+
+/// Replica `id` of three in its first life (initial view, established), started at 0 ms,
+/// its incarnation durable.
+fn fresh(id: ReplicaId) -> (Replica, Vec<Output>) {
+    let mut r = Replica::new(Options::new(id, N), Recovered::default(), Instant::ZERO).unwrap();
+    let mut out = outputs(&mut r);
+    out.extend(persist_all(&mut r, 0));
+    (r, out)
+}
+
+#[test]
+fn the_incarnation_is_durable_before_anything_is_sent() {
+    let mut r = Replica::new(Options::new(0, N), Recovered::default(), Instant::ZERO).unwrap();
+    let first = outputs(&mut r);
+    assert_eq!(persisted_states(&first)[0].incarnation, 1);
+    assert!(sends(&first).is_empty(), "{first:?}");
+    let out = tick(&mut r, 0);
+    assert!(sends(&out).is_empty());
+    let out = persist_all(&mut r, 1);
+    assert!(
+        !sends(&out).is_empty(),
+        "held messages leave once it is durable"
+    );
+    assert_eq!(
+        r.status().role,
+        Role::Primary,
+        "the first view's primary is 0"
+    );
+}
+
+#[test]
+fn a_promise_is_durable_before_the_answer_leaves_and_refuses_lower_ballots() {
+    let (mut r, _) = fresh(2);
+    let b = ballot(1, 1);
+    let out = peer(
+        &mut r,
+        10,
+        1,
+        PEER,
+        Body::Prepare {
+            ballot: b,
+            excluding: vec![],
+        },
+    );
+    assert_eq!(persisted_states(&out)[0].promised, b);
+    assert!(sends(&out).is_empty(), "held until the promise is durable");
+    let out = persist_all(&mut r, 11);
+    assert!(matches!(
+        sends(&out).as_slice(),
+        [(1, Body::Promise { ballot, granted: true, .. })] if *ballot == b
+    ));
+    // An Append of the lower ballot (view 0) is no longer acknowledged.
+    let out = peer(
+        &mut r,
+        12,
+        0,
+        PEER,
+        Body::Append {
+            view: 0,
+            established: true,
+            prev_index: 0,
+            prev_view: 0,
+            entries: vec![],
+            commit: 0,
+        },
+    );
+    assert!(matches!(
+        sends(&out).as_slice(),
+        [(0, Body::AppendReply { ok: false, view, .. })] if *view == b
+    ));
+}
+
+#[test]
+fn a_member_accepts_only_once_it_holds_the_proposers_log() {
+    let (mut r, _) = fresh(2);
+    let b = ballot(1, 1);
+    peer(
+        &mut r,
+        10,
+        1,
+        PEER,
+        Body::Prepare {
+            ballot: b,
+            excluding: vec![],
+        },
+    );
+    persist_all(&mut r, 10);
+    let view = ViewDef {
+        ballot: b,
+        members: Members::all(N),
+    };
+    let entry = Entry {
+        index: 1,
+        view: 0,
+        body: EntryBody::Noop,
+    };
+    let propose = Body::Propose {
+        view,
+        base: 0,
+        voters: vec![],
+        excluded: vec![],
+        log_end: 1,
+        log_end_view: 0,
+        sent_at: Instant(5),
+    };
+    let out = peer(&mut r, 20, 1, PEER, propose);
+    assert!(
+        persisted_states(&out).is_empty(),
+        "it lacks entry 1: {out:?}"
+    );
+    let out = peer(
+        &mut r,
+        21,
+        1,
+        PEER,
+        Body::Append {
+            view: b,
+            established: false,
+            prev_index: 0,
+            prev_view: 0,
+            entries: vec![entry],
+            commit: 0,
+        },
+    );
+    assert_eq!(persisted_states(&out).last().unwrap().accepted, view);
+    assert!(sends(&out).is_empty(), "answers wait for the disk");
+    let out = persist_all(&mut r, 22);
+    assert!(sends(&out).iter().any(|(to, body)| *to == 1
+        && *body
+            == Body::Accepted {
+                ballot: b,
+                echo: Instant(5)
+            }));
+}
+
+#[test]
+fn a_refusal_under_a_lease_is_evidence_and_the_first_backup_proposes_at_once() {
+    let (mut r, _) = fresh(1);
+    // A heartbeat exchange with 0 gives 1 a lease from 0.
+    let out = tick(&mut r, 50);
+    let sent_at = sends(&out)
+        .iter()
+        .find_map(|(to, b)| match b {
+            Body::Heartbeat { sent_at } if *to == 0 => Some(*sent_at),
+            _ => None,
+        })
+        .unwrap();
+    peer(&mut r, 52, 0, PEER, Body::HeartbeatOk { echo: sent_at });
+    let out = handle(&mut r, 60, Input::PeerRefused(0));
+    assert_eq!(r.status().role, Role::Candidate);
+    assert_eq!(persisted_states(&out)[0].promised, ballot(1, 1));
+    let out = persist_all(&mut r, 61);
+    let prepares: Vec<_> = sends(&out)
+        .into_iter()
+        .filter(|(_, b)| matches!(b, Body::Prepare { .. }))
+        .collect();
+    assert_eq!(
+        prepares,
+        vec![(
+            2,
+            Body::Prepare {
+                ballot: ballot(1, 1),
+                excluding: vec![(0, Exclusion::Crashed(PEER))]
+            }
+        )],
+        "phase 1 asks only the kept members"
+    );
+}
+
+#[test]
+fn a_refusal_without_a_lease_is_nothing() {
+    let (mut r, _) = fresh(1);
+    handle(&mut r, 60, Input::PeerRefused(0));
+    assert_eq!(r.status().role, Role::Backup);
+}
+
+#[test]
+fn a_restarted_replica_rejoins_and_stays_quiet() {
+    let (mut r, _) = fresh(1);
+    persist_all(&mut r, 1);
+    let state = r.state;
+    let recovered = Recovered {
+        protocol: Some(state),
+        ..Recovered::default()
+    };
+    let mut r = Replica::new(Options::new(1, N), recovered, Instant(5_000_000)).unwrap();
+    outputs(&mut r);
+    let status = r.status();
+    assert!(status.rejoining);
+    assert_eq!(r.state.incarnation, 2);
+    assert!(!r.leases.may_vote_or_accept(Instant(5_000_000)));
+}
+
+#[test]
+fn a_restarted_view_of_one_resumes_at_once_but_not_with_a_higher_proposal() {
+    let alone = ViewDef {
+        ballot: ballot(4, 2),
+        members: Members::one(2),
+    };
+    let state = Durable {
+        incarnation: 3,
+        promised: alone.ballot,
+        accepted: alone,
+        vote: false,
+        established: alone,
+    };
+    let start = |state| {
+        let recovered = Recovered {
+            protocol: Some(state),
+            ..Recovered::default()
+        };
+        let mut r = Replica::new(Options::new(2, N), recovered, Instant::ZERO).unwrap();
+        outputs(&mut r);
+        r.status()
+    };
+    assert_eq!(start(state).role, Role::Primary);
+    // F4: it accepted a proposal to re-add a member: it must not act alone.
+    let higher = ViewDef {
+        ballot: ballot(5, 2),
+        members: Members::one(2).with(1),
+    };
+    let status = start(Durable {
+        promised: higher.ballot,
+        accepted: higher,
+        ..state
+    });
+    assert!(status.rejoining && status.role != Role::Primary);
+}
