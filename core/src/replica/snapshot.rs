@@ -138,6 +138,10 @@ impl super::Replica {
             self.advance_commit();
         } else {
             progress.state = SendState::Snapshot { offset };
+            let now = self.now;
+            if let Some(p) = self.role.as_primary().and_then(|p| p.proposal.as_mut()) {
+                p.started = now; // A long catch-up is not a failure.
+            }
         }
         self.send_append(from);
     }
