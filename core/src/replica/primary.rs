@@ -314,9 +314,12 @@ impl super::Replica {
             return; // Answers to appends sent before the snapshot: the snapshot decides.
         }
         if ok {
+            let advanced = index > progress.matched;
             progress.matched = progress.matched.max(index);
-            let now = self.now;
-            self.proposal_progressed(now);
+            if advanced {
+                let now = self.now;
+                self.proposal_progressed(now);
+            }
             let Some(progress) = self.progress(from) else {
                 return;
             };
