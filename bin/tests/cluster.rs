@@ -7,7 +7,7 @@ mod support;
 use chat_core::chat::Message;
 use chat_core::codec::frame;
 use chat_core::ids::{MessageId, ReplicaId};
-use chat_core::wire::{Hello, Role};
+use chat_core::wire::{Endpoint, Hello};
 use chat_net::client::Incoming;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpStream};
@@ -169,8 +169,8 @@ fn hostile_input_on_both_ports_does_not_stop_the_service() {
     };
 
     let max = cluster.config.net.max_frame_bytes;
-    let hello = frame::encode(&Hello::new(Role::Client), max).unwrap();
-    let mut wrong_magic = Hello::new(Role::Replica(0));
+    let hello = frame::encode(&Hello::new(Endpoint::Client), max).unwrap();
+    let mut wrong_magic = Hello::new(Endpoint::Replica(0));
     wrong_magic.magic = 0xdead_beef;
     let wrong_magic = frame::encode(&wrong_magic, max).unwrap();
     let ports: Vec<(ReplicaId, &str, u16)> = cluster

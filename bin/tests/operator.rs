@@ -176,17 +176,35 @@ fn metrics_are_served_in_prometheus_text_format() {
     client
         .request(chat_core::chat::Op::Create { user: "ann".into() })
         .unwrap();
+    client
+        .request(chat_core::chat::Op::Create { user: "bob".into() })
+        .unwrap();
+    client
+        .request(chat_core::chat::Op::Login { user: "ann".into() })
+        .unwrap();
+    // Bob is not logged in: his message waits in his queue.
+    client
+        .request(chat_core::chat::Op::Send {
+            to: "bob".into(),
+            text: "hi".into(),
+        })
+        .unwrap();
+    // Queues are sampled every 250 ms.
+    std::thread::sleep(Duration::from_millis(400));
     let text = scrape(port);
     assert!(
         text.starts_with("HTTP/1.0 200") || text.starts_with("HTTP/1.1 200"),
         "{text}"
     );
     for want in [
-        "chat_requests_total{replica=\"0\",op=\"create\"} 2",
+        "chat_requests_total{replica=\"0\",op=\"create\"} 3",
         "chat_reply_errors_total{replica=\"0\",error=\"NameTaken\"} 1",
         "chat_is_primary{replica=\"0\"} 1",
         "chat_fsync_seconds_count{replica=\"0\"}",
         "chat_connections{replica=\"0\",kind=\"client\"} 1",
+        "chat_queued_messages{replica=\"0\"} 1",
+        // "hi" and "ann".
+        "chat_queued_message_bytes{replica=\"0\"} 5",
         "# EOF",
     ] {
         assert!(text.contains(want), "no {want:?} in:\n{text}");
@@ -268,9 +286,23 @@ impl Drop for Demo {
 #[test]
 fn the_demo_plays_faults_and_a_second_demo_in_the_same_folder_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    write_config(dir.path(), 3, "");
+    // TLS as in the checked-in configuration: the demo makes the files on its first run,
+    // and every link, the demo's client and `:status` included, uses them.
+    let tls = dir.path().join("data/tls");
+    let tls_section = format!(
+        "tls:\n  ca: {0}/ca.pem\n  certificate: {0}/replica-{{id}}.pem\n  key: {0}/replica-{{id}}.key\n",
+        tls.display()
+    );
+    write_config(dir.path(), 3, &tls_section);
     let mut demo = Demo::start(dir.path());
-    demo.until("answering");
+    let started = demo.until("answering");
+    assert!(
+        started
+            .iter()
+            .any(|l| l.contains("created a TLS certificate authority")),
+        "{started:?}"
+    );
+    assert!(tls.join("replica-2.key").exists());
 
     let second = Command::new(env!("CARGO_BIN_EXE_chat"))
         .arg("demo")

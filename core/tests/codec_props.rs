@@ -7,11 +7,10 @@ use chat_core::codec::handshake::{check_hello, HandshakeError};
 use chat_core::codec::record::{self, End, HEADER_BYTES};
 use chat_core::durable::{Entry, EntryBody, Record, SnapshotMeta};
 use chat_core::replica::view::{Durable, Exclusion, Incarnation, Members, ViewDef};
-use chat_core::replica::{Body, Report};
-use chat_core::replica::{PeerMessage, Role as ReplicaRole, Status};
+use chat_core::replica::{Body, PeerMessage, Report, Role, Status};
 use chat_core::service::Request;
 use chat_core::time::Instant;
-use chat_core::wire::{ClientToServer, Hello, Role, ServerToClient, MAGIC, PROTOCOL_VERSION};
+use chat_core::wire::{ClientToServer, Endpoint, Hello, ServerToClient, MAGIC, PROTOCOL_VERSION};
 use proptest::prelude::*;
 
 const MAX: u32 = frame::DEFAULT_MAX_FRAME;
@@ -65,9 +64,9 @@ fn status() -> impl Strategy<Value = Status> {
     (
         any::<u8>(),
         prop_oneof![
-            Just(ReplicaRole::Backup),
-            Just(ReplicaRole::Candidate),
-            Just(ReplicaRole::Primary)
+            Just(Role::Backup),
+            Just(Role::Candidate),
+            Just(Role::Primary)
         ],
         any::<u64>(),
         any::<Option<u8>>(),
@@ -242,12 +241,15 @@ fn hello() -> impl Strategy<Value = Hello> {
     (
         any::<u32>(),
         any::<u16>(),
-        prop_oneof![Just(Role::Client), any::<u8>().prop_map(Role::Replica)],
+        prop_oneof![
+            Just(Endpoint::Client),
+            any::<u8>().prop_map(Endpoint::Replica)
+        ],
     )
-        .prop_map(|(magic, version, role)| Hello {
+        .prop_map(|(magic, version, from)| Hello {
             magic,
             version,
-            role,
+            from,
         })
 }
 
@@ -465,7 +467,7 @@ proptest! {
 
 #[test]
 fn trailing_bytes_in_a_frame_are_refused() {
-    let mut bytes = frame::encode(&Hello::new(Role::Client), MAX).expect("fits");
+    let mut bytes = frame::encode(&Hello::new(Endpoint::Client), MAX).expect("fits");
     bytes.push(0);
     let len = u32::try_from(bytes.len() - 4).expect("small");
     bytes[..4].copy_from_slice(&len.to_be_bytes());
@@ -476,8 +478,8 @@ fn trailing_bytes_in_a_frame_are_refused() {
         Err(FrameError::TrailingBytes { extra: 1 })
     );
     // The bad frame was consumed: the stream continues with the next one.
-    decoder.push(&frame::encode(&Hello::new(Role::Replica(2)), MAX).expect("fits"));
-    assert_eq!(decoder.next(), Ok(Some(Hello::new(Role::Replica(2)))));
+    decoder.push(&frame::encode(&Hello::new(Endpoint::Replica(2)), MAX).expect("fits"));
+    assert_eq!(decoder.next(), Ok(Some(Hello::new(Endpoint::Replica(2)))));
 }
 
 #[test]

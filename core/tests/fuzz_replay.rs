@@ -54,7 +54,7 @@ fn write_seed_corpus() {
     use chat_core::replica::view::Durable;
     use chat_core::replica::Body;
     use chat_core::service::{Request, Service};
-    use chat_core::wire::{ClientToServer, Hello, PeerMessage, Role, ServerToClient};
+    use chat_core::wire::{ClientToServer, Endpoint, Hello, PeerMessage, ServerToClient};
 
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus");
     let write = |target: &str, name: &str, bytes: Vec<u8>| {
@@ -120,9 +120,12 @@ fn write_seed_corpus() {
             frame::encode(msg, max).unwrap(),
         );
     }
-    for (i, hello) in [Hello::new(Role::Client), Hello::new(Role::Replica(2))]
-        .iter()
-        .enumerate()
+    for (i, hello) in [
+        Hello::new(Endpoint::Client),
+        Hello::new(Endpoint::Replica(2)),
+    ]
+    .iter()
+    .enumerate()
     {
         write(
             "handshake",

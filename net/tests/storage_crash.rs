@@ -96,7 +96,46 @@ fn options(rng: &mut StdRng) -> StorageOptions {
         segment_bytes: rng.gen_range(256..4096),
         // Small chunks: snapshots of a few hundred bytes span many records.
         snapshot_chunk_bytes: rng.gen_range(1..128),
+        preallocate: rng.gen_bool(0.5),
     }
+}
+
+/// Disk bytes a file occupies (its allocated blocks), as against its length.
+fn allocated(path: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).unwrap().blocks() * 512
+}
+
+/// A new segment reserves its blocks without growing (recovery reads exactly what was
+/// written), and a sealed one gives back what it did not use: at rotation, and at the
+/// next start for the segment that was active.
+#[test]
+fn segments_reserve_their_blocks_and_sealed_ones_give_the_rest_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = StorageOptions {
+        segment_bytes: 1 << 20,
+        ..StorageOptions::default()
+    };
+    let (mut storage, _, _) = Storage::open(dir.path(), opts).unwrap();
+    let mut history = History::new(5);
+    let mut written = Vec::new();
+    for _ in 0..10 {
+        let batch = history.batch();
+        storage.append(&batch).unwrap();
+        written.extend(batch);
+    }
+    storage.sync().unwrap();
+    let active = segments(dir.path()).pop().unwrap();
+    let len = std::fs::metadata(&active).unwrap().len();
+    assert!(len < 1 << 16, "{len}");
+    assert!(allocated(&active) >= 1 << 20, "{}", allocated(&active));
+    drop(storage);
+    let (_, recovered, report) = Storage::open(dir.path(), opts).unwrap();
+    assert_eq!(report.torn_tail, None);
+    assert_eq!(std::fs::metadata(&active).unwrap().len(), len);
+    assert!(allocated(&active) < 1 << 20, "{}", allocated(&active));
+    let expected = Recovered::replay(None, written).unwrap();
+    assert_eq!(recovered, expected);
 }
 
 fn segments(dir: &Path) -> Vec<PathBuf> {
@@ -466,6 +505,7 @@ fn a_multi_record_snapshot_torn_at_every_record_boundary() {
     let opts = StorageOptions {
         segment_bytes: 1024,
         snapshot_chunk_bytes: 16,
+        preallocate: true,
     };
     let mut history = History::new(3);
     let dir = tempfile::tempdir().unwrap();

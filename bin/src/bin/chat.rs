@@ -8,7 +8,7 @@
 use chat_bin::demo::{Demo, Layout};
 use chat_bin::process::{self, ReplicaError};
 use chat_bin::settings::{self, Loaded, BUILT_IN_CONFIG};
-use chat_bin::{logging, repl, secret, waiting};
+use chat_bin::{logging, repl, secret, tls_files, waiting};
 use chat_core::ids::ReplicaId;
 use chat_net::client::{Client, ClientOptions};
 use clap::{Parser, Subcommand};
@@ -61,6 +61,30 @@ fn main() -> ExitCode {
     }
 }
 
+/// On a first run, the CA and the replicas' certificates that the `tls:` section names, if
+/// it names them as `chat-admin new-tls DIR` writes them.
+fn create_tls_files(
+    files: &chat_core::config::TlsFiles,
+    config: &chat_core::config::Config,
+) -> Result<(), String> {
+    if Path::new(&files.ca).exists() {
+        return Ok(());
+    }
+    let dir = Path::new(&files.ca).parent().unwrap_or(Path::new("."));
+    if tls_files::files_in(dir) != *files {
+        return Err(format!(
+            "the TLS CA {} does not exist: make the files with `chat-admin new-tls DIR` and              name them in the `tls:` section",
+            files.ca
+        ));
+    }
+    tls_files::create(dir, config)?;
+    println!(
+        "created a TLS certificate authority and the replicas' certificates in {}",
+        dir.display()
+    );
+    Ok(())
+}
+
 fn demo(flag: Option<&Path>) -> Result<(), String> {
     let loaded = settings::load(flag)?;
     let data_dir = PathBuf::from(&loaded.config.data_dir);
@@ -83,6 +107,9 @@ fn demo(flag: Option<&Path>) -> Result<(), String> {
             secret::create(Path::new(file))?;
             println!("created the cluster secret {file}");
         }
+    }
+    if let Some(files) = &layout.config.tls {
+        create_tls_files(files, &layout.config)?;
     }
     println!(
         "starting {} replicas (logs in {})...",

@@ -532,6 +532,11 @@ impl Replica {
         self.applied
     }
 
+    /// Chat messages waiting in queues in the applied state (walks the accounts: sample it).
+    pub fn queued_messages(&self) -> crate::chat::QueueTotals {
+        self.service.queued()
+    }
+
     /// (last applied index, digest of the service state there).
     pub fn applied_digest(&self) -> (OpIndex, u32) {
         (self.applied, self.service.digest())

@@ -53,7 +53,8 @@ pub(super) struct Proposal {
     own: PersistId,
     log_end: OpIndex,
     log_end_view: View,
-    started: Instant,
+    /// Started, or last saw a member catch up (a long catch-up is not a failure).
+    pub(super) started: Instant,
     /// Appends start once our acceptance is durable (after the `Propose` copies).
     replicating: bool,
 }
@@ -454,8 +455,10 @@ impl super::Replica {
         let outsider = !self.rejoining
             && self.state.established == self.state.accepted
             && !self.members().contains(from);
-        let granted = ballot > self.state.promised && !still_promised && !outsider;
-        if granted {
+        // A copy of a `Prepare` we answered already is granted again (nothing new promised).
+        let again = ballot == self.state.promised && view::proposer(ballot) == from;
+        let granted = again || (ballot > self.state.promised && !still_promised && !outsider);
+        if granted && !again {
             if !self.opts.mutations.promise_nothing {
                 self.state.promised = ballot;
                 self.persist_state();
@@ -503,7 +506,7 @@ impl super::Replica {
         if granted {
             p.answers.insert(from, report);
             self.maybe_finish_phase_one();
-        } else {
+        } else if report.promised != ballot {
             self.abandon();
         }
     }

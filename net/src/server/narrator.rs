@@ -70,6 +70,10 @@ impl Narrator {
     ) -> Narrator {
         metrics.view.set(status.view as i64);
         metrics.commit_index.set(status.commit as i64);
+        // A replica may start as primary (the first view's primary, or a view of one).
+        metrics
+            .is_primary
+            .set(i64::from(status.role == Role::Primary));
         Narrator {
             me: status.id,
             majority: replicas / 2 + 1,

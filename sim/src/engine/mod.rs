@@ -20,7 +20,7 @@ pub use scenario::{Step, Target};
 use crate::checker::agreement::CommitLog;
 use crate::checker::liveness::{Cluster, EstablishedView};
 use crate::checker::{Checker, Failure};
-use crate::client::{call_of, Client, Ctx};
+use crate::client::{Client, Ctx};
 use crate::clock::Clock;
 use crate::disk::{Disk, DiskError};
 use crate::history::History;
@@ -578,7 +578,7 @@ impl Sim {
                     if let ServerToClient::Push(pushed) = &message {
                         self.history.pushed(self.now, slot, session, conn, pushed);
                     }
-                    let frame = session::Input::Frame {
+                    let frame = session::ConnEvent::Frame {
                         conn: own,
                         frame: message,
                     };
@@ -588,7 +588,7 @@ impl Sim {
             Event::ConnRefused { slot, conn } => {
                 if let Some((own, _)) = self.client_conn[slot].filter(|&(_, c)| c == conn) {
                     self.close_client_conn(slot);
-                    let closed = session::Input::Closed {
+                    let closed = session::ConnEvent::Closed {
                         conn: own,
                         why: session::Closed::Refused,
                     };
@@ -796,9 +796,7 @@ impl Sim {
                 request,
                 ask,
                 ..
-            } => self
-                .history
-                .call(self.now, slot, client, request, call_of(&ask)),
+            } => self.history.call(self.now, slot, client, request, ask),
             session::Output::Answered { ticket, answer } => {
                 let (client, request) = (answer.client, answer.request);
                 self.history
@@ -854,7 +852,7 @@ impl Sim {
         self.conns.insert(conn, Conn { slot, replica: to });
         self.clients[slot]
             .session
-            .handle(self.now, session::Input::Connected(own));
+            .handle(self.now, session::ConnEvent::Connected(own));
     }
 
     /// Sends a frame from client `slot` on its connection `own`, if that is still open.
