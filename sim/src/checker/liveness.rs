@@ -20,10 +20,7 @@ pub enum Promise {
     /// The majority protocol: progress while a majority of the configured replicas runs
     /// and can reach each other and the clients.
     Majority,
-    /// Issue 8's two-crash protocol: the majority promise (rule 4(b) excludes the silent
-    /// minority once its leases lapse) and, in crash-only schedules, progress whenever one
-    /// member of the latest established view runs (rule 4(a): every other member's crash
-    /// left evidence under a lease).
+    /// Issue 8's two-crash protocol (NOTEBOOK, "The rules"): see [`promised`].
     TwoCrash,
 }
 
@@ -64,38 +61,70 @@ pub struct Cluster {
 /// Which rule promises progress now, if any.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Why {
-    /// A majority of the configured replicas runs and the network is whole.
+    /// A majority of the configured replicas runs and the network is whole (under the
+    /// two-crash protocol, with a survivor of the latest established view among them).
     MajorityConnected,
     /// Crash-only schedule: a member of the latest established view has run since it was
-    /// established, or every member runs (rule 8's reunion), and the network is whole.
+    /// established, and the network is whole.
     SurvivorOfTheView,
+    /// Every member of the latest established view runs: nobody needs excluding, or,
+    /// without a survivor, rule 8's reunion.
+    ViewRuns,
 }
 
 /// Whether `promise` says the cluster must make progress now, and by which rule.
+///
+/// Under the two-crash protocol, from the rules in NOTEBOOK ("The rules"):
+/// - Commit needs every member of the established view V (rule 2), so a member that is
+///   down must be excluded before anything commits again, by a replica that is not
+///   rejoining: a *survivor*, a member of V that has run since V was established. A member
+///   that restarted since is rejoining and proposes nothing but by rule 8 (rule 7); a
+///   non-member is rejoining too. So without a survivor, only rule 8 is left.
+/// - A survivor excludes the down members under 4(b) with a running majority of the
+///   configured replicas, or under 4(a) alone in a crash-only schedule (every crash was
+///   seen as a refusal while the survivor held a lease from it). With neither, a silent
+///   member (host crash, pause) can only be waited for.
+/// - Every member of V running promises progress: nobody needs excluding, and without a
+///   survivor it is rule 8's reunion (rule 8 waits for every member of the highest
+///   established view). A majority without a survivor is *not*
+///   enough: a member that is down (say all went down and one stays down) is waited for.
+/// - A replica stopped for good by a corrupted disk never returns. If it is a member of V
+///   and there is no survivor, it may hold committed entries nobody else has (it served
+///   alone, then lost its disk): the rules rightly wait for it forever, so nothing is
+///   promised until the disk is replaced by an explicit rejoin (not built). With a
+///   survivor it is a crash like any other (its host refuses connections).
+/// - Every rule needs the network whole: a client cut off from the primary waits for the
+///   heal whatever the protocol, and silence is never evidence.
+///
+/// The rule 8 wait also covers members of a *higher accepted* view a replica reports; the
+/// simulator sees only established views, so a reunion of V's members may still wait for
+/// such a member. No seed has shown it; if one does, this is the place.
 pub fn promised(promise: Promise, cluster: &Cluster) -> Option<Why> {
-    // Every rule needs the network whole: a client cut off from the primary waits for the
-    // heal whatever the protocol, and silence is never evidence.
     if !cluster.network_whole {
         return None;
     }
     let running =
         |r: &ReplicaId| matches!(cluster.processes[usize::from(*r)], Process::Running { .. });
     let n = cluster.processes.len();
-    let up = (0..n as ReplicaId).filter(running).count();
-    if up > n / 2 {
-        return Some(Why::MajorityConnected);
-    }
-    if promise != Promise::TwoCrash || !cluster.crash_only {
-        return None;
-    }
-    let view = cluster.view.as_ref()?;
-    // A member that restarted since the view was established is rejoining: alone it waits
-    // for the others (rule 8), so it does not count as a survivor.
+    let majority = (0..n as ReplicaId).filter(running).count() > n / 2;
+    let view = match (promise, &cluster.view) {
+        (Promise::Majority, _) | (Promise::TwoCrash, None) => {
+            return majority.then_some(Why::MajorityConnected)
+        }
+        (Promise::TwoCrash, Some(view)) => view,
+    };
     let survivor = view.members.iter().any(|&m| {
         matches!(cluster.processes[usize::from(m)], Process::Running { since } if since <= view.since)
     });
-    let reunion = view.members.iter().all(running);
-    (survivor || reunion).then_some(Why::SurvivorOfTheView)
+    if view.members.iter().all(running) {
+        Some(Why::ViewRuns)
+    } else if survivor && majority {
+        Some(Why::MajorityConnected)
+    } else if survivor && cluster.crash_only {
+        Some(Why::SurvivorOfTheView)
+    } else {
+        None
+    }
 }
 
 #[cfg(test)]
@@ -161,15 +190,10 @@ mod tests {
         assert_eq!(promised(Promise::TwoCrash, &c), None);
         // Both members back: rule 8's reunion.
         let c = cluster(vec![running(12), running(9), Process::Killed], &[0, 1], 5);
-        assert_eq!(
-            promised(Promise::TwoCrash, &c),
-            Some(Why::MajorityConnected)
-        );
+        assert_eq!(promised(Promise::TwoCrash, &c), Some(Why::ViewRuns));
+        // Rule 8's fast path: the only member of the view resumes at once.
         let c = cluster(vec![running(12), Process::Killed, Process::Killed], &[0], 5);
-        assert_eq!(
-            promised(Promise::TwoCrash, &c),
-            Some(Why::SurvivorOfTheView)
-        );
+        assert_eq!(promised(Promise::TwoCrash, &c), Some(Why::ViewRuns));
     }
 
     #[test]
@@ -180,5 +204,60 @@ mod tests {
             5,
         );
         assert_eq!(promised(Promise::TwoCrash, &c), None);
+    }
+
+    #[test]
+    fn a_majority_without_a_survivor_waits_for_the_members_of_the_view() {
+        // All three went down; 0 and 1 are back (rejoining), 2 is still down: rule 8
+        // waits for 2, whatever the majority.
+        let mut c = cluster(vec![running(9), running(9), Process::Killed], &[0, 1, 2], 5);
+        c.crash_only = false;
+        assert_eq!(
+            promised(Promise::Majority, &c),
+            Some(Why::MajorityConnected)
+        );
+        assert_eq!(promised(Promise::TwoCrash, &c), None);
+        c.processes[2] = running(10);
+        assert_eq!(promised(Promise::TwoCrash, &c), Some(Why::ViewRuns));
+        // With a survivor the majority excludes 2 under 4(b).
+        c.processes[0] = running(0);
+        c.processes[2] = Process::Gone;
+        assert_eq!(
+            promised(Promise::TwoCrash, &c),
+            Some(Why::MajorityConnected)
+        );
+    }
+
+    #[test]
+    fn a_member_stopped_for_good_is_needed_unless_a_survivor_excludes_it() {
+        // Replica 2 served alone in {2}, then lost its disk: 0 and 1 restarted and hold
+        // neither its entries nor leave to go on without it.
+        let gone = Process::Gone;
+        let mut c = cluster(vec![running(9), running(9), gone], &[2], 5);
+        c.crash_only = false;
+        assert_eq!(
+            promised(Promise::Majority, &c),
+            Some(Why::MajorityConnected)
+        );
+        assert_eq!(promised(Promise::TwoCrash, &c), None);
+        c.crash_only = true;
+        assert_eq!(promised(Promise::TwoCrash, &c), None);
+        // The same loss in view {0, 1, 2} while 0 runs since the view: an ordinary crash.
+        let mut c = cluster(vec![running(0), running(9), gone], &[0, 1, 2], 5);
+        c.crash_only = false;
+        assert_eq!(
+            promised(Promise::TwoCrash, &c),
+            Some(Why::MajorityConnected)
+        );
+        c.processes[1] = Process::Killed;
+        assert_eq!(promised(Promise::TwoCrash, &c), None);
+        c.crash_only = true;
+        assert_eq!(
+            promised(Promise::TwoCrash, &c),
+            Some(Why::SurvivorOfTheView)
+        );
+        // A loss outside the view is nobody's concern.
+        let c = cluster(vec![running(9), running(9), gone], &[0, 1], 5);
+        assert_eq!(promised(Promise::TwoCrash, &c), Some(Why::ViewRuns));
     }
 }

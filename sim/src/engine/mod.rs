@@ -210,6 +210,9 @@ pub struct Stats {
     pub longest_promised_wait: Duration,
     /// Snapshot chunks each replica received (state transfers).
     pub snapshot_chunks: Vec<u32>,
+    /// The quiet phase stopped waiting because the protocol promised no progress (a
+    /// replica stopped for good by a corrupted disk was needed); liveness was not judged.
+    pub quiet_unpromised: bool,
 }
 
 /// The result of a run that passed every checker.
