@@ -136,7 +136,19 @@ impl Sim {
         Failure::new(
             Checker::Liveness,
             self.now,
-            format!("{what}\n  replicas: {}", statuses.join("; ")),
+            format!(
+                "{what}\n  replicas: {}\n  promised: {:?}; latest established view {}",
+                statuses.join("; "),
+                self.liveness_promised(),
+                match &self.latest_established {
+                    Some((view, v)) => format!(
+                        "{view} members {:?} since {:.3} s",
+                        v.members,
+                        v.since.micros() as f64 / 1e6
+                    ),
+                    None => "none seen".to_string(),
+                }
+            ),
         )
     }
 
