@@ -59,6 +59,7 @@ fn random_faulty_seeds() {
         r.stats.snapshot_chunks.iter().any(|&c| c > 0).into()
     });
     let view_changes = total(&reports, |r| r.stats.max_view.saturating_sub(1));
+    let unjudged = total(&reports, |r| r.stats.quiet_unpromised.into());
     let longest_wait = reports
         .iter()
         .map(|r| r.stats.longest_promised_wait)
@@ -68,7 +69,8 @@ fn random_faulty_seeds() {
         "{count} seeds: {} entries committed, {} replies, {} messages; {crashes} crashes \
          ({host_crashes} of a host), {pauses} pauses, {torn} torn tails cut, {corrupt} corrupted logs, {partitions} partitions, \
          {transfers} runs with a snapshot transfer, {view_changes} view changes; \
-         longest wait while liveness was promised {longest_wait:?}",
+         longest wait while liveness was promised {longest_wait:?}; \
+         {unjudged} quiet phases not judged (no progress promised)",
         total(&reports, |r| r.committed),
         total(&reports, |r| r.returns as u64),
         total(&reports, |r| r.messages as u64),

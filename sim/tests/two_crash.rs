@@ -480,9 +480,12 @@ fn two_replicas_propose_at_once_after_a_crash() -> Result<(), Failure> {
 fn kill_both_backups_at_once() -> Result<(), Failure> {
     let mut sim = new_sim(42, 3);
     sim.run_for(secs(1))?;
-    sim.play(&[Kill(Backups), SERVES])?;
+    sim.play(&[Kill(Backups)])?;
     // Crash-only, one member of the view up: the busy-phase liveness rule holds it to serve.
     assert_eq!(sim.liveness_promised(), Some(Why::SurvivorOfTheView));
+    sim.play(&[SERVES])?;
+    // It excluded both: every member of its view {primary} runs.
+    assert_eq!(sim.liveness_promised(), Some(Why::ViewRuns));
     sim.finish()?;
     Ok(())
 }
@@ -599,5 +602,46 @@ fn a_returning_replica_never_disturbs_a_healthy_primary() -> Result<(), Failure>
         }
     }
     sim.finish()?;
+    Ok(())
+}
+
+/// A lost disk that alone held committed entries stops the cluster, and nothing is
+/// promised (the rules wait for it); the same loss while a member of the view has run
+/// since it was established is an ordinary crash, and the cluster serves on.
+#[test]
+fn a_lost_disk_is_waited_for_only_when_no_member_of_the_view_survived() -> Result<(), Failure> {
+    // Needed: the primary serves alone, then crashes and loses its disk; the backups
+    // restart and hold neither its entries nor leave to go on without it.
+    let mut sim = new_sim(42, 3);
+    sim.run_for(secs(1))?;
+    sim.play(&[Kill(Backups), SERVES])?;
+    let alone = sim.primary().expect("serves alone");
+    sim.crash(alone);
+    assert!(sim.corrupt(alone));
+    for r in (0..3).filter(|&r| r != alone) {
+        sim.restart(r)?;
+    }
+    sim.restart(alone)?;
+    assert!(sim.is_stopped(alone));
+    sim.run_for(secs(5))?;
+    assert_eq!(sim.liveness_promised(), None);
+    let report = sim.finish()?;
+    assert!(report.stats.quiet_unpromised);
+
+    // Not needed: a backup loses its disk while the primary runs on.
+    let mut sim = new_sim(42, 3);
+    sim.run_for(secs(1))?;
+    let primary = sim.primary().expect("a primary");
+    let backup = (primary + 1) % 3;
+    sim.crash(backup);
+    assert!(sim.corrupt(backup));
+    sim.restart(backup)?;
+    assert!(sim.is_stopped(backup));
+    // Survivors with a majority: they exclude it, then every member of the new view runs.
+    assert_eq!(sim.liveness_promised(), Some(Why::MajorityConnected));
+    sim.play(&[SERVES])?;
+    assert_eq!(sim.liveness_promised(), Some(Why::ViewRuns));
+    let report = sim.finish()?;
+    assert!(!report.stats.quiet_unpromised);
     Ok(())
 }
