@@ -59,7 +59,14 @@ pub(super) struct Narrator {
     snapshots_out: BTreeMap<ReplicaId, (Instant, u64, OpIndex)>,
     /// On the primary: the highest index each backup acknowledged.
     acked: BTreeMap<ReplicaId, OpIndex>,
+    /// A replica that cannot win an election retries every election timeout: the reason is
+    /// logged at info once every `RETRY_LOG_EVERY` (when it was, and how many retries since),
+    /// the other retries at debug.
+    retries: Option<(Instant, u32)>,
 }
+
+/// How often a replica that keeps failing to win an election says so at info.
+const RETRY_LOG_EVERY: Duration = Duration::from_secs(5);
 
 impl Narrator {
     pub(super) fn new(
@@ -90,6 +97,7 @@ impl Narrator {
             snapshot_in: None,
             snapshots_out: BTreeMap::new(),
             acked: BTreeMap::new(),
+            retries: None,
         }
     }
 
@@ -247,7 +255,29 @@ impl Narrator {
         if status.role == Role::Candidate && (was != Role::Candidate || status.view != old_view) {
             self.votes.clear();
         }
-        info!("{text}");
+        if reason != "election_timeout" {
+            self.retries = None;
+            info!("{text}");
+            return;
+        }
+        match &mut self.retries {
+            Some((since, count)) if now.saturating_sub(*since) < RETRY_LOG_EVERY => {
+                *count += 1;
+                debug!("{text}");
+            }
+            retries => {
+                let quiet = retries.map_or(0, |(_, count)| count);
+                *retries = Some((now, 0));
+                if quiet > 0 {
+                    info!(
+                        "{text} ({quiet} more tries in the last {} s)",
+                        RETRY_LOG_EVERY.as_secs()
+                    );
+                } else {
+                    info!("{text}");
+                }
+            }
+        }
     }
 
     /// Why this replica started an election: the reason label and the log line.
