@@ -518,16 +518,21 @@ impl super::Replica {
             return;
         };
         let answered: Members = p.answers.keys().copied().collect();
-        if self.durable_id < p.own || !p.asked.is_subset(answered) {
+        if self.durable_id < p.own {
             return;
         }
+        // The answers in so far may already carry the proposal: it then goes on as if only
+        // those who answered had been asked (a `Prepare` to the others only made them
+        // promise more). Otherwise wait for every answer, and drop it if even they fail.
+        let everyone = p.asked.is_subset(answered);
         match self.phase_two_view(p) {
             Some((view, base, excluded)) => {
                 let out: Members = excluded.iter().map(|&(m, _)| m).collect();
-                let voters = p.asked.without(view.members).without(out);
+                let voters = answered.without(view.members).without(out);
                 self.start_phase_two(view, base, excluded, voters);
             }
-            None => self.abandon(),
+            None if everyone => self.abandon(),
+            None => {}
         }
     }
 
@@ -581,7 +586,8 @@ impl super::Replica {
             .map(|&(m, _)| m)
             .collect();
         // Those left out do not help (a replica never votes to leave itself out).
-        let helpers = p.asked.without(excluded.iter().map(|&(m, _)| m).collect());
+        let answered: Members = p.answers.keys().copied().collect();
+        let helpers = answered.without(excluded.iter().map(|&(m, _)| m).collect());
         let silent_ok = silent.iter().all(|&m| {
             matches!(
                 self.leases.may_exclude(m, self.now),
@@ -591,7 +597,7 @@ impl super::Replica {
         let ok = base.members.contains(me)
             && justified
             && silent_ok
-            && members.is_subset(p.asked)
+            && members.is_subset(answered)
             && !members.is_empty()
             && self.leases.may_vote_or_accept(self.now);
         ok.then_some((
