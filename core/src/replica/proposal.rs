@@ -227,8 +227,9 @@ impl super::Replica {
     /// member whose primary it may leave out (or whose view it proposed and does not act in)
     /// proposes after a stagger by rank, so that usually one replica proposes; a rejoining
     /// replica proposes only under rule 8. A member that is silent to our leases but still
-    /// talks (it restarted and is rejoining) is left out only if the view needs it (its
-    /// primary, or rule 4(c) after phase 1).
+    /// talks (it restarted and is rejoining) is kept: when it is the primary, the view is
+    /// re-formed with it (it proposes nothing while rejoining, and leaving it out for silence
+    /// needs a majority that may be down); phase 1 may still show it must go (rule 4(c)).
     pub(super) fn maybe_propose(&mut self) {
         if self.rejoining {
             self.maybe_recover();
@@ -245,7 +246,7 @@ impl super::Replica {
         let mut exclude: Vec<(ReplicaId, Exclusion)> = suspects
             .iter()
             .copied()
-            .filter(|&(m, why)| why != Exclusion::Silent || m == primary || !self.is_rejoining(m))
+            .filter(|&(m, why)| why != Exclusion::Silent || !self.is_rejoining(m))
             .collect();
         let wanted = if self.is_acting_primary() {
             !exclude.is_empty()
