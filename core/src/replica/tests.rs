@@ -293,3 +293,118 @@ fn a_restarted_view_of_one_resumes_at_once_but_not_with_a_higher_proposal() {
     });
     assert!(status.rejoining && status.role != Role::Primary);
 }
+
+/// Soak seeds 440 and 105 (2026-12-03): replica 1 and the primary 0 form `{0, 1}` (2 left
+/// out as crashed, its disk later lost for good); 0 restarts and rejoins, talking but
+/// silent to 1's leases. 1 keeps 0 and re-forms the view with it (leaving 0 out for silence
+/// would need 2's vote), and goes on to phase 2 once 0 answered, without 2's answer (it
+/// asked 2 only because someone was silent).
+#[test]
+fn a_rejoining_primary_is_kept_and_a_missing_answer_not_needed_blocks_nothing() {
+    let (mut r, _) = fresh(1);
+    let pair = ViewDef {
+        ballot: ballot(1, 0),
+        members: Members::one(0).with(1),
+    };
+    let excluded = vec![(2, Exclusion::Crashed(PEER))];
+    peer(
+        &mut r,
+        10,
+        0,
+        PEER,
+        Body::Prepare {
+            ballot: pair.ballot,
+            excluding: excluded.clone(),
+        },
+    );
+    persist_all(&mut r, 10);
+    let propose = Body::Propose {
+        view: pair,
+        base: 0,
+        voters: vec![],
+        excluded,
+        log_end: 0,
+        log_end_view: 0,
+        sent_at: Instant(10_000),
+    };
+    peer(&mut r, 20, 0, PEER, propose);
+    persist_all(&mut r, 20);
+    let established = Body::Append {
+        view: pair.ballot,
+        established: true,
+        prev_index: 0,
+        prev_view: 0,
+        entries: vec![],
+        commit: 0,
+    };
+    peer(&mut r, 30, 0, PEER, established);
+    persist_all(&mut r, 30);
+    assert_eq!((r.state.accepted, r.state.established), (pair, pair));
+
+    // 0 restarted: a new incarnation, rejoining, past its quiet interval.
+    let reborn = Incarnation { counter: 2, id: 43 };
+    let hello = Report {
+        promised: pair.ballot,
+        accepted: pair,
+        vote: false,
+        established: pair,
+        rejoining: true,
+        quiet: false,
+        log_end: 0,
+    };
+    let mut prepared = None;
+    let mut proposed = None;
+    for at in (50..4_000).step_by(50) {
+        let mut out = tick(&mut r, at);
+        out.extend(peer(
+            &mut r,
+            at,
+            0,
+            reborn,
+            Body::Hello {
+                report: hello,
+                answer: false,
+            },
+        ));
+        out.extend(persist_all(&mut r, at));
+        for (to, body) in sends(&out) {
+            match body {
+                Body::Prepare { ballot, excluding } => {
+                    assert!(
+                        excluding.iter().all(|&(m, _)| m != 0),
+                        "the talking primary is kept: {excluding:?}"
+                    );
+                    if to == 0 {
+                        prepared = Some(ballot);
+                    }
+                }
+                Body::Propose { view, .. } => proposed = Some(view),
+                _ => {}
+            }
+        }
+        if let Some(b) = prepared.take() {
+            // Only 0 answers; 2 is gone for good.
+            let report = Report {
+                promised: b,
+                ..hello
+            };
+            let answer = Body::Promise {
+                ballot: b,
+                granted: true,
+                report,
+            };
+            let out = peer(&mut r, at + 1, 0, reborn, answer);
+            for (_, body) in sends(&out) {
+                if let Body::Propose { view, .. } = body {
+                    proposed = Some(view);
+                }
+            }
+        }
+        if proposed.is_some() {
+            break;
+        }
+    }
+    let view = proposed.expect("phase 2 starts without 2's answer");
+    assert_eq!(view.members, pair.members);
+    assert_eq!(view::proposer(view.ballot), 1);
+}
