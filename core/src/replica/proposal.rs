@@ -154,8 +154,11 @@ impl super::Replica {
             if !self.members().contains(from) {
                 self.maybe_add(from, &report);
             } else if report.rejoining {
-                // A restarted member still in our view: bring it back up to date.
+                // A restarted member still in our view comes back through a view change
+                // its new incarnation accepts (rule 7), once we hold no evidence of its
+                // crash (that leaves it out first); meanwhile it takes our log.
                 self.send_append(from);
+                self.maybe_add(from, &report);
             }
         } else if self.rejoining {
             self.maybe_recover();
@@ -622,6 +625,7 @@ impl super::Replica {
     ) {
         let me = self.opts.id;
         self.state.accepted = view;
+        self.accepted_in_this_life = true;
         self.state.vote = false;
         let own = self.persist_state();
         self.use_exclusions(&excluded);
@@ -787,6 +791,7 @@ impl super::Replica {
     fn accept(&mut self, from: ReplicaId, p: Proposed, vote: bool) {
         self.state.promised = self.state.promised.max(p.view.ballot);
         self.state.accepted = p.view;
+        self.accepted_in_this_life = true;
         self.state.vote = vote;
         self.persist_state();
         self.use_exclusions(&p.excluded);
