@@ -408,3 +408,68 @@ fn a_rejoining_primary_is_kept_and_a_missing_answer_not_needed_blocks_nothing() 
     assert_eq!(view.members, pair.members);
     assert_eq!(view::proposer(view.ballot), 1);
 }
+
+/// Soak seed 394 (2026-12-03): an `Append` of the view its earlier life accepted must not end
+/// a restarted replica's rejoining: the primary may be leaving that life out on evidence of
+/// its crash (here it sent the `Append` first), and the replica would then act as a member of
+/// a view that moved on without it. It comes back through a view its new incarnation accepts.
+#[test]
+fn a_restarted_replica_comes_back_only_in_a_view_it_accepted_in_this_life() {
+    let (mut r, _) = fresh(1);
+    persist_all(&mut r, 1);
+    let recovered = Recovered {
+        protocol: Some(r.state),
+        ..Recovered::default()
+    };
+    let start_ms = 5_000;
+    let mut r = Replica::new(Options::new(1, N), recovered, Instant(start_ms * 1000)).unwrap();
+    outputs(&mut r);
+    persist_all(&mut r, start_ms);
+    let append = |view| Body::Append {
+        view,
+        established: true,
+        prev_index: 0,
+        prev_view: 0,
+        entries: vec![],
+        commit: 0,
+    };
+    peer(&mut r, start_ms + 10, 0, PEER, append(0));
+    assert!(r.status().rejoining, "view 0 was accepted by the old life");
+
+    // Past the quiet interval, 0 re-adds it: a proposal the new incarnation accepts.
+    let mut at = start_ms + 10;
+    while at < start_ms + 1_500 {
+        at += 50;
+        tick(&mut r, at);
+    }
+    let b = ballot(1, 0);
+    peer(
+        &mut r,
+        at,
+        0,
+        PEER,
+        Body::Prepare {
+            ballot: b,
+            excluding: vec![],
+        },
+    );
+    persist_all(&mut r, at);
+    let view = ViewDef {
+        ballot: b,
+        members: Members::all(N),
+    };
+    let propose = Body::Propose {
+        view,
+        base: 0,
+        voters: vec![],
+        excluded: vec![],
+        log_end: 0,
+        log_end_view: 0,
+        sent_at: Instant(at * 1000),
+    };
+    peer(&mut r, at + 1, 0, PEER, propose);
+    persist_all(&mut r, at + 1);
+    assert_eq!(r.state.accepted, view);
+    peer(&mut r, at + 2, 0, PEER, append(b));
+    assert!(!r.status().rejoining, "back in a view it accepted");
+}
