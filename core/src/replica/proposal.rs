@@ -353,9 +353,16 @@ impl super::Replica {
             .values()
             .filter(|r| r.accepted.ballot > highest.ballot)
             .fold(highest.members, |m, r| m.union(r.accepted.members));
+        // Above the highest established view sits an unestablished one: nobody can act
+        // in either until it is re-formed (its members do not follow the established
+        // view, and only its members may propose on it), so every replica waited for need
+        // only be reachable, not rejoining too.
+        let above = reports
+            .values()
+            .any(|r| r.accepted.ballot > highest.ballot && !r.vote);
         let missing: Members = wait_for
             .iter()
-            .filter(|m| !reports.get(m).is_some_and(|r| r.rejoining))
+            .filter(|m| !reports.get(m).is_some_and(|r| r.rejoining || above))
             .collect();
         if !missing.is_empty() {
             return (missing, None);
