@@ -473,3 +473,78 @@ fn a_restarted_replica_comes_back_only_in_a_view_it_accepted_in_this_life() {
     peer(&mut r, at + 2, 0, PEER, append(b));
     assert!(!r.status().rejoining, "back in a view it accepted");
 }
+
+/// Soak seeds 1606 and 1726 (2026-12-03): 0 proposed b2.0{0} (leaving 1 out), crashed
+/// before it was established, and restarted. The highest view, b2.0, does not hold 1, so 1
+/// may not propose on it (rule 1b), and 1 does not follow b1.0's primary either. 0, the
+/// proposer of that unestablished view, re-forms it with 1 under rule 8 as soon as it reaches
+/// 1, though 1 is not rejoining.
+#[test]
+fn a_restarted_proposer_re_forms_its_unestablished_view_with_a_live_member() {
+    let established = ViewDef {
+        ballot: ballot(1, 0),
+        members: Members::one(0).with(1),
+    };
+    let own = ViewDef {
+        ballot: ballot(2, 0),
+        members: Members::one(0),
+    };
+    let recovered = Recovered {
+        protocol: Some(Durable {
+            incarnation: 2,
+            promised: own.ballot,
+            accepted: own,
+            vote: false,
+            established,
+        }),
+        ..Recovered::default()
+    };
+    let mut r = Replica::new(Options::new(0, N), recovered, Instant::ZERO).unwrap();
+    outputs(&mut r);
+    persist_all(&mut r, 0);
+    assert!(r.status().rejoining);
+    let live = Report {
+        promised: established.ballot,
+        accepted: established,
+        vote: false,
+        established,
+        rejoining: false,
+        quiet: false,
+        log_end: 0,
+    };
+    let mut prepared = None;
+    for at in (50..3_000).step_by(50) {
+        let mut out = tick(&mut r, at);
+        let hello = Body::Hello {
+            report: live,
+            answer: false,
+        };
+        out.extend(peer(&mut r, at, 1, PEER, hello));
+        out.extend(persist_all(&mut r, at));
+        prepared = sends(&out).into_iter().find_map(|(to, body)| match body {
+            Body::Prepare { ballot, excluding } if to == 1 && excluding.is_empty() => Some(ballot),
+            _ => None,
+        });
+        if let Some(b) = prepared {
+            assert!(at >= 1_000, "not before its quiet interval ({at} ms)");
+            let answer = Body::Promise {
+                ballot: b,
+                granted: true,
+                report: Report {
+                    promised: b,
+                    ..live
+                },
+            };
+            let mut out = peer(&mut r, at + 1, 1, PEER, answer);
+            out.extend(persist_all(&mut r, at + 1));
+            let proposed = sends(&out).into_iter().find_map(|(to, body)| match body {
+                Body::Propose { view, base, .. } if to == 1 => Some((view, base)),
+                _ => None,
+            });
+            let (view, base) = proposed.expect("phase 2 with 1's promise");
+            assert_eq!((view.members, base), (established.members, own.ballot));
+            break;
+        }
+    }
+    assert!(prepared.is_some(), "0 re-forms its view");
+}
