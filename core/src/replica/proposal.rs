@@ -154,8 +154,11 @@ impl super::Replica {
             if !self.members().contains(from) {
                 self.maybe_add(from, &report);
             } else if report.rejoining {
-                // A restarted member still in our view: bring it back up to date.
+                // A restarted member still in our view comes back through a view change
+                // its new incarnation accepts (rule 7), once we hold no evidence of its
+                // crash (that leaves it out first); meanwhile it takes our log.
                 self.send_append(from);
+                self.maybe_add(from, &report);
             }
         } else if self.rejoining {
             self.maybe_recover();
@@ -227,8 +230,9 @@ impl super::Replica {
     /// member whose primary it may leave out (or whose view it proposed and does not act in)
     /// proposes after a stagger by rank, so that usually one replica proposes; a rejoining
     /// replica proposes only under rule 8. A member that is silent to our leases but still
-    /// talks (it restarted and is rejoining) is left out only if the view needs it (its
-    /// primary, or rule 4(c) after phase 1).
+    /// talks (it restarted and is rejoining) is kept: when it is the primary, the view is
+    /// re-formed with it (it proposes nothing while rejoining, and leaving it out for silence
+    /// needs a majority that may be down); phase 1 may still show it must go (rule 4(c)).
     pub(super) fn maybe_propose(&mut self) {
         if self.rejoining {
             self.maybe_recover();
@@ -245,7 +249,7 @@ impl super::Replica {
         let mut exclude: Vec<(ReplicaId, Exclusion)> = suspects
             .iter()
             .copied()
-            .filter(|&(m, why)| why != Exclusion::Silent || m == primary || !self.is_rejoining(m))
+            .filter(|&(m, why)| why != Exclusion::Silent || !self.is_rejoining(m))
             .collect();
         let wanted = if self.is_acting_primary() {
             !exclude.is_empty()
@@ -349,9 +353,16 @@ impl super::Replica {
             .values()
             .filter(|r| r.accepted.ballot > highest.ballot)
             .fold(highest.members, |m, r| m.union(r.accepted.members));
+        // Above the highest established view sits an unestablished one: nobody can act
+        // in either until it is re-formed (its members do not follow the established
+        // view, and only its members may propose on it), so every replica waited for need
+        // only be reachable, not rejoining too.
+        let above = reports
+            .values()
+            .any(|r| r.accepted.ballot > highest.ballot && !r.vote);
         let missing: Members = wait_for
             .iter()
-            .filter(|m| !reports.get(m).is_some_and(|r| r.rejoining))
+            .filter(|m| !reports.get(m).is_some_and(|r| r.rejoining || above))
             .collect();
         if !missing.is_empty() {
             return (missing, None);
@@ -518,16 +529,21 @@ impl super::Replica {
             return;
         };
         let answered: Members = p.answers.keys().copied().collect();
-        if self.durable_id < p.own || !p.asked.is_subset(answered) {
+        if self.durable_id < p.own {
             return;
         }
+        // The answers in so far may already carry the proposal: it then goes on as if only
+        // those who answered had been asked (a `Prepare` to the others only made them
+        // promise more). Otherwise wait for every answer, and drop it if even they fail.
+        let everyone = p.asked.is_subset(answered);
         match self.phase_two_view(p) {
             Some((view, base, excluded)) => {
                 let out: Members = excluded.iter().map(|&(m, _)| m).collect();
-                let voters = p.asked.without(view.members).without(out);
+                let voters = answered.without(view.members).without(out);
                 self.start_phase_two(view, base, excluded, voters);
             }
-            None => self.abandon(),
+            None if everyone => self.abandon(),
+            None => {}
         }
     }
 
@@ -581,7 +597,8 @@ impl super::Replica {
             .map(|&(m, _)| m)
             .collect();
         // Those left out do not help (a replica never votes to leave itself out).
-        let helpers = p.asked.without(excluded.iter().map(|&(m, _)| m).collect());
+        let answered: Members = p.answers.keys().copied().collect();
+        let helpers = answered.without(excluded.iter().map(|&(m, _)| m).collect());
         let silent_ok = silent.iter().all(|&m| {
             matches!(
                 self.leases.may_exclude(m, self.now),
@@ -591,7 +608,7 @@ impl super::Replica {
         let ok = base.members.contains(me)
             && justified
             && silent_ok
-            && members.is_subset(p.asked)
+            && members.is_subset(answered)
             && !members.is_empty()
             && self.leases.may_vote_or_accept(self.now);
         ok.then_some((
@@ -615,6 +632,7 @@ impl super::Replica {
     ) {
         let me = self.opts.id;
         self.state.accepted = view;
+        self.accepted_in_this_life = true;
         self.state.vote = false;
         let own = self.persist_state();
         self.use_exclusions(&excluded);
@@ -780,6 +798,7 @@ impl super::Replica {
     fn accept(&mut self, from: ReplicaId, p: Proposed, vote: bool) {
         self.state.promised = self.state.promised.max(p.view.ballot);
         self.state.accepted = p.view;
+        self.accepted_in_this_life = true;
         self.state.vote = vote;
         self.persist_state();
         self.use_exclusions(&p.excluded);

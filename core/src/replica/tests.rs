@@ -293,3 +293,258 @@ fn a_restarted_view_of_one_resumes_at_once_but_not_with_a_higher_proposal() {
     });
     assert!(status.rejoining && status.role != Role::Primary);
 }
+
+/// Soak seeds 440 and 105 (2026-12-03): replica 1 and the primary 0 form `{0, 1}` (2 left
+/// out as crashed, its disk later lost for good); 0 restarts and rejoins, talking but
+/// silent to 1's leases. 1 keeps 0 and re-forms the view with it (leaving 0 out for silence
+/// would need 2's vote), and goes on to phase 2 once 0 answered, without 2's answer (it
+/// asked 2 only because someone was silent).
+#[test]
+fn a_rejoining_primary_is_kept_and_a_missing_answer_not_needed_blocks_nothing() {
+    let (mut r, _) = fresh(1);
+    let pair = ViewDef {
+        ballot: ballot(1, 0),
+        members: Members::one(0).with(1),
+    };
+    let excluded = vec![(2, Exclusion::Crashed(PEER))];
+    peer(
+        &mut r,
+        10,
+        0,
+        PEER,
+        Body::Prepare {
+            ballot: pair.ballot,
+            excluding: excluded.clone(),
+        },
+    );
+    persist_all(&mut r, 10);
+    let propose = Body::Propose {
+        view: pair,
+        base: 0,
+        voters: vec![],
+        excluded,
+        log_end: 0,
+        log_end_view: 0,
+        sent_at: Instant(10_000),
+    };
+    peer(&mut r, 20, 0, PEER, propose);
+    persist_all(&mut r, 20);
+    let established = Body::Append {
+        view: pair.ballot,
+        established: true,
+        prev_index: 0,
+        prev_view: 0,
+        entries: vec![],
+        commit: 0,
+    };
+    peer(&mut r, 30, 0, PEER, established);
+    persist_all(&mut r, 30);
+    assert_eq!((r.state.accepted, r.state.established), (pair, pair));
+
+    // 0 restarted: a new incarnation, rejoining, past its quiet interval.
+    let reborn = Incarnation { counter: 2, id: 43 };
+    let hello = Report {
+        promised: pair.ballot,
+        accepted: pair,
+        vote: false,
+        established: pair,
+        rejoining: true,
+        quiet: false,
+        log_end: 0,
+    };
+    let mut prepared = None;
+    let mut proposed = None;
+    for at in (50..4_000).step_by(50) {
+        let mut out = tick(&mut r, at);
+        out.extend(peer(
+            &mut r,
+            at,
+            0,
+            reborn,
+            Body::Hello {
+                report: hello,
+                answer: false,
+            },
+        ));
+        out.extend(persist_all(&mut r, at));
+        for (to, body) in sends(&out) {
+            match body {
+                Body::Prepare { ballot, excluding } => {
+                    assert!(
+                        excluding.iter().all(|&(m, _)| m != 0),
+                        "the talking primary is kept: {excluding:?}"
+                    );
+                    if to == 0 {
+                        prepared = Some(ballot);
+                    }
+                }
+                Body::Propose { view, .. } => proposed = Some(view),
+                _ => {}
+            }
+        }
+        if let Some(b) = prepared.take() {
+            // Only 0 answers; 2 is gone for good.
+            let report = Report {
+                promised: b,
+                ..hello
+            };
+            let answer = Body::Promise {
+                ballot: b,
+                granted: true,
+                report,
+            };
+            let out = peer(&mut r, at + 1, 0, reborn, answer);
+            for (_, body) in sends(&out) {
+                if let Body::Propose { view, .. } = body {
+                    proposed = Some(view);
+                }
+            }
+        }
+        if proposed.is_some() {
+            break;
+        }
+    }
+    let view = proposed.expect("phase 2 starts without 2's answer");
+    assert_eq!(view.members, pair.members);
+    assert_eq!(view::proposer(view.ballot), 1);
+}
+
+/// Soak seed 394 (2026-12-03): an `Append` of the view its earlier life accepted must not end
+/// a restarted replica's rejoining: the primary may be leaving that life out on evidence of
+/// its crash (here it sent the `Append` first), and the replica would then act as a member of
+/// a view that moved on without it. It comes back through a view its new incarnation accepts.
+#[test]
+fn a_restarted_replica_comes_back_only_in_a_view_it_accepted_in_this_life() {
+    let (mut r, _) = fresh(1);
+    persist_all(&mut r, 1);
+    let recovered = Recovered {
+        protocol: Some(r.state),
+        ..Recovered::default()
+    };
+    let start_ms = 5_000;
+    let mut r = Replica::new(Options::new(1, N), recovered, Instant(start_ms * 1000)).unwrap();
+    outputs(&mut r);
+    persist_all(&mut r, start_ms);
+    let append = |view| Body::Append {
+        view,
+        established: true,
+        prev_index: 0,
+        prev_view: 0,
+        entries: vec![],
+        commit: 0,
+    };
+    peer(&mut r, start_ms + 10, 0, PEER, append(0));
+    assert!(r.status().rejoining, "view 0 was accepted by the old life");
+
+    // Past the quiet interval, 0 re-adds it: a proposal the new incarnation accepts.
+    let mut at = start_ms + 10;
+    while at < start_ms + 1_500 {
+        at += 50;
+        tick(&mut r, at);
+    }
+    let b = ballot(1, 0);
+    peer(
+        &mut r,
+        at,
+        0,
+        PEER,
+        Body::Prepare {
+            ballot: b,
+            excluding: vec![],
+        },
+    );
+    persist_all(&mut r, at);
+    let view = ViewDef {
+        ballot: b,
+        members: Members::all(N),
+    };
+    let propose = Body::Propose {
+        view,
+        base: 0,
+        voters: vec![],
+        excluded: vec![],
+        log_end: 0,
+        log_end_view: 0,
+        sent_at: Instant(at * 1000),
+    };
+    peer(&mut r, at + 1, 0, PEER, propose);
+    persist_all(&mut r, at + 1);
+    assert_eq!(r.state.accepted, view);
+    peer(&mut r, at + 2, 0, PEER, append(b));
+    assert!(!r.status().rejoining, "back in a view it accepted");
+}
+
+/// Soak seeds 1606 and 1726 (2026-12-03): 0 proposed b2.0{0} (leaving 1 out), crashed
+/// before it was established, and restarted. The highest view, b2.0, does not hold 1, so 1
+/// may not propose on it (rule 1b), and 1 does not follow b1.0's primary either. 0, the
+/// proposer of that unestablished view, re-forms it with 1 under rule 8 as soon as it reaches
+/// 1, though 1 is not rejoining.
+#[test]
+fn a_restarted_proposer_re_forms_its_unestablished_view_with_a_live_member() {
+    let established = ViewDef {
+        ballot: ballot(1, 0),
+        members: Members::one(0).with(1),
+    };
+    let own = ViewDef {
+        ballot: ballot(2, 0),
+        members: Members::one(0),
+    };
+    let recovered = Recovered {
+        protocol: Some(Durable {
+            incarnation: 2,
+            promised: own.ballot,
+            accepted: own,
+            vote: false,
+            established,
+        }),
+        ..Recovered::default()
+    };
+    let mut r = Replica::new(Options::new(0, N), recovered, Instant::ZERO).unwrap();
+    outputs(&mut r);
+    persist_all(&mut r, 0);
+    assert!(r.status().rejoining);
+    let live = Report {
+        promised: established.ballot,
+        accepted: established,
+        vote: false,
+        established,
+        rejoining: false,
+        quiet: false,
+        log_end: 0,
+    };
+    let mut prepared = None;
+    for at in (50..3_000).step_by(50) {
+        let mut out = tick(&mut r, at);
+        let hello = Body::Hello {
+            report: live,
+            answer: false,
+        };
+        out.extend(peer(&mut r, at, 1, PEER, hello));
+        out.extend(persist_all(&mut r, at));
+        prepared = sends(&out).into_iter().find_map(|(to, body)| match body {
+            Body::Prepare { ballot, excluding } if to == 1 && excluding.is_empty() => Some(ballot),
+            _ => None,
+        });
+        if let Some(b) = prepared {
+            assert!(at >= 1_000, "not before its quiet interval ({at} ms)");
+            let answer = Body::Promise {
+                ballot: b,
+                granted: true,
+                report: Report {
+                    promised: b,
+                    ..live
+                },
+            };
+            let mut out = peer(&mut r, at + 1, 1, PEER, answer);
+            out.extend(persist_all(&mut r, at + 1));
+            let proposed = sends(&out).into_iter().find_map(|(to, body)| match body {
+                Body::Propose { view, base, .. } if to == 1 => Some((view, base)),
+                _ => None,
+            });
+            let (view, base) = proposed.expect("phase 2 with 1's promise");
+            assert_eq!((view.members, base), (established.members, own.ballot));
+            break;
+        }
+    }
+    assert!(prepared.is_some(), "0 re-forms its view");
+}
