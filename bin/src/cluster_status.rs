@@ -239,6 +239,11 @@ mod tests {
                 commit: 10,
                 last_index: 10,
                 log_start: 1,
+                members: vec![0, 1, 2],
+                established: true,
+                rejoining: false,
+                leases: vec![],
+                waiting_for: vec![],
             }),
         }
     }

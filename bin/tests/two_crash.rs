@@ -16,7 +16,6 @@ fn others(of: &[u8]) -> Vec<u8> {
 }
 
 #[test]
-#[ignore = "needs the two-crash protocol (issue 8)"]
 fn kill_the_primary_then_the_new_primary_while_clients_send() {
     let mut cluster = Cluster::start();
     let (alice, bob, bob_incoming) = alice_and_bob(&cluster);
@@ -38,7 +37,6 @@ fn kill_the_primary_then_the_new_primary_while_clients_send() {
 }
 
 #[test]
-#[ignore = "needs the two-crash protocol (issue 8)"]
 fn kill_both_backups_at_once_then_they_rejoin_and_take_over() {
     let mut cluster = Cluster::start();
     let (alice, bob, bob_incoming) = alice_and_bob(&cluster);

@@ -4,7 +4,8 @@
 //! `net` (real files) and `sim` (a virtual disk) store these exact values with the codecs of
 //! [`crate::codec`], and both rebuild a replica with [`Recovered::replay`].
 
-use crate::ids::{OpIndex, ReplicaId, View};
+use crate::ids::{OpIndex, View};
+use crate::replica::view::Durable;
 use crate::service::Request;
 use crate::time::Instant;
 use serde::{Deserialize, Serialize};
@@ -30,12 +31,10 @@ pub enum EntryBody {
 /// A write-ahead log record.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Record {
-    /// The replica's view and the vote it cast in that view. Must be durable before any
-    /// message that relies on it leaves.
-    Vote {
-        view: View,
-        voted_for: Option<ReplicaId>,
-    },
+    /// The replica's protocol state (incarnation, promised, accepted, established), whole.
+    /// Must be durable before any message that relies on it leaves; only the latest counts,
+    /// so compaction keeps the latest one.
+    Protocol(Durable),
     Entry(Entry),
     /// Drop every entry at `index` and above (a conflicting suffix is being replaced).
     TruncateFrom(OpIndex),
@@ -59,8 +58,8 @@ pub struct Snapshot {
 /// Everything a replica needs to start again after a crash.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Recovered {
-    pub view: View,
-    pub voted_for: Option<ReplicaId>,
+    /// The latest protocol state; `None` before the replica's first life.
+    pub protocol: Option<Durable>,
     pub snapshot: Option<Snapshot>,
     /// Contiguous entries following the snapshot (or index 1).
     pub entries: Vec<Entry>,
@@ -88,15 +87,15 @@ impl Recovered {
         let mut entries: Vec<Entry> = Vec::new();
         for record in records {
             match record {
-                Record::Vote { view, voted_for } => {
-                    if view < out.view {
-                        return Err(ReplayError(format!(
-                            "view went back from {} to {view}",
-                            out.view
-                        )));
+                Record::Protocol(state) => {
+                    if let Some(old) = out.protocol {
+                        if state.promised < old.promised || state.incarnation < old.incarnation {
+                            return Err(ReplayError(format!(
+                                "protocol state went back from {old:?} to {state:?}"
+                            )));
+                        }
                     }
-                    out.view = view;
-                    out.voted_for = voted_for;
+                    out.protocol = Some(state);
                 }
                 Record::TruncateFrom(index) => truncate_from(&mut entries, index),
                 Record::Entry(entry) => {

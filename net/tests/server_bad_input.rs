@@ -13,7 +13,7 @@ use chat_core::ids::{ClientId, ReplicaId, RequestNo};
 use chat_core::peer_auth::{
     proof, verify, AuthFrame, AuthMessage, ClusterSecret, Nonce, Prover, Transcript,
 };
-use chat_core::replica::PeerMessage;
+use chat_core::replica::{Body, PeerMessage};
 use chat_core::service::Request;
 use chat_core::wire::{ClientToServer, Endpoint, Hello, ServerToClient, MAGIC, PROTOCOL_VERSION};
 use chat_net::server::{run, ServerOptions};
@@ -439,13 +439,7 @@ fn a_client_sending_peer_messages_is_closed_and_changes_nothing() {
     survives(3, NET, |c| {
         for port in c.client_ports() {
             let mut raw = Raw::hello(port, Hello::new(Endpoint::Client));
-            raw.send(&PeerMessage::Append {
-                view: FORGED_VIEW,
-                prev_index: 0,
-                prev_view: 0,
-                entries: Vec::new(),
-                commit: 0,
-            });
+            raw.send(&forged_append());
             raw.assert_closed("a peer message on the client port");
         }
         assert_no_forged_view(c);
@@ -469,12 +463,16 @@ fn assert_no_forged_view(cluster: &Cluster) {
 }
 
 fn forged_append() -> PeerMessage {
-    PeerMessage::Append {
-        view: FORGED_VIEW,
-        prev_index: 0,
-        prev_view: 0,
-        entries: Vec::new(),
-        commit: 0,
+    PeerMessage {
+        life: Default::default(),
+        body: Body::Append {
+            view: FORGED_VIEW,
+            established: true,
+            prev_index: 0,
+            prev_view: 0,
+            entries: Vec::new(),
+            commit: 0,
+        },
     }
 }
 

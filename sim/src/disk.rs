@@ -84,7 +84,7 @@ impl Disk {
     }
 
     /// A snapshot is durable: it replaces the previous one, and the log entries it covers go.
-    /// The remaining records keep their order; of the votes only the latest is needed.
+    /// The remaining records keep their order; of the protocol states only the latest is needed.
     fn install_snapshot(&mut self, snapshot: Snapshot) {
         let covered = snapshot.meta.last_index;
         self.snapshot = Some(snapshot);
@@ -94,15 +94,15 @@ impl Disk {
             End::Clean,
             "the synced log is whole while running"
         );
-        let last_vote = decoded
+        let last_state = decoded
             .records
             .iter()
-            .rposition(|(_, r)| matches!(r, Record::Vote { .. }));
+            .rposition(|(_, r)| matches!(r, Record::Protocol(_)));
         let mut wal = Vec::with_capacity(self.wal.len());
         for (i, (_, record)) in decoded.records.iter().enumerate() {
             let keep = match record {
                 Record::Entry(entry) => entry.index > covered,
-                Record::Vote { .. } => Some(i) == last_vote,
+                Record::Protocol(_) => Some(i) == last_state,
                 Record::TruncateFrom(_) => true,
             };
             if keep {
@@ -193,11 +193,11 @@ mod tests {
         })
     }
 
+    /// The protocol state with `promised` ballot `view`.
     fn vote(view: u64) -> Record {
-        Record::Vote {
-            view,
-            voted_for: Some(0),
-        }
+        let mut state = chat_core::replica::view::Durable::initial(3);
+        state.promised = view;
+        Record::Protocol(state)
     }
 
     fn disk_with(records: Vec<Record>) -> Disk {
@@ -215,7 +215,7 @@ mod tests {
         disk.write(2, Persist::Records(vec![entry(2)]));
         assert_eq!(disk.crash(&mut rng, false), 0);
         let recovered = disk.recover().unwrap().0;
-        assert_eq!(recovered.view, 1);
+        assert_eq!(recovered.protocol.unwrap().promised, 1);
         assert_eq!(recovered.entries.len(), 1);
     }
 
@@ -286,7 +286,7 @@ mod tests {
         assert!(disk.wal_len() < before + 20);
         disk.crash(&mut SmallRng::seed_from_u64(0), false);
         let recovered = disk.recover().unwrap().0;
-        assert_eq!(recovered.view, 2);
+        assert_eq!(recovered.protocol.unwrap().promised, 2);
         assert_eq!(recovered.snapshot, Some(snapshot));
         let indexes: Vec<u64> = recovered.entries.iter().map(|e| e.index).collect();
         assert_eq!(indexes, vec![3, 4]);

@@ -21,11 +21,12 @@ pub mod passwords;
 mod trace;
 pub mod workload;
 
+pub use checker::liveness::Promise;
 pub use checker::{Checker, Failure};
 pub use engine::{Report, Sim, Stats, Step, Target};
 pub use options::{FaultKind, FaultPlan, Inject, SimOptions};
 
-use chat_core::replica::Faults;
+use chat_core::replica::Mutations;
 
 /// Runs one whole run: the busy phase, the quiet phase and every checker.
 pub fn run(opts: SimOptions) -> Result<Report, Failure> {
@@ -44,8 +45,8 @@ pub fn run(opts: SimOptions) -> Result<Report, Failure> {
 pub struct RunSpec {
     /// `SIM_SEED`
     pub seed: u64,
-    /// Deliberate protocol bugs (`SIM_FAULT`, comma-separated [`FAULT_NAMES`]).
-    pub faults: Faults,
+    /// Deliberate protocol bugs (`SIM_MUTATION`, comma-separated [`Mutations::NAMES`]).
+    pub mutations: Mutations,
     /// A smaller client table, so that sessions are evicted (`SIM_MAX_SESSIONS`).
     pub max_sessions: Option<u32>,
     /// Another number of replicas than 3 (`SIM_REPLICAS`).
@@ -66,7 +67,7 @@ impl RunSpec {
         }
     }
 
-    /// Reads `SIM_SEED`, `SIM_FAULT`, `SIM_MAX_SESSIONS`, `SIM_REPLICAS`, `SIM_INJECT` and
+    /// Reads `SIM_SEED`, `SIM_MUTATION`, `SIM_MAX_SESSIONS`, `SIM_REPLICAS`, `SIM_INJECT` and
     /// `SIM_MAX_CLOCK_DRIFT`; `None` without `SIM_SEED`.
     pub fn from_env() -> Result<Option<RunSpec>, String> {
         let var = |name| std::env::var(name).ok();
@@ -80,7 +81,7 @@ impl RunSpec {
         };
         Ok(Some(RunSpec {
             seed: number("SIM_SEED", seed)?,
-            faults: parse_faults(&var("SIM_FAULT").unwrap_or_default())?,
+            mutations: parse_mutations(&var("SIM_MUTATION").unwrap_or_default())?,
             max_sessions: var("SIM_MAX_SESSIONS")
                 .map(|n| number("SIM_MAX_SESSIONS", n).map(|n| n as u32))
                 .transpose()?,
@@ -98,7 +99,7 @@ impl RunSpec {
 
     pub fn options(&self) -> SimOptions {
         let mut opts = SimOptions::for_seed(self.seed);
-        opts.replica_faults = self.faults;
+        opts.mutations = self.mutations;
         if let Some(max) = self.max_sessions {
             opts.limits.max_sessions = max;
         }
@@ -116,21 +117,10 @@ impl RunSpec {
 
     /// The one-line command that reruns this run with full tracing.
     pub fn reproduce_command(&self) -> String {
-        let on = [
-            self.faults.commit_without_majority,
-            self.faults.vote_for_shorter_log,
-            self.faults.no_client_table,
-            self.faults.stale_reads,
-        ];
-        let names: Vec<&str> = FAULT_NAMES
-            .iter()
-            .zip(on)
-            .filter(|(_, on)| *on)
-            .map(|(name, _)| *name)
-            .collect();
+        let names = self.mutations.names();
         let mut env = String::new();
         if !names.is_empty() {
-            env += &format!("SIM_FAULT={} ", names.join(","));
+            env += &format!("SIM_MUTATION={} ", names.join(","));
         }
         if let Some(max) = self.max_sessions {
             env += &format!("SIM_MAX_SESSIONS={max} ");
@@ -204,27 +194,18 @@ pub fn check(spec: RunSpec) -> Result<Report, SeedFailure> {
     })
 }
 
-/// The names of the deliberate protocol faults, as `SIM_FAULT` takes them.
-pub const FAULT_NAMES: [&str; 4] = [
-    "commit_without_majority",
-    "vote_for_shorter_log",
-    "no_client_table",
-    "stale_reads",
-];
-
-/// Parses a comma-separated list of [`FAULT_NAMES`].
-pub fn parse_faults(list: &str) -> Result<Faults, String> {
-    let mut faults = Faults::default();
+/// Parses a comma-separated list of [`Mutations::NAMES`].
+pub fn parse_mutations(list: &str) -> Result<Mutations, String> {
+    let mut mutations = Mutations::default();
     for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
-        match name {
-            "commit_without_majority" => faults.commit_without_majority = true,
-            "vote_for_shorter_log" => faults.vote_for_shorter_log = true,
-            "no_client_table" => faults.no_client_table = true,
-            "stale_reads" => faults.stale_reads = true,
-            other => return Err(format!("unknown fault {other:?}; known: {FAULT_NAMES:?}")),
+        if !mutations.set(name) {
+            return Err(format!(
+                "unknown mutation {name:?}; known: {:?}",
+                Mutations::NAMES
+            ));
         }
     }
-    Ok(faults)
+    Ok(mutations)
 }
 
 #[cfg(test)]
@@ -233,12 +214,12 @@ mod tests {
 
     #[test]
     fn switches_round_trip_through_the_reproduce_line() {
-        let faults = parse_faults("no_client_table, vote_for_shorter_log").unwrap();
-        assert!(faults.no_client_table && faults.vote_for_shorter_log);
-        assert!(!faults.commit_without_majority);
+        let mutations = parse_mutations("no_client_table, promise_nothing").unwrap();
+        assert!(mutations.no_client_table && mutations.promise_nothing);
+        assert!(!mutations.commit_with_majority);
         let spec = RunSpec {
             seed: 7,
-            faults,
+            mutations,
             max_sessions: Some(3),
             replicas: Some(5),
             inject: Some(Inject::parse("crash,pause").unwrap()),
@@ -246,7 +227,7 @@ mod tests {
         };
         assert_eq!(
             spec.reproduce_command(),
-            "SIM_FAULT=vote_for_shorter_log,no_client_table SIM_MAX_SESSIONS=3 SIM_REPLICAS=5 SIM_INJECT=crash,pause SIM_MAX_CLOCK_DRIFT=0.05 SIM_SEED=7 cargo test -p chat-sim --test reproduce -- --nocapture"
+            "SIM_MUTATION=no_client_table,promise_nothing SIM_MAX_SESSIONS=3 SIM_REPLICAS=5 SIM_INJECT=crash,pause SIM_MAX_CLOCK_DRIFT=0.05 SIM_SEED=7 cargo test -p chat-sim --test reproduce -- --nocapture"
         );
         let opts = spec.options();
         assert!(opts.inject.contains(FaultKind::Pause) && !opts.inject.contains(FaultKind::Cut));
@@ -259,6 +240,6 @@ mod tests {
             "SIM_SEED=7 cargo test -p chat-sim --test reproduce -- --nocapture"
         );
         assert_eq!(spec.options().limits.max_sessions, 3);
-        assert!(parse_faults("bogus").is_err());
+        assert!(parse_mutations("bogus").is_err());
     }
 }

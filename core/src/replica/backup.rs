@@ -1,45 +1,67 @@
-//! The backup's side: accepting entries from the primary of its view.
+//! The member's side: adopting the log of the proposer or primary of its view.
 
 use super::role::RoleState;
-use super::{PeerMessage, Persist};
+use super::{Body, Persist};
 use crate::durable::{Entry, Record};
 use crate::ids::{OpIndex, ReplicaId, View};
 
 impl super::Replica {
-    /// Accepts a message from the primary of `view`: returns false if it is from an older view
-    /// (the sender is told our view, so it steps down).
-    pub(super) fn follow(&mut self, from: ReplicaId, view: View) -> bool {
-        if view < self.view {
+    /// Whether we take log entries (or a snapshot) from `from` for ballot `view`: it is the
+    /// proposer of the view we accepted, or of a proposal we checked and wait to accept, and
+    /// we promised nothing higher (rule 1: never acknowledge an entry of a lower-ballot view
+    /// after a phase-1 answer). An established view's primary is followed: its heartbeat
+    /// tells us the view is established and ends our rejoining (rule 7) if we accepted that
+    /// view in this life.
+    pub(super) fn follow(&mut self, from: ReplicaId, view: View, established: bool) -> bool {
+        if super::view::proposer(view) != from {
             return false;
         }
-        if view > self.view {
-            self.adopt_view(view);
+        let ours = self.state.accepted.ballot == view && self.is_member();
+        let pending = self
+            .pending_accept
+            .as_ref()
+            .is_some_and(|p| p.view.ballot == view);
+        let fenced = self.state.promised > view && !self.opts.mutations.still_acknowledge;
+        if fenced || !(ours || pending) {
+            return false;
         }
-        assert!(
-            !matches!(self.role, RoleState::Primary(_)),
-            "two primaries in view {view}: {} and {from}",
-            self.opts.id
-        );
-        self.become_backup(Some(from));
+        // A rejoining replica comes back only in a view this incarnation accepted: an
+        // `Append` of a view its earlier life accepted may come from a primary that is
+        // leaving that life out on evidence of its crash (soak seed 394).
+        if ours && established && (!self.rejoining || self.accepted_in_this_life) {
+            if self.state.established != self.state.accepted {
+                self.state.established = self.state.accepted;
+                self.persist_state();
+                self.forget_excluded();
+            }
+            self.rejoining = false;
+            if !matches!(self.role, RoleState::Backup { primary: Some(p) } if p == from) {
+                self.step_down(Some(from));
+            }
+        }
         true
     }
 
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn on_append(
         &mut self,
         from: ReplicaId,
         view: View,
+        established: bool,
         prev_index: OpIndex,
         prev_view: View,
         entries: Vec<Entry>,
         commit: OpIndex,
     ) {
-        let reply = |replica: &Self, ok, index| PeerMessage::AppendReply {
-            view: replica.view,
-            ok,
-            index,
-            prev_index,
+        let reply = |replica: &Self, ok, index| {
+            replica.message(Body::AppendReply {
+                view: if ok { view } else { replica.state.promised },
+                ok,
+                index,
+                prev_index,
+            })
         };
-        if !self.follow(from, view) {
+        if !self.follow(from, view, established) {
             let message = reply(self, false, self.log.last_index());
             self.send_after_persist(from, message);
             return;
@@ -92,5 +114,6 @@ impl super::Replica {
             self.commit = commit;
             self.apply_committed();
         }
+        self.try_accept_pending();
     }
 }

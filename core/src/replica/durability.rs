@@ -12,8 +12,8 @@ impl super::Replica {
         self.next_persist += 1;
         if let Persist::Records(records) = &what {
             for record in records {
-                if let Record::Vote { view, voted_for } = record {
-                    self.persisted_vote = (*view, *voted_for);
+                if let Record::Protocol(state) = record {
+                    self.persisted_state = (*state, id);
                 }
             }
             if let Some(last) = records.iter().rev().find_map(|r| match r {
@@ -27,12 +27,12 @@ impl super::Replica {
         id
     }
 
-    /// Persists the current view and vote; returns the persist id.
-    pub(super) fn persist_vote(&mut self) -> PersistId {
-        self.persist(Persist::Records(vec![Record::Vote {
-            view: self.view,
-            voted_for: self.voted_for,
-        }]))
+    /// Persists the protocol state (if it changed); returns the persist id that covers it.
+    pub(super) fn persist_state(&mut self) -> PersistId {
+        if self.persisted_state.0 == self.state && self.persisted_state.1 != 0 {
+            return self.persisted_state.1;
+        }
+        self.persist(Persist::Records(vec![Record::Protocol(self.state)]))
     }
 
     /// Sends `message` once everything persisted so far is durable.
@@ -46,8 +46,15 @@ impl super::Replica {
         }
     }
 
+    /// Sends `message` now, unless our incarnation (persist id 1) is not durable yet: no
+    /// process speaks before its incarnation is on disk (rule 5).
     pub(super) fn send_now(&mut self, to: ReplicaId, message: PeerMessage) {
-        self.outputs.push_back(Output::Send { to, message });
+        let out = Output::Send { to, message };
+        if self.durable_id == 0 {
+            self.held.push_back((1, out));
+        } else {
+            self.outputs.push_back(out);
+        }
     }
 
     pub(super) fn on_persisted(&mut self, id: PersistId) {
@@ -68,9 +75,10 @@ impl super::Replica {
             self.outputs.push_back(out);
         }
         self.on_snapshot_persisted(id);
-        match self.role {
-            RoleState::Candidate(_) => self.count_votes(),
+        match &self.role {
+            RoleState::Primary(p) if p.proposal.is_some() => self.maybe_establish(),
             RoleState::Primary(_) => self.advance_commit(),
+            RoleState::Preparing(_) => self.maybe_finish_phase_one(),
             RoleState::Backup { .. } => {}
         }
     }

@@ -2,7 +2,8 @@
 
 use super::role::RoleState;
 use super::timers::Timer;
-use crate::ids::{OpIndex, ReplicaId, View};
+use super::view::Durable;
+use crate::ids::{OpIndex, ReplicaId};
 use std::collections::BTreeSet;
 
 /// A replica broke one of its own invariants (a bug): what, in words.
@@ -17,16 +18,14 @@ pub struct InvariantViolation {
 /// back or change within a view).
 #[derive(Clone, Copy, Debug, Default)]
 pub(super) struct StepStart {
-    view: View,
-    voted_for: Option<ReplicaId>,
+    state: Option<Durable>,
     commit: OpIndex,
 }
 
 impl StepStart {
     pub fn of(replica: &super::Replica) -> StepStart {
         StepStart {
-            view: replica.view,
-            voted_for: replica.voted_for,
+            state: Some(replica.state),
             commit: replica.commit,
         }
     }
@@ -36,10 +35,11 @@ impl super::Replica {
     /// Checks the replica's invariants (cheap: no walk over the log):
     /// - applied ≤ commit ≤ last index, and the snapshot point ≤ applied;
     /// - a compacted log starts right after the snapshot kept to send;
-    /// - durable ≤ last index; no entry of a view above ours;
-    /// - the view and vote in memory are the ones last handed to the driver to persist;
-    /// - within the last step, the view and the commit index did not go back and no second
-    ///   vote was cast in one view;
+    /// - durable ≤ last index; no entry of a ballot above the one promised;
+    /// - accepted ≤ promised, established ≤ accepted; the protocol state in memory is the
+    ///   one last handed to the driver to persist;
+    /// - within the last step, promised, accepted, established and the commit index did not
+    ///   go back, and no second, different view was accepted at one ballot;
     /// - the role agrees with its state and its timers.
     pub fn check_invariants(&self) -> Result<(), InvariantViolation> {
         let fail = |what: String| {
@@ -64,70 +64,75 @@ impl super::Replica {
         if self.durable_index > last {
             return fail(format!("durable {} beyond last {last}", self.durable_index));
         }
-        if self.log.last_view() > self.view {
+        let s = &self.state;
+        if self.log.last_view() > s.promised && !self.opts.mutations.promise_nothing {
             return fail(format!(
-                "an entry of view {} in view {}",
+                "an entry of ballot {} with ballot {} promised",
                 self.log.last_view(),
-                self.view
+                s.promised
             ));
         }
-        if self.persisted_vote != (self.view, self.voted_for) {
+        if s.accepted.ballot > s.promised || s.established.ballot > s.accepted.ballot {
+            return fail(format!("out of order: {s:?}"));
+        }
+        if self.persisted_state.0 != self.state {
             return fail(format!(
-                "view and vote {:?} not handed to the driver (last persisted {:?})",
-                (self.view, self.voted_for),
-                self.persisted_vote
+                "protocol state {:?} not handed to the driver (last persisted {:?})",
+                self.state, self.persisted_state.0
             ));
         }
-        let before = self.step_start;
-        if self.view < before.view || self.commit < before.commit {
-            return fail(format!(
-                "went back: view {} -> {}, commit {} -> {}",
-                before.view, self.view, before.commit, self.commit
-            ));
-        }
-        if self.view == before.view
-            && before.voted_for.is_some()
-            && self.voted_for != before.voted_for
-        {
-            return fail(format!(
-                "two votes in view {}: {:?} then {:?}",
-                self.view, before.voted_for, self.voted_for
-            ));
+        if let Some(before) = self.step_start.state {
+            let back = s.promised < before.promised
+                || s.accepted.ballot < before.accepted.ballot
+                || s.established.ballot < before.established.ballot
+                || self.commit < self.step_start.commit;
+            if back {
+                return fail(format!(
+                    "went back: {before:?} commit {} -> {s:?} commit {}",
+                    self.step_start.commit, self.commit
+                ));
+            }
+            if s.accepted.ballot == before.accepted.ballot && s.accepted != before.accepted {
+                return fail(format!(
+                    "two views at one ballot: {:?} then {:?}",
+                    before.accepted, s.accepted
+                ));
+            }
         }
         self.check_role().or_else(fail)
     }
 
     fn check_role(&self) -> Result<(), String> {
         let me = self.opts.id;
-        let election = self.timers.is_armed(Timer::Election);
-        let heartbeat = self.timers.is_armed(Timer::Heartbeat);
+        if !self.timers.is_armed(Timer::Heartbeat) {
+            return Err("the heartbeat timer is not armed".into());
+        }
         match &self.role {
             RoleState::Backup { primary } => {
                 if *primary == Some(me) {
                     return Err("a backup follows itself".into());
                 }
-                if !election || heartbeat {
-                    return Err("a backup runs the election timer only".into());
-                }
             }
-            RoleState::Candidate(c) => {
-                if self.voted_for != Some(me) || !c.votes.contains(&me) {
-                    return Err("a candidate that did not vote for itself".into());
-                }
-                if !election || heartbeat {
-                    return Err("a candidate runs the election timer only".into());
+            RoleState::Preparing(p) => {
+                if self.state.promised != p.ballot {
+                    return Err("preparing a ballot we did not promise ourselves".into());
                 }
             }
             RoleState::Primary(p) => {
-                if self.voted_for != Some(me) {
-                    return Err("a primary that did not vote for itself".into());
+                let s = &self.state;
+                if s.accepted.primary() != me || s.vote || !s.accepted.members.contains(me) {
+                    return Err("a primary of a view it did not propose or is not in".into());
                 }
-                if election || !heartbeat {
-                    return Err("a primary runs the heartbeat timer only".into());
+                if p.proposal.is_none()
+                    && s.established != s.accepted
+                    && !self.opts.mutations.act_before_established
+                {
+                    return Err("acting in a view that is not established".into());
                 }
-                let peers: BTreeSet<ReplicaId> = self.peers().collect();
+                let peers: BTreeSet<ReplicaId> =
+                    s.accepted.members.iter().filter(|&m| m != me).collect();
                 if !p.peers.keys().copied().eq(peers) {
-                    return Err("a primary tracks other replicas than its peers".into());
+                    return Err("a primary tracks other replicas than its members".into());
                 }
                 let last = self.log.last_index();
                 if let Some((peer, _)) = p

@@ -1,41 +1,91 @@
-//! Messages between replicas.
+//! Messages between replicas. Every message carries the sender's incarnation (rule 5), so
+//! that a receiver can tell a new life of a peer from the one it knew (evidence, rule 4a).
 
+use super::view::{Exclusion, Incarnation, ViewDef};
 use crate::durable::{Entry, SnapshotMeta};
-use crate::ids::{OpIndex, View};
+use crate::ids::{OpIndex, ReplicaId, View};
+use crate::time::Instant;
 use serde::{Deserialize, Serialize};
 
+/// A message and the incarnation of the process that sent it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum PeerMessage {
-    /// Primary -> backup: entries following `prev_index` (empty: a heartbeat), and the
-    /// primary's commit number.
+pub struct PeerMessage {
+    pub life: Incarnation,
+    pub body: Body,
+}
+
+/// What a replica reports of its protocol state: in phase-1 answers and to rejoining
+/// replicas (rules 7 and 8).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Report {
+    pub promised: View,
+    pub accepted: ViewDef,
+    pub vote: bool,
+    pub established: ViewDef,
+    /// Restarted or excluded, not yet back in an established view.
+    pub rejoining: bool,
+    /// Restarted less than one promise ago: it neither votes nor accepts yet (rule 3).
+    pub quiet: bool,
+    pub log_end: OpIndex,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Body {
+    /// Lease renewal (rule 3), between members of each other's accepted view.
+    Heartbeat { sent_at: Instant },
+    /// Answers a heartbeat: the sender's lease from us runs from `echo`, its send time.
+    HeartbeatOk { echo: Instant },
+    /// A rejoining replica (or a replica that is not a member of the sender's view) says
+    /// where it stands; `answer`: reply with your own report.
+    Hello { report: Report, answer: bool },
+    /// Phase 1: promise me never to vote for, accept or acknowledge anything below `ballot`.
+    /// `excluding`: whom the proposal means to leave out and why; a replica that would
+    /// refuse phase 2 for it (it still promises a silent one) refuses phase 1 too, so a
+    /// replica cut off from the others cannot fence a healthy primary.
+    Prepare {
+        ballot: View,
+        excluding: Vec<(ReplicaId, Exclusion)>,
+    },
+    /// Phase-1 answer; `granted` false: `report.promised` is already as high.
+    Promise {
+        ballot: View,
+        granted: bool,
+        report: Report,
+    },
+    /// Phase 2: accept `view` (members) or vote for it (`voters`, rule 4b). Members accept
+    /// once they durably hold the proposer's log up to `log_end` (carried by `Append`s of
+    /// this ballot), and nothing after it.
+    Propose {
+        view: ViewDef,
+        base: View,
+        voters: Vec<ReplicaId>,
+        excluded: Vec<(ReplicaId, Exclusion)>,
+        log_end: OpIndex,
+        log_end_view: View,
+        sent_at: Instant,
+    },
+    /// Phase-2 answer (an acceptance or a vote); counts as a heartbeat answer (rule 3).
+    Accepted { ballot: View, echo: Instant },
+    /// Proposer or primary of `view` -> member: entries following `prev_index` (empty: a
+    /// heartbeat of replication), the commit number, and whether `view` is established.
     Append {
         view: View,
+        established: bool,
         prev_index: OpIndex,
         prev_view: View,
         entries: Vec<Entry>,
         commit: OpIndex,
     },
-    /// Backup -> primary, answering the `Append` that followed `prev_index`. `ok`: the
-    /// backup's log matches the primary's up to `index`, durably. Not ok: the entries did not
-    /// follow; `index` hints where the logs still agree.
+    /// Member -> proposer or primary, answering the `Append` that followed `prev_index`. `ok`:
+    /// the log matches up to `index`, durably. Not ok: `index` hints where logs agree, and
+    /// `view` is the member's promised ballot (higher than the sender's: it is fenced).
     AppendReply {
         view: View,
         ok: bool,
         index: OpIndex,
         prev_index: OpIndex,
     },
-    /// Candidate -> all: vote for me in `view`; my log ends at (`last_index`, `last_view`).
-    RequestVote {
-        view: View,
-        last_index: OpIndex,
-        last_view: View,
-    },
-    VoteReply {
-        view: View,
-        granted: bool,
-    },
-    /// Primary -> lagging backup: a piece of a snapshot (state transfer when the entries it
-    /// needs were compacted away).
+    /// Proposer or primary -> lagging member: a piece of a snapshot.
     SnapshotChunk {
         view: View,
         meta: SnapshotMeta,
@@ -43,8 +93,8 @@ pub enum PeerMessage {
         total_len: u64,
         data: Vec<u8>,
     },
-    /// Backup -> primary: received the snapshot up to `offset` bytes (when `offset` equals the
-    /// total length, the snapshot is durably installed).
+    /// Member -> proposer or primary: received the snapshot up to `offset` bytes (the whole
+    /// length: durably installed).
     SnapshotReply {
         view: View,
         last_index: OpIndex,
@@ -53,14 +103,18 @@ pub enum PeerMessage {
 }
 
 impl PeerMessage {
-    pub fn view(&self) -> View {
-        match self {
-            PeerMessage::Append { view, .. }
-            | PeerMessage::AppendReply { view, .. }
-            | PeerMessage::RequestVote { view, .. }
-            | PeerMessage::VoteReply { view, .. }
-            | PeerMessage::SnapshotChunk { view, .. }
-            | PeerMessage::SnapshotReply { view, .. } => *view,
+    /// The ballot the message is about, if any (for logging).
+    pub fn view(&self) -> Option<View> {
+        match &self.body {
+            Body::Prepare { ballot, .. }
+            | Body::Promise { ballot, .. }
+            | Body::Accepted { ballot, .. } => Some(*ballot),
+            Body::Propose { view, .. } => Some(view.ballot),
+            Body::Append { view, .. }
+            | Body::AppendReply { view, .. }
+            | Body::SnapshotChunk { view, .. }
+            | Body::SnapshotReply { view, .. } => Some(*view),
+            Body::Heartbeat { .. } | Body::HeartbeatOk { .. } | Body::Hello { .. } => None,
         }
     }
 }

@@ -1,13 +1,23 @@
-//! The replication protocol: primary-backup with view changes, as a sans-IO state machine.
+//! The replication protocol (issue 8's two-crash rules), as a sans-IO state machine.
 //!
-//! The design is Raft's (Ongaro and Ousterhout, 2014) in Viewstamped Replication's words: a
-//! *view* is a term, the *primary* is the leader, *backups* are followers. NOTEBOOK.md gives
-//! the safety argument. In short:
-//! - A primary orders requests into its log and commits an entry of its own view once a
-//!   majority (itself included) holds it durably; committing it commits everything before it.
-//! - A replica votes once per view, only for a candidate whose log is at least as up to date
-//!   as its own, so every primary holds every committed entry.
-//! - View, vote and log are durable before any message that relies on them leaves.
+//! NOTEBOOK.md ("Two-crash protocol: rules, model, safety argument") gives the rules and their
+//! safety argument; `sim/src/model` is their executable model. In short:
+//! - A *view* is a ballot `(number, proposer)` and its members; its primary is the proposer.
+//!   It is installed in two phases: `Prepare` -> `Promise` (a durable promise to accept,
+//!   vote for and acknowledge nothing lower, reporting the highest view accepted and
+//!   established), then `Propose` -> `Accepted`: members adopt the proposer's whole log
+//!   durably before accepting. A view is *established* once every member accepted it (and,
+//!   when it leaves someone out for silence, a majority of the configured replicas voted).
+//! - An entry commits once *every* member of the established view holds it durably, so any
+//!   member of the latest established view may carry on alone.
+//! - Leaving a member out needs evidence that its process crashed (a refused connection, or a
+//!   newer incarnation), gathered while holding a lease from it (rule 4a), or silence past its
+//!   lease with a majority of the configured replicas (4b). Leases are pairwise, from
+//!   heartbeats that echo the sender's `sent_at` (rule 3).
+//! - A restarted or excluded replica proposes nothing: the primary adds it back (rule 7); if
+//!   everyone went down, the named proposer re-forms the last view once all its members are
+//!   back (rule 8).
+//! - Durable state and log are durable before any message that relies on them leaves.
 //!
 //! # Contract with the driver
 //! - `handle(now, input)` for every input; `tick(now)` once `now >= poll_timeout()`.
@@ -16,33 +26,43 @@
 //!     `handle(now, Input::Persisted(id))` (one call may cover many ids: group commit).
 //!   - `Send`: send to the peer at any time; the core itself holds back every message that
 //!     relies on state not yet durable, and releases it once `Persisted` covers that state.
+//!     Nothing is sent before the process's new incarnation is durable (rule 5).
 //!   - `Reply`, `Redirect`, `Event`: deliver to the client session, if it is connected here.
-//! - Time is only what `now` says; randomness comes from `Options::seed`.
+//! - `Input::PeerRefused(peer)`: a connection to the peer's configured address was refused
+//!   (its process is gone: evidence, rule 4a). A connection that opened and then failed its
+//!   handshake is not a refusal.
+//! - Time is only what `now` says; randomness comes from `Options::seed`, which must differ
+//!   between process starts (it draws the incarnation's random id).
+//! - [`Replica::status`] says whom a replica waits for (rule 8); the driver logs it.
 //! - Tests and the simulator call [`Replica::check_invariants`] after every step.
 //!
 //! # Layout
-//! - `role`: the role as an enum that owns each role's state (backup, candidate, primary).
-//! - `election`: candidates, votes, becoming primary, stepping down.
-//! - `primary` / `backup`: ordering and replicating / accepting entries.
-//! - `quorum`: who decides, and the commit rule. `snapshot`: taking, sending, installing.
+//! - `view`: ballots, views, the durable protocol state. `lease`: leases, promises, evidence,
+//!   pause detection. `role`: the role as an enum that owns each role's state.
+//! - `proposal`: phases 1 and 2 on both sides, establishing, exclusion (rule 4), rejoin (7),
+//!   everyone-down (8). `primary` / `backup`: ordering and replicating / adopting entries.
+//! - `quorum`: the commit rule. `snapshot`: taking, sending, installing.
 //! - `durability`: persist ids, and messages held until what they rely on is durable.
 //! - `timers`: every timer in one table. `invariants`: `check_invariants`.
 
 mod backup;
 mod durability;
-mod election;
 mod invariants;
+pub mod lease;
 mod log;
 mod message;
 mod primary;
+mod proposal;
 mod quorum;
 mod role;
 mod snapshot;
 #[cfg(test)]
 mod tests;
 mod timers;
+pub mod view;
 
-pub use message::PeerMessage;
+pub use lease::LeaseOptions;
+pub use message::{Body, PeerMessage, Report};
 
 use crate::chat::{AccountLock, Event, Limits, Reply};
 use crate::durable::{Entry, EntryBody, Record, Recovered, Snapshot, SnapshotMeta};
@@ -51,26 +71,29 @@ use crate::service::{Request, Service};
 use crate::time::{Duration, Instant};
 pub use invariants::InvariantViolation;
 use invariants::StepStart;
+use lease::Leases;
 use log::Log;
-use quorum::Quorum;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use role::RoleState;
 use serde::{Deserialize, Serialize};
 use snapshot::Snapshots;
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use timers::{Timer, Timers};
+use view::{Durable, Incarnation, Members};
 
 /// Fixed settings of one replica.
 #[derive(Clone, Debug)]
 pub struct Options {
     pub id: ReplicaId,
     pub replica_count: u8,
-    /// How often an idle primary sends heartbeats.
+    /// How often heartbeats (leases, replication) go out.
     pub heartbeat_interval: Duration,
-    /// A backup that hears nothing from a primary for a random time in
-    /// `[election_timeout, 2 * election_timeout)` starts a view change.
+    /// A proposal that has not completed in this time is dropped; the next one waits a
+    /// random time in `[election_timeout / 2, election_timeout)`.
     pub election_timeout: Duration,
+    /// Leases, clock drift, the pause bound (rule 3).
+    pub leases: LeaseOptions,
     /// Take a snapshot (and compact the log) after this many entries past the last one.
     pub snapshot_every: u64,
     /// Most entries in one `Append` message.
@@ -81,11 +104,11 @@ pub struct Options {
     /// limit). Requests over half of it are refused before ordering, so that one entry always
     /// fits.
     pub max_append_bytes: usize,
-    /// Seed of the replica's own deterministic random numbers (election jitter).
+    /// Seed of the replica's own deterministic random numbers (jitter, incarnation id).
     pub seed: u64,
     pub limits: Limits,
     /// Deliberate protocol bugs, for showing that the simulator's checkers catch them.
-    pub faults: Faults,
+    pub mutations: Mutations,
 }
 
 impl Options {
@@ -94,31 +117,106 @@ impl Options {
         Options {
             id,
             replica_count,
-            heartbeat_interval: Duration::from_millis(100),
-            election_timeout: Duration::from_millis(1000),
+            heartbeat_interval: Duration::from_millis(50),
+            election_timeout: Duration::from_millis(300),
+            leases: LeaseOptions::default(),
             snapshot_every: 10_000,
             max_append_entries: 64,
             snapshot_chunk_bytes: 256 * 1024,
             max_append_bytes: 256 * 1024,
             seed: u64::from(id),
             limits: Limits::default(),
-            faults: Faults::default(),
+            mutations: Mutations::default(),
         }
     }
 }
 
-/// Deliberate bugs, each off by default. Only the simulator's checker tests turn them on.
+/// Deliberate bugs (mutations of the protocol), each off by default. Only the simulator's
+/// checker tests turn them on. (Injected faults are the simulator's `FaultPlan`.)
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Faults {
-    /// The primary commits an entry once it has appended it, without a majority.
-    pub commit_without_majority: bool,
-    /// Votes are granted whatever the candidate's log.
-    pub vote_for_shorter_log: bool,
+pub struct Mutations {
+    /// Commit once a majority of the view's members hold an entry, not every member.
+    pub commit_with_majority: bool,
     /// Retried requests are applied again instead of answered from the client table.
     pub no_client_table: bool,
     /// The primary's applied state is read without the read rule (`Replica::account_lock`
     /// answers on any primary), so the password driver may decide from stale state.
     pub stale_reads: bool,
+    /// A refusal or a newer incarnation counts as evidence without a lease from the peer.
+    pub evidence_without_lease: bool,
+    /// A restarted replica votes, accepts and uses evidence at once (no quiet interval, no
+    /// rejoin through the primary).
+    pub restarted_acts_at_once: bool,
+    /// Rule 4(b) without letting the promise to the silent member expire.
+    pub silent_exclusion_while_promised: bool,
+    /// A phase-1 answer promises nothing (it is not recorded).
+    pub promise_nothing: bool,
+    /// The proposer acts as primary before every member accepted its view.
+    pub act_before_established: bool,
+    /// A member accepts a view before it holds the proposer's log.
+    pub accept_before_log: bool,
+    /// Rule 8's view-of-one fast path looks at the established view only, ignoring a higher
+    /// accepted ballot.
+    pub view_of_one_ignores_accepted: bool,
+    /// A member still acknowledges entries of its accepted view after promising a higher
+    /// ballot.
+    pub still_acknowledge: bool,
+}
+
+impl Mutations {
+    /// The switches by name, as the simulator's `SIM_MUTATION` and `--mutation` spell them.
+    pub const NAMES: [&'static str; 11] = [
+        "commit_with_majority",
+        "no_client_table",
+        "stale_reads",
+        "evidence_without_lease",
+        "restarted_acts_at_once",
+        "silent_exclusion_while_promised",
+        "promise_nothing",
+        "act_before_established",
+        "accept_before_log",
+        "view_of_one_ignores_accepted",
+        "still_acknowledge",
+    ];
+
+    /// Every switch, in the order of [`Mutations::NAMES`].
+    fn switches(&mut self) -> [&mut bool; 11] {
+        [
+            &mut self.commit_with_majority,
+            &mut self.no_client_table,
+            &mut self.stale_reads,
+            &mut self.evidence_without_lease,
+            &mut self.restarted_acts_at_once,
+            &mut self.silent_exclusion_while_promised,
+            &mut self.promise_nothing,
+            &mut self.act_before_established,
+            &mut self.accept_before_log,
+            &mut self.view_of_one_ignores_accepted,
+            &mut self.still_acknowledge,
+        ]
+    }
+
+    /// Turns on the switch called `name`; false if there is none.
+    pub fn set(&mut self, name: &str) -> bool {
+        match Self::NAMES.iter().position(|&n| n == name) {
+            Some(i) => {
+                *self.switches()[i] = true;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The names of the switches that are on.
+    pub fn names(&self) -> Vec<&'static str> {
+        let mut copy = *self;
+        Self::NAMES
+            .into_iter()
+            .zip(copy.switches())
+            .filter(|(_, on)| **on)
+            .map(|(name, _)| name)
+            .collect()
+    }
 }
 
 /// Identifies a [`Output::Persist`]; ids increase by one per output, from 1.
@@ -130,7 +228,7 @@ pub enum Persist {
     /// Append these records to the write-ahead log.
     Records(Vec<Record>),
     /// Write this snapshot; once durable, log entries it covers may be deleted (keep the
-    /// latest `Record::Vote`).
+    /// latest `Record::Protocol`).
     Snapshot(Snapshot),
 }
 
@@ -145,7 +243,8 @@ pub enum Input {
     ClientAttached(ClientId),
     /// Every `Persist` output up to and including this id is durable.
     Persisted(PersistId),
-    /// A connection to this peer was refused: its process is down (not merely silent).
+    /// A connection to this peer's configured address was refused: its process is down
+    /// (not merely silent). Evidence under rule 4(a).
     PeerRefused(ReplicaId),
 }
 
@@ -177,7 +276,9 @@ pub enum Output {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Role {
     Backup,
+    /// Proposing a view (phase 1 or 2).
     Candidate,
+    /// The primary of its established view.
     Primary,
 }
 
@@ -186,32 +287,70 @@ pub enum Role {
 pub struct Status {
     pub id: ReplicaId,
     pub role: Role,
+    /// The ballot of the highest view accepted (`number << 8 | proposer`).
     pub view: View,
     pub primary: Option<ReplicaId>,
     pub commit: OpIndex,
     pub last_index: OpIndex,
     /// First index still in the log (entries before it are in the snapshot).
     pub log_start: OpIndex,
+    /// Members of the highest view accepted.
+    #[serde(default)]
+    pub members: Vec<ReplicaId>,
+    /// Whether that view is established (every member accepted it).
+    #[serde(default)]
+    pub established: bool,
+    /// Restarted or excluded, and not yet back in an established view (rules 7, 8).
+    #[serde(default)]
+    pub rejoining: bool,
+    /// Peers this replica holds an unexpired lease from.
+    #[serde(default)]
+    pub leases: Vec<ReplicaId>,
+    /// Everyone went down (rule 8): the replicas it waits for before the view is re-formed
+    /// (empty when not waiting).
+    #[serde(default)]
+    pub waiting_for: Vec<ReplicaId>,
 }
 
 #[derive(Debug, thiserror::Error)]
 #[error("cannot restore replica state: {0}")]
 pub struct RestoreError(pub String);
 
+/// The latest report heard from a peer, and when.
+#[derive(Clone, Copy, Debug)]
+struct Heard {
+    report: Report,
+    at: Instant,
+}
+
 #[derive(Debug)]
 pub struct Replica {
     opts: Options,
     rng: SmallRng,
     now: Instant,
-    quorum: Quorum,
+    /// This process's incarnation (rule 5).
+    life: Incarnation,
 
     // Durable state (as last handed to the driver; `durable_id` says how much is on disk).
-    view: View,
-    voted_for: Option<ReplicaId>,
+    state: Durable,
     log: Log,
 
     // Volatile state.
     role: RoleState,
+    /// Restarted or excluded and not yet back in an established view (rule 7).
+    rejoining: bool,
+    /// Whether this life accepted (or proposed) the view we hold: a restarted replica ends
+    /// its rejoining only in a view accepted by this incarnation (rule 7).
+    accepted_in_this_life: bool,
+    leases: Leases,
+    /// The latest report from each peer (rules 7 and 8).
+    reports: BTreeMap<ReplicaId, Heard>,
+    /// Acceptor: a proposal that passed its checks, waiting for the proposer's log.
+    pending_accept: Option<proposal::PendingAccept>,
+    /// When this replica first saw a reason to propose (suspects), for the stagger.
+    suspect_since: Option<Instant>,
+    /// No new proposal before this (backoff after a failed one).
+    next_proposal_at: Instant,
     commit: OpIndex,
     applied: OpIndex,
     service: Service,
@@ -227,8 +366,8 @@ pub struct Replica {
     durable_index: OpIndex,
     /// Messages that may leave once the persist id they carry is durable.
     held: VecDeque<(PersistId, Output)>,
-    /// The last (view, vote) handed to the driver as a `Record::Vote`.
-    persisted_vote: (View, Option<ReplicaId>),
+    /// The last protocol state handed to the driver as a `Record::Protocol`, and its id.
+    persisted_state: (Durable, PersistId),
     outputs: VecDeque<Output>,
 
     /// What `check_invariants` compares against: the state before the last step.
@@ -236,9 +375,11 @@ pub struct Replica {
 }
 
 impl Replica {
-    /// Starts a replica from what it recovered from its disk.
+    /// Starts a replica from what it recovered from its disk. Its first output persists its
+    /// new incarnation; nothing is sent before that is durable (rule 5).
     pub fn new(opts: Options, recovered: Recovered, now: Instant) -> Result<Replica, RestoreError> {
         assert!(opts.id < opts.replica_count, "replica id out of range");
+        assert!(opts.replica_count <= 16, "at most 16 replicas");
         let (service, base, snapshot) = match recovered.snapshot {
             Some(snap) => {
                 let service =
@@ -258,15 +399,35 @@ impl Replica {
         let log = Log::new(base, recovered.entries);
         let durable_index = log.last_index();
         let snapshots = Snapshots::new(snapshot, base.last_index + opts.snapshot_every);
+        let mut state = recovered
+            .protocol
+            .unwrap_or_else(|| Durable::initial(opts.replica_count));
+        // A replica that lived before lost the promises it made (rule 3) and its place in
+        // the view may have been given away (rule 7).
+        let restarted = state.incarnation > 0;
+        state.incarnation += 1;
+        let mut rng = SmallRng::seed_from_u64(opts.seed);
+        let life = Incarnation {
+            counter: state.incarnation,
+            id: rng.gen(),
+        };
+        let me = opts.id;
+        let peers = (0..opts.replica_count).filter(move |&r| r != me);
+        let leases = Leases::start(opts.leases, peers, now, restarted, &opts.mutations);
         let mut replica = Replica {
-            rng: SmallRng::seed_from_u64(opts.seed),
-            quorum: Quorum::majority(opts.replica_count),
-            opts,
+            rng,
             now,
-            view: recovered.view,
-            voted_for: recovered.voted_for,
+            life,
+            state,
             log,
             role: RoleState::Backup { primary: None },
+            rejoining: restarted && !opts.mutations.restarted_acts_at_once,
+            accepted_in_this_life: false,
+            leases,
+            reports: BTreeMap::new(),
+            pending_accept: None,
+            suspect_since: None,
+            next_proposal_at: now,
             commit: base.last_index,
             applied: base.last_index,
             service,
@@ -277,41 +438,62 @@ impl Replica {
             index_marks: VecDeque::new(),
             durable_index,
             held: VecDeque::new(),
-            persisted_vote: (recovered.view, recovered.voted_for),
+            persisted_state: (state, 0),
             outputs: VecDeque::new(),
             step_start: StepStart::default(),
+            opts,
         };
-        replica.reset_election_timer();
+        replica.persist_state();
+        if replica.rejoining && replica.may_resume_alone() {
+            // Rule 8's fast path: the established view of one, itself.
+            replica.rejoining = false;
+        }
+        if !replica.rejoining && replica.is_view_primary() {
+            replica.become_primary_of_established();
+        }
+        replica.timers.arm(Timer::Heartbeat, now);
         replica.step_start = StepStart::of(&replica);
         Ok(replica)
     }
 
     pub fn handle(&mut self, now: Instant, input: Input) {
-        self.step_start = StepStart::of(self);
-        self.now = self.now.max(now);
+        self.begin_step(now);
         match input {
             Input::Peer { from, message } => self.on_peer(from, message),
             Input::Client(request) => self.on_client_request(request),
             Input::ClientAttached(client) => self.on_client_attached(client),
             Input::Persisted(id) => self.on_persisted(id),
-            // Crash evidence is not needed for the majority protocol: silence and refusal
-            // are treated alike.
-            Input::PeerRefused(_) => {}
+            Input::PeerRefused(peer) => {
+                if !self.rejoining {
+                    self.leases.refused(peer, self.now);
+                    self.maybe_propose();
+                }
+            }
         }
     }
 
     /// Time has passed: fire any timer that is due.
     pub fn tick(&mut self, now: Instant) {
-        self.step_start = StepStart::of(self);
-        self.now = self.now.max(now);
+        self.begin_step(now);
         for timer in Timer::ALL {
             if self.timers.is_due(timer, self.now) {
                 match timer {
-                    Timer::Election => self.start_election(),
                     Timer::Heartbeat => self.on_heartbeat_timer(),
+                    Timer::Retry => {
+                        self.timers.disarm(Timer::Retry);
+                        self.maybe_propose();
+                    }
                 }
             }
         }
+    }
+
+    /// Every step starts here: a clock that jumped past the pause bound since the last step
+    /// means this process was stalled, so every lease it holds is dropped before it acts.
+    fn begin_step(&mut self, now: Instant) {
+        self.step_start = StepStart::of(self);
+        self.now = self.now.max(now);
+        self.leases.step(self.now);
     }
 
     pub fn poll_output(&mut self) -> Option<Output> {
@@ -327,11 +509,16 @@ impl Replica {
         Status {
             id: self.opts.id,
             role: self.role.role(),
-            view: self.view,
-            primary: self.role.primary(self.opts.id),
+            view: self.state.accepted.ballot,
+            primary: self.known_primary(),
             commit: self.commit,
             last_index: self.log.last_index(),
             log_start: self.log.first_index(),
+            members: self.state.accepted.members.iter().collect(),
+            established: self.state.established == self.state.accepted,
+            rejoining: self.rejoining,
+            leases: self.leases.held(self.now),
+            waiting_for: self.waiting_for(),
         }
     }
 
@@ -376,9 +563,10 @@ impl Replica {
                 matches!(&entry.body, EntryBody::Request(r) if r.op.may_change_account(user))
             })
         };
-        let current = self.role.is_primary()
-            && (self.opts.faults.stale_reads
-                || (self.log.view_at(self.applied) == Some(self.view) && !changes_pending()));
+        let current = self.is_acting_primary()
+            && (self.opts.mutations.stale_reads
+                || (self.log.view_at(self.applied) == Some(self.state.accepted.ballot)
+                    && !changes_pending()));
         current.then(|| self.service.account_lock(user))
     }
 
@@ -386,39 +574,132 @@ impl Replica {
         if from >= self.opts.replica_count || from == self.opts.id {
             return;
         }
-        match message {
-            PeerMessage::Append {
+        let life = message.life;
+        let had_evidence = self.leases.has_evidence(from);
+        self.leases.heard(from, life, self.now);
+        match message.body {
+            Body::Heartbeat { sent_at } => self.on_heartbeat(from, sent_at),
+            Body::HeartbeatOk { echo } => self.leases.answered(from, life, echo),
+            Body::Hello { report, answer } => self.on_hello(from, report, answer),
+            Body::Prepare { ballot, excluding } => self.on_prepare(from, ballot, excluding),
+            Body::Promise {
+                ballot,
+                granted,
+                report,
+            } => self.on_promise(from, ballot, granted, report),
+            Body::Propose {
                 view,
+                base,
+                voters,
+                excluded,
+                log_end,
+                log_end_view,
+                sent_at,
+            } => self.on_propose(
+                from,
+                proposal::Proposed {
+                    view,
+                    base,
+                    voters: voters.into_iter().collect(),
+                    excluded,
+                    log_end,
+                    log_end_view,
+                    sent_at,
+                },
+            ),
+            Body::Accepted { ballot, echo } => self.on_accepted(from, life, ballot, echo),
+            Body::Append {
+                view,
+                established,
                 prev_index,
                 prev_view,
                 entries,
                 commit,
-            } => self.on_append(from, view, prev_index, prev_view, entries, commit),
-            PeerMessage::AppendReply {
+            } => self.on_append(
+                from,
+                view,
+                established,
+                prev_index,
+                prev_view,
+                entries,
+                commit,
+            ),
+            Body::AppendReply {
                 view,
                 ok,
                 index,
                 prev_index,
             } => self.on_append_reply(from, view, ok, index, prev_index),
-            PeerMessage::RequestVote {
-                view,
-                last_index,
-                last_view,
-            } => self.on_request_vote(from, view, last_index, last_view),
-            PeerMessage::VoteReply { view, granted } => self.on_vote_reply(from, view, granted),
-            PeerMessage::SnapshotChunk {
+            Body::SnapshotChunk {
                 view,
                 meta,
                 offset,
                 total_len,
                 data,
             } => self.on_snapshot_chunk(from, view, meta, offset, total_len, data),
-            PeerMessage::SnapshotReply {
+            Body::SnapshotReply {
                 view,
                 last_index,
                 offset,
             } => self.on_snapshot_reply(from, view, last_index, offset),
         }
+        if !had_evidence && self.leases.has_evidence(from) {
+            self.maybe_propose();
+        }
+    }
+
+    /// Wraps a body with our incarnation.
+    fn message(&self, body: Body) -> PeerMessage {
+        PeerMessage {
+            life: self.life,
+            body,
+        }
+    }
+
+    /// What we report of ourselves (phase-1 answers, `Hello`).
+    fn report(&self) -> Report {
+        Report {
+            promised: self.state.promised,
+            accepted: self.state.accepted,
+            vote: self.state.vote,
+            established: self.state.established,
+            rejoining: self.rejoining,
+            quiet: !self.leases.may_vote_or_accept(self.now),
+            log_end: self.log.last_index(),
+        }
+    }
+
+    /// The primary this replica would send clients to.
+    fn known_primary(&self) -> Option<ReplicaId> {
+        match &self.role {
+            RoleState::Primary(p) if p.proposal.is_none() => Some(self.opts.id),
+            RoleState::Backup { primary } => *primary,
+            _ => None,
+        }
+    }
+
+    /// Whether this replica is the proposer of its accepted view, promised nothing higher,
+    /// and that view is established (the model's `acting_primary`, before the role).
+    fn is_view_primary(&self) -> bool {
+        let s = &self.state;
+        s.accepted.primary() == self.opts.id
+            && s.established == s.accepted
+            && !s.vote
+            && s.promised == s.accepted.ballot
+            && s.accepted.members.contains(self.opts.id)
+    }
+
+    fn is_acting_primary(&self) -> bool {
+        !self.rejoining && matches!(&self.role, RoleState::Primary(p) if p.proposal.is_none())
+    }
+
+    /// Whether this replica is a member of its accepted view (not a voter, not excluded).
+    fn is_member(&self) -> bool {
+        !self.state.vote && self.state.accepted.members.contains(self.opts.id)
+    }
+
+    fn members(&self) -> Members {
+        self.state.accepted.members
     }
 
     fn peers(&self) -> impl Iterator<Item = ReplicaId> {
@@ -444,7 +725,7 @@ impl Replica {
                 }
                 EntryBody::Noop => continue,
             };
-            let applied = if self.opts.faults.no_client_table {
+            let applied = if self.opts.mutations.no_client_table {
                 self.service
                     .apply_without_client_table(&self.opts.limits, index, &request)
             } else {
@@ -464,12 +745,5 @@ impl Replica {
             }
         }
         self.maybe_snapshot();
-    }
-
-    fn reset_election_timer(&mut self) {
-        let base = self.opts.election_timeout.as_micros() as u64;
-        let jitter = self.rng.gen_range(0..base.max(1));
-        let at = self.now + Duration::from_micros(base + jitter);
-        self.timers.arm(Timer::Election, at);
     }
 }

@@ -1,8 +1,9 @@
-//! The primary's side: ordering client requests, replicating, committing.
+//! The proposer's and primary's side: ordering client requests, replicating (in phase 2 to
+//! bring members to the proposer's log, then in the established view), committing.
 
+use super::proposal::Proposal;
 use super::role::RoleState;
-use super::timers::Timer;
-use super::{Output, PeerMessage, Persist};
+use super::{quorum, Body, Output, Persist};
 use crate::chat::{ChatError, Event, Reply};
 use crate::durable::{Entry, EntryBody, Record};
 use crate::ids::{ClientId, OpIndex, ReplicaId, RequestNo, View};
@@ -10,9 +11,12 @@ use crate::service::{Lookup, Request};
 use crate::time::{Duration, Instant};
 use std::collections::BTreeMap;
 
-/// What a primary tracks for its view.
+/// What a proposer in phase 2, then the primary, tracks for its view.
 #[derive(Debug)]
 pub(super) struct Primary {
+    /// Phase 2 in progress: the view is not established yet, nothing commits.
+    pub(super) proposal: Option<Proposal>,
+    /// Replication progress of every other member of the view.
     pub(super) peers: BTreeMap<ReplicaId, Progress>,
     /// Requests ordered in the log and not yet applied: client -> request number.
     pub pending: BTreeMap<ClientId, RequestNo>,
@@ -30,7 +34,6 @@ pub(super) struct Progress {
     /// `matched` at the previous heartbeat: no progress in between means a lost message.
     matched_at_heartbeat: OpIndex,
     pub(super) state: SendState,
-    last_heard: Instant,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -44,16 +47,20 @@ pub(super) enum SendState {
 }
 
 impl Primary {
-    pub fn new(peers: &[ReplicaId], next: OpIndex, now: Instant) -> Primary {
+    pub fn new(
+        peers: impl IntoIterator<Item = ReplicaId>,
+        next: OpIndex,
+        proposal: Option<Proposal>,
+    ) -> Primary {
         let progress = |_| Progress {
             next,
             matched: 0,
             matched_at_heartbeat: 0,
             state: SendState::Probe,
-            last_heard: now,
         };
         Primary {
-            peers: peers.iter().map(|&p| (p, progress(p))).collect(),
+            proposal,
+            peers: peers.into_iter().map(|p| (p, progress(p))).collect(),
             pending: BTreeMap::new(),
             stamped: None,
         }
@@ -91,7 +98,10 @@ impl super::Replica {
     }
 
     fn decide(&self, request: &Request) -> Decision {
-        let RoleState::Primary(primary) = &self.role else {
+        if !self.is_acting_primary() {
+            return Decision::Redirect;
+        }
+        let Some(primary) = self.role.primary_ref() else {
             return Decision::Redirect;
         };
         let size = postcard::experimental::serialized_size(request).unwrap_or(usize::MAX);
@@ -99,7 +109,7 @@ impl super::Replica {
         if size > max {
             return Decision::Reply(Reply::Error(ChatError::RequestTooLarge { max: max as u32 }));
         }
-        let lookup = if self.opts.faults.no_client_table {
+        let lookup = if self.opts.mutations.no_client_table {
             Lookup::New
         } else {
             self.service.lookup(request.client, request.request)
@@ -115,7 +125,7 @@ impl super::Replica {
     }
 
     pub(super) fn on_client_attached(&mut self, client: ClientId) {
-        if !self.role.is_primary() {
+        if !self.is_acting_primary() {
             self.redirect(client);
             return;
         }
@@ -129,7 +139,7 @@ impl super::Replica {
     }
 
     fn redirect(&mut self, client: ClientId) {
-        let primary = self.role.primary(self.opts.id);
+        let primary = self.known_primary();
         self.outputs.push_back(Output::Redirect { client, primary });
     }
 
@@ -166,15 +176,11 @@ impl super::Replica {
         }
         let entry = Entry {
             index: self.log.last_index() + 1,
-            view: self.view,
+            view: self.state.accepted.ballot,
             body,
         };
         self.log.append(entry.clone());
         self.persist(Persist::Records(vec![Record::Entry(entry)]));
-        if self.opts.faults.commit_without_majority {
-            self.commit = self.log.last_index();
-            self.apply_committed();
-        }
     }
 
     /// Streams new entries to every backup that keeps up.
@@ -198,15 +204,9 @@ impl super::Replica {
         }
     }
 
-    pub(super) fn on_heartbeat_timer(&mut self) {
-        self.timers
-            .arm(Timer::Heartbeat, self.now + self.opts.heartbeat_interval);
-        if !self.hears_quorum() {
-            // Check quorum: a primary cut off from a majority stops acting as one, so
-            // clients look for the new primary. (It could not commit anyway.)
-            self.become_backup(None);
-            return;
-        }
+    /// Heartbeat of a proposer or primary: replication to every member, and the check for
+    /// lost messages.
+    pub(super) fn primary_heartbeat(&mut self) {
         let Some(primary) = self.role.as_primary() else {
             return;
         };
@@ -221,22 +221,10 @@ impl super::Replica {
             }
             progress.matched_at_heartbeat = progress.matched;
         }
-        for peer in self.peers().collect::<Vec<_>>() {
+        let peers: Vec<ReplicaId> = primary.peers.keys().copied().collect();
+        for peer in peers {
             self.send_append(peer);
         }
-    }
-
-    /// Whether a quorum (ourselves included) was heard from within an election timeout.
-    fn hears_quorum(&self) -> bool {
-        let RoleState::Primary(primary) = &self.role else {
-            return false;
-        };
-        let heard = primary
-            .peers
-            .values()
-            .filter(|p| self.now.saturating_sub(p.last_heard) < self.opts.election_timeout)
-            .count();
-        self.quorum.is_reached(heard + 1)
     }
 
     /// A primary's progress record of `peer`; `None` if we are not primary.
@@ -276,36 +264,35 @@ impl super::Replica {
         {
             progress.next = last.index + 1;
         }
-        let message = PeerMessage::Append {
-            view: self.view,
+        let established = self
+            .role
+            .primary_ref()
+            .is_some_and(|p| p.proposal.is_none());
+        let message = self.message(Body::Append {
+            view: self.state.accepted.ballot,
+            established,
             prev_index,
             prev_view,
             entries,
             commit: self.commit,
-        };
-        // The view is durable (we were elected with our own durable vote), and our own
-        // entries need not be durable here before a backup stores them.
+        });
+        // Our acceptance of the view is durable before any `Propose` leaves, and an
+        // `Append` of this ballot is refused by anyone who has not seen the proposal; our
+        // own entries need not be durable before a member stores them.
         self.send_now(peer, message);
     }
 
-    /// A message from `from` in our view reached us: it is alive and follows us. Returns
-    /// whether the message is for us as primary of this view.
-    pub(super) fn heard(&mut self, from: ReplicaId, view: View) -> bool {
-        if view > self.view {
-            self.adopt_view(view);
-            return false;
-        }
-        if view < self.view {
-            return false;
-        }
-        let now = self.now;
-        match self.progress(from) {
-            Some(progress) => {
-                progress.last_heard = now;
-                true
+    /// A replication answer from `from` about `view`: returns whether it is for us as the
+    /// proposer or primary of that view. A refusal from a member that promised a higher
+    /// ballot fences us: we stop acting and step down.
+    pub(super) fn heard(&mut self, from: ReplicaId, view: View, ok: bool) -> bool {
+        if view > self.state.accepted.ballot && !ok {
+            if self.role.primary_ref().is_some() {
+                self.step_down(None);
             }
-            None => false,
+            return false;
         }
+        view == self.state.accepted.ballot && self.progress(from).is_some()
     }
 
     pub(super) fn on_append_reply(
@@ -316,7 +303,7 @@ impl super::Replica {
         index: OpIndex,
         prev_index: OpIndex,
     ) {
-        if !self.heard(from, view) {
+        if !self.heard(from, view, ok) {
             return;
         }
         let last_index = self.log.last_index();
@@ -327,7 +314,15 @@ impl super::Replica {
             return; // Answers to appends sent before the snapshot: the snapshot decides.
         }
         if ok {
+            let advanced = index > progress.matched;
             progress.matched = progress.matched.max(index);
+            if advanced {
+                let now = self.now;
+                self.proposal_progressed(now);
+            }
+            let Some(progress) = self.progress(from) else {
+                return;
+            };
             if progress.state == SendState::Probe {
                 progress.state = SendState::Replicate;
             }
@@ -350,17 +345,30 @@ impl super::Replica {
         self.send_append(from);
     }
 
-    /// Commits the highest entry of our view that a quorum holds durably.
+    /// A member caught up further with our proposal's log: the proposal is alive.
+    fn proposal_progressed(&mut self, now: Instant) {
+        if let Some(p) = self.role.as_primary().and_then(|p| p.proposal.as_mut()) {
+            p.started = now;
+        }
+    }
+
+    /// Commits the highest entry of our established view that every member holds durably.
     pub(super) fn advance_commit(&mut self) {
         let RoleState::Primary(primary) = &self.role else {
             return;
         };
+        if primary.proposal.is_some() {
+            return; // Nothing commits in a view that is not established.
+        }
         let mut held: Vec<OpIndex> = primary.peers.values().map(|p| p.matched).collect();
         held.push(self.durable_index);
-        if let Some(commit) = self
-            .quorum
-            .commit_point(held, &self.log, self.view, self.commit)
-        {
+        if let Some(commit) = quorum::commit_point(
+            held,
+            &self.log,
+            self.state.accepted.ballot,
+            self.commit,
+            self.opts.mutations.commit_with_majority,
+        ) {
             self.commit = commit;
             self.apply_committed();
         }

@@ -1,53 +1,40 @@
 //! Role-typed state: what a replica knows that only matters in its current role.
 
 use super::primary::Primary;
-use super::{PersistId, Role};
+use super::proposal::Preparing;
+use super::Role;
 use crate::ids::ReplicaId;
-use std::collections::BTreeSet;
 
 /// The replica's role together with the state that role owns. Leaving a role drops its state.
 #[derive(Debug)]
 pub(super) enum RoleState {
-    /// Following the primary of the current view, if one has been heard from.
+    /// A member (or a rejoining replica) following the primary it last heard, if any.
     Backup { primary: Option<ReplicaId> },
-    /// Asking for votes in the current view.
-    Candidate(Candidate),
-    /// Ordering, replicating and committing in the current view.
+    /// Phase 1 of our own proposal: collecting promises.
+    Preparing(Preparing),
+    /// Proposer of our accepted view: phase 2 while `proposal` is set (bringing members to
+    /// our log, counting acceptances), then the primary of the established view.
     Primary(Primary),
-}
-
-/// A candidate's election in progress.
-#[derive(Debug)]
-pub(super) struct Candidate {
-    /// Who voted for us in this view, ourselves included.
-    pub votes: BTreeSet<ReplicaId>,
-    /// The persist id of our own vote: the votes count only once it is durable.
-    pub own_vote: PersistId,
 }
 
 impl RoleState {
     pub fn role(&self) -> Role {
         match self {
             RoleState::Backup { .. } => Role::Backup,
-            RoleState::Candidate(_) => Role::Candidate,
+            RoleState::Preparing(_) => Role::Candidate,
+            RoleState::Primary(p) if p.proposal.is_some() => Role::Candidate,
             RoleState::Primary(_) => Role::Primary,
         }
     }
 
-    /// The primary of the current view as far as this replica knows (`me` if it is primary).
-    pub fn primary(&self, me: ReplicaId) -> Option<ReplicaId> {
+    pub fn as_primary(&mut self) -> Option<&mut Primary> {
         match self {
-            RoleState::Backup { primary } => *primary,
-            RoleState::Candidate(_) => None,
-            RoleState::Primary(_) => Some(me),
+            RoleState::Primary(p) => Some(p),
+            _ => None,
         }
     }
 
-    pub fn is_primary(&self) -> bool {
-        matches!(self, RoleState::Primary(_))
-    }
-
-    pub fn as_primary(&mut self) -> Option<&mut Primary> {
+    pub fn primary_ref(&self) -> Option<&Primary> {
         match self {
             RoleState::Primary(p) => Some(p),
             _ => None,

@@ -2,7 +2,7 @@
 //! installing one from the primary.
 
 use super::primary::SendState;
-use super::{PeerMessage, Persist, PersistId};
+use super::{Body, Persist, PersistId};
 use crate::durable::{Record, Snapshot, SnapshotMeta};
 use crate::ids::{OpIndex, ReplicaId, View};
 use crate::service::Service;
@@ -98,13 +98,13 @@ impl super::Replica {
         let total = snapshot.data.len() as u64;
         let start = offset.min(total) as usize;
         let end = (start + self.opts.snapshot_chunk_bytes.max(1)).min(snapshot.data.len());
-        let message = PeerMessage::SnapshotChunk {
-            view: self.view,
+        let message = self.message(Body::SnapshotChunk {
+            view: self.state.accepted.ballot,
             meta: snapshot.meta,
             offset: start as u64,
             total_len: total,
             data: snapshot.data[start..end].to_vec(),
-        };
+        });
         self.send_now(peer, message);
     }
 
@@ -116,7 +116,7 @@ impl super::Replica {
         last_index: OpIndex,
         offset: u64,
     ) {
-        if !self.heard(from, view) {
+        if !self.heard(from, view, true) {
             return;
         }
         let base = self.log.base();
@@ -137,7 +137,20 @@ impl super::Replica {
             progress.state = SendState::Probe;
             self.advance_commit();
         } else {
+            let before = match progress.state {
+                SendState::Snapshot { offset } => offset,
+                _ => 0,
+            };
             progress.state = SendState::Snapshot { offset };
+            if offset <= before {
+                // No progress (the member refuses, or a copy): the heartbeat sends again,
+                // rather than a chunk per refusal at once.
+                return;
+            }
+            let now = self.now;
+            if let Some(p) = self.role.as_primary().and_then(|p| p.proposal.as_mut()) {
+                p.started = now; // A long catch-up is not a failure.
+            }
         }
         self.send_append(from);
     }
@@ -153,12 +166,14 @@ impl super::Replica {
         total_len: u64,
         data: Vec<u8>,
     ) {
-        let reply = |replica: &Self, offset| PeerMessage::SnapshotReply {
-            view: replica.view,
-            last_index: meta.last_index,
-            offset,
+        let reply = |replica: &Self, offset| {
+            replica.message(Body::SnapshotReply {
+                view: replica.state.promised.max(view),
+                last_index: meta.last_index,
+                offset,
+            })
         };
-        if !self.follow(from, view) {
+        if !self.follow(from, view, false) {
             let message = reply(self, 0);
             self.send_after_persist(from, message);
             return;
@@ -205,6 +220,10 @@ impl super::Replica {
             if !self.install_snapshot(snapshot) {
                 have = 0; // Undecodable: ask for it again rather than claim we hold it.
             }
+            let message = reply(self, have);
+            self.send_after_persist(from, message);
+            self.try_accept_pending();
+            return;
         }
         let message = reply(self, have);
         self.send_after_persist(from, message);

@@ -5,15 +5,17 @@ use crate::time::Instant;
 /// Every timer a replica runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Timer {
-    /// Backup or candidate: no primary heard for a while, so start an election.
-    Election,
-    /// Primary: time for heartbeats (and the check that a majority still answers).
+    /// Always armed: heartbeats (leases, replication, `Hello`s), retransmissions, the check
+    /// for members to exclude. Its period is at most half the pause bound, so that a longer
+    /// gap between steps is a stalled process (pause detection).
     Heartbeat,
+    /// A staggered or backed-off proposal may start.
+    Retry,
 }
 
 impl Timer {
     /// In the order `tick` fires them when several are due.
-    pub const ALL: [Timer; 2] = [Timer::Election, Timer::Heartbeat];
+    pub const ALL: [Timer; 2] = [Timer::Heartbeat, Timer::Retry];
 
     fn slot(self) -> usize {
         self as usize

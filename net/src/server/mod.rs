@@ -34,7 +34,7 @@ pub use shutdown::Shutdown;
 use crate::storage::{DirLock, Storage, StorageOptions};
 use chat_core::config::Config;
 use chat_core::ids::ReplicaId;
-use chat_core::replica::{Faults, Options, Replica};
+use chat_core::replica::{LeaseOptions, Mutations, Options, Replica};
 use chat_core::time::Duration;
 use event_loop::{Clock, EventLoop};
 use std::path::PathBuf;
@@ -93,9 +93,10 @@ fn replica_options(config: &Config, id: ReplicaId) -> Options {
         max_append_entries: MAX_APPEND_ENTRIES,
         snapshot_chunk_bytes: config.net.max_frame_bytes as usize / 4,
         max_append_bytes: config.net.max_frame_bytes as usize / 4,
-        // Election jitter must differ between replicas and between restarts.
+        // Jitter and the incarnation id must differ between replicas and between restarts.
         seed: rand::random::<u64>() ^ u64::from(id),
         limits: config.limits.clone(),
-        faults: Faults::default(),
+        leases: LeaseOptions::default(),
+        mutations: Mutations::default(),
     }
 }

@@ -9,7 +9,7 @@
 
 use super::metrics::{Metrics, PeerLabel, ReasonLabel};
 use chat_core::ids::{OpIndex, ReplicaId, View};
-use chat_core::replica::{PeerMessage, Role, Status};
+use chat_core::replica::{Body, PeerMessage, Role, Status};
 use chat_core::time::{Duration, Instant};
 use std::collections::{BTreeMap, BTreeSet};
 use tracing::{debug, info};
@@ -77,6 +77,10 @@ impl Narrator {
     ) -> Narrator {
         metrics.view.set(status.view as i64);
         metrics.commit_index.set(status.commit as i64);
+        // A replica may start as primary (the first view's primary, or a view of one).
+        metrics
+            .is_primary
+            .set(i64::from(status.role == Role::Primary));
         Narrator {
             me: status.id,
             majority: replicas / 2 + 1,
@@ -106,11 +110,11 @@ impl Narrator {
         status: &Status,
     ) {
         self.heard.insert(from, now);
-        if message.view() > status.view {
-            self.higher_view_from = Some((from, message.view()));
+        if let Some(view) = message.view().filter(|&v| v > status.view) {
+            self.higher_view_from = Some((from, view));
         }
-        match message {
-            PeerMessage::Append {
+        match &message.body {
+            Body::Append {
                 entries, commit, ..
             } => {
                 self.primary_commit = self.primary_commit.max(*commit);
@@ -127,10 +131,12 @@ impl Narrator {
                     }
                 }
             }
-            PeerMessage::VoteReply { view, granted } if *granted && *view == status.view => {
+            Body::Promise {
+                ballot, granted, ..
+            } if *granted && *ballot == status.view => {
                 self.votes.insert(from);
             }
-            PeerMessage::SnapshotChunk {
+            Body::SnapshotChunk {
                 meta,
                 offset: 0,
                 total_len,
@@ -143,13 +149,13 @@ impl Narrator {
                     bytes: *total_len,
                 });
             }
-            PeerMessage::AppendReply {
+            Body::AppendReply {
                 ok: true, index, ..
             } => {
                 let acked = self.acked.entry(from).or_default();
                 *acked = (*acked).max(*index);
             }
-            PeerMessage::SnapshotReply {
+            Body::SnapshotReply {
                 last_index, offset, ..
             } => {
                 if let Some((since, bytes, index)) = self.snapshots_out.get(&from).copied() {
@@ -169,12 +175,12 @@ impl Narrator {
 
     /// A message the replica sends to `to`.
     pub(super) fn on_send(&mut self, now: Instant, to: ReplicaId, message: &PeerMessage) {
-        if let PeerMessage::SnapshotChunk {
+        if let Body::SnapshotChunk {
             meta,
             offset: 0,
             total_len,
             ..
-        } = message
+        } = &message.body
         {
             // A chunk at offset 0 starts a transfer, or restarts it with a newer snapshot.
             let index = meta.last_index;

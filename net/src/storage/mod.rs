@@ -8,8 +8,8 @@
 //! Invariants that keep recovery and compaction safe:
 //! - Only the active (last) segment has unsynced bytes: a full segment is synced before the
 //!   next one starts, so a torn tail can only be in the last segment.
-//! - Every segment this code creates starts with the latest [`Record::Vote`], synced, so old
-//!   segments can be deleted without losing the vote.
+//! - Every segment this code creates starts with the latest [`Record::Protocol`], synced, so old
+//!   segments can be deleted without losing the protocol state.
 //! - Segments are deleted oldest first and only while every entry they hold is covered by a
 //!   durable snapshot, so a truncation they record never matters again.
 //! - A failed fsync is returned as [`StorageError::Sync`] and never retried: after one, the
@@ -142,7 +142,7 @@ impl Storage {
         for record in records {
             record::encode(record, &mut self.pending);
             self.active.note(record);
-            if let Record::Vote { .. } = record {
+            if let Record::Protocol(_) = record {
                 self.last_vote = Some(record.clone());
             }
             if self.len + self.pending.len() as u64 >= self.opts.segment_bytes {

@@ -55,7 +55,7 @@ pub(super) fn open(
     let last_vote = records
         .iter()
         .rev()
-        .find(|r| matches!(r, Record::Vote { .. }))
+        .find(|r| matches!(r, Record::Protocol(_)))
         .cloned();
     let report = RecoveryReport {
         torn_tail: torn_tail.clone(),

@@ -1,0 +1,923 @@
+//! Installing views: phases 1 and 2 on the proposer's and the acceptor's side (rule 1),
+//! establishing (1d), who proposes and whom it leaves out (rule 4), leases by heartbeat
+//! (rule 3), rejoin through the primary (rule 7) and everyone-down (rule 8).
+
+use super::primary::Primary;
+use super::role::RoleState;
+use super::timers::Timer;
+use super::view::{self, Exclusion, Incarnation, Members, ViewDef};
+use super::{Body, Heard, Persist, PersistId, Report};
+use crate::durable::{EntryBody, Record};
+use crate::ids::{OpIndex, ReplicaId, View};
+use crate::time::{Duration, Instant};
+use rand::Rng;
+use std::collections::BTreeMap;
+
+/// Who a proposal leaves out, and why.
+type Exclusions = Vec<(ReplicaId, Exclusion)>;
+
+/// Phase 1 of our own proposal.
+#[derive(Debug)]
+pub(super) struct Preparing {
+    pub ballot: View,
+    kind: Kind,
+    /// Everyone whose promise we need (ourselves included).
+    asked: Members,
+    answers: BTreeMap<ReplicaId, Report>,
+    /// Our own promise: the answers count once it is durable.
+    own: PersistId,
+    started: Instant,
+}
+
+/// What a proposal changes.
+#[derive(Clone, Debug)]
+enum Kind {
+    /// Rule 4: leave these out (an empty list re-forms the base view).
+    Exclude(Vec<(ReplicaId, Exclusion)>),
+    /// Rule 7: the primary adds a returning replica.
+    Rejoin(ReplicaId),
+    /// Rule 8: everyone went down; the named proposer re-forms the highest view.
+    Recover,
+}
+
+/// Phase 2 of our own proposal.
+#[derive(Debug)]
+pub(super) struct Proposal {
+    pub view: ViewDef,
+    base: View,
+    excluded: Vec<(ReplicaId, Exclusion)>,
+    voters: Members,
+    /// Who accepted (or voted), ourselves included once our acceptance is durable.
+    accepted: Members,
+    /// Our own acceptance.
+    own: PersistId,
+    log_end: OpIndex,
+    log_end_view: View,
+    /// Started, or last saw a member catch up (a long catch-up is not a failure).
+    pub(super) started: Instant,
+    /// Appends start once our acceptance is durable (after the `Propose` copies).
+    replicating: bool,
+}
+
+/// A `Propose` as received.
+#[derive(Clone, Debug)]
+pub(super) struct Proposed {
+    pub view: ViewDef,
+    pub base: View,
+    pub voters: Members,
+    pub excluded: Vec<(ReplicaId, Exclusion)>,
+    pub log_end: OpIndex,
+    pub log_end_view: View,
+    pub sent_at: Instant,
+}
+
+/// Acceptor: a proposal that passed every check, waiting for the proposer's log.
+#[derive(Debug)]
+pub(super) struct PendingAccept {
+    pub view: ViewDef,
+    from: ReplicaId,
+    proposed: Proposed,
+}
+
+impl super::Replica {
+    fn majority(&self) -> usize {
+        usize::from(self.opts.replica_count) / 2 + 1
+    }
+
+    /// A report heard recently enough to act on (rule 8).
+    fn fresh(&self, heard: &Heard) -> bool {
+        self.now.saturating_sub(heard.at) <= self.opts.election_timeout
+    }
+
+    // ----- heartbeats and leases (rule 3) -----
+
+    pub(super) fn on_heartbeat_timer(&mut self) {
+        let period = self
+            .opts
+            .heartbeat_interval
+            .min(self.opts.leases.watchdog());
+        self.timers.arm(Timer::Heartbeat, self.now + period);
+        if self.rejoining || !self.is_member() {
+            let message = self.message(Body::Hello {
+                report: self.report(),
+                answer: true,
+            });
+            for peer in self.peers().collect::<Vec<_>>() {
+                self.send_after_persist(peer, message.clone());
+            }
+        } else {
+            let message = self.message(Body::Heartbeat { sent_at: self.now });
+            let me = self.opts.id;
+            for peer in self.partners().iter().filter(|&p| p != me) {
+                self.send_now(peer, message.clone());
+            }
+        }
+        self.retransmit();
+        self.primary_heartbeat();
+        self.maybe_propose();
+    }
+
+    pub(super) fn on_heartbeat(&mut self, from: ReplicaId, sent_at: Instant) {
+        let ours = !self.rejoining && self.is_member() && self.partners().contains(from);
+        if ours {
+            if self.leases.promise_to(from, self.now) {
+                let message = self.message(Body::HeartbeatOk { echo: sent_at });
+                self.send_now(from, message);
+            }
+        } else if !self.partners().contains(from) {
+            // It is not in our view: tell it where we stand (it may have been left out).
+            let message = self.message(Body::Hello {
+                report: self.report(),
+                answer: false,
+            });
+            self.send_after_persist(from, message);
+        }
+    }
+
+    pub(super) fn on_hello(&mut self, from: ReplicaId, report: Report, answer: bool) {
+        self.reports.insert(
+            from,
+            Heard {
+                report,
+                at: self.now,
+            },
+        );
+        if answer {
+            let message = self.message(Body::Hello {
+                report: self.report(),
+                answer: false,
+            });
+            self.send_after_persist(from, message);
+        }
+        self.learn_exclusion(&report);
+        if self.is_acting_primary() {
+            if !self.members().contains(from) {
+                self.maybe_add(from, &report);
+            } else if report.rejoining {
+                // A restarted member still in our view comes back through a view change
+                // its new incarnation accepts (rule 7), once we hold no evidence of its
+                // crash (that leaves it out first); meanwhile it takes our log.
+                self.send_append(from);
+                self.maybe_add(from, &report);
+            }
+        } else if self.rejoining {
+            self.maybe_recover();
+        }
+    }
+
+    /// A view we are not in was established above ours: we were left out, and rejoin
+    /// through its primary (rule 7).
+    fn learn_exclusion(&mut self, report: &Report) {
+        let newer = report.established.ballot > self.state.accepted.ballot;
+        if newer && !report.established.members.contains(self.opts.id) && !self.rejoining {
+            self.rejoining = true;
+            self.pending_accept = None;
+            self.step_down(None);
+        }
+    }
+
+    /// Whom we exchange heartbeats (leases and promises) with: the members of our accepted
+    /// and established views. (More promises only restrict us; a member of the established
+    /// view left out by an unestablished proposal may still be needed back.)
+    fn partners(&self) -> Members {
+        self.state
+            .accepted
+            .members
+            .union(self.state.established.members)
+    }
+
+    // ----- who proposes what (rules 4, 7, 8) -----
+
+    /// Members of every view we know of that may still matter: our accepted and established
+    /// views and any higher accepted view a peer reported lately.
+    fn frontier(&self) -> Members {
+        let mine = self.state.accepted.ballot;
+        self.reports
+            .values()
+            .filter(|h| self.fresh(h) && h.report.accepted.ballot > mine)
+            .fold(
+                self.state
+                    .accepted
+                    .members
+                    .union(self.state.established.members),
+                |m, h| m.union(h.report.accepted.members),
+            )
+    }
+
+    /// Whether `peer` reported lately that it is rejoining (restarted or left out): it waits
+    /// to be added back rather than being silent.
+    fn is_rejoining(&self, peer: ReplicaId) -> bool {
+        self.reports
+            .get(&peer)
+            .is_some_and(|h| self.fresh(h) && h.report.rejoining)
+    }
+
+    /// Members we may leave out now, and why (rule 4): proven crashed, or silent past both
+    /// our lease from it and our promise to it.
+    fn suspects(&self) -> Vec<(ReplicaId, Exclusion)> {
+        let me = self.opts.id;
+        self.frontier()
+            .iter()
+            .filter(|&m| m != me)
+            .filter_map(|m| match self.leases.may_exclude(m, self.now) {
+                Some(Exclusion::Silent) if self.leases.holds_lease_from(m, self.now) => None,
+                other => other.map(|why| (m, why)),
+            })
+            .collect()
+    }
+
+    /// Starts a proposal if one is called for: the primary leaves out members it may; a
+    /// member whose primary it may leave out (or whose view it proposed and does not act in)
+    /// proposes after a stagger by rank, so that usually one replica proposes; a rejoining
+    /// replica proposes only under rule 8. A member that is silent to our leases but still
+    /// talks (it restarted and is rejoining) is kept: when it is the primary, the view is
+    /// re-formed with it (it proposes nothing while rejoining, and leaving it out for silence
+    /// needs a majority that may be down); phase 1 may still show it must go (rule 4(c)).
+    pub(super) fn maybe_propose(&mut self) {
+        if self.rejoining {
+            self.maybe_recover();
+            return;
+        }
+        let idle = matches!(self.role, RoleState::Backup { .. }) || self.is_acting_primary();
+        if !self.is_member() || !idle || !self.leases.may_vote_or_accept(self.now) {
+            return;
+        }
+        let me = self.opts.id;
+        let primary = self.state.accepted.primary();
+        let suspects = self.suspects();
+        let primary_suspect = suspects.iter().any(|&(m, _)| m == primary);
+        let mut exclude: Vec<(ReplicaId, Exclusion)> = suspects
+            .iter()
+            .copied()
+            .filter(|&(m, why)| why != Exclusion::Silent || !self.is_rejoining(m))
+            .collect();
+        let wanted = if self.is_acting_primary() {
+            !exclude.is_empty()
+        } else {
+            primary_suspect || primary == me
+        };
+        if !wanted {
+            self.suspect_since = None;
+            return;
+        }
+        let out: Members = exclude.iter().map(|&(m, _)| m).collect();
+        let kept = Members::all(self.opts.replica_count).without(out);
+        let silent = exclude.iter().any(|(_, why)| *why == Exclusion::Silent);
+        if silent && kept.len() < self.majority() {
+            // Rule 4(b) needs a majority of the configured replicas: leave out only the
+            // proven crashed.
+            exclude.retain(|(_, why)| *why != Exclusion::Silent);
+            let primary_out = exclude.iter().any(|&(m, _)| m == primary);
+            if self.is_acting_primary() && exclude.is_empty() || !(primary_out || primary == me) {
+                return;
+            }
+        }
+        if !self.is_acting_primary() && primary != me {
+            // Stagger: the lowest kept member of the view goes first.
+            let rank = self
+                .members()
+                .iter()
+                .filter(|&m| kept.contains(m) && m != primary)
+                .position(|m| m == me)
+                .unwrap_or(0) as u32;
+            let since = *self.suspect_since.get_or_insert(self.now);
+            let at = since + self.opts.heartbeat_interval * 2 * rank;
+            if self.now < at {
+                self.timers.arm(Timer::Retry, at);
+                return;
+            }
+        }
+        self.propose_exclusion(exclude);
+    }
+
+    fn propose_exclusion(&mut self, excluded: Vec<(ReplicaId, Exclusion)>) {
+        if self.now < self.next_proposal_at {
+            self.timers.arm(Timer::Retry, self.next_proposal_at);
+            return;
+        }
+        let out: Members = excluded.iter().map(|&(m, _)| m).collect();
+        // Anyone silent (even a rejoiner we do not mean to leave out yet, whom phase 1 may
+        // show must go) needs a majority of the configured replicas: ask them all.
+        let silent = self
+            .suspects()
+            .iter()
+            .any(|(_, why)| *why == Exclusion::Silent);
+        let asked = if silent {
+            Members::all(self.opts.replica_count).without(out)
+        } else {
+            self.frontier().without(out)
+        };
+        self.start_proposal(Kind::Exclude(excluded), asked);
+    }
+
+    /// Rule 7: the primary adds a rejoining replica that may accept.
+    fn maybe_add(&mut self, joiner: ReplicaId, report: &Report) {
+        let ready = report.rejoining || report.vote || !report.accepted.members.contains(joiner);
+        if !ready || report.quiet || self.now < self.next_proposal_at {
+            return;
+        }
+        if self.leases.has_evidence(joiner) || !self.leases.may_vote_or_accept(self.now) {
+            return;
+        }
+        let asked = self.members().with(joiner);
+        self.start_proposal(Kind::Rejoin(joiner), asked);
+    }
+
+    /// Rule 8's fast path: the established view of one, itself, is also the highest it
+    /// accepted (the mutation looks at the established view only).
+    pub(super) fn may_resume_alone(&self) -> bool {
+        let s = &self.state;
+        let alone = s.established.members == Members::one(self.opts.id);
+        if self.opts.mutations.view_of_one_ignores_accepted {
+            return alone && s.established.primary() == self.opts.id;
+        }
+        alone && s.accepted == s.established && !s.vote
+    }
+
+    /// Rule 8: whom a rejoining replica waits for, and whether it is the named proposer.
+    fn recovery(&self) -> (Members, Option<ReplicaId>) {
+        let me = self.opts.id;
+        let mut reports: BTreeMap<ReplicaId, Report> = self
+            .reports
+            .iter()
+            .filter(|(_, h)| self.fresh(h))
+            .map(|(&id, h)| (id, h.report))
+            .collect();
+        reports.insert(me, self.report());
+        let highest = reports
+            .values()
+            .map(|r| r.established)
+            .max()
+            .expect("our own report");
+        let wait_for = reports
+            .values()
+            .filter(|r| r.accepted.ballot > highest.ballot)
+            .fold(highest.members, |m, r| m.union(r.accepted.members));
+        // Above the highest established view sits an unestablished one: nobody can act
+        // in either until it is re-formed (its members do not follow the established
+        // view, and only its members may propose on it), so every replica waited for need
+        // only be reachable, not rejoining too.
+        let above = reports
+            .values()
+            .any(|r| r.accepted.ballot > highest.ballot && !r.vote);
+        let missing: Members = wait_for
+            .iter()
+            .filter(|m| !reports.get(m).is_some_and(|r| r.rejoining || above))
+            .collect();
+        if !missing.is_empty() {
+            return (missing, None);
+        }
+        let top = wait_for.iter().map(|m| reports[&m].accepted).max();
+        let named = wait_for.iter().find(|m| {
+            let r = &reports[m];
+            Some(r.accepted) == top && !r.vote && r.accepted.members.contains(*m)
+        });
+        (wait_for, named)
+    }
+
+    /// The replicas a rejoining replica waits for (rule 8), for the status.
+    pub(super) fn waiting_for(&self) -> Vec<ReplicaId> {
+        if !self.rejoining {
+            return Vec::new();
+        }
+        match self.recovery() {
+            (missing, None) => missing.iter().collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    fn maybe_recover(&mut self) {
+        if !matches!(self.role, RoleState::Backup { .. }) || self.now < self.next_proposal_at {
+            return;
+        }
+        if !self.leases.may_vote_or_accept(self.now) {
+            return;
+        }
+        if let (wait_for, Some(named)) = self.recovery() {
+            if named == self.opts.id {
+                self.start_proposal(Kind::Recover, wait_for);
+            }
+        }
+    }
+
+    // ----- phase 1 -----
+
+    fn start_proposal(&mut self, kind: Kind, asked: Members) {
+        let me = self.opts.id;
+        // Above every ballot we know of: a refused phase 1 reported the promise it met.
+        let seen = self
+            .reports
+            .values()
+            .map(|h| h.report.promised)
+            .fold(self.state.promised, View::max);
+        let ballot = view::ballot(view::number(seen) + 1, me);
+        self.state.promised = ballot;
+        let own = self.persist_state();
+        self.pending_accept = None;
+        self.suspect_since = None;
+        self.back_off();
+        let excluding = match &kind {
+            Kind::Exclude(list) => list.clone(),
+            _ => Vec::new(),
+        };
+        let asked = asked.with(me);
+        self.role = RoleState::Preparing(Preparing {
+            ballot,
+            kind,
+            asked,
+            answers: BTreeMap::from([(me, self.report())]),
+            own,
+            started: self.now,
+        });
+        let message = self.message(Body::Prepare { ballot, excluding });
+        for peer in asked.iter().filter(|&p| p != me) {
+            self.send_after_persist(peer, message.clone());
+        }
+    }
+
+    /// The next proposal waits a random time in `[election_timeout / 2, election_timeout)`.
+    fn back_off(&mut self) {
+        let base = self.opts.election_timeout.as_micros() as u64 / 2;
+        let jitter = self.rng.gen_range(0..base.max(1));
+        self.next_proposal_at = self.now + Duration::from_micros(base + jitter);
+    }
+
+    /// Drops our proposal (phase 1 or 2) and tries again later if still needed.
+    fn abandon(&mut self) {
+        self.step_down(None);
+        self.timers.arm(Timer::Retry, self.next_proposal_at);
+    }
+
+    pub(super) fn on_prepare(
+        &mut self,
+        from: ReplicaId,
+        ballot: View,
+        excluding: Vec<(ReplicaId, Exclusion)>,
+    ) {
+        // A replica that would refuse phase 2 (it still promises a member left out for
+        // silence) promises nothing, so that it is not fenced off its healthy primary.
+        let still_promised = excluding.iter().any(|&(m, why)| {
+            why == Exclusion::Silent
+                && m != self.opts.id
+                && self.leases.may_exclude(m, self.now).is_none()
+        });
+        // A replica left out of our established view rejoins through its primary (rule 7):
+        // it proposes nothing, and is told so by our report.
+        let outsider = !self.rejoining
+            && self.state.established == self.state.accepted
+            && !self.members().contains(from);
+        // A copy of a `Prepare` we answered already is granted again (nothing new promised).
+        let again = ballot == self.state.promised && view::proposer(ballot) == from;
+        let granted = again || (ballot > self.state.promised && !still_promised && !outsider);
+        if granted && !again {
+            if !self.opts.mutations.promise_nothing {
+                self.state.promised = ballot;
+                self.persist_state();
+            }
+            if self
+                .pending_accept
+                .as_ref()
+                .is_some_and(|p| p.view.ballot < ballot)
+            {
+                self.pending_accept = None;
+            }
+            if !matches!(self.role, RoleState::Backup { .. }) {
+                self.step_down(None);
+            }
+        }
+        let message = self.message(Body::Promise {
+            ballot,
+            granted,
+            report: self.report(),
+        });
+        self.send_after_persist(from, message);
+    }
+
+    pub(super) fn on_promise(
+        &mut self,
+        from: ReplicaId,
+        ballot: View,
+        granted: bool,
+        report: Report,
+    ) {
+        self.reports.insert(
+            from,
+            Heard {
+                report,
+                at: self.now,
+            },
+        );
+        self.learn_exclusion(&report);
+        let RoleState::Preparing(p) = &mut self.role else {
+            return;
+        };
+        if p.ballot != ballot {
+            return;
+        }
+        if granted {
+            p.answers.insert(from, report);
+            self.maybe_finish_phase_one();
+        } else if report.promised != ballot {
+            self.abandon();
+        }
+    }
+
+    /// With every promise in (our own durable), checks rule 1b and rule 4 and goes on to
+    /// phase 2, or drops the proposal.
+    pub(super) fn maybe_finish_phase_one(&mut self) {
+        let RoleState::Preparing(p) = &self.role else {
+            return;
+        };
+        let answered: Members = p.answers.keys().copied().collect();
+        if self.durable_id < p.own {
+            return;
+        }
+        // The answers in so far may already carry the proposal: it then goes on as if only
+        // those who answered had been asked (a `Prepare` to the others only made them
+        // promise more). Otherwise wait for every answer, and drop it if even they fail.
+        let everyone = p.asked.is_subset(answered);
+        match self.phase_two_view(p) {
+            Some((view, base, excluded)) => {
+                let out: Members = excluded.iter().map(|&(m, _)| m).collect();
+                let voters = answered.without(view.members).without(out);
+                self.start_phase_two(view, base, excluded, voters);
+            }
+            None if everyone => self.abandon(),
+            None => {}
+        }
+    }
+
+    /// Rule 1b and 4: the new view, its base and its exclusions, if the answers allow it.
+    fn phase_two_view(&self, p: &Preparing) -> Option<(ViewDef, View, Exclusions)> {
+        let me = self.opts.id;
+        let base = p.answers.values().map(|r| r.accepted).max()?;
+        let established = p.answers.values().map(|r| r.established).max()?;
+        let (members, reasons) = match &p.kind {
+            Kind::Exclude(list) => {
+                // Members of the highest established view that answered and are not left out
+                // stay (or come back): they hold promises, so nobody acts meanwhile, and they
+                // adopt our log before accepting.
+                let out: Members = list.iter().map(|&(m, _)| m).collect();
+                let back = established.members.without(base.members);
+                let answered: Members = p.answers.keys().copied().collect();
+                let back = Members(back.0 & answered.0);
+                (base.members.union(back).without(out), list.clone())
+            }
+            Kind::Rejoin(joiner) => (base.members.with(*joiner), Vec::new()),
+            // Everyone went down and every replica waited for is back: re-form the highest
+            // view with all of them (no one acts meanwhile, all promised this ballot), so
+            // that no member of the highest established view needs excluding (rule 4(c)).
+            Kind::Recover => (base.members.union(p.asked), Vec::new()),
+        };
+        // Everyone left out of the base or of the highest established view is excluded by
+        // this proposal itself (rule 4(c): nothing carries over from an unestablished base).
+        let left_out = base.members.union(established.members).without(members);
+        let mut excluded: Vec<(ReplicaId, Exclusion)> = reasons
+            .into_iter()
+            .filter(|&(m, _)| left_out.contains(m))
+            .collect();
+        if matches!(p.kind, Kind::Exclude(_)) {
+            // Left out of a view phase 1 showed us: with a reason of our own, if we have one.
+            for m in left_out.iter().filter(|&m| m != me) {
+                if excluded.iter().all(|&(x, _)| x != m) {
+                    match self.leases.may_exclude(m, self.now) {
+                        Some(Exclusion::Silent) if self.leases.holds_lease_from(m, self.now) => {}
+                        Some(why) => excluded.push((m, why)),
+                        None => {}
+                    }
+                }
+            }
+        }
+        let justified = left_out
+            .iter()
+            .all(|m| excluded.iter().any(|&(x, _)| x == m));
+        let silent: Vec<ReplicaId> = excluded
+            .iter()
+            .filter(|(_, why)| *why == Exclusion::Silent)
+            .map(|&(m, _)| m)
+            .collect();
+        // Those left out do not help (a replica never votes to leave itself out).
+        let answered: Members = p.answers.keys().copied().collect();
+        let helpers = answered.without(excluded.iter().map(|&(m, _)| m).collect());
+        let silent_ok = silent.iter().all(|&m| {
+            matches!(
+                self.leases.may_exclude(m, self.now),
+                Some(Exclusion::Silent)
+            ) && !self.leases.holds_lease_from(m, self.now)
+        }) && (silent.is_empty() || helpers.len() >= self.majority());
+        let ok = base.members.contains(me)
+            && justified
+            && silent_ok
+            && members.is_subset(answered)
+            && !members.is_empty()
+            && self.leases.may_vote_or_accept(self.now);
+        ok.then_some((
+            ViewDef {
+                ballot: p.ballot,
+                members,
+            },
+            base.ballot,
+            excluded,
+        ))
+    }
+
+    // ----- phase 2 -----
+
+    fn start_phase_two(
+        &mut self,
+        view: ViewDef,
+        base: View,
+        excluded: Vec<(ReplicaId, Exclusion)>,
+        voters: Members,
+    ) {
+        let me = self.opts.id;
+        self.state.accepted = view;
+        self.accepted_in_this_life = true;
+        self.state.vote = false;
+        let own = self.persist_state();
+        self.use_exclusions(&excluded);
+        let log_end = self.log.last_index();
+        let log_end_view = self.log.last_view();
+        let proposal = Proposal {
+            view,
+            base,
+            excluded,
+            voters,
+            accepted: Members::default(),
+            own,
+            log_end,
+            log_end_view,
+            started: self.now,
+            replicating: false,
+        };
+        let peers = view.members.iter().filter(|&m| m != me);
+        let mut primary = Primary::new(peers, log_end + 1, Some(proposal));
+        for entry in self.log.entries_after(self.commit) {
+            if let EntryBody::Request(r) = &entry.body {
+                primary.pending.insert(r.client, r.request);
+            }
+        }
+        self.role = RoleState::Primary(primary);
+        self.send_proposal();
+        self.maybe_establish();
+    }
+
+    /// Sends (or resends) our proposal to every member and voter that has not accepted it,
+    /// once our own acceptance is durable.
+    fn send_proposal(&mut self) {
+        let me = self.opts.id;
+        let now = self.now;
+        let Some(p) = self.role.primary_ref().and_then(|p| p.proposal.as_ref()) else {
+            return;
+        };
+        let message = self.message(Body::Propose {
+            view: p.view,
+            base: p.base,
+            voters: p.voters.iter().collect(),
+            excluded: p.excluded.clone(),
+            log_end: p.log_end,
+            log_end_view: p.log_end_view,
+            sent_at: now,
+        });
+        let to = p
+            .view
+            .members
+            .union(p.voters)
+            .without(p.accepted)
+            .without(Members::one(me));
+        for peer in to.iter() {
+            self.send_after_persist(peer, message.clone());
+        }
+    }
+
+    /// Heartbeat: resend what is unanswered; drop a proposal that has taken too long.
+    fn retransmit(&mut self) {
+        let timeout = self.opts.election_timeout;
+        let now = self.now;
+        match &self.role {
+            RoleState::Preparing(p) => {
+                if now.saturating_sub(p.started) > timeout {
+                    return self.abandon();
+                }
+                let message = self.message(Body::Prepare {
+                    ballot: p.ballot,
+                    excluding: match &p.kind {
+                        Kind::Exclude(list) => list.clone(),
+                        _ => Vec::new(),
+                    },
+                });
+                let answered: Members = p.answers.keys().copied().collect();
+                for peer in p.asked.without(answered).iter() {
+                    self.send_after_persist(peer, message.clone());
+                }
+            }
+            RoleState::Primary(Primary {
+                proposal: Some(p), ..
+            }) => {
+                if now.saturating_sub(p.started) > timeout {
+                    return self.abandon();
+                }
+                self.send_proposal();
+            }
+            _ => {}
+        }
+    }
+
+    pub(super) fn on_propose(&mut self, from: ReplicaId, p: Proposed) {
+        let me = self.opts.id;
+        let ballot = p.view.ballot;
+        if view::proposer(ballot) != from {
+            return;
+        }
+        if self.state.accepted.ballot == ballot {
+            // A copy of what we accepted already: answer it again (its own send time).
+            self.leases.promise_to(from, self.now);
+            let message = self.message(Body::Accepted {
+                ballot,
+                echo: p.sent_at,
+            });
+            self.send_after_persist(from, message);
+            return;
+        }
+        let answered = if self.opts.mutations.promise_nothing {
+            self.state.promised <= ballot
+        } else {
+            self.state.promised == ballot
+        };
+        let member = p.view.members.contains(me);
+        let checks = answered
+            && p.base >= self.state.accepted.ballot
+            && self.state.accepted.ballot < ballot
+            && (member || p.voters.contains(me))
+            && self.leases.may_vote_or_accept(self.now)
+            && p.excluded.iter().all(|&(m, why)| match why {
+                Exclusion::Silent => self.leases.may_exclude(m, self.now).is_some(),
+                Exclusion::Crashed(_) => true,
+            });
+        if !checks {
+            return;
+        }
+        if !member {
+            // A vote (rule 4b): durable, without the log. We are not in the view.
+            return self.accept(from, p, true);
+        }
+        if self.opts.mutations.accept_before_log {
+            return self.accept(from, p, false);
+        }
+        self.pending_accept = Some(PendingAccept {
+            view: p.view,
+            from,
+            proposed: p,
+        });
+        self.try_accept_pending();
+    }
+
+    /// Accepts the pending proposal once we hold the proposer's log up to its end (rule 1c):
+    /// anything after it goes.
+    pub(super) fn try_accept_pending(&mut self) {
+        let Some(pending) = &self.pending_accept else {
+            return;
+        };
+        let (log_end, log_end_view) = (pending.proposed.log_end, pending.proposed.log_end_view);
+        if self.state.promised > pending.view.ballot {
+            self.pending_accept = None;
+            return;
+        }
+        if self.log.view_at(log_end) != Some(log_end_view) || self.commit > log_end {
+            return;
+        }
+        let pending = self.pending_accept.take().expect("checked above");
+        if self.log.last_index() > log_end {
+            self.truncate_log(log_end + 1);
+            self.persist(Persist::Records(vec![Record::TruncateFrom(log_end + 1)]));
+        }
+        self.accept(pending.from, pending.proposed, false);
+    }
+
+    /// Records the acceptance (or vote) durably, then answers it.
+    fn accept(&mut self, from: ReplicaId, p: Proposed, vote: bool) {
+        self.state.promised = self.state.promised.max(p.view.ballot);
+        self.state.accepted = p.view;
+        self.accepted_in_this_life = true;
+        self.state.vote = vote;
+        self.persist_state();
+        self.use_exclusions(&p.excluded);
+        if vote {
+            self.rejoining = true;
+        }
+        self.step_down(None);
+        // The acceptance answers the proposer like a heartbeat (rule 3).
+        self.leases.promise_to(from, self.now);
+        let message = self.message(Body::Accepted {
+            ballot: p.view.ballot,
+            echo: p.sent_at,
+        });
+        self.send_after_persist(from, message);
+    }
+
+    /// Helping to exclude: a proven-crashed incarnation is ignored from now on (its evidence
+    /// is kept, to reuse); a silent member is promised nothing more until it rejoins.
+    fn use_exclusions(&mut self, excluded: &[(ReplicaId, Exclusion)]) {
+        for &(m, why) in excluded {
+            match why {
+                Exclusion::Crashed(life) => self.leases.accept_evidence(m, life),
+                Exclusion::Silent => self.leases.withhold(m),
+            }
+        }
+    }
+
+    pub(super) fn on_accepted(
+        &mut self,
+        from: ReplicaId,
+        life: Incarnation,
+        ballot: View,
+        echo: Instant,
+    ) {
+        self.leases.answered(from, life, echo);
+        let Some(primary) = self.role.as_primary() else {
+            return;
+        };
+        let Some(p) = primary.proposal.as_mut() else {
+            return;
+        };
+        if p.view.ballot != ballot {
+            return;
+        }
+        p.accepted = p.accepted.with(from);
+        let log_end = p.log_end;
+        if let Some(progress) = primary.peers.get_mut(&from) {
+            // It holds our log up to its end, durably.
+            progress.matched = progress.matched.max(log_end);
+            progress.next = progress.next.max(log_end + 1);
+        }
+        self.maybe_establish();
+    }
+
+    /// Rule 1d: established once every member accepted (and a majority of the configured
+    /// replicas, when someone is left out for silence). Then the primary acts.
+    pub(super) fn maybe_establish(&mut self) {
+        let me = self.opts.id;
+        let majority = self.majority();
+        let early = self.opts.mutations.act_before_established;
+        let durable = self.durable_id;
+        let Some(primary) = self.role.as_primary() else {
+            return;
+        };
+        let Some(p) = primary.proposal.as_mut() else {
+            return;
+        };
+        if durable < p.own {
+            return;
+        }
+        p.accepted = p.accepted.with(me);
+        let start_replicating = !p.replicating;
+        p.replicating = true;
+        let silent = p.excluded.iter().any(|(_, why)| *why == Exclusion::Silent);
+        let everyone = p.view.members.is_subset(p.accepted) || early;
+        let done = everyone && (!silent || p.accepted.len() >= majority);
+        if done {
+            primary.proposal = None;
+            self.state.established = self.state.accepted;
+            self.persist_state();
+            self.rejoining = false;
+            self.forget_excluded();
+            self.append_entry(EntryBody::Noop);
+            self.primary_heartbeat();
+        } else if start_replicating {
+            self.primary_heartbeat();
+        }
+    }
+
+    /// Becomes the primary of an established view without a proposal (the first view at
+    /// the first start, or rule 8's view of one).
+    pub(super) fn become_primary_of_established(&mut self) {
+        let me = self.opts.id;
+        let peers = self.state.accepted.members.iter().filter(|&m| m != me);
+        let mut primary = Primary::new(peers, self.log.last_index() + 1, None);
+        for entry in self.log.entries_after(self.commit) {
+            if let EntryBody::Request(r) = &entry.body {
+                primary.pending.insert(r.client, r.request);
+            }
+        }
+        self.role = RoleState::Primary(primary);
+        self.append_entry(EntryBody::Noop);
+    }
+
+    /// A view is established: what we knew of the incarnations it leaves out is spent, and
+    /// its members are promised again.
+    pub(super) fn forget_excluded(&mut self) {
+        let members = self.state.established.members;
+        for peer in self.peers().collect::<Vec<_>>() {
+            if members.contains(peer) {
+                self.leases.rejoined(peer);
+            } else {
+                self.leases.forget(peer);
+            }
+        }
+    }
+
+    /// Follows `primary` (if known) as a backup, dropping a proposer's or primary's state.
+    pub(super) fn step_down(&mut self, primary: Option<ReplicaId>) {
+        self.role = RoleState::Backup { primary };
+    }
+}
