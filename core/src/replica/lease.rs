@@ -229,9 +229,7 @@ impl Leases {
         let p = self.peers.get(&peer)?;
         match (p.evidence, p.incarnation) {
             (Some(_), Some(incarnation)) => Some(Exclusion::Crashed(incarnation)),
-            _ if p.promised_until <= now || self.silent_while_promised => {
-                Some(Exclusion::Silent)
-            }
+            _ if p.promised_until <= now || self.silent_while_promised => Some(Exclusion::Silent),
             _ => None,
         }
     }

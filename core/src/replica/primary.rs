@@ -264,7 +264,10 @@ impl super::Replica {
         {
             progress.next = last.index + 1;
         }
-        let established = self.role.primary_ref().is_some_and(|p| p.proposal.is_none());
+        let established = self
+            .role
+            .primary_ref()
+            .is_some_and(|p| p.proposal.is_none());
         let message = self.message(Body::Append {
             view: self.state.accepted.ballot,
             established,

@@ -179,7 +179,10 @@ impl super::Replica {
             .values()
             .filter(|h| self.fresh(h) && h.report.accepted.ballot > mine)
             .fold(
-                self.state.accepted.members.union(self.state.established.members),
+                self.state
+                    .accepted
+                    .members
+                    .union(self.state.established.members),
                 |m, h| m.union(h.report.accepted.members),
             )
     }
@@ -423,7 +426,9 @@ impl super::Replica {
         // A replica that would refuse phase 2 (it still promises a member left out for
         // silence) promises nothing, so that it is not fenced off its healthy primary.
         let still_promised = excluding.iter().any(|&(m, why)| {
-            why == Exclusion::Silent && m != self.opts.id && self.leases.may_exclude(m, self.now).is_none()
+            why == Exclusion::Silent
+                && m != self.opts.id
+                && self.leases.may_exclude(m, self.now).is_none()
         });
         // A replica left out of our established view rejoins through its primary (rule 7):
         // it proposes nothing, and is told so by our report.
@@ -505,7 +510,10 @@ impl super::Replica {
     }
 
     /// Rule 1b and 4: the new view, its base and its exclusions, if the answers allow it.
-    fn phase_two_view(&self, p: &Preparing) -> Option<(ViewDef, View, Vec<(ReplicaId, Exclusion)>)> {
+    fn phase_two_view(
+        &self,
+        p: &Preparing,
+    ) -> Option<(ViewDef, View, Vec<(ReplicaId, Exclusion)>)> {
         let me = self.opts.id;
         let base = p.answers.values().map(|r| r.accepted).max()?;
         let established = p.answers.values().map(|r| r.established).max()?;
@@ -547,8 +555,10 @@ impl super::Replica {
         // Those left out do not help (a replica never votes to leave itself out).
         let helpers = p.asked.without(excluded.iter().map(|&(m, _)| m).collect());
         let silent_ok = silent.iter().all(|&m| {
-            matches!(self.leases.may_exclude(m, self.now), Some(Exclusion::Silent))
-                && !self.leases.holds_lease_from(m, self.now)
+            matches!(
+                self.leases.may_exclude(m, self.now),
+                Some(Exclusion::Silent)
+            ) && !self.leases.holds_lease_from(m, self.now)
         }) && (silent.is_empty() || helpers.len() >= self.majority());
         let ok = base.members.contains(me)
             && justified
@@ -623,7 +633,12 @@ impl super::Replica {
             log_end_view: p.log_end_view,
             sent_at: now,
         });
-        let to = p.view.members.union(p.voters).without(p.accepted).without(Members::one(me));
+        let to = p
+            .view
+            .members
+            .union(p.voters)
+            .without(p.accepted)
+            .without(Members::one(me));
         for peer in to.iter() {
             self.send_after_persist(peer, message.clone());
         }
@@ -764,7 +779,13 @@ impl super::Replica {
         }
     }
 
-    pub(super) fn on_accepted(&mut self, from: ReplicaId, life: Incarnation, ballot: View, echo: Instant) {
+    pub(super) fn on_accepted(
+        &mut self,
+        from: ReplicaId,
+        life: Incarnation,
+        ballot: View,
+        echo: Instant,
+    ) {
         self.leases.answered(from, life, echo);
         let Some(primary) = self.role.as_primary() else {
             return;
