@@ -21,11 +21,18 @@ pub struct Answer {
 /// Asks every replica of `config` at once; one that does not answer within `timeout` is down.
 pub fn query(config: &Config, timeout: Duration) -> Vec<Answer> {
     let max_frame = config.net.max_frame_bytes;
+    let tls = client::client_tls(config);
+    let tls = &tls;
     std::thread::scope(|scope| {
         let asks: Vec<_> = config
             .replicas
             .iter()
-            .map(|r| scope.spawn(move || client::status(r, max_frame, timeout)))
+            .map(|r| {
+                scope.spawn(move || match tls {
+                    Ok(tls) => client::status(r, max_frame, tls.as_ref(), timeout),
+                    Err(e) => Err(e.clone()),
+                })
+            })
             .collect();
         config
             .replicas

@@ -136,7 +136,8 @@ impl Layout {
 
     fn status(&self, id: ReplicaId, timeout: Duration) -> Option<Status> {
         let r = self.config.replica(id)?;
-        client::status(r, self.config.net.max_frame_bytes, timeout).ok()
+        let tls = client::client_tls(&self.config).ok()?;
+        client::status(r, self.config.net.max_frame_bytes, tls.as_ref(), timeout).ok()
     }
 }
 

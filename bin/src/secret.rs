@@ -17,10 +17,16 @@ pub fn create(path: &Path) -> Result<(), String> {
     }
     let bytes: [u8; SECRET_BYTES] = rand::random();
     let text: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    write_new(path, &text, 0o600)
+}
+
+/// Creates `path` with permissions `mode` — never replacing an existing file — and writes and
+/// syncs `text`: how the cluster secret and the TLS files are written.
+pub fn write_new(path: &Path, text: &str, mode: u32) -> Result<(), String> {
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
-        .mode(0o600)
+        .mode(mode)
         .open(path)
         .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
     file.write_all(text.as_bytes())

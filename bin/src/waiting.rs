@@ -59,9 +59,12 @@ pub fn display() -> WaitDisplay {
 }
 
 /// Ctrl-C while a request waits cancels the wait; a second Ctrl-C soon after, or one while
-/// nothing waits, quits (exit status 130). (At a terminal prompt the line editor takes
-/// Ctrl-C itself.)
-pub fn cancel_on_ctrl_c(canceller: Canceller) -> Result<(), String> {
+/// nothing waits, runs `before_quit` (the demo stops its replicas there) and quits (exit
+/// status 130). (At a terminal prompt the line editor takes Ctrl-C itself.)
+pub fn cancel_on_ctrl_c(
+    canceller: Canceller,
+    before_quit: impl Fn() + Send + 'static,
+) -> Result<(), String> {
     let mut signals = Signals::new([SIGINT]).map_err(|e| format!("cannot handle Ctrl-C: {e}"))?;
     thread::Builder::new()
         .name("chat-client-ctrl-c".to_owned())
@@ -74,6 +77,7 @@ pub fn cancel_on_ctrl_c(canceller: Canceller) -> Result<(), String> {
                     continue;
                 }
                 eprintln!();
+                before_quit();
                 std::process::exit(130);
             }
         })

@@ -68,7 +68,8 @@ fn a_request_without_a_primary_says_why_and_completes_when_replicas_return() {
     writeln!(stdin, "1|erin").unwrap();
     expect_line(&out, "account created");
 
-    // Two of three down: the one left cannot be primary.
+    // All three down (with two down, the third serves alone: issue 8).
+    cluster.kill(0);
     cluster.kill(1);
     cluster.kill(2);
     let asked = Instant::now();
@@ -88,6 +89,8 @@ fn a_request_without_a_primary_says_why_and_completes_when_replicas_return() {
     // 0.5 s by design; the bound leaves room for a loaded machine.
     assert!(after < Duration::from_secs(2), "status after {after:?}");
 
+    // All back: they re-form the last view (rule 8) and serve again.
+    cluster.start_replica(0);
     cluster.start_replica(1);
     cluster.start_replica(2);
     expect_line(&out, "logged in as erin; no messages waiting");

@@ -4,67 +4,22 @@
 
 mod support;
 
-use chat_core::chat::{Message, Op, Reply};
+use chat_core::chat::Message;
 use chat_core::codec::frame;
 use chat_core::ids::{MessageId, ReplicaId};
-use chat_core::wire::{Hello, Role};
-use chat_net::client::{Client, Incoming};
-use std::collections::BTreeMap;
+use chat_core::wire::{Endpoint, Hello};
+use chat_net::client::Incoming;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::Receiver;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
+use support::chat::{
+    alice_and_bob, alice_sends, assert_each_shown_once, create, deliver, login, next_message, send,
+    until_acked, WAIT,
+};
 use support::{Cluster, NET_TIMEOUT, REPLICAS};
-
-const WAIT: Duration = Duration::from_secs(15);
-
-fn ok(client: &Client, op: Op) -> Reply {
-    let reply = client
-        .request(op.clone())
-        .unwrap_or_else(|e| panic!("{op:?}: {e}"));
-    assert!(!matches!(reply, Reply::Error(_)), "{op:?} -> {reply:?}");
-    reply
-}
-
-fn create(client: &Client, user: &str) {
-    assert_eq!(ok(client, Op::Create { user: user.into() }), Reply::Created);
-}
-
-fn login(client: &Client, user: &str) -> u64 {
-    match ok(client, Op::Login { user: user.into() }) {
-        Reply::LoggedIn { waiting, .. } => waiting,
-        other => panic!("login {user}: {other:?}"),
-    }
-}
-
-fn send(client: &Client, to: &str, text: &str) -> MessageId {
-    let op = Op::Send {
-        to: to.into(),
-        text: text.into(),
-    };
-    match ok(client, op) {
-        Reply::Sent { id } => id,
-        other => panic!("send to {to}: {other:?}"),
-    }
-}
-
-fn deliver(client: &Client) -> Vec<Message> {
-    match ok(client, Op::Deliver) {
-        Reply::Delivered { messages, .. } => messages,
-        other => panic!("deliver: {other:?}"),
-    }
-}
-
-/// The next pushed message, waiting at most `WAIT`.
-fn next_message(incoming: &Receiver<Incoming>) -> Message {
-    match incoming.recv_timeout(WAIT) {
-        Ok(Incoming::Message(m)) => m,
-        other => panic!("expected a pushed message, got {other:?}"),
-    }
-}
 
 #[test]
 fn online_users_get_messages_pushed_and_offline_users_find_them_queued() {
@@ -101,60 +56,19 @@ fn online_users_get_messages_pushed_and_offline_users_find_them_queued() {
 #[test]
 fn killing_the_primary_loses_nothing_and_shows_nothing_twice() {
     let mut cluster = Cluster::start();
-    let (alice, _) = cluster.client();
-    let (bob, bob_incoming) = cluster.client();
-    create(&alice, "alice");
-    create(&alice, "bob");
-    login(&alice, "alice");
-    login(&bob, "bob");
+    let (alice, bob, bob_incoming) = alice_and_bob(&cluster);
     let primary = cluster.wait_for_primary(None);
-
-    let sent = Arc::new(AtomicU64::new(0));
-    let sender = {
-        let sent = sent.clone();
-        thread::spawn(move || {
-            let mut texts = BTreeMap::new();
-            for i in 0..60 {
-                let text = format!("message {i}");
-                texts.insert(send(&alice, "bob", &text), text);
-                sent.fetch_add(1, Ordering::Relaxed);
-                thread::sleep(Duration::from_millis(10));
-            }
-            (alice, texts)
-        })
-    };
-    let deadline = Instant::now() + WAIT;
-    while sent.load(Ordering::Relaxed) < 20 {
-        assert!(
-            Instant::now() < deadline,
-            "the first 20 sends did not finish"
-        );
-        thread::sleep(Duration::from_millis(5));
-    }
+    let (acked, all_acked) = alice_sends(alice, 60);
+    until_acked(&acked, 20);
     cluster.kill(primary);
-    let (alice, texts) = sender
-        .join()
+    let (alice, texts) = all_acked
+        .recv_timeout(2 * WAIT)
         .expect("every send succeeds through the failover");
     let new_primary = cluster.wait_for_primary(Some(primary));
     assert_ne!(new_primary, primary);
 
     // Bob does nothing: every acknowledged message reaches him, pushed, exactly once.
-    let mut shown: BTreeMap<MessageId, Vec<String>> = BTreeMap::new();
-    let deadline = Instant::now() + WAIT;
-    while shown.len() < texts.len() && Instant::now() < deadline {
-        if let Ok(Incoming::Message(m)) = bob_incoming.recv_timeout(Duration::from_millis(100)) {
-            assert_eq!(m.from, "alice");
-            shown.entry(m.id).or_default().push(m.text);
-        }
-    }
-    for m in deliver(&bob) {
-        shown.entry(m.id).or_default().push(m.text);
-    }
-    let expected: BTreeMap<MessageId, Vec<String>> = texts
-        .into_iter()
-        .map(|(id, text)| (id, vec![text]))
-        .collect();
-    assert_eq!(shown, expected, "each sent message shown exactly once");
+    assert_each_shown_once(&bob, &bob_incoming, texts);
 
     // The session and login survived: Alice keeps sending, Bob keeps receiving.
     let id = send(&alice, "bob", "after the failover");
@@ -255,8 +169,8 @@ fn hostile_input_on_both_ports_does_not_stop_the_service() {
     };
 
     let max = cluster.config.net.max_frame_bytes;
-    let hello = frame::encode(&Hello::new(Role::Client), max).unwrap();
-    let mut wrong_magic = Hello::new(Role::Replica(0));
+    let hello = frame::encode(&Hello::new(Endpoint::Client), max).unwrap();
+    let mut wrong_magic = Hello::new(Endpoint::Replica(0));
     wrong_magic.magic = 0xdead_beef;
     let wrong_magic = frame::encode(&wrong_magic, max).unwrap();
     let ports: Vec<(ReplicaId, &str, u16)> = cluster

@@ -176,17 +176,35 @@ fn metrics_are_served_in_prometheus_text_format() {
     client
         .request(chat_core::chat::Op::Create { user: "ann".into() })
         .unwrap();
+    client
+        .request(chat_core::chat::Op::Create { user: "bob".into() })
+        .unwrap();
+    client
+        .request(chat_core::chat::Op::Login { user: "ann".into() })
+        .unwrap();
+    // Bob is not logged in: his message waits in his queue.
+    client
+        .request(chat_core::chat::Op::Send {
+            to: "bob".into(),
+            text: "hi".into(),
+        })
+        .unwrap();
+    // Queues are sampled every 250 ms.
+    std::thread::sleep(Duration::from_millis(400));
     let text = scrape(port);
     assert!(
         text.starts_with("HTTP/1.0 200") || text.starts_with("HTTP/1.1 200"),
         "{text}"
     );
     for want in [
-        "chat_requests_total{replica=\"0\",op=\"create\"} 2",
+        "chat_requests_total{replica=\"0\",op=\"create\"} 3",
         "chat_reply_errors_total{replica=\"0\",error=\"NameTaken\"} 1",
         "chat_is_primary{replica=\"0\"} 1",
         "chat_fsync_seconds_count{replica=\"0\"}",
         "chat_connections{replica=\"0\",kind=\"client\"} 1",
+        "chat_queued_messages{replica=\"0\"} 1",
+        // "hi" and "ann".
+        "chat_queued_message_bytes{replica=\"0\"} 5",
         "# EOF",
     ] {
         assert!(text.contains(want), "no {want:?} in:\n{text}");
@@ -214,15 +232,12 @@ impl Demo {
             .stderr(Stdio::piped())
             .spawn()
             .expect("start chat demo");
+        // stdout and stderr (where a piped client reports failures) on one channel.
         let (tx, lines) = mpsc::channel();
         let stdout = child.stdout.take().unwrap();
-        thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    return;
-                }
-            }
-        });
+        let stderr = child.stderr.take().unwrap();
+        forward_lines(stdout, tx.clone());
+        forward_lines(stderr, tx);
         Demo { child, lines }
     }
 
@@ -251,6 +266,16 @@ impl Demo {
     }
 }
 
+fn forward_lines(from: impl Read + Send + 'static, to: mpsc::Sender<String>) {
+    thread::spawn(move || {
+        for line in BufReader::new(from).lines().map_while(Result::ok) {
+            if to.send(line).is_err() {
+                return;
+            }
+        }
+    });
+}
+
 impl Drop for Demo {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -261,9 +286,23 @@ impl Drop for Demo {
 #[test]
 fn the_demo_plays_faults_and_a_second_demo_in_the_same_folder_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    write_config(dir.path(), 3, "");
+    // TLS as in the checked-in configuration: the demo makes the files on its first run,
+    // and every link, the demo's client and `:status` included, uses them.
+    let tls = dir.path().join("data/tls");
+    let tls_section = format!(
+        "tls:\n  ca: {0}/ca.pem\n  certificate: {0}/replica-{{id}}.pem\n  key: {0}/replica-{{id}}.key\n",
+        tls.display()
+    );
+    write_config(dir.path(), 3, &tls_section);
     let mut demo = Demo::start(dir.path());
-    demo.until("answering");
+    let started = demo.until("answering");
+    assert!(
+        started
+            .iter()
+            .any(|l| l.contains("created a TLS certificate authority")),
+        "{started:?}"
+    );
+    assert!(tls.join("replica-2.key").exists());
 
     let second = Command::new(env!("CARGO_BIN_EXE_chat"))
         .arg("demo")
@@ -320,4 +359,44 @@ fn the_demo_plays_faults_and_a_second_demo_in_the_same_folder_is_refused() {
         chat_net::storage::DirLock::check(&dir.path().join("data/replica-1")).is_ok(),
         "the replicas stopped with the demo"
     );
+}
+
+#[test]
+fn ctrl_c_in_the_demo_cancels_a_waiting_request_then_stops_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    write_config(dir.path(), 3, "");
+    let mut demo = Demo::start(dir.path());
+    demo.until("answering");
+    demo.send("1|ann");
+    demo.until("account created");
+    // Both backups silent: no replica may commit (every member is needed, and silence is no
+    // evidence of a crash), so the next request waits.
+    demo.send(":pause 1");
+    demo.until("replica 1 paused");
+    demo.send(":pause 2");
+    demo.until("replica 2 paused");
+    demo.send("1|bob");
+    thread::sleep(Duration::from_millis(1500));
+    let pid = demo.child.id() as i32;
+    // SAFETY: kill(2) has no memory effects; the pid is the demo's.
+    unsafe { libc::kill(pid, libc::SIGINT) };
+    demo.until("cancelled");
+    // The demo carries on: its commands still work and the cluster serves again.
+    demo.send(":resume 1");
+    demo.until("replica 1 resumed");
+    demo.send(":resume 2");
+    demo.until("replica 2 resumed");
+    demo.send("1|cat");
+    demo.until("account created");
+    // Ctrl-C with nothing waiting stops the replicas and the demo.
+    unsafe { libc::kill(pid, libc::SIGINT) };
+    let status = demo.child.wait().unwrap();
+    assert_eq!(status.code(), Some(130));
+    for id in 0..3 {
+        let data = dir.path().join(format!("data/replica-{id}"));
+        assert!(
+            chat_net::storage::DirLock::check(&data).is_ok(),
+            "replica {id} stopped with the demo"
+        );
+    }
 }

@@ -27,6 +27,30 @@ pub struct Config {
     pub limits: Limits,
     #[serde(default)]
     pub net: NetLimits,
+    /// Certificates for TLS on client and peer links; without it, links are plaintext.
+    #[serde(default)]
+    pub tls: Option<TlsFiles>,
+}
+
+/// The files of the `tls:` section (read by the driver; `chat-admin new-tls DIR` writes them).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFiles {
+    /// The certificate authority (PEM) that issued every replica's certificate: clients
+    /// check the replicas against it, and replicas check each other.
+    pub ca: String,
+    /// A replica's certificate chain and private key (PEM); `{id}` stands for its id, so
+    /// that one configuration serves every replica.
+    pub certificate: String,
+    pub key: String,
+}
+
+impl TlsFiles {
+    /// The certificate and key files of replica `id`.
+    pub fn replica_files(&self, id: ReplicaId) -> (String, String) {
+        let of = |path: &str| path.replace("{id}", &id.to_string());
+        (of(&self.certificate), of(&self.key))
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -319,6 +343,21 @@ mod tests {
     fn replies_must_fit_in_a_frame() {
         let e = err(&GOOD.replace("deliver_max: 100", "deliver_max: 100000"));
         assert!(e.contains("limits.deliver_max"), "{e}");
+    }
+
+    #[test]
+    fn tls_files_name_each_replica() {
+        let tls = Config::parse(GOOD).unwrap().tls.unwrap();
+        assert_eq!(tls.ca, "./data/tls/ca.pem");
+        let files = (
+            "./data/tls/replica-2.pem".to_owned(),
+            "./data/tls/replica-2.key".to_owned(),
+        );
+        assert_eq!(tls.replica_files(2), files);
+        let (without, _) = GOOD.split_once("\ntls:\n").unwrap();
+        assert_eq!(Config::parse(without).unwrap().tls, None);
+        let e = err(&format!("{without}\ntls:\n  ca: t/ca.pem\n"));
+        assert!(e.contains("certificate"), "{e}");
     }
 
     #[test]

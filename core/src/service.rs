@@ -39,7 +39,8 @@
 //! [`Event::LoggedOut`]), or it is evicted (once idle, it goes before any active session).
 //! So no session blocks its user forever.
 
-use crate::chat::{AccountLock, Chat, ChatError, Event, Limits, Message, Op, Reply};
+use crate::chat::{AccountLock, Chat, ChatError, Event, Limits, Message, Op, QueueTotals, Reply};
+use crate::codec::snapshot::{self, StateError};
 use crate::ids::{ClientId, OpIndex, RequestNo};
 use crate::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
@@ -184,19 +185,35 @@ impl Service {
         self.chat.account_lock(user)
     }
 
+    /// See [`Chat::queued`].
+    pub fn queued(&self) -> QueueTotals {
+        self.chat.queued()
+    }
+
     /// See [`Chat::unacked_pushes`].
     pub fn unacked_pushes(&self, client: ClientId) -> Vec<Message> {
         self.chat.unacked_pushes(client)
     }
 
     /// Canonical bytes of the whole state (postcard; maps are ordered, so equal states give
-    /// equal bytes).
+    /// equal bytes), sealed with a checksum over the whole ([`snapshot::seal_state`]).
     pub fn snapshot(&self) -> Vec<u8> {
-        postcard::to_stdvec(self).expect("in-memory encoding cannot fail")
+        snapshot::seal_state(postcard::to_stdvec(self).expect("in-memory encoding cannot fail"))
     }
 
-    pub fn restore(bytes: &[u8]) -> Result<Service, postcard::Error> {
-        postcard::from_bytes(bytes)
+    /// The state from [`snapshot`](Self::snapshot)'s bytes: refused unless the checksum over
+    /// the whole matches (a snapshot assembled from chunks is checked here, before install)
+    /// and every byte decodes.
+    pub fn restore(bytes: &[u8]) -> Result<Service, StateError> {
+        let body = snapshot::open_state(bytes)?;
+        match postcard::take_from_bytes(body) {
+            Ok((service, [])) => Ok(service),
+            Ok((_, rest)) => Err(StateError::Decode(format!(
+                "{} bytes left over after the state",
+                rest.len()
+            ))),
+            Err(e) => Err(StateError::Decode(e.to_string())),
+        }
     }
 
     /// A short fingerprint of the state, for replica-agreement checks.
@@ -616,5 +633,42 @@ mod tests {
         assert_eq!(restored.digest(), w.service.digest());
         assert_eq!(restored.lookup(A, 4), Lookup::Done(Reply::Sent { id: 1 }));
         assert!(Service::restore(&[0xff; 3]).is_err());
+    }
+
+    /// A snapshot reaches a lagging backup in chunks: the whole must be checked before it
+    /// replaces the backup's state. A flipped byte in a message's text still decodes as a
+    /// state (postcard has no checksum), so only the checksum over the whole catches it;
+    /// so it does a chunk repeated, dropped or cut short.
+    #[test]
+    fn restore_refuses_state_that_is_not_whole() {
+        let mut w = World::new(4);
+        w.reply(A, 1, Op::OpenSession);
+        w.reply(A, 2, create("ann"));
+        w.reply(A, 3, login("ann"));
+        w.reply(A, 4, send("ann", "a text that can take a flipped bit"));
+        let sealed = w.service.snapshot();
+        let at = sealed.windows(4).position(|b| b == b"text").unwrap();
+        let mut flipped = sealed.clone();
+        flipped[at] ^= 0x01;
+        let body = &flipped[..flipped.len() - 4];
+        assert!(
+            postcard::from_bytes::<Service>(body).is_ok(),
+            "decodes unchecked"
+        );
+        let err = Service::restore(&flipped).unwrap_err();
+        assert!(matches!(err, StateError::Checksum { .. }), "{err}");
+        let chunks: Vec<&[u8]> = sealed.chunks(7).collect();
+        let repeated = [chunks[0], chunks[0], &sealed[7..]].concat();
+        let dropped = [chunks[0], &sealed[14..]].concat();
+        let short = &sealed[..sealed.len() - 1];
+        for bad in [&repeated[..], &dropped[..], short] {
+            assert!(Service::restore(bad).is_err());
+        }
+        // A valid checksum over bytes that are not a state is refused too.
+        let junk = snapshot::seal_state(vec![0xff; 16]);
+        assert!(matches!(
+            Service::restore(&junk),
+            Err(StateError::Decode(_))
+        ));
     }
 }

@@ -1,5 +1,5 @@
-//! Everything that crosses a socket. Each connection opens with a [`Hello`] frame naming the
-//! speaker's role; the frames after it are [`ClientToServer`]/[`ServerToClient`] on a client
+//! Everything that crosses a socket. Each connection opens with a [`Hello`] frame naming who
+//! sends it; the frames after it are [`ClientToServer`]/[`ServerToClient`] on a client
 //! connection and [`PeerMessage`] on a peer connection. Frames are postcard values in
 //! length-prefixed frames ([`crate::codec::frame`]).
 
@@ -16,8 +16,10 @@ use serde::{Deserialize, Serialize};
 pub const MAGIC: u32 = 0x4348_4154;
 pub const PROTOCOL_VERSION: u16 = 1;
 
+/// Who sends a `Hello`: a client, or replica `id` (not to be confused with a replica's role,
+/// `replica::Role`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Role {
+pub enum Endpoint {
     Client,
     Replica(ReplicaId),
 }
@@ -27,15 +29,15 @@ pub enum Role {
 pub struct Hello {
     pub magic: u32,
     pub version: u16,
-    pub role: Role,
+    pub from: Endpoint,
 }
 
 impl Hello {
-    pub fn new(role: Role) -> Hello {
+    pub fn new(from: Endpoint) -> Hello {
         Hello {
             magic: MAGIC,
             version: PROTOCOL_VERSION,
-            role,
+            from,
         }
     }
 }

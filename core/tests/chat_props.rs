@@ -5,7 +5,7 @@
 //! queues, takeovers and evictions happen often. Password hashes come from a two-value set,
 //! so verified logins both match and miss.
 
-use chat_core::chat::{Chat, ChatError, Event, Limits, Message, Op, Reply};
+use chat_core::chat::{Chat, ChatError, Event, Limits, Message, Op, QueueTotals, Reply};
 use chat_core::ids::{ClientId, MessageId, OpIndex, RequestNo};
 use chat_core::service::{Applied, Request, Service};
 use proptest::prelude::*;
@@ -123,6 +123,16 @@ struct ModelChat {
 }
 
 impl ModelChat {
+    fn queued(&self) -> QueueTotals {
+        let queue = || self.accounts.iter().flat_map(|a| &a.queue);
+        QueueTotals {
+            messages: queue().count() as u64,
+            bytes: queue()
+                .map(|(m, _)| (m.text.len() + m.from.len()) as u64)
+                .sum(),
+        }
+    }
+
     fn account(&mut self, name: &str) -> Option<&mut ModelAccount> {
         self.accounts.iter_mut().find(|a| a.name == name)
     }
@@ -283,12 +293,7 @@ impl ModelChat {
                 let me = self.user_of(client).ok_or(NotLoggedIn)?;
                 let session = self.session_of(to);
                 let next_id = self.last_id + 1;
-                let queued: u64 = self
-                    .accounts
-                    .iter()
-                    .flat_map(|a| &a.queue)
-                    .map(|(m, _)| (m.text.len() + m.from.len()) as u64)
-                    .sum();
+                let queued = self.queued().bytes;
                 let size = (text.len() + me.len()) as u64;
                 let account = self.account(to).ok_or(NoSuchUser)?;
                 if text.is_empty() {
@@ -698,6 +703,7 @@ proptest! {
             for client in CLIENTS {
                 prop_assert_eq!(chat.unacked_pushes(client), model.unacked_pushes(client));
             }
+            prop_assert_eq!(chat.queued(), model.queued());
         }
     }
 

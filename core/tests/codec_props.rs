@@ -6,9 +6,11 @@ use chat_core::codec::frame::{self, FrameDecoder, FrameError};
 use chat_core::codec::handshake::{check_hello, HandshakeError};
 use chat_core::codec::record::{self, End, HEADER_BYTES};
 use chat_core::durable::{Entry, EntryBody, Record, SnapshotMeta};
-use chat_core::replica::{PeerMessage, Role as ReplicaRole, Status};
+use chat_core::replica::view::{Durable, Exclusion, Incarnation, Members, ViewDef};
+use chat_core::replica::{Body, PeerMessage, Report, Role, Status};
 use chat_core::service::Request;
-use chat_core::wire::{ClientToServer, Hello, Role, ServerToClient, MAGIC, PROTOCOL_VERSION};
+use chat_core::time::Instant;
+use chat_core::wire::{ClientToServer, Endpoint, Hello, ServerToClient, MAGIC, PROTOCOL_VERSION};
 use proptest::prelude::*;
 
 const MAX: u32 = frame::DEFAULT_MAX_FRAME;
@@ -62,9 +64,9 @@ fn status() -> impl Strategy<Value = Status> {
     (
         any::<u8>(),
         prop_oneof![
-            Just(ReplicaRole::Backup),
-            Just(ReplicaRole::Candidate),
-            Just(ReplicaRole::Primary)
+            Just(Role::Backup),
+            Just(Role::Candidate),
+            Just(Role::Primary)
         ],
         any::<u64>(),
         any::<Option<u8>>(),
@@ -79,6 +81,11 @@ fn status() -> impl Strategy<Value = Status> {
                 commit,
                 last_index,
                 log_start,
+                members: vec![0, id],
+                established: view % 2 == 0,
+                rejoining: false,
+                leases: vec![id],
+                waiting_for: vec![],
             },
         )
 }
@@ -115,34 +122,96 @@ fn entry() -> impl Strategy<Value = Entry> {
         .prop_map(|(index, view, body)| Entry { index, view, body })
 }
 
-fn peer_message() -> impl Strategy<Value = PeerMessage> {
+fn view_def() -> impl Strategy<Value = ViewDef> {
+    (any::<u64>(), any::<u16>()).prop_map(|(ballot, m)| ViewDef {
+        ballot,
+        members: Members(m),
+    })
+}
+
+fn report() -> impl Strategy<Value = Report> {
+    (
+        any::<[u64; 2]>(),
+        view_def(),
+        view_def(),
+        any::<[bool; 3]>(),
+    )
+        .prop_map(
+            |([promised, log_end], accepted, established, [vote, rejoining, quiet])| Report {
+                promised,
+                accepted,
+                vote,
+                established,
+                rejoining,
+                quiet,
+                log_end,
+            },
+        )
+}
+
+fn body() -> impl Strategy<Value = Body> {
     prop_oneof![
-        (any::<[u64; 4]>(), prop::collection::vec(entry(), 0..4)).prop_map(
-            |([view, prev_index, prev_view, commit], entries)| PeerMessage::Append {
-                view,
-                prev_index,
-                prev_view,
-                entries,
-                commit,
-            }
-        ),
+        (
+            any::<[u64; 4]>(),
+            any::<bool>(),
+            prop::collection::vec(entry(), 0..4)
+        )
+            .prop_map(
+                |([view, prev_index, prev_view, commit], established, entries)| Body::Append {
+                    view,
+                    established,
+                    prev_index,
+                    prev_view,
+                    entries,
+                    commit,
+                }
+            ),
         (any::<[u64; 3]>(), any::<bool>()).prop_map(|([view, index, prev_index], ok)| {
-            PeerMessage::AppendReply {
+            Body::AppendReply {
                 view,
                 ok,
                 index,
                 prev_index,
             }
         }),
-        any::<[u64; 3]>().prop_map(|[view, last_index, last_view]| PeerMessage::RequestVote {
-            view,
-            last_index,
-            last_view
+        (any::<u64>(), any::<u8>(), any::<[u64; 2]>()).prop_map(|(ballot, m, [c, id])| {
+            Body::Prepare {
+                ballot,
+                excluding: vec![
+                    (m, Exclusion::Silent),
+                    (m, Exclusion::Crashed(Incarnation { counter: c, id })),
+                ],
+            }
         }),
-        (any::<u64>(), any::<bool>())
-            .prop_map(|(view, granted)| PeerMessage::VoteReply { view, granted }),
+        (any::<u64>(), any::<bool>(), report()).prop_map(|(ballot, granted, report)| {
+            Body::Promise {
+                ballot,
+                granted,
+                report,
+            }
+        }),
+        (view_def(), any::<[u64; 5]>()).prop_map(
+            |(view, [base, log_end, log_end_view, sent_at, m])| Body::Propose {
+                view,
+                base,
+                voters: vec![m as u8],
+                excluded: vec![(m as u8, Exclusion::Silent)],
+                log_end,
+                log_end_view,
+                sent_at: Instant(sent_at),
+            }
+        ),
+        any::<[u64; 2]>().prop_map(|[ballot, echo]| Body::Accepted {
+            ballot,
+            echo: Instant(echo)
+        }),
+        any::<u64>().prop_map(|t| Body::Heartbeat {
+            sent_at: Instant(t)
+        }),
+        any::<u64>().prop_map(|t| Body::HeartbeatOk { echo: Instant(t) }),
+        (report(), any::<bool>()).prop_map(|(report, answer)| Body::Hello { report, answer }),
         (any::<[u64; 5]>(), prop::collection::vec(any::<u8>(), 0..64)).prop_map(
-            |([view, last_index, last_view, offset, total_len], data)| PeerMessage::SnapshotChunk {
+            |([view, last_index, last_view, offset, total_len], data)| Body::SnapshotChunk {
                 view,
                 meta: SnapshotMeta {
                     last_index,
@@ -153,7 +222,7 @@ fn peer_message() -> impl Strategy<Value = PeerMessage> {
                 data,
             }
         ),
-        any::<[u64; 3]>().prop_map(|[view, last_index, offset]| PeerMessage::SnapshotReply {
+        any::<[u64; 3]>().prop_map(|[view, last_index, offset]| Body::SnapshotReply {
             view,
             last_index,
             offset
@@ -161,23 +230,35 @@ fn peer_message() -> impl Strategy<Value = PeerMessage> {
     ]
 }
 
+fn peer_message() -> impl Strategy<Value = PeerMessage> {
+    (any::<[u64; 2]>(), body()).prop_map(|([counter, id], body)| PeerMessage {
+        life: Incarnation { counter, id },
+        body,
+    })
+}
+
 fn hello() -> impl Strategy<Value = Hello> {
     (
         any::<u32>(),
         any::<u16>(),
-        prop_oneof![Just(Role::Client), any::<u8>().prop_map(Role::Replica)],
+        prop_oneof![
+            Just(Endpoint::Client),
+            any::<u8>().prop_map(Endpoint::Replica)
+        ],
     )
-        .prop_map(|(magic, version, role)| Hello {
+        .prop_map(|(magic, version, from)| Hello {
             magic,
             version,
-            role,
+            from,
         })
 }
 
 fn durable_record() -> impl Strategy<Value = Record> {
     prop_oneof![
-        (any::<u64>(), any::<Option<u8>>())
-            .prop_map(|(view, voted_for)| Record::Vote { view, voted_for }),
+        any::<u64>().prop_map(|view| Record::Protocol(Durable {
+            promised: view,
+            ..Durable::initial(3)
+        })),
         entry().prop_map(Record::Entry),
         any::<u64>().prop_map(Record::TruncateFrom),
     ]
@@ -386,7 +467,7 @@ proptest! {
 
 #[test]
 fn trailing_bytes_in_a_frame_are_refused() {
-    let mut bytes = frame::encode(&Hello::new(Role::Client), MAX).expect("fits");
+    let mut bytes = frame::encode(&Hello::new(Endpoint::Client), MAX).expect("fits");
     bytes.push(0);
     let len = u32::try_from(bytes.len() - 4).expect("small");
     bytes[..4].copy_from_slice(&len.to_be_bytes());
@@ -397,8 +478,8 @@ fn trailing_bytes_in_a_frame_are_refused() {
         Err(FrameError::TrailingBytes { extra: 1 })
     );
     // The bad frame was consumed: the stream continues with the next one.
-    decoder.push(&frame::encode(&Hello::new(Role::Replica(2)), MAX).expect("fits"));
-    assert_eq!(decoder.next(), Ok(Some(Hello::new(Role::Replica(2)))));
+    decoder.push(&frame::encode(&Hello::new(Endpoint::Replica(2)), MAX).expect("fits"));
+    assert_eq!(decoder.next(), Ok(Some(Hello::new(Endpoint::Replica(2)))));
 }
 
 #[test]

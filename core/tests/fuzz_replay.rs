@@ -51,8 +51,10 @@ fn write_seed_corpus() {
     use chat_core::chat::{Limits, Message, Op, Reply};
     use chat_core::codec::{frame, record, snapshot};
     use chat_core::durable::{Entry, EntryBody, Record, Snapshot, SnapshotMeta};
+    use chat_core::replica::view::Durable;
+    use chat_core::replica::Body;
     use chat_core::service::{Request, Service};
-    use chat_core::wire::{ClientToServer, Hello, PeerMessage, Role, ServerToClient};
+    use chat_core::wire::{ClientToServer, Endpoint, Hello, PeerMessage, ServerToClient};
 
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus");
     let write = |target: &str, name: &str, bytes: Vec<u8>| {
@@ -118,9 +120,12 @@ fn write_seed_corpus() {
             frame::encode(msg, max).unwrap(),
         );
     }
-    for (i, hello) in [Hello::new(Role::Client), Hello::new(Role::Replica(2))]
-        .iter()
-        .enumerate()
+    for (i, hello) in [
+        Hello::new(Endpoint::Client),
+        Hello::new(Endpoint::Replica(2)),
+    ]
+    .iter()
+    .enumerate()
     {
         write(
             "handshake",
@@ -137,20 +142,24 @@ fn write_seed_corpus() {
             body: EntryBody::Request(request(i as u64 + 1, op.clone())),
         })
         .collect();
+    let message = |body| PeerMessage {
+        life: Default::default(),
+        body,
+    };
     let peer = [
-        PeerMessage::Append {
+        message(Body::Append {
             view: 1,
+            established: true,
             prev_index: 0,
             prev_view: 0,
             entries: entries.clone(),
             commit: 0,
-        },
-        PeerMessage::RequestVote {
-            view: 2,
-            last_index: 7,
-            last_view: 1,
-        },
-        PeerMessage::SnapshotChunk {
+        }),
+        message(Body::Prepare {
+            ballot: 2 << 8 | 1,
+            excluding: Vec::new(),
+        }),
+        message(Body::SnapshotChunk {
             view: 1,
             meta: SnapshotMeta {
                 last_index: 5,
@@ -159,7 +168,7 @@ fn write_seed_corpus() {
             offset: 0,
             total_len: 3,
             data: vec![1, 2, 3],
-        },
+        }),
     ];
     for (i, msg) in peer.iter().enumerate() {
         write(
@@ -170,10 +179,10 @@ fn write_seed_corpus() {
     }
     let mut log = Vec::new();
     record::encode(
-        &Record::Vote {
-            view: 1,
-            voted_for: Some(0),
-        },
+        &Record::Protocol(Durable {
+            promised: 1,
+            ..Durable::initial(3)
+        }),
         &mut log,
     );
     for e in &entries {

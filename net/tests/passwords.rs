@@ -9,7 +9,7 @@ use chat_core::chat::{ChatError, Op, Reply};
 use chat_core::codec::frame::{self, FrameDecoder};
 use chat_core::password::{HashCost, Password};
 use chat_core::service::Request;
-use chat_core::wire::{ClientToServer, Hello, PasswordAction, Role};
+use chat_core::wire::{ClientToServer, Endpoint, Hello, PasswordAction};
 use chat_net::client::{Client, ClientOptions, Incoming};
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -248,7 +248,7 @@ fn forged_password_operations_close_the_connection() {
             let _ = stream.write_all(&frame::encode(value, MAX_FRAME).unwrap());
         };
         stream
-            .write_all(&frame::encode(&Hello::new(Role::Client), MAX_FRAME).unwrap())
+            .write_all(&frame::encode(&Hello::new(Endpoint::Client), MAX_FRAME).unwrap())
             .unwrap();
         send(&mut stream, &ClientToServer::Attach { client: 77 });
         let request = Request {

@@ -13,9 +13,9 @@ use chat_core::ids::{ClientId, ReplicaId, RequestNo};
 use chat_core::peer_auth::{
     proof, verify, AuthFrame, AuthMessage, ClusterSecret, Nonce, Prover, Transcript,
 };
-use chat_core::replica::PeerMessage;
+use chat_core::replica::{Body, PeerMessage};
 use chat_core::service::Request;
-use chat_core::wire::{ClientToServer, Hello, Role, ServerToClient, MAGIC, PROTOCOL_VERSION};
+use chat_core::wire::{ClientToServer, Endpoint, Hello, ServerToClient, MAGIC, PROTOCOL_VERSION};
 use chat_net::server::{run, ServerOptions};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -209,7 +209,7 @@ impl Session {
     /// Connects, greets and attaches; `None` if the server refused or closed.
     fn connect(&self) -> Option<Raw> {
         let mut raw = Raw::connect(self.ports[self.at]).ok()?;
-        raw.send(&Hello::new(Role::Client));
+        raw.send(&Hello::new(Endpoint::Client));
         let hello: Hello = raw.recv(Duration::from_secs(5)).ok()?;
         assert_eq!((hello.magic, hello.version), (MAGIC, PROTOCOL_VERSION));
         raw.send(&ClientToServer::Attach {
@@ -302,11 +302,11 @@ fn garbage_bytes_close_the_connection() {
             raw.assert_refused("an HTTP request");
         }
         // A frame of the right size whose bytes do not decode, after a good handshake.
-        let mut raw = Raw::hello(c.client_port(), Hello::new(Role::Client));
+        let mut raw = Raw::hello(c.client_port(), Hello::new(Endpoint::Client));
         raw.send_bytes(&[0, 0, 0, 4, 0xff, 0xff, 0xff, 0xff]);
         raw.assert_closed("an undecodable frame");
         // A valid value followed by stray bytes.
-        let mut raw = Raw::hello(c.client_port(), Hello::new(Role::Client));
+        let mut raw = Raw::hello(c.client_port(), Hello::new(Endpoint::Client));
         raw.send_bytes(&[0, 0, 0, 3, 2, 0xaa, 0xbb]);
         raw.assert_closed("a frame with trailing bytes");
     });
@@ -320,7 +320,7 @@ fn a_4_gib_length_prefix_closes_the_connection() {
             raw.send_bytes(&[0xff, 0xff, 0xff, 0xff, 1, 2, 3]);
             raw.assert_refused("a 4 GiB length prefix");
         }
-        let mut raw = Raw::hello(c.client_port(), Hello::new(Role::Client));
+        let mut raw = Raw::hello(c.client_port(), Hello::new(Endpoint::Client));
         raw.send_bytes(&(MAX_FRAME + 1).to_be_bytes());
         raw.assert_closed("a frame one byte over the limit");
     });
@@ -329,9 +329,9 @@ fn a_4_gib_length_prefix_closes_the_connection() {
 #[test]
 fn a_stalled_half_frame_is_closed_after_the_partial_frame_timeout() {
     survives(1, NET, |c| {
-        let mut raw = Raw::hello(c.client_port(), Hello::new(Role::Client));
+        let mut raw = Raw::hello(c.client_port(), Hello::new(Endpoint::Client));
         let hello: Hello = raw.recv(PATIENCE).unwrap();
-        assert_eq!(hello.role, Role::Replica(0));
+        assert_eq!(hello.from, Endpoint::Replica(0));
         raw.send_bytes(&[0, 0, 0, 100, 1, 2, 3]);
         raw.assert_closed("a stalled half frame");
     });
@@ -358,17 +358,17 @@ fn a_wrong_magic_or_version_closes_the_connection() {
         let wrong = [
             Hello {
                 magic: 0xdead_beef,
-                ..Hello::new(Role::Client)
+                ..Hello::new(Endpoint::Client)
             },
             Hello {
                 version: PROTOCOL_VERSION + 1,
-                ..Hello::new(Role::Client)
+                ..Hello::new(Endpoint::Client)
             },
         ];
         for hello in wrong {
             Raw::hello(c.client_port(), hello).assert_refused("a wrong hello on the client port");
             let peer = Hello {
-                role: Role::Replica(0),
+                from: Endpoint::Replica(0),
                 ..hello
             };
             Raw::hello(c.peer_port(), peer).assert_refused("a wrong hello on the peer port");
@@ -380,7 +380,7 @@ fn a_wrong_magic_or_version_closes_the_connection() {
 fn a_client_port_hello_as_a_replica_closes_the_connection() {
     survives(1, NET, |c| {
         for id in [0, 1] {
-            Raw::hello(c.client_port(), Hello::new(Role::Replica(id)))
+            Raw::hello(c.client_port(), Hello::new(Endpoint::Replica(id)))
                 .assert_refused("a replica's hello on the client port");
         }
     });
@@ -389,7 +389,7 @@ fn a_client_port_hello_as_a_replica_closes_the_connection() {
 #[test]
 fn a_peer_port_hello_from_an_unknown_replica_or_a_client_closes_the_connection() {
     survives(1, NET, |c| {
-        for role in [Role::Replica(7), Role::Replica(0), Role::Client] {
+        for role in [Endpoint::Replica(7), Endpoint::Replica(0), Endpoint::Client] {
             Raw::hello(c.peer_port(), Hello::new(role)).assert_refused("a bad peer hello");
         }
     });
@@ -428,7 +428,7 @@ fn a_peer_claiming_an_id_from_the_wrong_address_is_closed() {
             let target = SocketAddr::from(([127, 0, 0, 1], c.peer_port()));
             socket.connect(&target.into()).unwrap();
             let mut raw = Raw::over(socket.into());
-            raw.send(&Hello::new(Role::Replica(1)));
+            raw.send(&Hello::new(Endpoint::Replica(1)));
             raw.assert_refused("a forged peer");
         });
     }
@@ -438,14 +438,8 @@ fn a_peer_claiming_an_id_from_the_wrong_address_is_closed() {
 fn a_client_sending_peer_messages_is_closed_and_changes_nothing() {
     survives(3, NET, |c| {
         for port in c.client_ports() {
-            let mut raw = Raw::hello(port, Hello::new(Role::Client));
-            raw.send(&PeerMessage::Append {
-                view: FORGED_VIEW,
-                prev_index: 0,
-                prev_view: 0,
-                entries: Vec::new(),
-                commit: 0,
-            });
+            let mut raw = Raw::hello(port, Hello::new(Endpoint::Client));
+            raw.send(&forged_append());
             raw.assert_closed("a peer message on the client port");
         }
         assert_no_forged_view(c);
@@ -458,7 +452,7 @@ fn assert_no_forged_view(cluster: &Cluster) {
         let Ok(mut raw) = Raw::connect(port) else {
             continue; // not running
         };
-        raw.send(&Hello::new(Role::Client));
+        raw.send(&Hello::new(Endpoint::Client));
         raw.send(&ClientToServer::Status);
         let _: Hello = raw.recv(PATIENCE).unwrap();
         match raw.recv(PATIENCE).unwrap() {
@@ -469,12 +463,16 @@ fn assert_no_forged_view(cluster: &Cluster) {
 }
 
 fn forged_append() -> PeerMessage {
-    PeerMessage::Append {
-        view: FORGED_VIEW,
-        prev_index: 0,
-        prev_view: 0,
-        entries: Vec::new(),
-        commit: 0,
+    PeerMessage {
+        life: Default::default(),
+        body: Body::Append {
+            view: FORGED_VIEW,
+            established: true,
+            prev_index: 0,
+            prev_view: 0,
+            entries: Vec::new(),
+            commit: 0,
+        },
     }
 }
 
@@ -493,10 +491,10 @@ fn proof_frame(secret: &ClusterSecret, prover: Prover, transcript: &Transcript) 
 /// Dials a replica's peer port as replica `claimed` and exchanges hellos and challenges;
 /// returns the connection and the transcript so far.
 fn dial_as(port: u16, acceptor: ReplicaId, claimed: ReplicaId, nonce: Nonce) -> (Raw, Transcript) {
-    let mut raw = Raw::hello(port, Hello::new(Role::Replica(claimed)));
+    let mut raw = Raw::hello(port, Hello::new(Endpoint::Replica(claimed)));
     raw.send(&challenge(nonce));
     let hello: Hello = raw.recv(PATIENCE).unwrap();
-    assert_eq!(hello.role, Role::Replica(acceptor));
+    assert_eq!(hello.from, Endpoint::Replica(acceptor));
     let frame: AuthFrame = raw.recv(PATIENCE).unwrap();
     let AuthMessage::Challenge(acceptor_nonce) = frame.message else {
         panic!("expected the acceptor's challenge, got {frame:?}");
@@ -531,7 +529,7 @@ fn a_peer_with_the_wrong_secret_is_closed_and_injects_nothing() {
 fn a_peer_sending_peer_messages_before_its_proof_is_closed_and_injects_nothing() {
     survives(3, NET, |c| {
         // Right after its hello, without a challenge.
-        let mut raw = Raw::hello(c.peer_port(), Hello::new(Role::Replica(1)));
+        let mut raw = Raw::hello(c.peer_port(), Hello::new(Endpoint::Replica(1)));
         let _: Hello = raw.recv(PATIENCE).unwrap();
         let _: AuthFrame = raw.recv(PATIENCE).unwrap();
         raw.send(&forged_append());
@@ -581,7 +579,7 @@ fn a_forged_acceptor_reads_nothing_but_the_handshake() {
             let (stream, _) = fake.accept().unwrap();
             let mut raw = Raw::over(stream);
             let hello: Hello = raw.recv(PATIENCE).unwrap();
-            let Role::Replica(dialer) = hello.role else {
+            let Endpoint::Replica(dialer) = hello.from else {
                 panic!("a replica dials as a replica: {hello:?}");
             };
             let frame: AuthFrame = raw.recv(PATIENCE).unwrap();
@@ -594,7 +592,7 @@ fn a_forged_acceptor_reads_nothing_but_the_handshake() {
                 dialer_nonce,
                 acceptor_nonce: rand::random(),
             };
-            raw.send(&Hello::new(Role::Replica(2)));
+            raw.send(&Hello::new(Endpoint::Replica(2)));
             raw.send(&challenge(t.acceptor_nonce));
             let frame: AuthFrame = raw.recv(PATIENCE).unwrap();
             let AuthMessage::Proof(tag) = frame.message else {
@@ -615,10 +613,10 @@ fn a_client_connection_never_speaks_the_peer_handshake() {
             let mut raw = Raw::connect(port).unwrap();
             raw.send(&frame);
             raw.assert_refused("a challenge instead of a hello");
-            let mut raw = Raw::hello(port, Hello::new(Role::Client));
+            let mut raw = Raw::hello(port, Hello::new(Endpoint::Client));
             raw.send(&frame);
             raw.assert_closed("a challenge on a client connection");
-            let mut raw = Raw::hello(port, Hello::new(Role::Replica(1)));
+            let mut raw = Raw::hello(port, Hello::new(Endpoint::Replica(1)));
             raw.send(&frame);
             raw.assert_refused("a replica's handshake on the client port");
         }

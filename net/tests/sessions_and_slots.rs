@@ -11,7 +11,7 @@ use chat_core::chat::{Op, Reply};
 use chat_core::codec::frame::{self, FrameDecoder};
 use chat_core::ids::ClientId;
 use chat_core::service::Request;
-use chat_core::wire::{ClientToServer, Hello, Role, ServerToClient};
+use chat_core::wire::{ClientToServer, Endpoint, Hello, ServerToClient};
 use chat_net::client::{Client, ClientOptions, Incoming};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -30,7 +30,7 @@ fn greeted(source: [u8; 4], port: u16) -> TcpStream {
         .unwrap();
     let mut stream: TcpStream = socket.into();
     stream.set_nodelay(true).unwrap();
-    send(&mut stream, &Hello::new(Role::Client));
+    send(&mut stream, &Hello::new(Endpoint::Client));
     let _: Hello = recv(
         &mut stream,
         &mut FrameDecoder::new(MAX_FRAME),
@@ -241,7 +241,7 @@ fn a_flood_of_session_openings_does_not_log_out_users_who_keep_chatting() {
 
     let last_index = || {
         let replica = &cluster.config.replicas[0];
-        chat_net::client::status(replica, MAX_FRAME, Duration::from_secs(10))
+        chat_net::client::status(replica, MAX_FRAME, None, Duration::from_secs(10))
             .unwrap()
             .last_index
     };

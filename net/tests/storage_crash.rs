@@ -6,6 +6,7 @@ use chat_core::chat::Op;
 use chat_core::codec::{record, snapshot};
 use chat_core::durable::{Entry, EntryBody, Record, Recovered, Snapshot, SnapshotMeta};
 use chat_core::ids::OpIndex;
+use chat_core::replica::view::Durable;
 use chat_core::service::Request;
 use chat_net::storage::{Storage, StorageError, StorageOptions};
 use rand::rngs::StdRng;
@@ -36,11 +37,10 @@ impl History {
         let roll = self.rng.gen_range(0..100);
         if roll < 10 {
             self.view += self.rng.gen_range(0..=1);
-            let voted_for = self.rng.gen_bool(0.7).then(|| self.rng.gen_range(0..3));
-            Record::Vote {
-                view: self.view,
-                voted_for,
-            }
+            Record::Protocol(Durable {
+                promised: self.view,
+                ..Durable::initial(3)
+            })
         } else if roll < 16 {
             let from = self
                 .rng
@@ -96,7 +96,46 @@ fn options(rng: &mut StdRng) -> StorageOptions {
         segment_bytes: rng.gen_range(256..4096),
         // Small chunks: snapshots of a few hundred bytes span many records.
         snapshot_chunk_bytes: rng.gen_range(1..128),
+        preallocate: rng.gen_bool(0.5),
     }
+}
+
+/// Disk bytes a file occupies (its allocated blocks), as against its length.
+fn allocated(path: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).unwrap().blocks() * 512
+}
+
+/// A new segment reserves its blocks without growing (recovery reads exactly what was
+/// written), and a sealed one gives back what it did not use: at rotation, and at the
+/// next start for the segment that was active.
+#[test]
+fn segments_reserve_their_blocks_and_sealed_ones_give_the_rest_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = StorageOptions {
+        segment_bytes: 1 << 20,
+        ..StorageOptions::default()
+    };
+    let (mut storage, _, _) = Storage::open(dir.path(), opts).unwrap();
+    let mut history = History::new(5);
+    let mut written = Vec::new();
+    for _ in 0..10 {
+        let batch = history.batch();
+        storage.append(&batch).unwrap();
+        written.extend(batch);
+    }
+    storage.sync().unwrap();
+    let active = segments(dir.path()).pop().unwrap();
+    let len = std::fs::metadata(&active).unwrap().len();
+    assert!(len < 1 << 16, "{len}");
+    assert!(allocated(&active) >= 1 << 20, "{}", allocated(&active));
+    drop(storage);
+    let (_, recovered, report) = Storage::open(dir.path(), opts).unwrap();
+    assert_eq!(report.torn_tail, None);
+    assert_eq!(std::fs::metadata(&active).unwrap().len(), len);
+    assert!(allocated(&active) < 1 << 20, "{}", allocated(&active));
+    let expected = Recovered::replay(None, written).unwrap();
+    assert_eq!(recovered, expected);
 }
 
 fn segments(dir: &Path) -> Vec<PathBuf> {
@@ -145,8 +184,8 @@ fn lose_unsynced_tail(dir: &Path, synced: &(PathBuf, u64), rng: &mut StdRng) {
     } else {
         let bytes = std::fs::read(&last).unwrap();
         match record::decode_all::<Record>(&bytes).records.as_slice() {
-            [(_, Record::Vote { .. }), (next, _), ..] => *next,
-            [(_, Record::Vote { .. })] => len,
+            [(_, Record::Protocol(_)), (next, _), ..] => *next,
+            [(_, Record::Protocol(_))] => len,
             _ => 0,
         }
     };
@@ -422,10 +461,10 @@ fn compaction_keeps_truncations_that_still_matter() {
     };
     let (mut storage, _, _) = Storage::open(dir.path(), opts).unwrap();
     let mut written: Vec<Record> = (1..=10).map(|i| entry(i, 1)).collect();
-    written.push(Record::Vote {
-        view: 2,
-        voted_for: Some(1),
-    });
+    written.push(Record::Protocol(Durable {
+        promised: 2,
+        ..Durable::initial(3)
+    }));
     written.push(Record::TruncateFrom(6));
     written.extend((6..=8).map(|i| entry(i, 2)));
     storage.append(&written).unwrap();
@@ -466,6 +505,7 @@ fn a_multi_record_snapshot_torn_at_every_record_boundary() {
     let opts = StorageOptions {
         segment_bytes: 1024,
         snapshot_chunk_bytes: 16,
+        preallocate: true,
     };
     let mut history = History::new(3);
     let dir = tempfile::tempdir().unwrap();
@@ -568,10 +608,10 @@ fn a_failed_start_on_a_full_disk_leaves_nothing_new_behind() {
     let mut history = History::new(4);
     // A vote, so that the next segment starts by writing it.
     storage
-        .append(&[Record::Vote {
-            view: 1,
-            voted_for: Some(0),
-        }])
+        .append(&[Record::Protocol(Durable {
+            promised: 1,
+            ..Durable::initial(3)
+        })])
         .unwrap();
     storage.append(&history.batch()).unwrap();
     storage.sync().unwrap();

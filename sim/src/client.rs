@@ -7,13 +7,11 @@
 //! writes what it saw into the history (the checkers read it). `Error(SessionExpired)` makes
 //! the session open a new one before the user's next request.
 
-use crate::history::Call;
 use crate::passwords::{login_call, right_password};
 use crate::workload::Workload;
 use chat_core::chat::{ChatError, Op, Reply};
 use chat_core::client::{Ask, InFlight, Options, Session, Ticket};
 use chat_core::ids::ClientId;
-use chat_core::password::Password;
 use chat_core::time::{Duration, Instant};
 use chat_core::wire::PasswordAction;
 use rand::rngs::SmallRng;
@@ -49,11 +47,11 @@ pub struct Client {
     pub session: Session,
     mode: Mode,
     /// The user's request waiting for its answer, and what it asked.
-    asked: Option<(Ticket, Call)>,
+    asked: Option<(Ticket, Ask)>,
     /// When the user makes the next request (after thinking).
     think_until: Option<Instant>,
     /// Drain: the requests still to make.
-    script: VecDeque<Call>,
+    script: VecDeque<Ask>,
 }
 
 impl Client {
@@ -154,7 +152,7 @@ impl Client {
                 self.script.push_front(Op::Deliver.into());
             }
             Reply::Error(ChatError::BadCredentials) if self.mode == Mode::Drain => {
-                if let Call::WithPassword {
+                if let Ask::WithPassword {
                     action: PasswordAction::Login,
                     user,
                     ..
@@ -195,42 +193,9 @@ impl Client {
         }
     }
 
-    fn ask(&mut self, ctx: &mut Ctx, call: Call) {
+    fn ask(&mut self, ctx: &mut Ctx, ask: Ask) {
         debug_assert!(self.asked.is_none(), "one request at a time");
-        let ticket = self.session.submit(ctx.now, ask_of(&call));
-        self.asked = Some((ticket, call));
-    }
-}
-
-/// The session's request for a call of the workload.
-fn ask_of(call: &Call) -> Ask {
-    match call {
-        Call::Op(op) => Ask::Op(op.clone()),
-        Call::WithPassword {
-            action,
-            user,
-            password,
-        } => Ask::WithPassword {
-            action: *action,
-            user: user.clone(),
-            password: Password::new(password.clone()),
-        },
-    }
-}
-
-/// The call a request of the session is in the history (the checkers model password
-/// requests at this level: see `crate::passwords`).
-pub fn call_of(ask: &Ask) -> Call {
-    match ask {
-        Ask::Op(op) => Call::Op(op.clone()),
-        Ask::WithPassword {
-            action,
-            user,
-            password,
-        } => Call::WithPassword {
-            action: *action,
-            user: user.clone(),
-            password: password.expose().to_owned(),
-        },
+        let ticket = self.session.submit(ctx.now, ask.clone());
+        self.asked = Some((ticket, ask));
     }
 }

@@ -2,73 +2,20 @@
 //! read it, and it can be written as JSON Lines for an independent checker (format in
 //! `sim/README.md`).
 
-use chat_core::chat::{Message, Op, Reply};
+use chat_core::chat::{Message, Reply};
+use chat_core::client::Ask;
 use chat_core::ids::{ClientId, RequestNo};
-use chat_core::password::Password;
-use chat_core::service::Request;
 use chat_core::time::Instant;
-use chat_core::wire::{ClientToServer, PasswordAction};
+use chat_core::wire::PasswordAction;
 use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
 use std::io::{self, Write};
 
-/// What a client asks for, as the user typed it: an operation, or a create or login with a
-/// password (`1|<user>|<password>`, `2|<user>|<password>`), which carries the plain password.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Call {
-    Op(Op),
-    WithPassword {
-        action: PasswordAction,
-        user: String,
-        password: String,
-    },
-}
-
-impl Call {
-    /// The frame the real client sends for it, as request `request` of session `client`.
-    pub fn message(&self, client: ClientId, request: RequestNo) -> ClientToServer {
-        match self {
-            Call::Op(op) => ClientToServer::Request(Request {
-                client,
-                request,
-                op: op.clone(),
-            }),
-            Call::WithPassword {
-                action,
-                user,
-                password,
-            } => ClientToServer::WithPassword {
-                client,
-                request,
-                action: *action,
-                user: user.clone(),
-                password: Password::new(password.clone()),
-            },
-        }
-    }
-}
-
-impl From<Op> for Call {
-    fn from(op: Op) -> Call {
-        Call::Op(op)
-    }
-}
-
-impl From<&Op> for Call {
-    fn from(op: &Op) -> Call {
-        Call::Op(op.clone())
-    }
-}
-
-impl From<&Call> for Call {
-    fn from(call: &Call) -> Call {
-        call.clone()
-    }
-}
-
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Kind {
-    Call(Call),
+    /// The request the client session issued (`chat_core::client::Ask`: what the user
+    /// asked, the plain password included, which the checkers need).
+    Call(Ask),
     Return(Reply),
     /// A message pushed to this session on connection `conn` (possibly again: a client
     /// shows it once).
@@ -95,7 +42,7 @@ pub struct Operation {
     pub slot: usize,
     pub client: ClientId,
     pub request: RequestNo,
-    pub op: Call,
+    pub op: Ask,
     pub call: Instant,
     pub ret: Option<(Instant, Reply)>,
 }
@@ -112,7 +59,7 @@ impl History {
         slot: usize,
         client: ClientId,
         request: RequestNo,
-        call: impl Into<Call>,
+        call: impl Into<Ask>,
     ) {
         self.push_event(time, slot, client, request, Kind::Call(call.into()));
     }
@@ -188,7 +135,7 @@ impl History {
 
     /// Writes one JSON object per event (see `sim/README.md`).
     pub fn write_json_lines(&self, mut out: impl Write) -> io::Result<()> {
-        let mut ops: BTreeMap<(ClientId, RequestNo), &Call> = BTreeMap::new();
+        let mut ops: BTreeMap<(ClientId, RequestNo), &Ask> = BTreeMap::new();
         for event in &self.events {
             let mut line = Map::new();
             line.insert("time_us".into(), json!(event.time.micros()));
@@ -228,10 +175,10 @@ fn to_value(value: &impl serde::Serialize) -> Value {
 /// `"op": "Send", "args": {"to": ..., "text": ...}` (a unit operation has empty args); a call
 /// with a password is `"op": "CreateWithPassword"` or `"LoginWithPassword"`, `"args":
 /// {"user": ..., "password": ...}`.
-fn insert_op(line: &mut Map<String, Value>, call: &Call) {
+fn insert_op(line: &mut Map<String, Value>, call: &Ask) {
     let op = match call {
-        Call::Op(op) => op,
-        Call::WithPassword {
+        Ask::Op(op) => op,
+        Ask::WithPassword {
             action,
             user,
             password,
@@ -241,7 +188,10 @@ fn insert_op(line: &mut Map<String, Value>, call: &Call) {
                 PasswordAction::Login => "LoginWithPassword",
             };
             line.insert("op".into(), json!(name));
-            line.insert("args".into(), json!({"user": user, "password": password}));
+            line.insert(
+                "args".into(),
+                json!({"user": user, "password": password.expose()}),
+            );
             return;
         }
     };
@@ -257,6 +207,7 @@ fn insert_op(line: &mut Map<String, Value>, call: &Call) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use chat_core::chat::Op;
 
     #[test]
     fn json_lines_name_the_operation_and_its_arguments() {

@@ -21,6 +21,7 @@ pub mod passwords;
 mod trace;
 pub mod workload;
 
+pub use checker::liveness::Promise;
 pub use checker::{Checker, Failure};
 pub use engine::{Report, Sim, Stats, Step, Target};
 pub use options::{FaultKind, FaultPlan, Inject, SimOptions};

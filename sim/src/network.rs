@@ -87,7 +87,7 @@ impl Network {
         self.cut.clear();
     }
 
-    #[cfg(test)]
+    /// Some link is cut (between replicas, or a client and a replica).
     pub fn has_cuts(&self) -> bool {
         !self.cut.is_empty()
     }

@@ -1,7 +1,7 @@
 //! Accounts with passwords in the simulator.
 //!
 //! A simulated client calls `1|<user>|<password>` or `2|<user>|<password>` as a
-//! [`Call::WithPassword`] and sends it as the real client does
+//! [`Ask::WithPassword`] and sends it as the real client does
 //! (`ClientToServer::WithPassword`); the engine serves it with the core's decision
 //! (`chat_core::password::request`), at the tiny hash cost. The failure delay is not
 //! simulated; the uniform answer is.
@@ -15,9 +15,9 @@
 //! Every account with a password has the password [`right_password`] of its name, so the
 //! end-of-run drain can log into all of them.
 
-use crate::history::Call;
 use chat_core::chat::{AccountLock, Op};
-use chat_core::password;
+use chat_core::client::Ask;
+use chat_core::password::{self, Password};
 use chat_core::wire::PasswordAction;
 
 /// A guess the workload makes that opens no account.
@@ -29,9 +29,9 @@ pub fn right_password(user: &str) -> String {
 }
 
 /// A client's call to create `user` with its password.
-pub fn create_call(user: String) -> Call {
-    let password = right_password(&user);
-    Call::WithPassword {
+pub fn create_call(user: String) -> Ask {
+    let password = Password::new(right_password(&user));
+    Ask::WithPassword {
         action: PasswordAction::Create,
         user,
         password,
@@ -39,11 +39,11 @@ pub fn create_call(user: String) -> Call {
 }
 
 /// A client's call to log into `user` with `password`.
-pub fn login_call(user: String, password: String) -> Call {
-    Call::WithPassword {
+pub fn login_call(user: String, password: String) -> Ask {
+    Ask::WithPassword {
         action: PasswordAction::Login,
         user,
-        password,
+        password: Password::new(password),
     }
 }
 
@@ -51,11 +51,11 @@ pub fn login_call(user: String, password: String) -> Call {
 /// the call's own op; for a create with a password, a create of the same user with a hash of
 /// that password; for a login with a password, a verified or refused login of the same user
 /// (whether it was the right one is the model's business: [`model_op`]).
-pub fn ordered_for(call: &Call, logged: &Op) -> bool {
+pub fn ordered_for(call: &Ask, logged: &Op) -> bool {
     match (call, logged) {
-        (Call::Op(op), logged) => op == logged,
+        (Ask::Op(op), logged) => op == logged,
         (
-            Call::WithPassword {
+            Ask::WithPassword {
                 action: PasswordAction::Create,
                 user,
                 password,
@@ -64,9 +64,9 @@ pub fn ordered_for(call: &Call, logged: &Op) -> bool {
                 user: logged_user,
                 password_hash,
             },
-        ) => user == logged_user && password::verify(password_hash, password),
+        ) => user == logged_user && password::verify(password_hash, password.expose()),
         (
-            Call::WithPassword {
+            Ask::WithPassword {
                 action: PasswordAction::Login,
                 user,
                 ..
@@ -84,8 +84,8 @@ pub fn ordered_for(call: &Call, logged: &Op) -> bool {
 /// where the model's state has `lock` for the call's user: for a login with a password, the
 /// right decision for that state (verified against the account's hash, or refused); for
 /// anything else, the logged op.
-pub fn model_op(call: &Call, logged: &Op, lock: impl FnOnce(&str) -> AccountLock) -> Op {
-    let Call::WithPassword {
+pub fn model_op(call: &Ask, logged: &Op, lock: impl FnOnce(&str) -> AccountLock) -> Op {
+    let Ask::WithPassword {
         action: PasswordAction::Login,
         user,
         password,
@@ -94,10 +94,12 @@ pub fn model_op(call: &Call, logged: &Op, lock: impl FnOnce(&str) -> AccountLock
         return logged.clone();
     };
     match lock(user) {
-        AccountLock::Protected(phc) if password::verify(&phc, password) => Op::LoginVerified {
-            user: user.clone(),
-            password_hash: phc,
-        },
+        AccountLock::Protected(phc) if password::verify(&phc, password.expose()) => {
+            Op::LoginVerified {
+                user: user.clone(),
+                password_hash: phc,
+            }
+        }
         _ => Op::LoginRefused { user: user.clone() },
     }
 }
@@ -159,7 +161,7 @@ mod tests {
     #[test]
     fn other_calls_are_their_own_op() {
         let login = Op::Login { user: "ann".into() };
-        let call = Call::Op(login.clone());
+        let call = Ask::Op(login.clone());
         assert!(ordered_for(&call, &login));
         assert!(!ordered_for(&call, &Op::Login { user: "bob".into() }));
         assert_eq!(model_op(&call, &login, |_| unreachable!()), login);

@@ -2,9 +2,9 @@
 //! accounts over and messages meet their recipients. Texts are unique within a run, so the
 //! checkers can tell a message sent twice from two messages.
 
-use crate::history::Call;
 use crate::passwords::{create_call, login_call, right_password, WRONG_PASSWORD};
 use chat_core::chat::Op;
+use chat_core::client::Ask;
 use rand::rngs::SmallRng;
 use rand::seq::SliceRandom;
 use rand::Rng;
@@ -41,7 +41,7 @@ impl Workload {
 
     /// A random call for a client that believes it is logged in (or not). Pushed messages
     /// are acknowledged by the client session itself, as in the real client.
-    pub fn next_op(&mut self, rng: &mut SmallRng, logged_in: bool) -> Call {
+    pub fn next_op(&mut self, rng: &mut SmallRng, logged_in: bool) -> Ask {
         // Weights shift towards sending once logged in. The last two kinds are a create
         // and a login with a password (see `crate::passwords`).
         let weights: [u32; 9] = if logged_in {
@@ -84,7 +84,7 @@ impl Workload {
                 return login_call(user, password);
             }
         };
-        Call::Op(op)
+        Ask::Op(op)
     }
 
     fn name(&self, rng: &mut SmallRng) -> String {
@@ -130,11 +130,11 @@ mod tests {
         for i in 0..5000 {
             let op = workload.next_op(&mut rng, i % 2 == 0);
             let kind = match &op {
-                Call::Op(op) => format!("{op:?}"),
-                Call::WithPassword { action, .. } => format!("{action:?}WithPassword"),
+                Ask::Op(op) => format!("{op:?}"),
+                Ask::WithPassword { action, .. } => format!("{action:?}WithPassword"),
             };
             kinds.insert(kind.split([' ', '{']).next().unwrap().to_string());
-            if let Call::Op(Op::Send { text, .. }) = &op {
+            if let Ask::Op(Op::Send { text, .. }) = &op {
                 if !text.is_empty() {
                     assert!(texts.insert(text.clone()), "texts repeat");
                 }

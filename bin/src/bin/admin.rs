@@ -1,7 +1,7 @@
 //! `chat-admin`: operator commands for a cluster.
 
 use chat_bin::cluster_status::{self, Answer};
-use chat_bin::{secret, settings};
+use chat_bin::{secret, settings, tls_files};
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -46,6 +46,14 @@ enum Cmd {
         #[arg(value_name = "FILE")]
         file: PathBuf,
     },
+    /// Write a new certificate authority (DIR/ca.pem) and a certificate and key for every
+    /// replica of the configuration (DIR/replica-<id>.pem, .key), valid for its host (and
+    /// localhost, 127.0.0.1 and ::1 for a local one); prints the `tls:` section naming them.
+    /// The CA's key is not kept. Refuses to replace existing files.
+    NewTls {
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -56,6 +64,13 @@ fn main() -> ExitCode {
             Err(e) => {
                 eprintln!("error: {e}");
                 ExitCode::from(USAGE)
+            }
+        },
+        Cmd::NewTls { dir } => match new_tls(args.config.as_deref(), dir) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
             }
         },
         Cmd::NewSecret { file } => match secret::create(file) {
@@ -69,6 +84,20 @@ fn main() -> ExitCode {
             }
         },
     }
+}
+
+fn new_tls(config: Option<&std::path::Path>, dir: &std::path::Path) -> Result<(), String> {
+    let loaded = settings::load(config)?;
+    let written = tls_files::create(dir, &loaded.config)?;
+    for path in written {
+        println!("wrote {}", path.display());
+    }
+    let files = tls_files::files_in(dir);
+    println!(
+        "put in config.yaml:\ntls:\n  ca: {}\n  certificate: {}\n  key: {}",
+        files.ca, files.certificate, files.key
+    );
+    Ok(())
 }
 
 fn status(answers: &[Answer], json: bool) -> ExitCode {

@@ -8,11 +8,11 @@
 use chat_bin::demo::{Demo, Layout};
 use chat_bin::process::{self, ReplicaError};
 use chat_bin::settings::{self, Loaded, BUILT_IN_CONFIG};
-use chat_bin::{logging, repl, secret, waiting};
+use chat_bin::{logging, repl, secret, tls_files, waiting};
 use chat_core::ids::ReplicaId;
 use chat_net::client::{Client, ClientOptions};
 use clap::{Parser, Subcommand};
-use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGTERM};
 use signal_hook::iterator::Signals;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -61,6 +61,30 @@ fn main() -> ExitCode {
     }
 }
 
+/// On a first run, the CA and the replicas' certificates that the `tls:` section names, if
+/// it names them as `chat-admin new-tls DIR` writes them.
+fn create_tls_files(
+    files: &chat_core::config::TlsFiles,
+    config: &chat_core::config::Config,
+) -> Result<(), String> {
+    if Path::new(&files.ca).exists() {
+        return Ok(());
+    }
+    let dir = Path::new(&files.ca).parent().unwrap_or(Path::new("."));
+    if tls_files::files_in(dir) != *files {
+        return Err(format!(
+            "the TLS CA {} does not exist: make the files with `chat-admin new-tls DIR` and              name them in the `tls:` section",
+            files.ca
+        ));
+    }
+    tls_files::create(dir, config)?;
+    println!(
+        "created a TLS certificate authority and the replicas' certificates in {}",
+        dir.display()
+    );
+    Ok(())
+}
+
 fn demo(flag: Option<&Path>) -> Result<(), String> {
     let loaded = settings::load(flag)?;
     let data_dir = PathBuf::from(&loaded.config.data_dir);
@@ -84,6 +108,9 @@ fn demo(flag: Option<&Path>) -> Result<(), String> {
             println!("created the cluster secret {file}");
         }
     }
+    if let Some(files) = &layout.config.tls {
+        create_tls_files(files, &layout.config)?;
+    }
     println!(
         "starting {} replicas (logs in {})...",
         layout.config.replicas.len(),
@@ -91,7 +118,7 @@ fn demo(flag: Option<&Path>) -> Result<(), String> {
     );
     let mut demo = Demo::start(layout.clone())
         .map_err(|e| format!("the cluster did not start; every replica was stopped:\n{e}"))?;
-    stop_on_signals(demo.stopper())?;
+    stop_on_signals(demo.stopper(), [SIGTERM, SIGHUP])?;
     let pids: Vec<String> = demo
         .pids()
         .iter()
@@ -114,6 +141,9 @@ fn demo(flag: Option<&Path>) -> Result<(), String> {
     let (client, incoming) =
         Client::connect_showing(&layout.config, client_options, waiting::display())
             .map_err(|e| e.to_string())?;
+    // Ctrl-C while a request waits cancels the wait (the demo carries on, e.g. to `:restart`
+    // a replica); otherwise it stops the replicas and leaves.
+    waiting::cancel_on_ctrl_c(client.canceller(), demo.stopper())?;
     let options = repl::Options {
         extension: Some(&mut demo),
         ..repl::Options::default()
@@ -129,10 +159,12 @@ fn config_file(loaded: &Loaded, data_dir: &Path) -> PathBuf {
     }
 }
 
-/// On SIGINT/SIGTERM/SIGHUP, stop the replicas and leave.
-fn stop_on_signals(stop: impl Fn() + Send + 'static) -> Result<(), String> {
-    let mut signals =
-        Signals::new([SIGINT, SIGTERM, SIGHUP]).map_err(|e| format!("signal handlers: {e}"))?;
+/// On one of `which`, stop the replicas and leave.
+fn stop_on_signals<const N: usize>(
+    stop: impl Fn() + Send + 'static,
+    which: [i32; N],
+) -> Result<(), String> {
+    let mut signals = Signals::new(which).map_err(|e| format!("signal handlers: {e}"))?;
     thread::spawn(move || {
         if let Some(signal) = signals.forever().next() {
             stop();

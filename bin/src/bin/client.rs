@@ -68,7 +68,7 @@ fn run(args: Args) -> Result<Outcome, String> {
     };
     let (client, incoming) = Client::connect_showing(&loaded.config, options, waiting::display())
         .map_err(|e| e.to_string())?;
-    waiting::cancel_on_ctrl_c(client.canceller())?;
+    waiting::cancel_on_ctrl_c(client.canceller(), || {})?;
     let commands = [args.command, args.commands]
         .into_iter()
         .find(|c| !c.is_empty());

@@ -3,7 +3,10 @@
 //! is failing, prints the end of each replica's log); a test that runs past `TEST_LIMIT` has
 //! its processes killed and the test program aborted.
 
+pub mod chat;
+
 use chat_bin::process::{local_replicas, ServerProcess};
+use chat_bin::tls_files::{self, Authority, Validity};
 use chat_core::config::Config;
 use chat_core::ids::ReplicaId;
 use chat_core::replica::{Role, Status};
@@ -62,12 +65,34 @@ fn watchdog(servers: Servers) -> mpsc::Sender<()> {
 
 impl Cluster {
     /// Starts all replicas and waits for a primary.
+    #[allow(dead_code)] // Not every test program uses every helper.
     pub fn start() -> Cluster {
+        Cluster::start_with(None)
+    }
+
+    /// Starts all replicas with TLS on every link, their certificates issued by `ca`, and
+    /// waits for a primary.
+    #[allow(dead_code)]
+    pub fn start_tls(ca: &Authority) -> Cluster {
+        Cluster::start_with(Some(ca))
+    }
+
+    fn start_with(ca: Option<&Authority>) -> Cluster {
         let turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
         let dir = tempfile::tempdir().expect("temporary directory");
         let secret = dir.path().join("cluster.secret");
         chat_bin::secret::create(&secret).expect("cluster secret");
-        let text = config_text(dir.path(), &secret);
+        let mut text = config_text(dir.path(), &secret);
+        if let Some(ca) = ca {
+            let config = Config::parse(&text).expect("test configuration");
+            let tls_dir = dir.path().join("tls");
+            tls_files::write(&tls_dir, ca, &config, Validity::standard()).expect("TLS files");
+            let files = tls_files::files_in(&tls_dir);
+            text += &format!(
+                "tls:\n  ca: {}\n  certificate: {}\n  key: {}\n",
+                files.ca, files.certificate, files.key
+            );
+        }
         let config = Config::parse(&text).expect("test configuration");
         let config_path = dir.path().join("config.yaml");
         std::fs::write(&config_path, text).expect("write configuration");
@@ -130,12 +155,21 @@ impl Cluster {
 
     pub fn status(&self, id: ReplicaId) -> Option<Status> {
         let replica = self.config.replica(id)?;
+        let tls = client::client_tls(&self.config).expect("the CA loads");
         client::status(
             replica,
             self.config.net.max_frame_bytes,
+            tls.as_ref(),
             Duration::from_millis(500),
         )
         .ok()
+    }
+
+    /// The text replica `id` has logged so far.
+    #[allow(dead_code)]
+    pub fn log(&self, id: ReplicaId) -> String {
+        std::fs::read_to_string(self.dir.path().join(format!("replica-{id}.log")))
+            .unwrap_or_default()
     }
 
     /// Waits (at most 20 s) until one replica other than `not` says it is primary.

@@ -11,4 +11,4 @@ mod state;
 
 pub use limits::Limits;
 pub use op::{ChatError, Event, Message, Op, Reply};
-pub use state::{AccountLock, Chat};
+pub use state::{AccountLock, Chat, QueueTotals};

@@ -68,6 +68,13 @@ struct Account {
     queue: VecDeque<Queued>,
 }
 
+/// How much waits in the message queues (see [`Chat::queued`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct QueueTotals {
+    pub messages: u64,
+    pub bytes: u64,
+}
+
 /// What logging into an account takes, for the driver that verifies passwords.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum AccountLock {
@@ -106,6 +113,16 @@ impl Chat {
     pub fn end_session(&mut self, client: ClientId) {
         if let Some(user) = self.user_of.remove(&client) {
             self.session_of.remove(&user);
+        }
+    }
+
+    /// Messages waiting in every queue (pushed or not, until acknowledged or delivered), and
+    /// their bytes as counted against `limits.max_queued_bytes`. Walks the accounts: for
+    /// sampled metrics, not for every request.
+    pub fn queued(&self) -> QueueTotals {
+        QueueTotals {
+            messages: self.accounts.values().map(|a| a.queue.len() as u64).sum(),
+            bytes: self.queued_bytes,
         }
     }
 

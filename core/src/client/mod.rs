@@ -81,6 +81,18 @@ pub enum Ask {
     },
 }
 
+impl From<Op> for Ask {
+    fn from(op: Op) -> Ask {
+        Ask::Op(op)
+    }
+}
+
+impl From<&Op> for Ask {
+    fn from(op: &Op) -> Ask {
+        Ask::Op(op.clone())
+    }
+}
+
 impl Ask {
     /// The frame that sends this request as number `request` of session `client`; a retry
     /// sends the same frame again.
@@ -136,7 +148,7 @@ impl Ask {
 
 /// What the driver reports about a connection.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Input {
+pub enum ConnEvent {
     /// The connection asked for by [`Output::Connect`] is open (greeted).
     Connected(ConnId),
     /// A frame arrived on the connection.
@@ -160,8 +172,8 @@ pub enum Closed {
 /// What the session asks of its driver, or tells its user.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Output {
-    /// Open connection `conn` to `replica`, send `Hello`, then report [`Input::Connected`]
-    /// (or [`Input::Closed`]).
+    /// Open connection `conn` to `replica`, send `Hello`, then report [`ConnEvent::Connected`]
+    /// (or [`ConnEvent::Closed`]).
     Connect { conn: ConnId, replica: ReplicaId },
     /// Write `message` on `conn`.
     Send {

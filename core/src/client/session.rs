@@ -1,7 +1,8 @@
 //! The session state machine (see the module above for what it does).
 
 use super::{
-    Answer, Ask, Closed, ConnId, Failure, Input, Notice, Options, Output, Ticket, Tried, Waiting,
+    Answer, Ask, Closed, ConnEvent, ConnId, Failure, Notice, Options, Output, Ticket, Tried,
+    Waiting,
 };
 use crate::chat::{ChatError, Op, Reply};
 use crate::ids::{ClientId, MessageId, ReplicaId, RequestNo};
@@ -211,9 +212,9 @@ impl Session {
         self.report_status(now);
     }
 
-    pub fn handle(&mut self, now: Instant, input: Input) {
+    pub fn handle(&mut self, now: Instant, input: ConnEvent) {
         match input {
-            Input::Connected(conn) => {
+            ConnEvent::Connected(conn) => {
                 if let Some(c) = self.conn.as_mut().filter(|c| c.id == conn) {
                     c.link = Link::Open;
                     self.outputs.push_back(Output::Send {
@@ -224,8 +225,8 @@ impl Session {
                     });
                 }
             }
-            Input::Frame { conn, frame } => self.on_frame(now, conn, frame),
-            Input::Closed { conn, why } => {
+            ConnEvent::Frame { conn, frame } => self.on_frame(now, conn, frame),
+            ConnEvent::Closed { conn, why } => {
                 if let Some(c) = self.conn.as_ref().filter(|c| c.id == conn) {
                     let tried = match (&c.link, why) {
                         (Link::Connecting { .. }, Closed::Refused) => Tried::Refused,
@@ -238,7 +239,7 @@ impl Session {
                     self.advance(now);
                 }
             }
-            Input::TooLarge(why) => self.fail_in_flight(Failure::TooLarge(why)),
+            ConnEvent::TooLarge(why) => self.fail_in_flight(Failure::TooLarge(why)),
         }
         self.pump(now);
         self.report_status(now);

@@ -50,8 +50,8 @@ fn requests(outputs: &[Output]) -> Vec<(ConnId, ClientId, RequestNo, Op)> {
         .collect()
 }
 
-fn reply(conn: ConnId, request: RequestNo, reply: Reply) -> Input {
-    Input::Frame {
+fn reply(conn: ConnId, request: RequestNo, reply: Reply) -> ConnEvent {
+    ConnEvent::Frame {
         conn,
         frame: ServerToClient::Reply { request, reply },
     }
@@ -71,7 +71,7 @@ fn opened(s: &mut Session) -> ConnId {
     s.submit(t, Ask::Op(Op::OpenSession));
     let (conn, replica) = connect_of(&drain(s));
     assert_eq!(replica, 0);
-    s.handle(t, Input::Connected(conn));
+    s.handle(t, ConnEvent::Connected(conn));
     s.handle(t, reply(conn, 1, Reply::SessionOpened));
     drain(s);
     conn
@@ -96,7 +96,7 @@ fn retries_keep_the_request_number_and_move_on() {
     ));
     let (c0, r) = connect_of(&out);
     assert_eq!(r, 0);
-    s.handle(Instant(0), Input::Connected(c0));
+    s.handle(Instant(0), ConnEvent::Connected(c0));
     let out = drain(&mut s);
     assert!(matches!(
         &out[0],
@@ -116,13 +116,13 @@ fn retries_keep_the_request_number_and_move_on() {
     assert!(out.contains(&Output::Close(c0)));
     let (c1, r) = connect_of(&out);
     assert_eq!(r, 1);
-    s.handle(late, Input::Connected(c1));
+    s.handle(late, ConnEvent::Connected(c1));
     let again = requests(&drain(&mut s));
     assert_eq!((again[0].1, again[0].2), (first[0].1, 1));
     // Replica 1 redirects to 2: the same request goes there.
     s.handle(
         late,
-        Input::Frame {
+        ConnEvent::Frame {
             conn: c1,
             frame: ServerToClient::Redirect { primary: Some(2) },
         },
@@ -132,13 +132,13 @@ fn retries_keep_the_request_number_and_move_on() {
     // A stale report from the old connection does nothing.
     s.handle(
         late,
-        Input::Closed {
+        ConnEvent::Closed {
             conn: c0,
             why: Closed::Refused,
         },
     );
     assert!(drain(&mut s).is_empty());
-    s.handle(late, Input::Connected(c2));
+    s.handle(late, ConnEvent::Connected(c2));
     assert_eq!(requests(&drain(&mut s))[0].2, 1);
     s.handle(late, reply(c2, 1, Reply::SessionOpened));
     let out = drain(&mut s);
@@ -178,7 +178,7 @@ fn pushes_are_shown_once_and_acknowledged() {
     for _ in 0..2 {
         s.handle(
             t,
-            Input::Frame {
+            ConnEvent::Frame {
                 conn,
                 frame: ServerToClient::Push(message(5)),
             },
@@ -234,7 +234,7 @@ fn an_expired_session_starts_a_new_one_at_request_1() {
     assert_ne!(s.client(), old);
     s.submit(t, Ask::Op(Op::Create { user: "x".into() }));
     let (conn, _) = connect_of(&drain(&mut s));
-    s.handle(t, Input::Connected(conn));
+    s.handle(t, ConnEvent::Connected(conn));
     let sent = requests(&drain(&mut s));
     assert_eq!((sent[0].1, sent[0].2), (s.client(), 1));
     assert_eq!(sent[0].3, Op::OpenSession);
@@ -255,14 +255,14 @@ fn a_reconnection_while_logged_in_is_probed() {
     assert!(s.is_idle());
     s.handle(
         t,
-        Input::Closed {
+        ConnEvent::Closed {
             conn,
             why: Closed::Other("reset".into()),
         },
     );
     let (conn, replica) = connect_of(&drain(&mut s));
     assert_eq!(replica, 1);
-    s.handle(t, Input::Connected(conn));
+    s.handle(t, ConnEvent::Connected(conn));
     let sent = requests(&drain(&mut s));
     assert_eq!((sent[0].2, &sent[0].3), (3, &Op::Ack { ids: vec![] }));
     // Its answer says the login is gone: the user is told.
@@ -279,16 +279,16 @@ fn the_status_says_what_was_tried_and_clears_with_the_answer() {
     let (c0, _) = connect_of(&drain(&mut s));
     s.handle(
         t,
-        Input::Closed {
+        ConnEvent::Closed {
             conn: c0,
             why: Closed::Refused,
         },
     );
     let (c1, _) = connect_of(&drain(&mut s));
-    s.handle(t, Input::Connected(c1));
+    s.handle(t, ConnEvent::Connected(c1));
     s.handle(
         t,
-        Input::Frame {
+        ConnEvent::Frame {
             conn: c1,
             frame: ServerToClient::Redirect { primary: None },
         },
@@ -309,7 +309,7 @@ fn the_status_says_what_was_tried_and_clears_with_the_answer() {
     assert!(w.user && w.sent && !w.none_serving());
     s.handle(
         Instant(600 * MS),
-        Input::Closed {
+        ConnEvent::Closed {
             conn: c2,
             why: Closed::Refused,
         },
@@ -326,7 +326,7 @@ fn the_status_says_what_was_tried_and_clears_with_the_answer() {
     s.handle_timeout(pause);
     let (c3, r) = connect_of(&drain(&mut s));
     assert_eq!(r, 0);
-    s.handle(pause, Input::Connected(c3));
+    s.handle(pause, ConnEvent::Connected(c3));
     s.handle(pause, reply(c3, 1, Reply::SessionOpened));
     let out = drain(&mut s);
     let at = |f: fn(&Output) -> bool| out.iter().position(f).expect("present");
@@ -359,7 +359,7 @@ fn gives_up_saying_whether_the_request_went_out() {
         }) {
             s.handle(
                 now,
-                Input::Closed {
+                ConnEvent::Closed {
                     conn: c,
                     why: Closed::Refused,
                 },

@@ -62,6 +62,53 @@ pub fn encode_to_vec(snapshot: &Snapshot, chunk_bytes: usize) -> Vec<u8> {
     out
 }
 
+/// Bytes of the checksum that [`seal_state`] appends.
+const STATE_CRC_BYTES: usize = 4;
+
+/// The service's state as it travels and is stored: its encoding followed by the CRC32C of
+/// that encoding (little-endian). The state crosses the network in chunks to a lagging
+/// backup, and the checksum lets the backup check the whole before installing it, however
+/// it was cut up (a file on disk has its own checksums besides).
+pub fn seal_state(mut encoded: Vec<u8>) -> Vec<u8> {
+    let crc = crc32c::crc32c(&encoded);
+    encoded.extend_from_slice(&crc.to_le_bytes());
+    encoded
+}
+
+/// Why sealed state bytes are not whole.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum StateError {
+    #[error("snapshot state of {0} bytes is too short to hold its checksum")]
+    TooShort(usize),
+    #[error("snapshot state of {len} bytes fails its checksum (stored {stored:08x}, computed {computed:08x})")]
+    Checksum {
+        len: usize,
+        stored: u32,
+        computed: u32,
+    },
+    #[error("snapshot state does not decode: {0}")]
+    Decode(String),
+}
+
+/// The encoding inside sealed state bytes, once their checksum matches.
+pub fn open_state(sealed: &[u8]) -> Result<&[u8], StateError> {
+    let body_len = sealed
+        .len()
+        .checked_sub(STATE_CRC_BYTES)
+        .ok_or(StateError::TooShort(sealed.len()))?;
+    let (body, crc) = sealed.split_at(body_len);
+    let stored = u32::from_le_bytes(crc.try_into().expect("split at 4 bytes from the end"));
+    let computed = crc32c::crc32c(body);
+    if stored != computed {
+        return Err(StateError::Checksum {
+            len: sealed.len(),
+            stored,
+            computed,
+        });
+    }
+    Ok(body)
+}
+
 /// Why a snapshot file is not a snapshot: the byte offset of the record at fault and a reason.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("at byte {offset}: {reason}")]

@@ -10,7 +10,8 @@ impl super::Replica {
     /// proposer of the view we accepted, or of a proposal we checked and wait to accept, and
     /// we promised nothing higher (rule 1: never acknowledge an entry of a lower-ballot view
     /// after a phase-1 answer). An established view's primary is followed: its heartbeat
-    /// ends our rejoining (rule 7) and tells us the view is established.
+    /// tells us the view is established and ends our rejoining (rule 7) if we accepted that
+    /// view in this life.
     pub(super) fn follow(&mut self, from: ReplicaId, view: View, established: bool) -> bool {
         if super::view::proposer(view) != from {
             return false;
@@ -24,7 +25,10 @@ impl super::Replica {
         if fenced || !(ours || pending) {
             return false;
         }
-        if ours && established {
+        // A rejoining replica comes back only in a view this incarnation accepted: an
+        // `Append` of a view its earlier life accepted may come from a primary that is
+        // leaving that life out on evidence of its crash (soak seed 394).
+        if ours && established && (!self.rejoining || self.accepted_in_this_life) {
             if self.state.established != self.state.accepted {
                 self.state.established = self.state.accepted;
                 self.persist_state();

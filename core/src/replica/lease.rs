@@ -285,6 +285,7 @@ impl Leases {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::replica::Mutations;
 
     fn opts() -> LeaseOptions {
         LeaseOptions::default()
@@ -292,6 +293,24 @@ mod tests {
 
     fn at(ms: u64) -> Instant {
         Instant(ms * 1000)
+    }
+
+    /// A restarted replica's leases.
+    fn start(peers: &[ReplicaId]) -> Leases {
+        Leases::start(
+            opts(),
+            peers.iter().copied(),
+            at(0),
+            true,
+            &Mutations::default(),
+        )
+    }
+
+    /// `peer` heartbeats us at `ms`, we answer, and it answers ours sent then.
+    fn exchange(l: &mut Leases, peer: ReplicaId, life: Incarnation, ms: u64) {
+        l.heard(peer, life, at(ms));
+        assert!(l.promise_to(peer, at(ms)));
+        l.answered(peer, life, at(ms));
     }
 
     const I1: Incarnation = Incarnation { counter: 1, id: 7 };
@@ -303,28 +322,30 @@ mod tests {
     }
 
     #[test]
-    fn a_started_replica_stays_quiet_for_one_promise() {
-        let l = Leases::start(opts(), [1, 2], at(0));
+    fn a_restarted_replica_stays_quiet_for_one_promise_and_a_first_start_does_not() {
+        let l = start(&[1, 2]);
         assert!(!l.may_vote_or_accept(at(1259)));
         assert!(l.may_vote_or_accept(at(1260)));
+        let first = Leases::start(opts(), [1], at(0), false, &Mutations::default());
+        assert!(first.may_vote_or_accept(at(0)));
     }
 
     #[test]
     fn an_answered_heartbeat_gives_a_lease_from_its_send_time() {
-        let mut l = Leases::start(opts(), [1, 2], at(0));
+        let mut l = start(&[1, 2]);
         l.heard(1, I1, at(10));
         l.answered(1, I1, at(5));
         assert!(l.holds_lease_from(1, at(1004)));
         assert!(!l.holds_lease_from(1, at(1005)));
         assert!(!l.holds_lease_from(2, at(10)));
+        assert_eq!(l.held(at(10)), vec![1]);
     }
 
     #[test]
     fn a_refusal_under_a_lease_is_evidence_and_without_one_is_nothing() {
-        let mut l = Leases::start(opts(), [1, 2], at(0));
+        let mut l = start(&[1, 2]);
         for peer in [1, 2] {
-            l.heard(peer, I1, at(10));
-            l.answered(peer, I1, at(10));
+            exchange(&mut l, peer, I1, 10);
         }
         l.refused(1, at(500));
         assert_eq!(l.may_exclude(1, at(500)), Some(Exclusion::Crashed(I1)));
@@ -339,34 +360,40 @@ mod tests {
 
     #[test]
     fn a_newer_incarnation_under_a_lease_is_evidence_against_the_older() {
-        let mut l = Leases::start(opts(), [1], at(0));
-        l.heard(1, I1, at(10));
-        l.answered(1, I1, at(10));
+        let mut l = start(&[1]);
+        exchange(&mut l, 1, I1, 10);
         l.heard(1, I2, at(50));
         assert_eq!(l.may_exclude(1, at(50)), Some(Exclusion::Crashed(I1)));
-        // Once it rejoins, the new incarnation is counted on and promised again.
-        l.rejoined(1, I2, at(60));
+        assert!(
+            !l.promise_to(1, at(50)),
+            "nothing is promised to a crashed life"
+        );
+        // Once a view without it is established, the new incarnation is heard afresh.
+        l.forget(1);
+        l.heard(1, I2, at(60));
+        assert!(l.promise_to(1, at(60)));
         assert_eq!(l.may_exclude(1, at(60)), None);
         // A message from the dead incarnation changes nothing.
-        l.heard(1, I1, at(2000));
-        assert_eq!(l.may_exclude(1, at(1000)), None);
+        l.heard(1, I1, at(100));
+        assert_eq!(l.incarnation(1), Some(I2));
     }
 
     #[test]
     fn a_withheld_promise_expires_and_is_not_renewed() {
-        let mut l = Leases::start(opts(), [1], at(0));
-        l.heard(1, I1, at(0));
+        let mut l = start(&[1]);
+        exchange(&mut l, 1, I1, 0);
         l.withhold(1);
-        l.heard(1, I1, at(1000));
+        assert!(!l.promise_to(1, at(1000)));
         assert_eq!(l.may_exclude(1, at(1259)), None);
         assert_eq!(l.may_exclude(1, at(1260)), Some(Exclusion::Silent));
+        l.rejoined(1);
+        assert!(l.promise_to(1, at(1300)));
     }
 
     #[test]
     fn a_stalled_event_loop_drops_every_lease_held() {
-        let mut l = Leases::start(opts(), [1], at(0));
-        l.heard(1, I1, at(0));
-        l.answered(1, I1, at(0));
+        let mut l = start(&[1]);
+        exchange(&mut l, 1, I1, 0);
         assert!(!l.step(at(150)));
         assert!(l.holds_lease_from(1, at(150)));
         assert!(
@@ -381,10 +408,29 @@ mod tests {
 
     #[test]
     fn evidence_from_another_replica_frees_us_from_our_promise_at_once() {
-        let mut l = Leases::start(opts(), [1], at(0));
+        let mut l = start(&[1]);
         l.heard(1, I1, at(0));
+        l.promise_to(1, at(0));
         assert_eq!(l.may_exclude(1, at(10)), None);
         l.accept_evidence(1, I1);
         assert_eq!(l.may_exclude(1, at(10)), Some(Exclusion::Crashed(I1)));
+    }
+
+    #[test]
+    fn the_mutations_use_evidence_without_a_lease_and_skip_the_expiry() {
+        let m = Mutations {
+            evidence_without_lease: true,
+            silent_exclusion_while_promised: true,
+            ..Mutations::default()
+        };
+        let mut l = Leases::start(opts(), [1], at(0), true, &m);
+        l.heard(1, I1, at(0));
+        l.promise_to(1, at(0));
+        l.refused(1, at(5000));
+        assert_eq!(l.may_exclude(1, at(5000)), Some(Exclusion::Crashed(I1)));
+        let mut l = Leases::start(opts(), [1], at(0), true, &m);
+        l.heard(1, I1, at(0));
+        l.promise_to(1, at(0));
+        assert_eq!(l.may_exclude(1, at(10)), Some(Exclusion::Silent));
     }
 }

@@ -339,6 +339,9 @@ pub struct Replica {
     role: RoleState,
     /// Restarted or excluded and not yet back in an established view (rule 7).
     rejoining: bool,
+    /// Whether this life accepted (or proposed) the view we hold: a restarted replica ends
+    /// its rejoining only in a view accepted by this incarnation (rule 7).
+    accepted_in_this_life: bool,
     leases: Leases,
     /// The latest report from each peer (rules 7 and 8).
     reports: BTreeMap<ReplicaId, Heard>,
@@ -419,6 +422,7 @@ impl Replica {
             log,
             role: RoleState::Backup { primary: None },
             rejoining: restarted && !opts.mutations.restarted_acts_at_once,
+            accepted_in_this_life: false,
             leases,
             reports: BTreeMap::new(),
             pending_accept: None,
@@ -530,6 +534,11 @@ impl Replica {
     /// The last applied index (cheap, unlike [`Replica::applied_digest`]).
     pub fn applied_index(&self) -> OpIndex {
         self.applied
+    }
+
+    /// Chat messages waiting in queues in the applied state (walks the accounts: sample it).
+    pub fn queued_messages(&self) -> crate::chat::QueueTotals {
+        self.service.queued()
     }
 
     /// (last applied index, digest of the service state there).

@@ -314,7 +314,15 @@ impl super::Replica {
             return; // Answers to appends sent before the snapshot: the snapshot decides.
         }
         if ok {
+            let advanced = index > progress.matched;
             progress.matched = progress.matched.max(index);
+            if advanced {
+                let now = self.now;
+                self.proposal_progressed(now);
+            }
+            let Some(progress) = self.progress(from) else {
+                return;
+            };
             if progress.state == SendState::Probe {
                 progress.state = SendState::Replicate;
             }
@@ -335,6 +343,13 @@ impl super::Replica {
         progress.state = SendState::Probe;
         progress.next = (index + 1).min(prev_index).max(progress.matched + 1);
         self.send_append(from);
+    }
+
+    /// A member caught up further with our proposal's log: the proposal is alive.
+    fn proposal_progressed(&mut self, now: Instant) {
+        if let Some(p) = self.role.as_primary().and_then(|p| p.proposal.as_mut()) {
+            p.started = now;
+        }
     }
 
     /// Commits the highest entry of our established view that every member holds durably.

@@ -13,6 +13,9 @@ use crate::time::{Duration, Instant};
 use rand::Rng;
 use std::collections::BTreeMap;
 
+/// Who a proposal leaves out, and why.
+type Exclusions = Vec<(ReplicaId, Exclusion)>;
+
 /// Phase 1 of our own proposal.
 #[derive(Debug)]
 pub(super) struct Preparing {
@@ -50,7 +53,8 @@ pub(super) struct Proposal {
     own: PersistId,
     log_end: OpIndex,
     log_end_view: View,
-    started: Instant,
+    /// Started, or last saw a member catch up (a long catch-up is not a failure).
+    pub(super) started: Instant,
     /// Appends start once our acceptance is durable (after the `Propose` copies).
     replicating: bool,
 }
@@ -104,7 +108,7 @@ impl super::Replica {
         } else {
             let message = self.message(Body::Heartbeat { sent_at: self.now });
             let me = self.opts.id;
-            for peer in self.members().iter().filter(|&p| p != me) {
+            for peer in self.partners().iter().filter(|&p| p != me) {
                 self.send_now(peer, message.clone());
             }
         }
@@ -114,13 +118,13 @@ impl super::Replica {
     }
 
     pub(super) fn on_heartbeat(&mut self, from: ReplicaId, sent_at: Instant) {
-        let ours = !self.rejoining && self.is_member() && self.members().contains(from);
+        let ours = !self.rejoining && self.is_member() && self.partners().contains(from);
         if ours {
             if self.leases.promise_to(from, self.now) {
                 let message = self.message(Body::HeartbeatOk { echo: sent_at });
                 self.send_now(from, message);
             }
-        } else if !self.members().contains(from) {
+        } else if !self.partners().contains(from) {
             // It is not in our view: tell it where we stand (it may have been left out).
             let message = self.message(Body::Hello {
                 report: self.report(),
@@ -150,8 +154,11 @@ impl super::Replica {
             if !self.members().contains(from) {
                 self.maybe_add(from, &report);
             } else if report.rejoining {
-                // A restarted member still in our view: bring it back up to date.
+                // A restarted member still in our view comes back through a view change
+                // its new incarnation accepts (rule 7), once we hold no evidence of its
+                // crash (that leaves it out first); meanwhile it takes our log.
                 self.send_append(from);
+                self.maybe_add(from, &report);
             }
         } else if self.rejoining {
             self.maybe_recover();
@@ -167,6 +174,16 @@ impl super::Replica {
             self.pending_accept = None;
             self.step_down(None);
         }
+    }
+
+    /// Whom we exchange heartbeats (leases and promises) with: the members of our accepted
+    /// and established views. (More promises only restrict us; a member of the established
+    /// view left out by an unestablished proposal may still be needed back.)
+    fn partners(&self) -> Members {
+        self.state
+            .accepted
+            .members
+            .union(self.state.established.members)
     }
 
     // ----- who proposes what (rules 4, 7, 8) -----
@@ -213,8 +230,9 @@ impl super::Replica {
     /// member whose primary it may leave out (or whose view it proposed and does not act in)
     /// proposes after a stagger by rank, so that usually one replica proposes; a rejoining
     /// replica proposes only under rule 8. A member that is silent to our leases but still
-    /// talks (it restarted and is rejoining) is left out only if the view needs it (its
-    /// primary, or rule 4(c) after phase 1).
+    /// talks (it restarted and is rejoining) is kept: when it is the primary, the view is
+    /// re-formed with it (it proposes nothing while rejoining, and leaving it out for silence
+    /// needs a majority that may be down); phase 1 may still show it must go (rule 4(c)).
     pub(super) fn maybe_propose(&mut self) {
         if self.rejoining {
             self.maybe_recover();
@@ -231,7 +249,7 @@ impl super::Replica {
         let mut exclude: Vec<(ReplicaId, Exclusion)> = suspects
             .iter()
             .copied()
-            .filter(|&(m, why)| why != Exclusion::Silent || m == primary || !self.is_rejoining(m))
+            .filter(|&(m, why)| why != Exclusion::Silent || !self.is_rejoining(m))
             .collect();
         let wanted = if self.is_acting_primary() {
             !exclude.is_empty()
@@ -335,9 +353,16 @@ impl super::Replica {
             .values()
             .filter(|r| r.accepted.ballot > highest.ballot)
             .fold(highest.members, |m, r| m.union(r.accepted.members));
+        // Above the highest established view sits an unestablished one: nobody can act
+        // in either until it is re-formed (its members do not follow the established
+        // view, and only its members may propose on it), so every replica waited for need
+        // only be reachable, not rejoining too.
+        let above = reports
+            .values()
+            .any(|r| r.accepted.ballot > highest.ballot && !r.vote);
         let missing: Members = wait_for
             .iter()
-            .filter(|m| !reports.get(m).is_some_and(|r| r.rejoining))
+            .filter(|m| !reports.get(m).is_some_and(|r| r.rejoining || above))
             .collect();
         if !missing.is_empty() {
             return (missing, None);
@@ -379,7 +404,13 @@ impl super::Replica {
 
     fn start_proposal(&mut self, kind: Kind, asked: Members) {
         let me = self.opts.id;
-        let ballot = view::ballot(view::number(self.state.promised) + 1, me);
+        // Above every ballot we know of: a refused phase 1 reported the promise it met.
+        let seen = self
+            .reports
+            .values()
+            .map(|h| h.report.promised)
+            .fold(self.state.promised, View::max);
+        let ballot = view::ballot(view::number(seen) + 1, me);
         self.state.promised = ballot;
         let own = self.persist_state();
         self.pending_accept = None;
@@ -435,8 +466,10 @@ impl super::Replica {
         let outsider = !self.rejoining
             && self.state.established == self.state.accepted
             && !self.members().contains(from);
-        let granted = ballot > self.state.promised && !still_promised && !outsider;
-        if granted {
+        // A copy of a `Prepare` we answered already is granted again (nothing new promised).
+        let again = ballot == self.state.promised && view::proposer(ballot) == from;
+        let granted = again || (ballot > self.state.promised && !still_promised && !outsider);
+        if granted && !again {
             if !self.opts.mutations.promise_nothing {
                 self.state.promised = ballot;
                 self.persist_state();
@@ -484,7 +517,7 @@ impl super::Replica {
         if granted {
             p.answers.insert(from, report);
             self.maybe_finish_phase_one();
-        } else {
+        } else if report.promised != ballot {
             self.abandon();
         }
     }
@@ -496,34 +529,45 @@ impl super::Replica {
             return;
         };
         let answered: Members = p.answers.keys().copied().collect();
-        if self.durable_id < p.own || !p.asked.is_subset(answered) {
+        if self.durable_id < p.own {
             return;
         }
+        // The answers in so far may already carry the proposal: it then goes on as if only
+        // those who answered had been asked (a `Prepare` to the others only made them
+        // promise more). Otherwise wait for every answer, and drop it if even they fail.
+        let everyone = p.asked.is_subset(answered);
         match self.phase_two_view(p) {
             Some((view, base, excluded)) => {
                 let out: Members = excluded.iter().map(|&(m, _)| m).collect();
-                let voters = p.asked.without(view.members).without(out);
+                let voters = answered.without(view.members).without(out);
                 self.start_phase_two(view, base, excluded, voters);
             }
-            None => self.abandon(),
+            None if everyone => self.abandon(),
+            None => {}
         }
     }
 
     /// Rule 1b and 4: the new view, its base and its exclusions, if the answers allow it.
-    fn phase_two_view(
-        &self,
-        p: &Preparing,
-    ) -> Option<(ViewDef, View, Vec<(ReplicaId, Exclusion)>)> {
+    fn phase_two_view(&self, p: &Preparing) -> Option<(ViewDef, View, Exclusions)> {
         let me = self.opts.id;
         let base = p.answers.values().map(|r| r.accepted).max()?;
         let established = p.answers.values().map(|r| r.established).max()?;
         let (members, reasons) = match &p.kind {
             Kind::Exclude(list) => {
+                // Members of the highest established view that answered and are not left out
+                // stay (or come back): they hold promises, so nobody acts meanwhile, and they
+                // adopt our log before accepting.
                 let out: Members = list.iter().map(|&(m, _)| m).collect();
-                (base.members.without(out), list.clone())
+                let back = established.members.without(base.members);
+                let answered: Members = p.answers.keys().copied().collect();
+                let back = Members(back.0 & answered.0);
+                (base.members.union(back).without(out), list.clone())
             }
             Kind::Rejoin(joiner) => (base.members.with(*joiner), Vec::new()),
-            Kind::Recover => (base.members, Vec::new()),
+            // Everyone went down and every replica waited for is back: re-form the highest
+            // view with all of them (no one acts meanwhile, all promised this ballot), so
+            // that no member of the highest established view needs excluding (rule 4(c)).
+            Kind::Recover => (base.members.union(p.asked), Vec::new()),
         };
         // Everyone left out of the base or of the highest established view is excluded by
         // this proposal itself (rule 4(c): nothing carries over from an unestablished base).
@@ -553,7 +597,8 @@ impl super::Replica {
             .map(|&(m, _)| m)
             .collect();
         // Those left out do not help (a replica never votes to leave itself out).
-        let helpers = p.asked.without(excluded.iter().map(|&(m, _)| m).collect());
+        let answered: Members = p.answers.keys().copied().collect();
+        let helpers = answered.without(excluded.iter().map(|&(m, _)| m).collect());
         let silent_ok = silent.iter().all(|&m| {
             matches!(
                 self.leases.may_exclude(m, self.now),
@@ -563,7 +608,7 @@ impl super::Replica {
         let ok = base.members.contains(me)
             && justified
             && silent_ok
-            && members.is_subset(p.asked)
+            && members.is_subset(answered)
             && !members.is_empty()
             && self.leases.may_vote_or_accept(self.now);
         ok.then_some((
@@ -587,6 +632,7 @@ impl super::Replica {
     ) {
         let me = self.opts.id;
         self.state.accepted = view;
+        self.accepted_in_this_life = true;
         self.state.vote = false;
         let own = self.persist_state();
         self.use_exclusions(&excluded);
@@ -752,6 +798,7 @@ impl super::Replica {
     fn accept(&mut self, from: ReplicaId, p: Proposed, vote: bool) {
         self.state.promised = self.state.promised.max(p.view.ballot);
         self.state.accepted = p.view;
+        self.accepted_in_this_life = true;
         self.state.vote = vote;
         self.persist_state();
         self.use_exclusions(&p.excluded);

@@ -137,7 +137,20 @@ impl super::Replica {
             progress.state = SendState::Probe;
             self.advance_commit();
         } else {
+            let before = match progress.state {
+                SendState::Snapshot { offset } => offset,
+                _ => 0,
+            };
             progress.state = SendState::Snapshot { offset };
+            if offset <= before {
+                // No progress (the member refuses, or a copy): the heartbeat sends again,
+                // rather than a chunk per refusal at once.
+                return;
+            }
+            let now = self.now;
+            if let Some(p) = self.role.as_primary().and_then(|p| p.proposal.as_mut()) {
+                p.started = now; // A long catch-up is not a failure.
+            }
         }
         self.send_append(from);
     }

@@ -1,2 +1,550 @@
-//! Handler-level tests: a replica built in a chosen state, one input, the exact outputs.
-//! Every step is followed by `check_invariants`.
+//! Handler-level tests: a replica built in a chosen state, one input, the exact outputs that
+//! matter. Every step is followed by `check_invariants`.
+
+use super::view::{ballot, Durable, Exclusion, Incarnation, Members, ViewDef};
+use super::*;
+
+const N: u8 = 3;
+
+fn outputs(r: &mut Replica) -> Vec<Output> {
+    r.check_invariants().unwrap();
+    std::iter::from_fn(|| r.poll_output()).collect()
+}
+
+fn handle(r: &mut Replica, at_ms: u64, input: Input) -> Vec<Output> {
+    r.handle(Instant(at_ms * 1000), input);
+    outputs(r)
+}
+
+fn tick(r: &mut Replica, at_ms: u64) -> Vec<Output> {
+    r.tick(Instant(at_ms * 1000));
+    outputs(r)
+}
+
+/// Everything handed out so far becomes durable.
+fn persist_all(r: &mut Replica, at_ms: u64) -> Vec<Output> {
+    let id = r.next_persist - 1;
+    handle(r, at_ms, Input::Persisted(id))
+}
+
+fn sends(out: &[Output]) -> Vec<(ReplicaId, Body)> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::Send { to, message } => Some((*to, message.body.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+fn persisted_states(out: &[Output]) -> Vec<Durable> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::Persist {
+                what: Persist::Records(records),
+                ..
+            } => Some(records.clone()),
+            _ => None,
+        })
+        .flatten()
+        .filter_map(|r| match r {
+            Record::Protocol(state) => Some(state),
+            _ => None,
+        })
+        .collect()
+}
+
+fn peer(
+    r: &mut Replica,
+    at_ms: u64,
+    from: ReplicaId,
+    life: Incarnation,
+    body: Body,
+) -> Vec<Output> {
+    let message = PeerMessage { life, body };
+    handle(r, at_ms, Input::Peer { from, message })
+}
+
+const PEER: Incarnation = Incarnation { counter: 1, id: 42 };
+
+/// Replica `id` of three in its first life (initial view, established), started at 0 ms,
+/// its incarnation durable.
+fn fresh(id: ReplicaId) -> (Replica, Vec<Output>) {
+    let mut r = Replica::new(Options::new(id, N), Recovered::default(), Instant::ZERO).unwrap();
+    let mut out = outputs(&mut r);
+    out.extend(persist_all(&mut r, 0));
+    (r, out)
+}
+
+#[test]
+fn the_incarnation_is_durable_before_anything_is_sent() {
+    let mut r = Replica::new(Options::new(0, N), Recovered::default(), Instant::ZERO).unwrap();
+    let first = outputs(&mut r);
+    assert_eq!(persisted_states(&first)[0].incarnation, 1);
+    assert!(sends(&first).is_empty(), "{first:?}");
+    let out = tick(&mut r, 0);
+    assert!(sends(&out).is_empty());
+    let out = persist_all(&mut r, 1);
+    assert!(
+        !sends(&out).is_empty(),
+        "held messages leave once it is durable"
+    );
+    assert_eq!(
+        r.status().role,
+        Role::Primary,
+        "the first view's primary is 0"
+    );
+}
+
+#[test]
+fn a_promise_is_durable_before_the_answer_leaves_and_refuses_lower_ballots() {
+    let (mut r, _) = fresh(2);
+    let b = ballot(1, 1);
+    let out = peer(
+        &mut r,
+        10,
+        1,
+        PEER,
+        Body::Prepare {
+            ballot: b,
+            excluding: vec![],
+        },
+    );
+    assert_eq!(persisted_states(&out)[0].promised, b);
+    assert!(sends(&out).is_empty(), "held until the promise is durable");
+    let out = persist_all(&mut r, 11);
+    assert!(matches!(
+        sends(&out).as_slice(),
+        [(1, Body::Promise { ballot, granted: true, .. })] if *ballot == b
+    ));
+    // An Append of the lower ballot (view 0) is no longer acknowledged.
+    let out = peer(
+        &mut r,
+        12,
+        0,
+        PEER,
+        Body::Append {
+            view: 0,
+            established: true,
+            prev_index: 0,
+            prev_view: 0,
+            entries: vec![],
+            commit: 0,
+        },
+    );
+    assert!(matches!(
+        sends(&out).as_slice(),
+        [(0, Body::AppendReply { ok: false, view, .. })] if *view == b
+    ));
+}
+
+#[test]
+fn a_member_accepts_only_once_it_holds_the_proposers_log() {
+    let (mut r, _) = fresh(2);
+    let b = ballot(1, 1);
+    peer(
+        &mut r,
+        10,
+        1,
+        PEER,
+        Body::Prepare {
+            ballot: b,
+            excluding: vec![],
+        },
+    );
+    persist_all(&mut r, 10);
+    let view = ViewDef {
+        ballot: b,
+        members: Members::all(N),
+    };
+    let entry = Entry {
+        index: 1,
+        view: 0,
+        body: EntryBody::Noop,
+    };
+    let propose = Body::Propose {
+        view,
+        base: 0,
+        voters: vec![],
+        excluded: vec![],
+        log_end: 1,
+        log_end_view: 0,
+        sent_at: Instant(5),
+    };
+    let out = peer(&mut r, 20, 1, PEER, propose);
+    assert!(
+        persisted_states(&out).is_empty(),
+        "it lacks entry 1: {out:?}"
+    );
+    let out = peer(
+        &mut r,
+        21,
+        1,
+        PEER,
+        Body::Append {
+            view: b,
+            established: false,
+            prev_index: 0,
+            prev_view: 0,
+            entries: vec![entry],
+            commit: 0,
+        },
+    );
+    assert_eq!(persisted_states(&out).last().unwrap().accepted, view);
+    assert!(sends(&out).is_empty(), "answers wait for the disk");
+    let out = persist_all(&mut r, 22);
+    assert!(sends(&out).iter().any(|(to, body)| *to == 1
+        && *body
+            == Body::Accepted {
+                ballot: b,
+                echo: Instant(5)
+            }));
+}
+
+#[test]
+fn a_refusal_under_a_lease_is_evidence_and_the_first_backup_proposes_at_once() {
+    let (mut r, _) = fresh(1);
+    // A heartbeat exchange with 0 gives 1 a lease from 0.
+    let out = tick(&mut r, 50);
+    let sent_at = sends(&out)
+        .iter()
+        .find_map(|(to, b)| match b {
+            Body::Heartbeat { sent_at } if *to == 0 => Some(*sent_at),
+            _ => None,
+        })
+        .unwrap();
+    peer(&mut r, 52, 0, PEER, Body::HeartbeatOk { echo: sent_at });
+    let out = handle(&mut r, 60, Input::PeerRefused(0));
+    assert_eq!(r.status().role, Role::Candidate);
+    assert_eq!(persisted_states(&out)[0].promised, ballot(1, 1));
+    let out = persist_all(&mut r, 61);
+    let prepares: Vec<_> = sends(&out)
+        .into_iter()
+        .filter(|(_, b)| matches!(b, Body::Prepare { .. }))
+        .collect();
+    assert_eq!(
+        prepares,
+        vec![(
+            2,
+            Body::Prepare {
+                ballot: ballot(1, 1),
+                excluding: vec![(0, Exclusion::Crashed(PEER))]
+            }
+        )],
+        "phase 1 asks only the kept members"
+    );
+}
+
+#[test]
+fn a_refusal_without_a_lease_is_nothing() {
+    let (mut r, _) = fresh(1);
+    handle(&mut r, 60, Input::PeerRefused(0));
+    assert_eq!(r.status().role, Role::Backup);
+}
+
+#[test]
+fn a_restarted_replica_rejoins_and_stays_quiet() {
+    let (mut r, _) = fresh(1);
+    persist_all(&mut r, 1);
+    let state = r.state;
+    let recovered = Recovered {
+        protocol: Some(state),
+        ..Recovered::default()
+    };
+    let mut r = Replica::new(Options::new(1, N), recovered, Instant(5_000_000)).unwrap();
+    outputs(&mut r);
+    let status = r.status();
+    assert!(status.rejoining);
+    assert_eq!(r.state.incarnation, 2);
+    assert!(!r.leases.may_vote_or_accept(Instant(5_000_000)));
+}
+
+#[test]
+fn a_restarted_view_of_one_resumes_at_once_but_not_with_a_higher_proposal() {
+    let alone = ViewDef {
+        ballot: ballot(4, 2),
+        members: Members::one(2),
+    };
+    let state = Durable {
+        incarnation: 3,
+        promised: alone.ballot,
+        accepted: alone,
+        vote: false,
+        established: alone,
+    };
+    let start = |state| {
+        let recovered = Recovered {
+            protocol: Some(state),
+            ..Recovered::default()
+        };
+        let mut r = Replica::new(Options::new(2, N), recovered, Instant::ZERO).unwrap();
+        outputs(&mut r);
+        r.status()
+    };
+    assert_eq!(start(state).role, Role::Primary);
+    // F4: it accepted a proposal to re-add a member: it must not act alone.
+    let higher = ViewDef {
+        ballot: ballot(5, 2),
+        members: Members::one(2).with(1),
+    };
+    let status = start(Durable {
+        promised: higher.ballot,
+        accepted: higher,
+        ..state
+    });
+    assert!(status.rejoining && status.role != Role::Primary);
+}
+
+/// Soak seeds 440 and 105 (2026-12-03): replica 1 and the primary 0 form `{0, 1}` (2 left
+/// out as crashed, its disk later lost for good); 0 restarts and rejoins, talking but
+/// silent to 1's leases. 1 keeps 0 and re-forms the view with it (leaving 0 out for silence
+/// would need 2's vote), and goes on to phase 2 once 0 answered, without 2's answer (it
+/// asked 2 only because someone was silent).
+#[test]
+fn a_rejoining_primary_is_kept_and_a_missing_answer_not_needed_blocks_nothing() {
+    let (mut r, _) = fresh(1);
+    let pair = ViewDef {
+        ballot: ballot(1, 0),
+        members: Members::one(0).with(1),
+    };
+    let excluded = vec![(2, Exclusion::Crashed(PEER))];
+    peer(
+        &mut r,
+        10,
+        0,
+        PEER,
+        Body::Prepare {
+            ballot: pair.ballot,
+            excluding: excluded.clone(),
+        },
+    );
+    persist_all(&mut r, 10);
+    let propose = Body::Propose {
+        view: pair,
+        base: 0,
+        voters: vec![],
+        excluded,
+        log_end: 0,
+        log_end_view: 0,
+        sent_at: Instant(10_000),
+    };
+    peer(&mut r, 20, 0, PEER, propose);
+    persist_all(&mut r, 20);
+    let established = Body::Append {
+        view: pair.ballot,
+        established: true,
+        prev_index: 0,
+        prev_view: 0,
+        entries: vec![],
+        commit: 0,
+    };
+    peer(&mut r, 30, 0, PEER, established);
+    persist_all(&mut r, 30);
+    assert_eq!((r.state.accepted, r.state.established), (pair, pair));
+
+    // 0 restarted: a new incarnation, rejoining, past its quiet interval.
+    let reborn = Incarnation { counter: 2, id: 43 };
+    let hello = Report {
+        promised: pair.ballot,
+        accepted: pair,
+        vote: false,
+        established: pair,
+        rejoining: true,
+        quiet: false,
+        log_end: 0,
+    };
+    let mut prepared = None;
+    let mut proposed = None;
+    for at in (50..4_000).step_by(50) {
+        let mut out = tick(&mut r, at);
+        out.extend(peer(
+            &mut r,
+            at,
+            0,
+            reborn,
+            Body::Hello {
+                report: hello,
+                answer: false,
+            },
+        ));
+        out.extend(persist_all(&mut r, at));
+        for (to, body) in sends(&out) {
+            match body {
+                Body::Prepare { ballot, excluding } => {
+                    assert!(
+                        excluding.iter().all(|&(m, _)| m != 0),
+                        "the talking primary is kept: {excluding:?}"
+                    );
+                    if to == 0 {
+                        prepared = Some(ballot);
+                    }
+                }
+                Body::Propose { view, .. } => proposed = Some(view),
+                _ => {}
+            }
+        }
+        if let Some(b) = prepared.take() {
+            // Only 0 answers; 2 is gone for good.
+            let report = Report {
+                promised: b,
+                ..hello
+            };
+            let answer = Body::Promise {
+                ballot: b,
+                granted: true,
+                report,
+            };
+            let out = peer(&mut r, at + 1, 0, reborn, answer);
+            for (_, body) in sends(&out) {
+                if let Body::Propose { view, .. } = body {
+                    proposed = Some(view);
+                }
+            }
+        }
+        if proposed.is_some() {
+            break;
+        }
+    }
+    let view = proposed.expect("phase 2 starts without 2's answer");
+    assert_eq!(view.members, pair.members);
+    assert_eq!(view::proposer(view.ballot), 1);
+}
+
+/// Soak seed 394 (2026-12-03): an `Append` of the view its earlier life accepted must not end
+/// a restarted replica's rejoining: the primary may be leaving that life out on evidence of
+/// its crash (here it sent the `Append` first), and the replica would then act as a member of
+/// a view that moved on without it. It comes back through a view its new incarnation accepts.
+#[test]
+fn a_restarted_replica_comes_back_only_in_a_view_it_accepted_in_this_life() {
+    let (mut r, _) = fresh(1);
+    persist_all(&mut r, 1);
+    let recovered = Recovered {
+        protocol: Some(r.state),
+        ..Recovered::default()
+    };
+    let start_ms = 5_000;
+    let mut r = Replica::new(Options::new(1, N), recovered, Instant(start_ms * 1000)).unwrap();
+    outputs(&mut r);
+    persist_all(&mut r, start_ms);
+    let append = |view| Body::Append {
+        view,
+        established: true,
+        prev_index: 0,
+        prev_view: 0,
+        entries: vec![],
+        commit: 0,
+    };
+    peer(&mut r, start_ms + 10, 0, PEER, append(0));
+    assert!(r.status().rejoining, "view 0 was accepted by the old life");
+
+    // Past the quiet interval, 0 re-adds it: a proposal the new incarnation accepts.
+    let mut at = start_ms + 10;
+    while at < start_ms + 1_500 {
+        at += 50;
+        tick(&mut r, at);
+    }
+    let b = ballot(1, 0);
+    peer(
+        &mut r,
+        at,
+        0,
+        PEER,
+        Body::Prepare {
+            ballot: b,
+            excluding: vec![],
+        },
+    );
+    persist_all(&mut r, at);
+    let view = ViewDef {
+        ballot: b,
+        members: Members::all(N),
+    };
+    let propose = Body::Propose {
+        view,
+        base: 0,
+        voters: vec![],
+        excluded: vec![],
+        log_end: 0,
+        log_end_view: 0,
+        sent_at: Instant(at * 1000),
+    };
+    peer(&mut r, at + 1, 0, PEER, propose);
+    persist_all(&mut r, at + 1);
+    assert_eq!(r.state.accepted, view);
+    peer(&mut r, at + 2, 0, PEER, append(b));
+    assert!(!r.status().rejoining, "back in a view it accepted");
+}
+
+/// Soak seeds 1606 and 1726 (2026-12-03): 0 proposed b2.0{0} (leaving 1 out), crashed
+/// before it was established, and restarted. The highest view, b2.0, does not hold 1, so 1
+/// may not propose on it (rule 1b), and 1 does not follow b1.0's primary either. 0, the
+/// proposer of that unestablished view, re-forms it with 1 under rule 8 as soon as it reaches
+/// 1, though 1 is not rejoining.
+#[test]
+fn a_restarted_proposer_re_forms_its_unestablished_view_with_a_live_member() {
+    let established = ViewDef {
+        ballot: ballot(1, 0),
+        members: Members::one(0).with(1),
+    };
+    let own = ViewDef {
+        ballot: ballot(2, 0),
+        members: Members::one(0),
+    };
+    let recovered = Recovered {
+        protocol: Some(Durable {
+            incarnation: 2,
+            promised: own.ballot,
+            accepted: own,
+            vote: false,
+            established,
+        }),
+        ..Recovered::default()
+    };
+    let mut r = Replica::new(Options::new(0, N), recovered, Instant::ZERO).unwrap();
+    outputs(&mut r);
+    persist_all(&mut r, 0);
+    assert!(r.status().rejoining);
+    let live = Report {
+        promised: established.ballot,
+        accepted: established,
+        vote: false,
+        established,
+        rejoining: false,
+        quiet: false,
+        log_end: 0,
+    };
+    let mut prepared = None;
+    for at in (50..3_000).step_by(50) {
+        let mut out = tick(&mut r, at);
+        let hello = Body::Hello {
+            report: live,
+            answer: false,
+        };
+        out.extend(peer(&mut r, at, 1, PEER, hello));
+        out.extend(persist_all(&mut r, at));
+        prepared = sends(&out).into_iter().find_map(|(to, body)| match body {
+            Body::Prepare { ballot, excluding } if to == 1 && excluding.is_empty() => Some(ballot),
+            _ => None,
+        });
+        if let Some(b) = prepared {
+            assert!(at >= 1_000, "not before its quiet interval ({at} ms)");
+            let answer = Body::Promise {
+                ballot: b,
+                granted: true,
+                report: Report {
+                    promised: b,
+                    ..live
+                },
+            };
+            let mut out = peer(&mut r, at + 1, 1, PEER, answer);
+            out.extend(persist_all(&mut r, at + 1));
+            let proposed = sends(&out).into_iter().find_map(|(to, body)| match body {
+                Body::Propose { view, base, .. } if to == 1 => Some((view, base)),
+                _ => None,
+            });
+            let (view, base) = proposed.expect("phase 2 with 1's promise");
+            assert_eq!((view.members, base), (established.members, own.ballot));
+            break;
+        }
+    }
+    assert!(prepared.is_some(), "0 re-forms its view");
+}

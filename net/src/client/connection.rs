@@ -1,12 +1,13 @@
-//! One client connection to one replica: connect, exchange `Hello`, then a reader thread turns
-//! the byte stream into frames while the owner writes requests on the same socket.
+//! One client connection to one replica: connect (and run TLS's handshake, if configured),
+//! exchange `Hello`, then a reader thread turns the byte stream into frames while the owner
+//! writes requests on the same stream.
 
+use crate::tls::{self, BlockingStream, ClientTls};
 use chat_core::client::ConnId;
 use chat_core::codec::frame::{self, FrameDecoder, FrameError};
 use chat_core::codec::handshake::check_hello;
-use chat_core::wire::{Hello, Role, ServerToClient};
-use std::io::{Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpStream, ToSocketAddrs};
+use chat_core::wire::{Endpoint, Hello, ServerToClient};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::sync::mpsc::Sender;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -61,25 +62,34 @@ pub(crate) enum SendError {
 /// A connected, greeted socket. Dropping it shuts the socket down, which ends its reader.
 #[derive(Debug)]
 pub(crate) struct Connection {
-    stream: TcpStream,
+    stream: BlockingStream,
     max_frame: u32,
 }
 
 impl Connection {
-    /// Connects to `host:port` and exchanges `Hello`, within `timeout` per step. Bytes after
-    /// the server's `Hello` stay in the returned decoder.
+    /// Connects to `host:port` (with TLS if `tls`) and exchanges `Hello`, within `timeout`
+    /// per step. Bytes after the server's `Hello` stay in the returned decoder.
     pub(crate) fn open(
         host: &str,
         port: u16,
         max_frame: u32,
+        tls: Option<&ClientTls>,
         timeout: Duration,
     ) -> Result<(Connection, FrameDecoder), OpenError> {
-        let stream = connect(host, port, timeout)?;
-        let problem = |e: std::io::Error| OpenError::other(format!("{host}:{port}: {e}"));
-        stream.set_nodelay(true).map_err(problem)?;
-        stream.set_write_timeout(Some(timeout)).map_err(problem)?;
+        let tcp = connect(host, port, timeout)?;
+        let problem = |e: std::io::Error| {
+            let why = tls::failure(&e).unwrap_or_else(|| e.to_string());
+            OpenError::other(format!("{host}:{port}: {why}"))
+        };
+        tcp.set_nodelay(true).map_err(problem)?;
+        tcp.set_write_timeout(Some(timeout)).map_err(problem)?;
+        let stream = match tls {
+            Some(tls) => BlockingStream::handshake(tcp, tls, host, Instant::now() + timeout)
+                .map_err(problem)?,
+            None => BlockingStream::plain(tcp),
+        };
         let mut conn = Connection { stream, max_frame };
-        conn.send(&Hello::new(Role::Client))
+        conn.send(&Hello::new(Endpoint::Client))
             .map_err(|e| OpenError::other(format!("{host}:{port}: {e}")))?;
         let mut decoder = FrameDecoder::new(max_frame);
         let hello: Hello = conn
@@ -112,12 +122,13 @@ impl Connection {
                 return Err("no answer in time".to_owned());
             }
             self.stream
+                .tcp()
                 .set_read_timeout(Some(left))
                 .map_err(|e| e.to_string())?;
             match self.stream.read(&mut buf) {
                 Ok(0) => return Err("connection closed".to_owned()),
                 Ok(n) => decoder.push(&buf[..n]),
-                Err(e) => return Err(e.to_string()),
+                Err(e) => return Err(tls::failure(&e).unwrap_or_else(|| e.to_string())),
             }
         }
     }
@@ -127,18 +138,21 @@ impl Connection {
         &self,
         mut decoder: FrameDecoder,
         conn: ConnId,
-        to: Sender<super::driver::Input>,
+        to: Sender<super::driver::ToSession>,
     ) -> Result<(), String> {
         let mut stream = self.stream.try_clone().map_err(|e| e.to_string())?;
-        stream.set_read_timeout(None).map_err(|e| e.to_string())?;
+        stream
+            .tcp()
+            .set_read_timeout(None)
+            .map_err(|e| e.to_string())?;
         thread::Builder::new()
             .name(format!("chat-client-reader-{conn}"))
             .spawn(move || {
                 let why = read_frames(&mut stream, &mut decoder, |frame| {
                     let event = FromReader::Frame { conn, frame };
-                    to.send(super::driver::Input::Reader(event)).is_ok()
+                    to.send(super::driver::ToSession::Reader(event)).is_ok()
                 });
-                let _ = to.send(super::driver::Input::Reader(FromReader::Closed {
+                let _ = to.send(super::driver::ToSession::Reader(FromReader::Closed {
                     conn,
                     why,
                 }));
@@ -150,13 +164,13 @@ impl Connection {
 
 impl Drop for Connection {
     fn drop(&mut self) {
-        let _ = self.stream.shutdown(Shutdown::Both);
+        let _ = self.stream.shutdown();
     }
 }
 
 /// Reads and decodes until the stream ends or `deliver` returns false; says why it stopped.
 fn read_frames(
-    stream: &mut TcpStream,
+    stream: &mut BlockingStream,
     decoder: &mut FrameDecoder,
     mut deliver: impl FnMut(ServerToClient) -> bool,
 ) -> String {
@@ -177,7 +191,7 @@ fn read_frames(
             Ok(0) => return "connection closed by the server".to_owned(),
             Ok(n) => decoder.push(&buf[..n]),
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return e.to_string(),
+            Err(e) => return tls::failure(&e).unwrap_or_else(|| e.to_string()),
         }
     }
 }

@@ -6,10 +6,9 @@
 
 use super::connection::{Connection, FromReader, OpenError, SendError};
 use super::{ClientError, Incoming};
+use crate::tls::ClientTls;
 use chat_core::chat::Reply;
-use chat_core::client::{
-    Ask, Closed, ConnId, Input as SessionInput, Output, Session, Ticket, Waiting,
-};
+use chat_core::client::{Ask, Closed, ConnEvent, ConnId, Output, Session, Ticket, Waiting};
 use chat_core::codec::frame::FrameDecoder;
 use chat_core::config::ReplicaAddr;
 use chat_core::time::Instant as CoreInstant;
@@ -20,7 +19,7 @@ use std::time::{Duration, Instant};
 
 /// Everything the session thread reacts to.
 #[derive(Debug)]
-pub(crate) enum Input {
+pub(crate) enum ToSession {
     /// A request from the user; the status and the answer go to `answer`.
     Request {
         ask: Ask,
@@ -48,10 +47,12 @@ pub(crate) struct Driver {
     pub(crate) session: Session,
     pub(crate) replicas: Vec<ReplicaAddr>,
     pub(crate) max_frame: u32,
+    /// The CA to check replicas against, if the configuration has `tls:`.
+    pub(crate) tls: Option<ClientTls>,
     pub(crate) connect_timeout: Duration,
-    pub(crate) inbox: Receiver<Input>,
+    pub(crate) inbox: Receiver<ToSession>,
     /// For the connecting and reader threads.
-    pub(crate) inbox_sender: Sender<Input>,
+    pub(crate) inbox_sender: Sender<ToSession>,
     pub(crate) incoming: Sender<Incoming>,
     /// The clock's zero for the session.
     pub(crate) epoch: Instant,
@@ -65,7 +66,7 @@ pub(crate) struct Driver {
 }
 
 impl Driver {
-    /// Runs until `Input::Stop` (or the `Client` is gone).
+    /// Runs until `ToSession::Stop` (or the `Client` is gone).
     pub(crate) fn run(mut self) {
         loop {
             while let Some(output) = self.session.poll_output() {
@@ -81,7 +82,7 @@ impl Driver {
                 self.inbox.recv_timeout(wait)
             };
             match input {
-                Ok(Input::Stop) | Err(RecvTimeoutError::Disconnected) => return,
+                Ok(ToSession::Stop) | Err(RecvTimeoutError::Disconnected) => return,
                 Ok(input) => self.on_input(input),
                 Err(RecvTimeoutError::Timeout) => {
                     let now = self.now();
@@ -95,15 +96,15 @@ impl Driver {
         CoreInstant(self.epoch.elapsed().as_micros() as u64)
     }
 
-    fn on_input(&mut self, input: Input) {
+    fn on_input(&mut self, input: ToSession) {
         let now = self.now();
         match input {
-            Input::Request { ask, answer } => {
+            ToSession::Request { ask, answer } => {
                 let ticket = self.session.submit(now, ask);
                 self.waiters.insert(ticket, answer);
             }
-            Input::Cancel => self.session.cancel(now),
-            Input::Opened { conn, result } => {
+            ToSession::Cancel => self.session.cancel(now),
+            ToSession::Opened { conn, result } => {
                 if !self.connecting.remove(&conn) {
                     return; // the session gave up on it meanwhile; dropping closes it
                 }
@@ -119,9 +120,9 @@ impl Driver {
                 let input = match opened {
                     Ok(connection) => {
                         self.conns.insert(conn, connection);
-                        SessionInput::Connected(conn)
+                        ConnEvent::Connected(conn)
                     }
-                    Err(e) => SessionInput::Closed {
+                    Err(e) => ConnEvent::Closed {
                         conn,
                         why: if e.refused {
                             Closed::Refused
@@ -132,15 +133,15 @@ impl Driver {
                 };
                 self.session.handle(now, input);
             }
-            Input::Reader(FromReader::Frame { conn, frame }) => self
-                .session
-                .handle(now, SessionInput::Frame { conn, frame }),
-            Input::Reader(FromReader::Closed { conn, why }) => {
+            ToSession::Reader(FromReader::Frame { conn, frame }) => {
+                self.session.handle(now, ConnEvent::Frame { conn, frame })
+            }
+            ToSession::Reader(FromReader::Closed { conn, why }) => {
                 self.conns.remove(&conn);
                 let why = Closed::Other(why);
-                self.session.handle(now, SessionInput::Closed { conn, why });
+                self.session.handle(now, ConnEvent::Closed { conn, why });
             }
-            Input::Stop => {}
+            ToSession::Stop => {}
         }
     }
 
@@ -153,10 +154,10 @@ impl Driver {
                 };
                 let input = match connection.send(&message) {
                     Ok(()) => return,
-                    Err(SendError::Encode(e)) => SessionInput::TooLarge(e.to_string()),
+                    Err(SendError::Encode(e)) => ConnEvent::TooLarge(e.to_string()),
                     Err(SendError::Io(why)) => {
                         self.conns.remove(&conn);
-                        SessionInput::Closed {
+                        ConnEvent::Closed {
                             conn,
                             why: Closed::Other(why),
                         }
@@ -210,7 +211,7 @@ impl Driver {
     }
 
     /// Opens connection `conn` on a thread of its own; the result comes back as
-    /// `Input::Opened`.
+    /// `ToSession::Opened`.
     fn connect(&mut self, conn: ConnId, replica: chat_core::ids::ReplicaId) {
         self.connecting.insert(conn);
         let to = self.inbox_sender.clone();
@@ -219,22 +220,24 @@ impl Driver {
                 refused: false,
                 why: format!("replica {replica} is not configured"),
             });
-            let _ = to.send(Input::Opened { conn, result });
+            let _ = to.send(ToSession::Opened { conn, result });
             return;
         };
-        let (max_frame, timeout) = (self.max_frame, self.connect_timeout);
+        let (max_frame, timeout, tls) = (self.max_frame, self.connect_timeout, self.tls.clone());
         let spawned = thread::Builder::new()
             .name(format!("chat-client-connect-{conn}"))
             .spawn(move || {
-                let result = Connection::open(&addr.host, addr.client_port, max_frame, timeout);
-                let _ = to.send(Input::Opened { conn, result });
+                let tls = tls.as_ref();
+                let result =
+                    Connection::open(&addr.host, addr.client_port, max_frame, tls, timeout);
+                let _ = to.send(ToSession::Opened { conn, result });
             });
         if let Err(e) = spawned {
             let result = Err(OpenError {
                 refused: false,
                 why: format!("cannot start a thread: {e}"),
             });
-            let _ = self.inbox_sender.send(Input::Opened { conn, result });
+            let _ = self.inbox_sender.send(ToSession::Opened { conn, result });
         }
     }
 }

@@ -10,6 +10,7 @@
 mod connection;
 mod driver;
 
+use crate::tls::ClientTls;
 use chat_core::chat::{Message, Op, Reply};
 use chat_core::client::{Ask, Failure, Notice, Session};
 pub use chat_core::client::{Tried, Waiting};
@@ -18,7 +19,7 @@ use chat_core::password::Password;
 use chat_core::replica::Status;
 use chat_core::wire::{ClientToServer, PasswordAction, ServerToClient};
 use connection::Connection;
-use driver::{Driver, Input, Progress};
+use driver::{Driver, Progress, ToSession};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex};
@@ -77,7 +78,7 @@ pub enum ClientError {
 
 /// A session with the chat service. Dropping it ends the session thread.
 pub struct Client {
-    inbox: Sender<Input>,
+    inbox: Sender<ToSession>,
     /// Callers waiting in `request` now.
     waiting: Arc<AtomicUsize>,
     display: Mutex<WaitDisplay>,
@@ -86,7 +87,7 @@ pub struct Client {
 /// Cancels the requests waiting in a [`Client`], from any thread (e.g. on Ctrl-C).
 #[derive(Clone)]
 pub struct Canceller {
-    inbox: Sender<Input>,
+    inbox: Sender<ToSession>,
     waiting: Arc<AtomicUsize>,
 }
 
@@ -96,7 +97,7 @@ impl Canceller {
         if self.waiting.load(Ordering::SeqCst) == 0 {
             return false;
         }
-        self.inbox.send(Input::Cancel).is_ok()
+        self.inbox.send(ToSession::Cancel).is_ok()
     }
 }
 
@@ -133,11 +134,13 @@ impl Client {
         let (inbox, inbox_receiver) = mpsc::channel();
         let (incoming, incoming_receiver) = mpsc::channel();
         let connect_timeout = options.connect_timeout;
+        let tls = client_tls(config)?;
         let ids = config.replicas.iter().map(|r| r.id).collect();
         let driver = Driver {
             session: Session::new(ids, options, Box::new(rand::random)),
             replicas: config.replicas.clone(),
             max_frame: config.net.max_frame_bytes,
+            tls,
             connect_timeout,
             inbox: inbox_receiver,
             inbox_sender: inbox.clone(),
@@ -206,7 +209,7 @@ impl Client {
         progress: Receiver<Progress>,
     ) -> Result<Reply, ClientError> {
         self.inbox
-            .send(Input::Request { ask, answer })
+            .send(ToSession::Request { ask, answer })
             .map_err(|_| ClientError::Stopped)?;
         let mut shown = false;
         loop {
@@ -239,18 +242,29 @@ impl Client {
 
 impl Drop for Client {
     fn drop(&mut self) {
-        let _ = self.inbox.send(Input::Stop);
+        let _ = self.inbox.send(ToSession::Stop);
     }
 }
 
-/// Asks one replica for its status (`chat-admin status`).
+/// The client's TLS settings from `config` (`None` without a `tls:` section).
+pub fn client_tls(config: &Config) -> Result<Option<ClientTls>, ClientError> {
+    config
+        .tls
+        .as_ref()
+        .map(ClientTls::load)
+        .transpose()
+        .map_err(|e| ClientError::Replica(e.to_string()))
+}
+
+/// Asks one replica for its status (`chat-admin status`); `tls` from [`client_tls`].
 pub fn status(
     replica: &ReplicaAddr,
     max_frame: u32,
+    tls: Option<&ClientTls>,
     timeout: Duration,
 ) -> Result<Status, ClientError> {
     let (mut conn, mut decoder) =
-        Connection::open(&replica.host, replica.client_port, max_frame, timeout)
+        Connection::open(&replica.host, replica.client_port, max_frame, tls, timeout)
             .map_err(|e| ClientError::Replica(e.to_string()))?;
     let problem =
         |e: String| ClientError::Replica(format!("{}:{}: {e}", replica.host, replica.client_port));

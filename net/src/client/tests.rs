@@ -8,7 +8,7 @@ use chat_core::config::NetLimits;
 use chat_core::ids::ReplicaId;
 use chat_core::password::Password;
 use chat_core::service::Request;
-use chat_core::wire::{Hello, PasswordAction, Role};
+use chat_core::wire::{Endpoint, Hello, PasswordAction};
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::AtomicBool;
@@ -87,7 +87,7 @@ fn serve(id: ReplicaId, mut stream: TcpStream, script: &Script, log: &Mutex<Vec<
             match decoder.next::<Hello>() {
                 Ok(Some(_)) => {
                     greeted = true;
-                    let hello = frame::encode(&Hello::new(Role::Replica(id)), max).unwrap();
+                    let hello = frame::encode(&Hello::new(Endpoint::Replica(id)), max).unwrap();
                     stream.write_all(&hello).unwrap();
                 }
                 Ok(None) => continue,
@@ -171,6 +171,7 @@ fn config(fakes: &[&Fake]) -> Config {
         snapshot_every: 100,
         limits: Default::default(),
         net: NetLimits::default(),
+        tls: None,
     }
 }
 

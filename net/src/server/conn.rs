@@ -1,12 +1,13 @@
 //! One non-blocking TCP connection carrying frames: a decoder for what arrives, a bounded
-//! buffer for what leaves, and the start of a frame that has not finished arriving.
+//! buffer for what leaves, and the start of a frame that has not finished arriving. Its
+//! bytes go through a [`Stream`]: plain TCP, or TLS over it.
 
+use crate::tls::Stream;
 use chat_core::codec::frame::{FrameDecoder, FrameError};
 use chat_core::time::Instant;
-use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
 use serde::de::DeserializeOwned;
-use std::io::{self, ErrorKind, Read, Write};
+use std::io::{self, ErrorKind};
 
 /// Most bytes waiting to leave one connection: a reader slower than this is dropped rather
 /// than allowed to grow the replica's memory.
@@ -23,7 +24,7 @@ pub(super) enum ReadOutcome {
 
 #[derive(Debug)]
 pub(super) struct Conn {
-    stream: TcpStream,
+    stream: Stream,
     decoder: FrameDecoder,
     out: Vec<u8>,
     /// Bytes at the front of `out` already written.
@@ -36,7 +37,7 @@ pub(super) struct Conn {
 }
 
 impl Conn {
-    pub(super) fn new(stream: TcpStream, max_frame: u32, connected: bool) -> Conn {
+    pub(super) fn new(stream: Stream, max_frame: u32, connected: bool) -> Conn {
         Conn {
             stream,
             decoder: FrameDecoder::new(max_frame),
@@ -118,6 +119,9 @@ impl Conn {
 
     /// Writes as much of the queue as the socket takes now.
     pub(super) fn flush(&mut self) -> io::Result<()> {
+        if self.connected {
+            self.stream.send_pending()?;
+        }
         while self.connected && self.written < self.out.len() {
             match self.stream.write(&self.out[self.written..]) {
                 Ok(0) => return Err(ErrorKind::WriteZero.into()),
@@ -140,7 +144,7 @@ impl Conn {
     /// Asks for writable events only while something waits to be written (or a connect to
     /// finish).
     pub(super) fn update_interest(&mut self, registry: &Registry, token: Token) -> io::Result<()> {
-        let wanted = if !self.connected || self.written < self.out.len() {
+        let wanted = if !self.connected || self.wants_flush() {
             Interest::READABLE | Interest::WRITABLE
         } else {
             Interest::READABLE
@@ -150,6 +154,11 @@ impl Conn {
             registry.reregister(&mut self.stream, token, wanted)?;
         }
         Ok(())
+    }
+
+    /// Whether bytes wait to be written: queued frames, or TLS's own (a handshake reply).
+    pub(super) fn wants_flush(&self) -> bool {
+        self.written < self.out.len() || self.stream.wants_write()
     }
 
     pub(super) fn is_connected(&self) -> bool {
@@ -162,13 +171,13 @@ impl Conn {
         if self.connected {
             return Ok(true);
         }
-        if let Some(e) = self.stream.take_error()? {
+        if let Some(e) = self.stream.tcp().take_error()? {
             return Err(e);
         }
-        match self.stream.peer_addr() {
+        match self.stream.tcp().peer_addr() {
             Ok(_) => {
                 self.connected = true;
-                self.stream.set_nodelay(true)?;
+                self.stream.tcp().set_nodelay(true)?;
                 Ok(true)
             }
             Err(e) if e.kind() == ErrorKind::NotConnected => Ok(false),

@@ -1,41 +1,39 @@
-//! The loop itself: poll, hand readiness to connections, fire timers, drive the replica and
-//! route what it outputs.
+//! The loop itself: poll, hand readiness to the connections, fire timers, and act on what
+//! the parts hand back. The parts own their state and never reach into the loop:
+//! [`Links`] (the connections), [`Peers`] (who is connected where, dialing), [`Clients`]
+//! (which connection serves which session), [`Passwords`] (hashing and verifying), and the
+//! pure checks of [`handshake`]. The loop is the one place that feeds the replica and
+//! carries out its outputs ([`EventLoop::drive`], through `chat_core::route`).
 
-use super::admission::Admission;
-use super::clients::Routes;
+use super::clients::{request_kind, ClientAction, Clients};
+use super::error::{resolve, ServerError};
+use super::handshake::{self, Greeting, Proof};
 use super::io_thread::IoThread;
-use super::links::{Link, Side};
-use super::metrics::{ErrorLabel, Metrics};
+use super::links::{
+    Frame, Kind, Links, Reading, Ready, Side, CLIENT_LISTENER, PEER_LISTENER, WAKER,
+};
+use super::metrics::{ErrorLabel, Metrics, OpLabel};
 use super::narrator::Narrator;
-use super::passwords::Passwords;
+use super::options::ServerOptions;
+use super::passwords::{Attempt, Decision, Passwords};
 use super::peers::Peers;
-use super::session_opens::SessionOpens;
-use super::{ServerError, ServerOptions, Shutdown};
+use super::shutdown::Shutdown;
 use crate::storage::Storage;
+use crate::tls::ServerTls;
 use chat_core::chat::Reply;
-use chat_core::config::{Config, NetLimits};
+use chat_core::config::Config;
 use chat_core::ids::ReplicaId;
-use chat_core::peer_auth::ClusterSecret;
+use chat_core::peer_auth::{ClusterSecret, Prover};
 use chat_core::replica::{Input, Output, Replica};
 use chat_core::route::Route;
 use chat_core::time::{Duration, Instant};
-use chat_core::wire::ServerToClient;
+use chat_core::wire::{ClientToServer, Endpoint, Hello, ServerToClient};
 use mio::net::TcpListener;
-use mio::{Events, Interest, Poll, Token, Waker};
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
-use std::io::ErrorKind;
-use std::net::{SocketAddr, ToSocketAddrs};
+use mio::{Events, Poll, Token, Waker};
+use std::io::{self, ErrorKind};
 use std::sync::Arc;
-use tracing::{error, info};
+use tracing::{error, info, trace};
 
-pub(super) const CLIENT_LISTENER: Token = Token(0);
-pub(super) const PEER_LISTENER: Token = Token(1);
-const WAKER: Token = Token(2);
-const FIRST_CONNECTION: usize = 3;
-
-/// Bytes read from a socket at a time.
-const READ_CHUNK: usize = 64 * 1024;
 /// How often the bytes queued on connections are summed for the metrics.
 const SAMPLE_EVERY: Duration = Duration::from_millis(250);
 
@@ -67,39 +65,29 @@ impl Clock {
 }
 
 pub(super) struct EventLoop {
-    pub(super) me: ReplicaId,
-    pub(super) net: NetLimits,
-    pub(super) poll: Poll,
+    me: ReplicaId,
+    poll: Poll,
     clock: Clock,
     /// The time of the current turn of the loop.
-    pub(super) now: Instant,
-    pub(super) replica: Replica,
+    now: Instant,
+    replica: Replica,
     /// `None` once stopping.
     io: Option<IoThread>,
-    pub(super) client_listener: Option<TcpListener>,
-    pub(super) peer_listener: Option<TcpListener>,
-    pub(super) client_admission: Admission,
-    pub(super) peer_admission: Admission,
-    /// After an accept failed for want of resources, when to try again.
-    pub(super) accept_retry: Option<Instant>,
-    pub(super) links: HashMap<Token, Link>,
-    next_token: usize,
-    /// Connection deadlines (handshake, half frame), checked lazily against the link.
-    pub(super) timers: BinaryHeap<Reverse<(Instant, Token)>>,
-    pub(super) peers: Peers,
-    pub(super) routes: Routes,
-    pub(super) passwords: Passwords,
-    /// How fast each client connection and address may open sessions.
-    pub(super) session_opens: SessionOpens,
-    /// Connections whose read budget ran out with bytes still waiting.
-    pub(super) pending_reads: Vec<Token>,
-    /// Connections with queued bytes to write at the end of the turn.
-    pub(super) dirty: Vec<Token>,
-    pub(super) scratch: Vec<u8>,
+    links: Links,
+    peers: Peers,
+    clients: Clients,
+    passwords: Passwords,
     shutdown: Shutdown,
     /// Logs role changes with their reasons and catch-ups; keeps the metrics.
-    pub(super) narrator: Narrator,
+    narrator: Narrator,
     next_sample: Instant,
+}
+
+/// What the replica is handed at one turn.
+enum Drive {
+    /// Its timers are due.
+    Tick,
+    Input(Input),
 }
 
 impl EventLoop {
@@ -117,16 +105,13 @@ impl EventLoop {
         let waker = Arc::new(
             Waker::new(poll.registry(), WAKER).map_err(ServerError::io("creating the waker"))?,
         );
-        let mut client_listener = listen(&addr.host, addr.client_port, "client")?;
-        let mut peer_listener = listen(&addr.host, addr.peer_port, "peer")?;
-        for (listener, token) in [
-            (&mut client_listener, CLIENT_LISTENER),
-            (&mut peer_listener, PEER_LISTENER),
-        ] {
-            poll.registry()
-                .register(listener, token, Interest::READABLE)
-                .map_err(ServerError::io("registering a listener"))?;
-        }
+        let client_listener = listen(&addr.host, addr.client_port, "client")?;
+        let peer_listener = listen(&addr.host, addr.peer_port, "peer")?;
+        info!(
+            "replica {me} serving clients on {} and peers on {}",
+            local(&client_listener),
+            local(&peer_listener)
+        );
         let now = clock.now();
         let peers = Peers::new(config, me, secret, now)?;
         let metrics = Metrics::default();
@@ -139,18 +124,25 @@ impl EventLoop {
                 .serve(addr, me)
                 .map_err(ServerError::io(format!("serving metrics on {addr}")))?;
         }
+        let registry = poll
+            .registry()
+            .try_clone()
+            .map_err(ServerError::io("cloning the poll's registry"))?;
+        let links = Links::new(
+            &config.net,
+            registry,
+            client_listener,
+            peer_listener,
+            ServerTls::for_replica(config, me)?,
+            metrics.connections.clone(),
+        )
+        .map_err(ServerError::io("registering a listener"))?;
         let io = IoThread::spawn(storage, waker.clone(), metrics.fsync_seconds.clone())
             .map_err(ServerError::io("starting the storage thread"))?;
         let passwords = Passwords::start(opts.password_cost, waker.clone())
             .map_err(ServerError::io("starting the password workers"))?;
         let shutdown = opts.shutdown.clone();
         shutdown.set_waker(waker);
-        info!(
-            "replica {me} serving clients on {} and peers on {}",
-            local(&client_listener),
-            local(&peer_listener)
-        );
-        let net = config.net.clone();
         let status = replica.status();
         let election_timeout = Duration::from_millis(config.election_timeout_ms);
         Ok(EventLoop {
@@ -160,25 +152,13 @@ impl EventLoop {
             now,
             replica,
             io: Some(io),
-            client_listener: Some(client_listener),
-            peer_listener: Some(peer_listener),
-            client_admission: Admission::new(net.max_connections, net.max_connections_per_address),
-            peer_admission: Admission::new(net.max_connections, net.max_connections_per_address),
-            accept_retry: None,
-            links: HashMap::new(),
-            next_token: FIRST_CONNECTION,
-            timers: BinaryHeap::new(),
+            links,
             peers,
-            routes: Routes::default(),
+            clients: Clients::new(&config.net),
             passwords,
-            session_opens: SessionOpens::new(&net),
-            pending_reads: Vec::new(),
-            dirty: Vec::new(),
-            scratch: vec![0; READ_CHUNK],
             shutdown,
             narrator: Narrator::new(&status, config.replicas.len(), election_timeout, metrics),
             next_sample: now,
-            net,
         })
     }
 
@@ -194,91 +174,28 @@ impl EventLoop {
             self.now = self.clock.now();
             for event in events.iter() {
                 match event.token() {
-                    CLIENT_LISTENER => self.accept(Side::Client),
-                    PEER_LISTENER => self.accept(Side::Peer),
+                    CLIENT_LISTENER => self.links.accept(Side::Client, self.now),
+                    PEER_LISTENER => self.links.accept(Side::Peer, self.now),
                     WAKER => self.on_wake()?,
                     token => self.on_ready(token),
                 }
+                self.forget_closed();
             }
             self.turn_timers();
-            self.flush_dirty();
+            self.links.flush_dirty();
+            self.forget_closed();
             self.sample_queues();
         }
         self.stop()
     }
 
-    /// Everything that is due by time rather than by readiness.
-    fn turn_timers(&mut self) {
-        for token in std::mem::take(&mut self.pending_reads) {
-            self.read(token);
+    /// The one place the replica is driven: hand it its turn, then carry out everything it
+    /// outputs.
+    fn drive(&mut self, drive: Drive) {
+        match drive {
+            Drive::Tick => self.replica.tick(self.now),
+            Drive::Input(input) => self.replica.handle(self.now, input),
         }
-        while let Some(&Reverse((at, token))) = self.timers.peek() {
-            if at > self.now {
-                break;
-            }
-            self.timers.pop();
-            self.check_deadlines(token);
-        }
-        self.turn_password_timers();
-        self.connect_due_peers();
-        if self.accept_retry.is_some_and(|at| at <= self.now) {
-            self.accept_retry = None;
-            self.accept(Side::Client);
-            self.accept(Side::Peer);
-        }
-        if self.now >= self.replica.poll_timeout() {
-            self.replica.tick(self.now);
-            self.drain_outputs();
-        }
-    }
-
-    fn poll_timeout(&self) -> Option<std::time::Duration> {
-        if !self.pending_reads.is_empty() {
-            return Some(Duration::ZERO);
-        }
-        let next = [
-            Some(self.replica.poll_timeout()),
-            self.timers.peek().map(|Reverse((at, _))| *at),
-            self.peers.next_attempt(),
-            self.accept_retry,
-            self.passwords.next_due(),
-        ]
-        .into_iter()
-        .flatten()
-        .min()
-        .unwrap_or(Instant::NEVER);
-        (next != Instant::NEVER).then(|| next.saturating_sub(self.clock.now()))
-    }
-
-    /// The I/O thread finished a batch (or stopped), a password job finished, or shutdown
-    /// was requested.
-    fn on_wake(&mut self) -> Result<(), ServerError> {
-        self.on_password_results();
-        let Some(io) = &self.io else {
-            return Ok(());
-        };
-        // Checked first: once the thread has ended, all it reported is in the channel.
-        let ended = io.is_finished();
-        match io.completed() {
-            Err(e) => {
-                error!("storage failed; stopping without acknowledging anything more: {e}");
-                return Err(e.into());
-            }
-            Ok(Some(id)) => {
-                self.replica.handle(self.now, Input::Persisted(id));
-                self.drain_outputs();
-            }
-            Ok(None) => {}
-        }
-        if ended {
-            error!("the storage thread stopped unexpectedly");
-            return Err(ServerError::IoThreadGone);
-        }
-        Ok(())
-    }
-
-    /// Acts on everything the replica has to say.
-    pub(super) fn drain_outputs(&mut self) {
         while let Some(output) = self.replica.poll_output() {
             self.carry_out(output);
         }
@@ -286,11 +203,18 @@ impl EventLoop {
     }
 
     /// Sends, persists or delivers one output of the replica (or of the password decision).
-    pub(super) fn carry_out(&mut self, output: Output) {
+    fn carry_out(&mut self, output: Output) {
         match Route::from(output) {
             Route::Peer { to, message } => {
                 self.narrator.on_send(self.now, to, &message);
-                self.send_to_peer(to, &message)
+                // Only on our connection to `to` through its handshake; otherwise dropped
+                // (the protocol sends again).
+                let Some(token) = self.peers.outbound(to) else {
+                    return;
+                };
+                if self.links.kind(token) == Some(Kind::PeerOut { to }) {
+                    self.links.send_frame(token, &message);
+                }
             }
             Route::Disk { id, what } => {
                 if let Some(io) = &self.io {
@@ -305,7 +229,249 @@ impl EventLoop {
                 {
                     count_error(&self.narrator.metrics, e);
                 }
-                self.send_to_client(client, &message)
+                // Dropped if the session has no connection here.
+                if let Some(token) = self.clients.connection_of(client) {
+                    self.links.send_frame(token, &message);
+                }
+            }
+        }
+    }
+
+    /// Everything that is due by time rather than by readiness.
+    fn turn_timers(&mut self) {
+        for token in self.links.take_pending_reads() {
+            self.read(token);
+        }
+        self.links.turn_timers(self.now);
+        self.forget_closed();
+        for attempt in self.passwords.take_due(self.now) {
+            self.advance_password(attempt);
+        }
+        self.dial_due_peers();
+        if self.now >= self.replica.poll_timeout() {
+            self.drive(Drive::Tick);
+        }
+    }
+
+    fn poll_timeout(&self) -> Option<std::time::Duration> {
+        if self.links.has_pending_reads() {
+            return Some(Duration::ZERO);
+        }
+        let next = [
+            Some(self.replica.poll_timeout()),
+            self.links.next_due(),
+            self.peers.next_attempt(),
+            self.passwords.next_due(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .unwrap_or(Instant::NEVER);
+        (next != Instant::NEVER).then(|| next.saturating_sub(self.clock.now()))
+    }
+
+    /// The I/O thread finished a batch (or stopped), a password job finished, or shutdown
+    /// was requested.
+    fn on_wake(&mut self) -> Result<(), ServerError> {
+        while let Some(attempt) = self.passwords.next_finished() {
+            self.advance_password(attempt);
+        }
+        let Some(io) = &self.io else {
+            return Ok(());
+        };
+        // Checked first: once the thread has ended, all it reported is in the channel.
+        let ended = io.is_finished();
+        match io.completed() {
+            Err(e) => {
+                error!("storage failed; stopping without acknowledging anything more: {e}");
+                return Err(e.into());
+            }
+            Ok(Some(id)) => self.drive(Drive::Input(Input::Persisted(id))),
+            Ok(None) => {}
+        }
+        if ended {
+            error!("the storage thread stopped unexpectedly");
+            return Err(ServerError::IoThreadGone);
+        }
+        Ok(())
+    }
+
+    /// A connection is readable, writable, or in error.
+    fn on_ready(&mut self, token: Token) {
+        match self.links.on_ready(token) {
+            Ready::Readable => self.read(token),
+            Ready::Nothing => {}
+            Ready::ConnectFailed { to, error } => self.report_refusal(to, &error),
+        }
+    }
+
+    /// Handles the frames waiting on a connection, within this turn's budget.
+    fn read(&mut self, token: Token) {
+        let mut reading = Reading::new();
+        while let Some(frame) = self.links.next_frame(token, &mut reading, self.now) {
+            self.on_frame(token, frame);
+        }
+    }
+
+    fn on_frame(&mut self, token: Token, frame: Frame) {
+        match frame {
+            Frame::Hello(hello) => self.on_hello(token, &hello),
+            Frame::Auth(frame) => {
+                let Some(kind) = self.links.kind(token) else {
+                    return;
+                };
+                match handshake::prove(kind, self.peers.secret(), frame) {
+                    Ok(None) => {}
+                    Ok(Some(Proof { kind, answer })) => {
+                        if let Some(answer) = answer {
+                            self.links.send_frame(token, &answer);
+                        }
+                        self.handshake_step(token, kind);
+                    }
+                    Err(why) => self.links.reject(token, &why),
+                }
+            }
+            Frame::Client(message) => self.on_client_message(token, message),
+            Frame::Peer(message) => {
+                let Some(Kind::PeerIn { from }) = self.links.kind(token) else {
+                    return;
+                };
+                let status = self.replica.status();
+                self.narrator
+                    .on_peer_message(self.now, from, &message, &status);
+                self.drive(Drive::Input(Input::Peer { from, message }));
+            }
+        }
+    }
+
+    fn on_hello(&mut self, token: Token, hello: &Hello) {
+        let (Some(kind), Some(ip)) = (self.links.kind(token), self.links.ip(token)) else {
+            return;
+        };
+        match handshake::greet(kind, hello, ip, &self.peers) {
+            Ok(Greeting {
+                kind,
+                answer_hello,
+                challenge,
+            }) => {
+                if answer_hello {
+                    self.links
+                        .send_frame(token, &Hello::new(Endpoint::Replica(self.me)));
+                }
+                if let Some(challenge) = challenge {
+                    self.links.send_frame(token, &challenge);
+                }
+                self.handshake_step(token, kind);
+            }
+            Err(why) => self.links.reject(token, &why),
+        }
+    }
+
+    /// The connection goes on as `kind`; if that ends its handshake, a peer connection takes
+    /// its place in the cluster.
+    fn handshake_step(&mut self, token: Token, kind: Kind) {
+        if !self.links.set_kind(token, kind) {
+            return;
+        }
+        match kind {
+            Kind::PeerIn { from } => {
+                if let Some(old) = self.peers.inbound_opened(from, token) {
+                    self.links
+                        .drop_link(old, &format!("replica {from} connected again"));
+                }
+            }
+            Kind::PeerOut { to } => self.peers.greeted(to),
+            _ => {}
+        }
+    }
+
+    fn on_client_message(&mut self, token: Token, message: ClientToServer) {
+        let op = request_kind(&message);
+        let requests = &self.narrator.metrics.requests;
+        requests.get_or_create(&OpLabel { op }).inc();
+        let Some(ip) = self.links.ip(token) else {
+            return;
+        };
+        match self.clients.on_message(token, ip, message, self.now) {
+            ClientAction::Replica(input) => self.drive(Drive::Input(input)),
+            ClientAction::Password(request) => {
+                let decision = self.passwords.on_request(request, &self.replica, self.now);
+                self.carry_out_password(decision);
+            }
+            ClientAction::Status => {
+                let status = ServerToClient::Status(self.replica.status());
+                self.links.send_frame(token, &status);
+            }
+            ClientAction::Reject(why) => self.links.reject(token, &why),
+            ClientAction::Ignore => {}
+        }
+    }
+
+    fn advance_password(&mut self, attempt: Attempt) {
+        let decision = self.passwords.advance(attempt, &self.replica, self.now);
+        self.carry_out_password(decision);
+    }
+
+    fn carry_out_password(&mut self, decision: Option<Decision>) {
+        match decision {
+            Some(Decision::Redirect(output)) => self.carry_out(output),
+            Some(Decision::Order(request)) => self.drive(Drive::Input(Input::Client(request))),
+            None => {}
+        }
+    }
+
+    /// Dials every replica whose retry time has come.
+    fn dial_due_peers(&mut self) {
+        for (to, dialed) in self.peers.dial_due(self.now) {
+            let dialed = match dialed {
+                Ok(dialed) => dialed,
+                Err(error) => {
+                    trace!("cannot connect to replica {to}: {error}");
+                    self.peers.outbound_closed(to, self.now);
+                    self.report_refusal(to, &error);
+                    continue;
+                }
+            };
+            let (auth, challenge) = self.peers.start_auth(Prover::Dialer, to).unzip();
+            let token = self.links.add_outgoing(
+                dialed.stream,
+                &dialed.host,
+                to,
+                auth,
+                dialed.addr,
+                self.now,
+            );
+            let Some(token) = token else {
+                self.peers.outbound_closed(to, self.now);
+                continue;
+            };
+            self.peers.dialed(to, token);
+            self.links
+                .send_frame(token, &Hello::new(Endpoint::Replica(self.me)));
+            if let Some(challenge) = challenge {
+                self.links.send_frame(token, &challenge);
+            }
+        }
+    }
+
+    /// A refused connect means the peer's host is up and its process is not.
+    fn report_refusal(&mut self, to: ReplicaId, error: &io::Error) {
+        if error.kind() == ErrorKind::ConnectionRefused {
+            self.narrator.on_refused(self.now, to);
+            self.drive(Drive::Input(Input::PeerRefused(to)));
+        }
+    }
+
+    /// Forgets the sessions and peers of the connections that closed.
+    fn forget_closed(&mut self) {
+        for (token, kind) in self.links.take_closed() {
+            match kind {
+                Kind::Client => self.clients.closed(token),
+                Kind::PeerIn { from } => self.peers.inbound_closed(from, token),
+                Kind::PeerOutHello { to, .. }
+                | Kind::PeerOutProving { to, .. }
+                | Kind::PeerOut { to } => self.peers.outbound_closed(to, self.now),
+                Kind::ClientHello | Kind::PeerHello | Kind::PeerInProving { .. } => {}
             }
         }
     }
@@ -316,30 +482,24 @@ impl EventLoop {
             return;
         }
         self.next_sample = self.now + SAMPLE_EVERY;
-        let queued: usize = self.links.values().map(|l| l.conn.queued()).sum();
+        let queued = self.links.queued_bytes();
         self.narrator.metrics.queued_bytes.set(queued as i64);
-    }
-
-    /// A new connection gets the next token (tokens are never reused, so a stale event or
-    /// timer cannot reach a newer connection).
-    pub(super) fn next_token(&mut self) -> Token {
-        let token = Token(self.next_token);
-        self.next_token += 1;
-        token
+        let chat = self.replica.queued_messages();
+        let metrics = &self.narrator.metrics;
+        metrics.chat_queued_messages.set(chat.messages as i64);
+        metrics.chat_queued_bytes.set(chat.bytes as i64);
     }
 
     /// Stops accepting, lets the I/O thread write and sync what it has, and sends the replies
     /// that this made possible (best effort).
     fn stop(mut self) -> Result<(), ServerError> {
         info!("stopping: no new connections; finishing the sync in flight");
-        self.client_listener = None;
-        self.peer_listener = None;
+        self.links.stop_listening();
         if let Some(io) = self.io.take() {
             if let Some(id) = io.finish()? {
                 self.now = self.clock.now();
-                self.replica.handle(self.now, Input::Persisted(id));
-                self.drain_outputs();
-                self.flush_dirty();
+                self.drive(Drive::Input(Input::Persisted(id)));
+                self.links.flush_dirty();
             }
         }
         info!("stopped");
@@ -366,14 +526,6 @@ fn listen(host: &str, port: u16, what: &str) -> Result<TcpListener, ServerError>
     let place = format!("the {what} port {host}:{port}");
     let addr = resolve(host, port).map_err(ServerError::io(format!("resolving {place}")))?;
     TcpListener::bind(addr).map_err(ServerError::io(format!("listening on {place}")))
-}
-
-/// The first address `host` resolves to.
-pub(super) fn resolve(host: &str, port: u16) -> std::io::Result<SocketAddr> {
-    (host, port)
-        .to_socket_addrs()?
-        .next()
-        .ok_or_else(|| std::io::Error::new(ErrorKind::NotFound, "no address"))
 }
 
 fn local(listener: &TcpListener) -> String {

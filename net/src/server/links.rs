@@ -1,29 +1,40 @@
-//! Connections of every kind: accepting them within the limits, reading frames by the
-//! connection's handshake state, the `Hello` exchange, writing, deadlines and closing.
-//! A peer connection carries `PeerMessage`s only once both sides proved that they hold the
-//! cluster secret (if the configuration names one): see [`super::authentication`].
+//! Connections of every kind, as one table: accepting them within the limits, reading frames
+//! by each connection's handshake state, writing, deadlines and closing. What the frames
+//! mean is the event loop's business: [`Links::next_frame`] hands them back one at a time,
+//! and every connection that closes is handed back by [`Links::take_closed`], so that the
+//! sessions and peers attached to it can be forgotten.
 
 use super::admission::{Admission, Refusal};
 use super::conn::{Conn, ReadOutcome, MAX_OUTGOING};
-use super::event_loop::EventLoop;
-use super::metrics::{KindLabel, OpLabel};
+use super::metrics::KindLabel;
+use crate::tls::{self, ServerTls};
 use chat_core::codec::frame;
-use chat_core::codec::handshake::check_hello;
-use chat_core::ids::{ClientId, ReplicaId};
-use chat_core::peer_auth::{AuthFrame, Handshake, Prover};
-use chat_core::replica::{Input, PeerMessage};
+use chat_core::config::NetLimits;
+use chat_core::ids::ReplicaId;
+use chat_core::peer_auth::{AuthFrame, Handshake};
+use chat_core::replica::PeerMessage;
 use chat_core::time::{Duration, Instant};
-use chat_core::wire::{ClientToServer, Hello, Role};
-use mio::net::TcpStream;
-use mio::Token;
+use chat_core::wire::{ClientToServer, Hello};
+use mio::net::{TcpListener, TcpStream};
+use mio::{Interest, Registry, Token};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use serde::Serialize;
 use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
 use std::fmt;
-use std::io::ErrorKind;
+use std::io::{self, ErrorKind};
 use std::net::{IpAddr, SocketAddr};
-
 use tracing::{error, info, trace, warn};
 
+/// The poll's tokens: the two listeners, the waker, then one per connection.
+pub(super) const CLIENT_LISTENER: Token = Token(0);
+pub(super) const PEER_LISTENER: Token = Token(1);
+pub(super) const WAKER: Token = Token(2);
+const FIRST_CONNECTION: usize = 3;
+
+/// Bytes read from a socket at a time.
+const READ_CHUNK: usize = 64 * 1024;
 /// Chunks read from one connection per turn, so that one busy sender cannot starve the rest.
 const READ_BUDGET: usize = 16;
 /// Connections accepted from one listener per turn, so that a flood cannot stall the rest.
@@ -43,8 +54,8 @@ pub(super) enum Side {
 pub(super) enum Kind {
     /// Accepted on the client port, waiting for `Hello`.
     ClientHello,
-    /// A client; replies and pushes for the `attached` session come here.
-    Client { attached: Option<ClientId> },
+    /// A client; which session it serves is [`super::clients::Clients`]' business.
+    Client,
     /// Accepted on the peer port, waiting for `Hello`.
     PeerHello,
     /// Claims to be replica `from` (and comes from its address); proving it holds the secret.
@@ -64,70 +75,11 @@ pub(super) enum Kind {
 
 impl Kind {
     /// Whether the connection is through its handshake.
-    fn is_ready(self) -> bool {
+    pub(super) fn is_ready(self) -> bool {
         matches!(
             self,
-            Kind::Client { .. } | Kind::PeerIn { .. } | Kind::PeerOut { .. }
+            Kind::Client | Kind::PeerIn { .. } | Kind::PeerOut { .. }
         )
-    }
-}
-
-pub(super) struct Link {
-    pub(super) conn: Conn,
-    pub(super) kind: Kind,
-    pub(super) addr: SocketAddr,
-    /// The listener that admitted it; `None` for our outgoing connections.
-    side: Option<Side>,
-    /// The handshake (for outgoing connections, the connect too) must be done by then.
-    handshake_deadline: Option<Instant>,
-    /// When the other side last sent a whole frame (or connected). A client connection
-    /// silent for `net.client_idle_timeout_ms` is closed, and when every client slot is
-    /// taken the idlest goes to admit a new one.
-    last_heard: Instant,
-    /// When the pending idle check of a client connection is due.
-    idle_check: Instant,
-}
-
-impl Link {
-    pub(super) fn outgoing(
-        conn: Conn,
-        to: ReplicaId,
-        auth: Option<Handshake>,
-        addr: SocketAddr,
-        deadline: Instant,
-    ) -> Link {
-        Link {
-            conn,
-            kind: Kind::PeerOutHello { to, auth },
-            addr,
-            side: None,
-            handshake_deadline: Some(deadline),
-            last_heard: Instant::ZERO,
-            idle_check: Instant::NEVER,
-        }
-    }
-
-    pub(super) fn ip(&self) -> IpAddr {
-        self.addr.ip().to_canonical()
-    }
-
-    /// The next frame, decoded as what this connection may send in its current state.
-    fn next_frame(&mut self) -> Result<Option<Frame>, String> {
-        let frame = match self.kind {
-            Kind::ClientHello | Kind::PeerHello | Kind::PeerOutHello { .. } => {
-                self.conn.next().map(|f| f.map(Frame::Hello))
-            }
-            Kind::PeerInProving { .. } | Kind::PeerOutProving { .. } => {
-                self.conn.next().map(|f| f.map(Frame::Auth))
-            }
-            Kind::Client { .. } => self.conn.next().map(|f| f.map(Frame::Client)),
-            Kind::PeerIn { .. } => self.conn.next().map(|f| f.map(Frame::Peer)),
-            Kind::PeerOut { .. } if self.conn.buffered() > 0 => {
-                return Err("sent data on a connection that only carries our messages".into())
-            }
-            Kind::PeerOut { .. } => Ok(None),
-        };
-        frame.map_err(|e| e.to_string())
     }
 }
 
@@ -136,7 +88,7 @@ impl fmt::Display for Kind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Kind::ClientHello => f.write_str("client connection before its handshake"),
-            Kind::Client { .. } => f.write_str("client connection"),
+            Kind::Client => f.write_str("client connection"),
             Kind::PeerHello => f.write_str("peer connection before its handshake"),
             Kind::PeerInProving { from, .. } => {
                 write!(
@@ -156,53 +108,197 @@ impl fmt::Display for Kind {
     }
 }
 
-/// A decoded frame.
-enum Frame {
+/// A decoded frame, of the sort the connection's state allows.
+pub(super) enum Frame {
     Hello(Hello),
     Auth(AuthFrame),
     Client(ClientToServer),
     Peer(PeerMessage),
 }
 
-/// A client message's kind, for the request counter (never its contents).
-fn request_kind(message: &ClientToServer) -> &'static str {
-    use chat_core::chat::Op;
-    use chat_core::wire::PasswordAction;
-    match message {
-        ClientToServer::Attach { .. } => "attach",
-        ClientToServer::Status => "status",
-        ClientToServer::WithPassword { action, .. } => match action {
-            PasswordAction::Create => "create_with_password",
-            PasswordAction::Login => "login_with_password",
-        },
-        ClientToServer::Request(request) => match request.op {
-            Op::OpenSession => "open_session",
-            Op::List { .. } => "list",
-            Op::Create { .. } => "create",
-            Op::Login { .. } => "login",
-            Op::Logout => "logout",
-            Op::Delete => "delete",
-            Op::Send { .. } => "send",
-            Op::Deliver => "deliver",
-            Op::Ack { .. } => "ack",
-            // Forged: only the primary's driver orders these (the connection is closed).
-            Op::CreateWithPassword { .. } | Op::LoginVerified { .. } | Op::LoginRefused { .. } => {
-                "forged"
-            }
-        },
+/// What became of a connection that reported readiness.
+pub(super) enum Ready {
+    /// Its frames can be read ([`Links::next_frame`]).
+    Readable,
+    /// Still connecting, or gone.
+    Nothing,
+    /// Our connect to replica `to` failed (the connection is closed).
+    ConnectFailed { to: ReplicaId, error: io::Error },
+}
+
+/// How much one turn may still read from one connection, and whether the bytes read since
+/// the last check completed a frame.
+pub(super) struct Reading {
+    budget: usize,
+    completed: bool,
+    read_any: bool,
+}
+
+impl Reading {
+    pub(super) fn new() -> Reading {
+        Reading {
+            budget: READ_BUDGET,
+            completed: false,
+            read_any: false,
+        }
     }
 }
 
-impl EventLoop {
-    /// The open-connections gauge for connections admitted by `side` (`None`: ours).
-    fn connections(&self, side: Option<Side>) -> prometheus_client::metrics::gauge::Gauge {
-        let kind = match side {
-            Some(Side::Client) => "client",
-            Some(Side::Peer) => "peer_in",
-            None => "peer_out",
+struct Link {
+    conn: Conn,
+    kind: Kind,
+    addr: SocketAddr,
+    /// The listener that admitted it; `None` for our outgoing connections.
+    side: Option<Side>,
+    /// The handshake (for outgoing connections, the connect too) must be done by then.
+    handshake_deadline: Option<Instant>,
+    /// When the other side last sent a whole frame (or connected). A client connection
+    /// silent for `net.client_idle_timeout_ms` is closed, and when every client slot is
+    /// taken the idlest goes to admit a new one.
+    last_heard: Instant,
+    /// When the pending idle check of a client connection is due.
+    idle_check: Instant,
+}
+
+impl Link {
+    fn ip(&self) -> IpAddr {
+        self.addr.ip().to_canonical()
+    }
+
+    /// The next frame, decoded as what this connection may send in its current state.
+    fn next_frame(&mut self) -> Result<Option<Frame>, String> {
+        let frame = match self.kind {
+            Kind::ClientHello | Kind::PeerHello | Kind::PeerOutHello { .. } => {
+                self.conn.next().map(|f| f.map(Frame::Hello))
+            }
+            Kind::PeerInProving { .. } | Kind::PeerOutProving { .. } => {
+                self.conn.next().map(|f| f.map(Frame::Auth))
+            }
+            Kind::Client => self.conn.next().map(|f| f.map(Frame::Client)),
+            Kind::PeerIn { .. } => self.conn.next().map(|f| f.map(Frame::Peer)),
+            Kind::PeerOut { .. } if self.conn.buffered() > 0 => {
+                return Err("sent data on a connection that only carries our messages".into())
+            }
+            Kind::PeerOut { .. } => Ok(None),
         };
-        let connections = &self.narrator.metrics.connections;
-        connections.get_or_create_owned(&KindLabel { kind })
+        frame.map_err(|e| e.to_string())
+    }
+}
+
+pub(super) struct Links {
+    net: NetLimits,
+    registry: Registry,
+    /// `None` once stopping.
+    client_listener: Option<TcpListener>,
+    peer_listener: Option<TcpListener>,
+    client_admission: Admission,
+    peer_admission: Admission,
+    /// After an accept failed for want of resources, when to try again.
+    accept_retry: Option<Instant>,
+    links: HashMap<Token, Link>,
+    next_token: usize,
+    /// Connection deadlines (handshake, idleness, half frame), checked lazily against the
+    /// link.
+    timers: BinaryHeap<Reverse<(Instant, Token)>>,
+    /// Connections whose read budget ran out with bytes still waiting.
+    pending_reads: Vec<Token>,
+    /// Connections with queued bytes to write at the end of the turn.
+    dirty: Vec<Token>,
+    /// Closed since the event loop last asked, with what each was.
+    closed: Vec<(Token, Kind)>,
+    scratch: Vec<u8>,
+    /// The open-connections gauges (shared with the metrics).
+    gauges: Family<KindLabel, Gauge>,
+    /// TLS on both ports and on our peer connections, if configured.
+    tls: Option<ServerTls>,
+}
+
+impl Links {
+    /// Polls both listeners (through `registry`, a clone of the poll's).
+    pub(super) fn new(
+        net: &NetLimits,
+        registry: Registry,
+        mut client_listener: TcpListener,
+        mut peer_listener: TcpListener,
+        tls: Option<ServerTls>,
+        gauges: Family<KindLabel, Gauge>,
+    ) -> io::Result<Links> {
+        registry.register(&mut client_listener, CLIENT_LISTENER, Interest::READABLE)?;
+        registry.register(&mut peer_listener, PEER_LISTENER, Interest::READABLE)?;
+        Ok(Links {
+            net: net.clone(),
+            registry,
+            client_listener: Some(client_listener),
+            peer_listener: Some(peer_listener),
+            client_admission: Admission::new(net.max_connections, net.max_connections_per_address),
+            peer_admission: Admission::new(net.max_connections, net.max_connections_per_address),
+            accept_retry: None,
+            links: HashMap::new(),
+            next_token: FIRST_CONNECTION,
+            timers: BinaryHeap::new(),
+            pending_reads: Vec::new(),
+            dirty: Vec::new(),
+            closed: Vec::new(),
+            scratch: vec![0; READ_CHUNK],
+            gauges,
+            tls,
+        })
+    }
+
+    /// No new connections from now on.
+    pub(super) fn stop_listening(&mut self) {
+        self.client_listener = None;
+        self.peer_listener = None;
+    }
+
+    /// When a deadline or an accept retry is due.
+    pub(super) fn next_due(&self) -> Option<Instant> {
+        let timer = self.timers.peek().map(|Reverse((at, _))| *at);
+        [timer, self.accept_retry].into_iter().flatten().min()
+    }
+
+    /// Whether a connection was left with bytes to read (the loop must not sleep).
+    pub(super) fn has_pending_reads(&self) -> bool {
+        !self.pending_reads.is_empty()
+    }
+
+    /// The connections to read again this turn.
+    pub(super) fn take_pending_reads(&mut self) -> Vec<Token> {
+        std::mem::take(&mut self.pending_reads)
+    }
+
+    /// The connections closed since the last call, with what each was.
+    pub(super) fn take_closed(&mut self) -> Vec<(Token, Kind)> {
+        std::mem::take(&mut self.closed)
+    }
+
+    pub(super) fn kind(&self, token: Token) -> Option<Kind> {
+        self.links.get(&token).map(|link| link.kind)
+    }
+
+    pub(super) fn ip(&self, token: Token) -> Option<IpAddr> {
+        self.links.get(&token).map(Link::ip)
+    }
+
+    /// Bytes waiting to be written, over every connection.
+    pub(super) fn queued_bytes(&self) -> usize {
+        self.links.values().map(|l| l.conn.queued()).sum()
+    }
+
+    /// Closes the connections whose deadlines passed, and accepts again if that was due.
+    pub(super) fn turn_timers(&mut self, now: Instant) {
+        while let Some(&Reverse((at, token))) = self.timers.peek() {
+            if at > now {
+                break;
+            }
+            self.timers.pop();
+            self.check_deadlines(token, now);
+        }
+        if self.accept_retry.is_some_and(|at| at <= now) {
+            self.accept_retry = None;
+            self.accept(Side::Client, now);
+            self.accept(Side::Peer, now);
+        }
     }
 
     fn admission(&mut self, side: Side) -> &mut Admission {
@@ -212,9 +308,19 @@ impl EventLoop {
         }
     }
 
+    /// The open-connections gauge for connections admitted by `side` (`None`: ours).
+    fn gauge(&self, side: Option<Side>) -> Gauge {
+        let kind = match side {
+            Some(Side::Client) => "client",
+            Some(Side::Peer) => "peer_in",
+            None => "peer_out",
+        };
+        self.gauges.get_or_create_owned(&KindLabel { kind })
+    }
+
     /// Accepts the connections waiting on one listener, up to the budget (then the rest
     /// later in this turn or the next).
-    pub(super) fn accept(&mut self, side: Side) {
+    pub(super) fn accept(&mut self, side: Side, now: Instant) {
         for _ in 0..ACCEPT_BUDGET {
             let listener = match side {
                 Side::Client => self.client_listener.as_ref(),
@@ -224,7 +330,7 @@ impl EventLoop {
                 return;
             };
             match listener.accept() {
-                Ok((stream, addr)) => self.admit(side, stream, addr),
+                Ok((stream, addr)) => self.admit(side, stream, addr, now),
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return,
                 Err(e)
                     if matches!(
@@ -235,24 +341,24 @@ impl EventLoop {
                     // Out of descriptors or memory: the waiting connection stays queued, and
                     // an edge-triggered listener would not report it again by itself.
                     warn!("cannot accept on the {side:?} port: {e}; retrying shortly");
-                    return self.retry_accept_at(self.now + ACCEPT_RETRY);
+                    return self.retry_accept_at(now + ACCEPT_RETRY);
                 }
             }
         }
         // An edge-triggered listener does not report the connections still waiting.
-        self.retry_accept_at(self.now);
+        self.retry_accept_at(now);
     }
 
     fn retry_accept_at(&mut self, at: Instant) {
         self.accept_retry = Some(self.accept_retry.map_or(at, |retry| retry.min(at)));
     }
 
-    fn admit(&mut self, side: Side, stream: TcpStream, addr: SocketAddr) {
+    fn admit(&mut self, side: Side, stream: TcpStream, addr: SocketAddr, now: Instant) {
         let ip = addr.ip().to_canonical();
         let mut admitted = self.admission(side).admit(ip);
         if matches!(admitted, Err(Refusal::Full(_))) && side == Side::Client {
             // Slots are not free: the idlest client connection makes room.
-            if self.close_idlest_client() {
+            if self.close_idlest_client(now) {
                 admitted = self.admission(side).admit(ip);
             }
         }
@@ -261,8 +367,15 @@ impl EventLoop {
             return;
         }
         let _ = stream.set_nodelay(true);
+        let stream = match tls::accepted(self.tls.as_ref(), stream, side == Side::Peer) {
+            Ok(stream) => stream,
+            Err(e) => {
+                error!(%addr, "cannot start TLS on a connection: {e}");
+                return self.admission(side).release(ip);
+            }
+        };
         let idle_check = match side {
-            Side::Client => self.now + self.client_idle_timeout(),
+            Side::Client => now + self.client_idle_timeout(),
             Side::Peer => Instant::NEVER,
         };
         let link = Link {
@@ -273,17 +386,48 @@ impl EventLoop {
             },
             addr,
             side: Some(side),
-            handshake_deadline: Some(
-                self.now + Duration::from_millis(self.net.handshake_timeout_ms),
-            ),
-            last_heard: self.now,
+            handshake_deadline: Some(now + self.handshake_timeout()),
+            last_heard: now,
             idle_check,
         };
-        if let Some(token) = self.add_link(link) {
+        if let Some(token) = self.add(link) {
             if idle_check != Instant::NEVER {
                 self.timers.push(Reverse((idle_check, token)));
             }
         }
+    }
+
+    /// Our connection to replica `to`, connecting to `addr`; its token, or `None` if it
+    /// could not be polled.
+    pub(super) fn add_outgoing(
+        &mut self,
+        stream: TcpStream,
+        host: &str,
+        to: ReplicaId,
+        auth: Option<Handshake>,
+        addr: SocketAddr,
+        now: Instant,
+    ) -> Option<Token> {
+        let stream = match tls::dialed(self.tls.as_ref(), stream, host) {
+            Ok(stream) => stream,
+            Err(e) => {
+                error!(%addr, "cannot start TLS to replica {to}: {e}");
+                return None;
+            }
+        };
+        self.add(Link {
+            conn: Conn::new(stream, self.net.max_frame_bytes, false),
+            kind: Kind::PeerOutHello { to, auth },
+            addr,
+            side: None,
+            handshake_deadline: Some(now + self.handshake_timeout()),
+            last_heard: Instant::ZERO,
+            idle_check: Instant::NEVER,
+        })
+    }
+
+    fn handshake_timeout(&self) -> Duration {
+        Duration::from_millis(self.net.handshake_timeout_ms)
     }
 
     fn client_idle_timeout(&self) -> Duration {
@@ -291,7 +435,7 @@ impl EventLoop {
     }
 
     /// Closes the client connection that has been silent longest; false if there is none.
-    fn close_idlest_client(&mut self) -> bool {
+    fn close_idlest_client(&mut self, now: Instant) -> bool {
         let idlest = self
             .links
             .iter()
@@ -302,7 +446,7 @@ impl EventLoop {
             return false;
         };
         if let Some(link) = self.remove(token) {
-            let idle = self.now.saturating_sub(link.last_heard);
+            let idle = now.saturating_sub(link.last_heard);
             info!(
                 addr = %link.addr,
                 "every client slot is taken: closing the idlest connection (silent for {} ms)",
@@ -312,10 +456,12 @@ impl EventLoop {
         true
     }
 
-    /// Registers a new connection; returns its token, or `None` if it could not be polled.
-    pub(super) fn add_link(&mut self, mut link: Link) -> Option<Token> {
-        let token = self.next_token();
-        if let Err(e) = link.conn.register(self.poll.registry(), token) {
+    /// Registers a new connection under the next token (tokens are never reused, so a stale
+    /// event or timer cannot reach a newer connection); `None` if it could not be polled.
+    fn add(&mut self, mut link: Link) -> Option<Token> {
+        let token = Token(self.next_token);
+        self.next_token += 1;
+        if let Err(e) = link.conn.register(&self.registry, token) {
             error!(addr = %link.addr, "cannot poll a connection: {e}");
             if let Some(side) = link.side {
                 self.admission(side).release(link.ip());
@@ -325,162 +471,111 @@ impl EventLoop {
         if let Some(deadline) = link.handshake_deadline {
             self.timers.push(Reverse((deadline, token)));
         }
-        self.connections(link.side).inc();
+        self.gauge(link.side).inc();
         self.links.insert(token, link);
         Some(token)
     }
 
-    /// A connection is readable, writable, or in error: finish a connect, write, read.
-    pub(super) fn on_ready(&mut self, token: Token) {
+    /// A connection is readable, writable, or in error: finish a connect, write; then say
+    /// whether to read.
+    pub(super) fn on_ready(&mut self, token: Token) -> Ready {
         let Some(link) = self.links.get_mut(&token) else {
-            return;
+            return Ready::Nothing;
         };
         if !link.conn.is_connected() {
             match link.conn.poll_connect() {
-                Ok(false) => return,
+                Ok(false) => return Ready::Nothing,
                 Ok(true) => trace!(addr = %link.addr, "connected"),
-                Err(e) => return self.connect_failed(token, &e),
+                Err(error) => {
+                    let kind = link.kind;
+                    self.drop_link(token, &format!("connect failed: {error}"));
+                    return match kind {
+                        Kind::PeerOutHello { to, .. } => Ready::ConnectFailed { to, error },
+                        _ => Ready::Nothing,
+                    };
+                }
             }
         }
         self.flush(token);
-        self.read(token);
+        Ready::Readable
     }
 
-    /// Reads and handles frames until the socket is drained or the budget runs out.
-    pub(super) fn read(&mut self, token: Token) {
-        for _ in 0..READ_BUDGET {
-            let Some(link) = self.links.get_mut(&token) else {
-                return;
-            };
-            match link.conn.read_chunk(&mut self.scratch) {
-                Ok(ReadOutcome::Data) => {
-                    if !self.handle_frames(token) {
-                        return;
-                    }
-                }
-                Ok(ReadOutcome::Drained) => return,
-                Ok(ReadOutcome::Closed) => {
-                    return self.drop_link(token, "closed by the other side")
-                }
-                Err(e) => return self.drop_link(token, &format!("read failed: {e}")),
-            }
-        }
-        self.pending_reads.push(token);
-    }
-
-    /// Handles every complete frame received; `false` if that closed the connection.
-    fn handle_frames(&mut self, token: Token) -> bool {
-        let mut completed = false;
+    /// The next whole frame from `token`, reading from its socket as needed within the
+    /// budget of `reading`; `None` once the socket is drained, the budget spent (the
+    /// connection is read again next turn) or the connection closed. Decoded by the
+    /// connection's state when asked, so a frame that changes the state (`Hello`) changes
+    /// how the next one is read.
+    pub(super) fn next_frame(
+        &mut self,
+        token: Token,
+        reading: &mut Reading,
+        now: Instant,
+    ) -> Option<Frame> {
         loop {
-            let Some(link) = self.links.get_mut(&token) else {
-                return false;
-            };
+            let link = self.links.get_mut(&token)?;
             match link.next_frame() {
                 Ok(Some(frame)) => {
-                    completed = true;
-                    self.on_frame(token, frame);
+                    reading.completed = true;
+                    return Some(frame);
                 }
-                Ok(None) => break,
+                Ok(None) => {}
                 Err(why) => {
                     self.reject(token, &why);
-                    return false;
+                    return None;
+                }
+            }
+            // No whole frame left in what was read: note when this one was heard from.
+            if reading.read_any {
+                if reading.completed {
+                    link.last_heard = now;
+                }
+                if link.conn.track_partial(now, reading.completed) {
+                    let limit = Duration::from_millis(self.net.partial_frame_timeout_ms);
+                    self.timers.push(Reverse((now + limit, token)));
+                }
+                reading.completed = false;
+            }
+            if reading.budget == 0 {
+                self.pending_reads.push(token);
+                return None;
+            }
+            reading.budget -= 1;
+            match link.conn.read_chunk(&mut self.scratch) {
+                Ok(ReadOutcome::Data) => reading.read_any = true,
+                Ok(ReadOutcome::Drained) => {
+                    // A TLS handshake may have a reply the socket did not take at once.
+                    if link.conn.wants_flush() {
+                        self.dirty.push(token);
+                    }
+                    return None;
+                }
+                Ok(ReadOutcome::Closed) => {
+                    self.drop_link(token, "closed by the other side");
+                    return None;
+                }
+                Err(e) => {
+                    match tls::failure(&e) {
+                        Some(why) => self.reject(token, &why),
+                        None => self.drop_link(token, &format!("read failed: {e}")),
+                    }
+                    return None;
                 }
             }
         }
+    }
+
+    /// The connection goes on as `kind`. If that ends its handshake, its deadline is lifted
+    /// and `true` is returned.
+    pub(super) fn set_kind(&mut self, token: Token, kind: Kind) -> bool {
         let Some(link) = self.links.get_mut(&token) else {
             return false;
         };
-        if completed {
-            link.last_heard = self.now;
-        }
-        if link.conn.track_partial(self.now, completed) {
-            let limit = Duration::from_millis(self.net.partial_frame_timeout_ms);
-            self.timers.push(Reverse((self.now + limit, token)));
-        }
-        true
-    }
-
-    fn on_frame(&mut self, token: Token, frame: Frame) {
-        match frame {
-            Frame::Hello(hello) => self.on_hello(token, hello),
-            Frame::Auth(frame) => self.on_auth_frame(token, frame),
-            Frame::Client(message) => {
-                let op = request_kind(&message);
-                let requests = &self.narrator.metrics.requests;
-                requests.get_or_create(&OpLabel { op }).inc();
-                self.on_client_message(token, message)
-            }
-            Frame::Peer(message) => {
-                let Some(Kind::PeerIn { from }) = self.links.get(&token).map(|l| l.kind) else {
-                    return;
-                };
-                let status = self.replica.status();
-                self.narrator
-                    .on_peer_message(self.now, from, &message, &status);
-                self.replica.handle(self.now, Input::Peer { from, message });
-                self.drain_outputs();
-            }
-        }
-    }
-
-    fn on_hello(&mut self, token: Token, hello: Hello) {
-        let Some(link) = self.links.get(&token) else {
-            return;
-        };
-        if let Err(e) = check_hello(&hello) {
-            return self.reject(token, &e.to_string());
-        }
-        let (kind, ip) = (link.kind, link.ip());
-        let mut challenge = None;
-        let greeted = match (kind, hello.role) {
-            (Kind::ClientHello, Role::Client) => Kind::Client { attached: None },
-            (Kind::PeerHello, Role::Replica(from)) => match self.peers.verify(from, ip) {
-                Ok(()) => match self.peers.start_auth(Prover::Acceptor, from, self.me) {
-                    Some((auth, frame)) => {
-                        challenge = Some(frame);
-                        Kind::PeerInProving { from, auth }
-                    }
-                    None => Kind::PeerIn { from },
-                },
-                Err(why) => return self.reject(token, &why),
-            },
-            (Kind::PeerOutHello { to, auth }, Role::Replica(id)) if id == to => match auth {
-                Some(auth) => Kind::PeerOutProving { to, auth },
-                None => Kind::PeerOut { to },
-            },
-            (kind, role) => {
-                return self.reject(
-                    token,
-                    &format!("a hello as {role:?} is not allowed on a {kind}"),
-                )
-            }
-        };
-        if !matches!(kind, Kind::PeerOutHello { .. }) {
-            // Our outgoing connections sent their `Hello` (and challenge) when they opened.
-            self.send_frame(token, &Hello::new(Role::Replica(self.me)));
-        }
-        if let Some(challenge) = challenge {
-            self.send_frame(token, &challenge);
-        }
-        self.handshake_done(token, greeted);
-    }
-
-    /// The connection goes on as `kind`; if that ends its handshake, its deadline is lifted
-    /// and a peer connection takes its place in the cluster.
-    pub(super) fn handshake_done(&mut self, token: Token, kind: Kind) {
-        let Some(link) = self.links.get_mut(&token) else {
-            return;
-        };
         link.kind = kind;
         if !kind.is_ready() {
-            return;
+            return false;
         }
         link.handshake_deadline = None;
-        match kind {
-            Kind::PeerIn { from } => self.peer_connected(from, token),
-            Kind::PeerOut { to } => self.peers.greeted(to),
-            _ => {}
-        }
+        true
     }
 
     /// Queues one frame on a connection; a connection with too much waiting is closed.
@@ -499,6 +594,7 @@ impl EventLoop {
         self.dirty.push(token);
     }
 
+    /// Writes what the turn queued.
     pub(super) fn flush_dirty(&mut self) {
         for token in std::mem::take(&mut self.dirty) {
             self.flush(token);
@@ -512,18 +608,18 @@ impl EventLoop {
         let flushed = link
             .conn
             .flush()
-            .and_then(|()| link.conn.update_interest(self.poll.registry(), token));
+            .and_then(|()| link.conn.update_interest(&self.registry, token));
         if let Err(e) = flushed {
             self.drop_link(token, &format!("write failed: {e}"));
         }
     }
 
     /// A deadline of this connection may have passed.
-    pub(super) fn check_deadlines(&mut self, token: Token) {
+    fn check_deadlines(&mut self, token: Token, now: Instant) {
         let Some(link) = self.links.get(&token) else {
             return;
         };
-        if link.handshake_deadline.is_some_and(|at| at <= self.now) {
+        if link.handshake_deadline.is_some_and(|at| at <= now) {
             let why = format!("no handshake within {} ms", self.net.handshake_timeout_ms);
             return match link.kind {
                 // Silence from a peer is reported as nothing more than silence.
@@ -533,11 +629,11 @@ impl EventLoop {
         }
         if link.side == Some(Side::Client) {
             let idle_at = link.last_heard + self.client_idle_timeout();
-            if idle_at <= self.now {
+            if idle_at <= now {
                 let why = format!("idle for {} ms", self.net.client_idle_timeout_ms);
                 return self.drop_link(token, &why);
             }
-            if link.idle_check <= self.now {
+            if link.idle_check <= now {
                 // This was the idle check: the next one is due when it would be idle.
                 let link = self.links.get_mut(&token).expect("looked up above");
                 link.idle_check = idle_at;
@@ -549,7 +645,7 @@ impl EventLoop {
         };
         let limit = Duration::from_millis(self.net.partial_frame_timeout_ms);
         match link.conn.partial_since().map(|since| since + limit) {
-            Some(at) if at <= self.now => {
+            Some(at) if at <= now => {
                 let why = format!(
                     "half a frame stalled for {} ms",
                     self.net.partial_frame_timeout_ms
@@ -577,25 +673,12 @@ impl EventLoop {
 
     fn remove(&mut self, token: Token) -> Option<Link> {
         let mut link = self.links.remove(&token)?;
-        link.conn.deregister(self.poll.registry());
-        self.connections(link.side).dec();
-        self.session_opens.forget(token);
+        link.conn.deregister(&self.registry);
+        self.gauge(link.side).dec();
         if let Some(side) = link.side {
             self.admission(side).release(link.ip());
         }
-        match link.kind {
-            Kind::Client {
-                attached: Some(client),
-            } => self.routes.detach(client, token),
-            Kind::PeerIn { from } => self.peers.inbound_closed(from, token),
-            Kind::PeerOutHello { to, .. }
-            | Kind::PeerOutProving { to, .. }
-            | Kind::PeerOut { to } => self.peers.outbound_closed(to, self.now),
-            Kind::Client { attached: None }
-            | Kind::ClientHello
-            | Kind::PeerHello
-            | Kind::PeerInProving { .. } => {}
-        }
+        self.closed.push((token, link.kind));
         Some(link)
     }
 }

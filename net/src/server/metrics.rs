@@ -62,6 +62,10 @@ pub(super) struct Metrics {
     pub connections: Family<KindLabel, Gauge>,
     /// Bytes queued on connections, not yet written to their sockets (sampled).
     pub queued_bytes: Gauge,
+    /// Chat messages waiting for their recipients in the applied state, and their bytes
+    /// (sampled; on backups too, as far as they have applied).
+    pub chat_queued_messages: Gauge,
+    pub chat_queued_bytes: Gauge,
 }
 
 impl Default for Metrics {
@@ -79,6 +83,8 @@ impl Default for Metrics {
             replication_lag: Family::default(),
             connections: Family::default(),
             queued_bytes: Gauge::default(),
+            chat_queued_messages: Gauge::default(),
+            chat_queued_bytes: Gauge::default(),
         }
     }
 }
@@ -135,6 +141,16 @@ impl Metrics {
             "queued_bytes",
             "Bytes queued on connections, not yet written",
             self.queued_bytes.clone(),
+        );
+        r.register(
+            "queued_messages",
+            "Chat messages waiting in recipients' queues (applied state)",
+            self.chat_queued_messages.clone(),
+        );
+        r.register(
+            "queued_message_bytes",
+            "Bytes of the chat messages waiting in queues (applied state)",
+            self.chat_queued_bytes.clone(),
         );
         r
     }

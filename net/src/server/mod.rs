@@ -11,27 +11,30 @@
 //! - Passwords are hashed and verified on worker threads ([`passwords`]), never on the loop.
 
 mod admission;
-mod authentication;
 mod clients;
 mod conn;
+mod error;
 mod event_loop;
+mod handshake;
 mod hash_pool;
 mod io_thread;
 mod links;
 mod metrics;
 mod narrator;
+mod options;
 mod passwords;
 mod peers;
 mod session_opens;
 mod shutdown;
 
+pub use error::ServerError;
+pub use options::ServerOptions;
 pub use shutdown::Shutdown;
 
-use crate::storage::{DirLock, LockError, Storage, StorageError, StorageOptions};
+use crate::storage::{DirLock, Storage, StorageOptions};
 use chat_core::config::Config;
 use chat_core::ids::ReplicaId;
-use chat_core::password::HashCost;
-use chat_core::replica::{Faults, Options, Replica, RestoreError};
+use chat_core::replica::{LeaseOptions, Mutations, Options, Replica};
 use chat_core::time::Duration;
 use event_loop::{Clock, EventLoop};
 use std::path::PathBuf;
@@ -40,57 +43,11 @@ use tracing::{info, warn};
 /// Most entries in one `Append` message.
 const MAX_APPEND_ENTRIES: usize = 64;
 
-/// How to run a replica beyond what the configuration says.
-#[derive(Clone, Debug, Default)]
-pub struct ServerOptions {
-    /// Where the log and snapshots live; `<config.data_dir>/replica-<id>` if `None`.
-    pub data_dir: Option<PathBuf>,
-    /// Stops the replica when requested (also by SIGINT/SIGTERM if `handle_signals`).
-    pub shutdown: Shutdown,
-    /// Install SIGINT/SIGTERM handlers that request shutdown (the `chat-server` binary does;
-    /// tests running a server inside their own process do not).
-    pub handle_signals: bool,
-    /// The work of hashing a new account's password (Argon2's recommendation by default;
-    /// tests use a tiny one). Verification uses the cost stored in each hash.
-    pub password_cost: HashCost,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum ServerError {
-    #[error("replica {0} is not in the configuration")]
-    UnknownId(ReplicaId),
-    #[error(transparent)]
-    Locked(#[from] LockError),
-    #[error("storage: {0}")]
-    Storage(#[from] StorageError),
-    #[error(transparent)]
-    Restore(#[from] RestoreError),
-    #[error("{what}: {source}")]
-    Io {
-        what: String,
-        source: std::io::Error,
-    },
-    #[error("the storage thread stopped unexpectedly")]
-    IoThreadGone,
-    #[error(
-        "cannot use the cluster secret file {path}: {problem} \
-         (make one with `chat-admin new-secret {path}`)"
-    )]
-    Secret { path: String, problem: String },
-}
-
-impl ServerError {
-    fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ServerError {
-        let what = what.into();
-        move |source| ServerError::Io { what, source }
-    }
-}
-
 /// Runs replica `id` of `config` until shutdown is requested (then `Ok`) or its storage
 /// fails (then `Err`: durability is lost, and the process must stop and recover).
 pub fn run(config: &Config, id: ReplicaId, opts: ServerOptions) -> Result<(), ServerError> {
     config.replica(id).ok_or(ServerError::UnknownId(id))?;
-    let secret = authentication::load_secret(config)?;
+    let secret = handshake::load_secret(config)?;
     let dir = opts
         .data_dir
         .clone()
@@ -136,9 +93,10 @@ fn replica_options(config: &Config, id: ReplicaId) -> Options {
         max_append_entries: MAX_APPEND_ENTRIES,
         snapshot_chunk_bytes: config.net.max_frame_bytes as usize / 4,
         max_append_bytes: config.net.max_frame_bytes as usize / 4,
-        // Election jitter must differ between replicas and between restarts.
+        // Jitter and the incarnation id must differ between replicas and between restarts.
         seed: rand::random::<u64>() ^ u64::from(id),
         limits: config.limits.clone(),
-        faults: Faults::default(),
+        leases: LeaseOptions::default(),
+        mutations: Mutations::default(),
     }
 }

@@ -9,7 +9,7 @@
 
 use super::metrics::{Metrics, PeerLabel, ReasonLabel};
 use chat_core::ids::{OpIndex, ReplicaId, View};
-use chat_core::replica::{PeerMessage, Role, Status};
+use chat_core::replica::{Body, PeerMessage, Role, Status};
 use chat_core::time::{Duration, Instant};
 use std::collections::{BTreeMap, BTreeSet};
 use tracing::{debug, info};
@@ -59,7 +59,14 @@ pub(super) struct Narrator {
     snapshots_out: BTreeMap<ReplicaId, (Instant, u64, OpIndex)>,
     /// On the primary: the highest index each backup acknowledged.
     acked: BTreeMap<ReplicaId, OpIndex>,
+    /// A replica that cannot win an election retries every election timeout: the reason is
+    /// logged at info once every `RETRY_LOG_EVERY` (when it was, and how many retries since),
+    /// the other retries at debug.
+    retries: Option<(Instant, u32)>,
 }
+
+/// How often a replica that keeps failing to win an election says so at info.
+const RETRY_LOG_EVERY: Duration = Duration::from_secs(5);
 
 impl Narrator {
     pub(super) fn new(
@@ -70,6 +77,10 @@ impl Narrator {
     ) -> Narrator {
         metrics.view.set(status.view as i64);
         metrics.commit_index.set(status.commit as i64);
+        // A replica may start as primary (the first view's primary, or a view of one).
+        metrics
+            .is_primary
+            .set(i64::from(status.role == Role::Primary));
         Narrator {
             me: status.id,
             majority: replicas / 2 + 1,
@@ -86,6 +97,7 @@ impl Narrator {
             snapshot_in: None,
             snapshots_out: BTreeMap::new(),
             acked: BTreeMap::new(),
+            retries: None,
         }
     }
 
@@ -98,11 +110,11 @@ impl Narrator {
         status: &Status,
     ) {
         self.heard.insert(from, now);
-        if message.view() > status.view {
-            self.higher_view_from = Some((from, message.view()));
+        if let Some(view) = message.view().filter(|&v| v > status.view) {
+            self.higher_view_from = Some((from, view));
         }
-        match message {
-            PeerMessage::Append {
+        match &message.body {
+            Body::Append {
                 entries, commit, ..
             } => {
                 self.primary_commit = self.primary_commit.max(*commit);
@@ -119,10 +131,12 @@ impl Narrator {
                     }
                 }
             }
-            PeerMessage::VoteReply { view, granted } if *granted && *view == status.view => {
+            Body::Promise {
+                ballot, granted, ..
+            } if *granted && *ballot == status.view => {
                 self.votes.insert(from);
             }
-            PeerMessage::SnapshotChunk {
+            Body::SnapshotChunk {
                 meta,
                 offset: 0,
                 total_len,
@@ -135,13 +149,13 @@ impl Narrator {
                     bytes: *total_len,
                 });
             }
-            PeerMessage::AppendReply {
+            Body::AppendReply {
                 ok: true, index, ..
             } => {
                 let acked = self.acked.entry(from).or_default();
                 *acked = (*acked).max(*index);
             }
-            PeerMessage::SnapshotReply {
+            Body::SnapshotReply {
                 last_index, offset, ..
             } => {
                 if let Some((since, bytes, index)) = self.snapshots_out.get(&from).copied() {
@@ -161,12 +175,12 @@ impl Narrator {
 
     /// A message the replica sends to `to`.
     pub(super) fn on_send(&mut self, now: Instant, to: ReplicaId, message: &PeerMessage) {
-        if let PeerMessage::SnapshotChunk {
+        if let Body::SnapshotChunk {
             meta,
             offset: 0,
             total_len,
             ..
-        } = message
+        } = &message.body
         {
             // A chunk at offset 0 starts a transfer, or restarts it with a newer snapshot.
             let index = meta.last_index;
@@ -241,7 +255,29 @@ impl Narrator {
         if status.role == Role::Candidate && (was != Role::Candidate || status.view != old_view) {
             self.votes.clear();
         }
-        info!("{text}");
+        if reason != "election_timeout" {
+            self.retries = None;
+            info!("{text}");
+            return;
+        }
+        match &mut self.retries {
+            Some((since, count)) if now.saturating_sub(*since) < RETRY_LOG_EVERY => {
+                *count += 1;
+                debug!("{text}");
+            }
+            retries => {
+                let quiet = retries.map_or(0, |(_, count)| count);
+                *retries = Some((now, 0));
+                if quiet > 0 {
+                    info!(
+                        "{text} ({quiet} more tries in the last {} s)",
+                        RETRY_LOG_EVERY.as_secs()
+                    );
+                } else {
+                    info!("{text}");
+                }
+            }
+        }
     }
 
     /// Why this replica started an election: the reason label and the log line.

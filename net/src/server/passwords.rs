@@ -15,12 +15,12 @@
 //! guesses are slowed down as much as sequential ones. A successful login resets the count.
 //! The counts live in this server only (not replicated): a failover forgets them.
 
-use super::event_loop::EventLoop;
 use super::hash_pool::{HashPool, JobId};
 use chat_core::ids::{ClientId, RequestNo};
 use chat_core::password::request::{Next, PasswordRequest, Work};
-use chat_core::password::{HashCost, Password};
-use chat_core::replica::Input;
+use chat_core::password::HashCost;
+use chat_core::replica::{Output, Replica};
+use chat_core::service::Request;
 use chat_core::time::{Duration, Instant};
 use chat_core::wire::{PasswordAction, MAX_FAILED_LOGIN_DELAY};
 use mio::Waker;
@@ -42,7 +42,7 @@ const FORGET_AFTER: Duration = Duration::from_secs(600);
 
 /// A password request being served.
 #[derive(Debug)]
-struct Attempt {
+pub(super) struct Attempt {
     request: PasswordRequest,
     /// Its refusal has been held back for its delay already: order it when asked again.
     refusal_held: bool,
@@ -163,113 +163,126 @@ impl Passwords {
     }
 }
 
-impl EventLoop {
-    /// A `WithPassword` request from `client`, whose connection is attached.
-    pub(super) fn on_password_request(
+/// What serving a password request asks of the event loop.
+#[derive(Debug)]
+pub(super) enum Decision {
+    /// Carry out this output of the replica (a redirect: this replica is not the primary).
+    Redirect(Output),
+    /// Hand the replica this request to order.
+    Order(Request),
+}
+
+impl Passwords {
+    /// A `WithPassword` request, whose connection is attached to its session.
+    pub(super) fn on_request(
         &mut self,
-        client: ClientId,
-        request: RequestNo,
-        action: PasswordAction,
-        user: String,
-        password: Password,
-    ) {
-        if !self.passwords.busy.insert((client, request)) {
-            return; // A retry of a request in progress: the answer is on its way.
+        request: PasswordRequest,
+        replica: &Replica,
+        now: Instant,
+    ) -> Option<Decision> {
+        if !self.busy.insert((request.client, request.request)) {
+            return None; // A retry of a request in progress: the answer is on its way.
         }
-        let request = PasswordRequest::new(client, request, action, user, password);
-        self.advance(Attempt {
+        let attempt = Attempt {
             request,
             refusal_held: false,
-        });
+        };
+        self.advance(attempt, replica, now)
     }
 
-    /// Asks the core's decision what to do with `attempt` next, and does it.
-    fn advance(&mut self, mut attempt: Attempt) {
-        let cost = self.passwords.cost;
-        match attempt.request.next(&self.replica, rand::random, cost) {
+    /// The next attempt whose job finished (the loop's waker fired), with what the job
+    /// found; hand it to [`Passwords::advance`].
+    pub(super) fn next_finished(&mut self) -> Option<Attempt> {
+        while let Some((id, outcome)) = self.pool.finished() {
+            if let Some(mut attempt) = self.jobs.remove(&id) {
+                attempt.request.found(outcome);
+                return Some(attempt);
+            }
+        }
+        None
+    }
+
+    /// The attempts to advance now: logins that waited for the read rule (the replica may
+    /// have applied more since), and those whose timers are due.
+    pub(super) fn take_due(&mut self, now: Instant) -> Vec<Attempt> {
+        let mut due = std::mem::take(&mut self.stale);
+        while let Some(entry) = self.timers.first_entry() {
+            if entry.key().0 > now {
+                break;
+            }
+            match entry.remove() {
+                Timed::Refuse(attempt) | Timed::Retry(attempt) => due.push(attempt),
+            }
+        }
+        self.deferred -= due.len();
+        due
+    }
+
+    /// Asks the core's decision what to do with `attempt` next: does what is this module's
+    /// to do (run the work, hold it back), and returns what is the event loop's.
+    pub(super) fn advance(
+        &mut self,
+        mut attempt: Attempt,
+        replica: &Replica,
+        now: Instant,
+    ) -> Option<Decision> {
+        match attempt.request.next(replica, rand::random, self.cost) {
             Next::Redirect(output) => {
-                self.passwords.busy.remove(&attempt.key());
-                self.carry_out(output);
+                self.busy.remove(&attempt.key());
+                return Some(Decision::Redirect(output));
             }
             Next::Wait => {
-                if self.passwords.deferred >= MAX_DEFERRED {
-                    return self.drop_attempt(attempt.key());
+                if self.deferred >= MAX_DEFERRED {
+                    self.drop_attempt(attempt.key());
+                } else {
+                    self.deferred += 1;
+                    self.stale.push(attempt);
                 }
-                self.passwords.deferred += 1;
-                self.passwords.stale.push(attempt);
             }
             Next::Run(work) => {
-                if let Some(until) = self.passwords.held_until(&attempt.request.user, self.now) {
-                    if matches!(work, Work::Verify { .. }) {
-                        let key = attempt.key();
-                        if !self.passwords.schedule(until, Timed::Retry(attempt)) {
+                let key = attempt.key();
+                let held = self.held_until(&attempt.request.user, now);
+                match held {
+                    Some(until) if matches!(work, Work::Verify { .. }) => {
+                        if !self.schedule(until, Timed::Retry(attempt)) {
                             self.drop_attempt(key);
                         }
-                        return;
                     }
-                }
-                attempt.refusal_held = false;
-                let key = attempt.key();
-                if !self.passwords.submit(attempt, work) {
-                    self.drop_attempt(key);
+                    _ => {
+                        attempt.refusal_held = false;
+                        if !self.submit(attempt, work) {
+                            self.drop_attempt(key);
+                        }
+                    }
                 }
             }
             Next::Order { refused: true, .. } if !attempt.refusal_held => {
                 let user = &attempt.request.user;
-                let due = self.passwords.fail(user, self.now);
-                let wait = (due - self.now).as_millis();
+                let due = self.fail(user, now);
+                let wait = (due - now).as_millis();
                 debug!(user = %user, "failed login; refusing it in {wait} ms");
                 attempt.refusal_held = true;
                 let key = attempt.key();
-                if !self.passwords.schedule(due, Timed::Refuse(attempt)) {
+                if !self.schedule(due, Timed::Refuse(attempt)) {
                     self.drop_attempt(key);
                 }
             }
             Next::Order { request, refused } => {
-                self.passwords.busy.remove(&attempt.key());
+                self.busy.remove(&attempt.key());
                 if !refused && attempt.request.action == PasswordAction::Login {
-                    self.passwords.failures.remove(&attempt.request.user);
+                    self.failures.remove(&attempt.request.user);
                 }
-                self.replica.handle(self.now, Input::Client(request));
-                self.drain_outputs();
+                return Some(Decision::Order(request));
             }
         }
+        None
     }
 
     /// Too much password work waiting: the request `key` is dropped, and its client retries
     /// it after its reply timeout.
     fn drop_attempt(&mut self, key: (ClientId, RequestNo)) {
-        self.passwords.busy.remove(&key);
+        self.busy.remove(&key);
         warn!("too many password requests waiting; dropping one (its client will retry)");
-    }
-
-    /// Acts on every finished job (the loop's waker fired).
-    pub(super) fn on_password_results(&mut self) {
-        while let Some((id, outcome)) = self.passwords.pool.finished() {
-            let Some(mut attempt) = self.passwords.jobs.remove(&id) else {
-                continue;
-            };
-            attempt.request.found(outcome);
-            self.advance(attempt);
-        }
-    }
-
-    /// Fires the password timers that are due, and asks again for the logins that waited
-    /// for the read rule (the replica may have applied more since).
-    pub(super) fn turn_password_timers(&mut self) {
-        for attempt in std::mem::take(&mut self.passwords.stale) {
-            self.passwords.deferred -= 1;
-            self.advance(attempt);
-        }
-        while let Some(entry) = self.passwords.timers.first_entry() {
-            if entry.key().0 > self.now {
-                return;
-            }
-            self.passwords.deferred -= 1;
-            match entry.remove() {
-                Timed::Refuse(attempt) | Timed::Retry(attempt) => self.advance(attempt),
-            }
-        }
     }
 }
 

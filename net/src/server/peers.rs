@@ -2,28 +2,22 @@
 //! (outgoing connections only send) and receives theirs on its peer port (incoming ones
 //! only receive). An incoming connection must come from the address of the replica it
 //! claims to be and, with a cluster secret, both ends prove they hold it before any message
-//! passes. Dialing retries with exponential backoff; a refused connect is reported to the
-//! replica as crash evidence, a timeout as nothing.
+//! passes. Dialing retries with exponential backoff. This module keeps who is connected where
+//! and when to dial; the connections themselves are [`super::links`]'.
 
-use super::conn::Conn;
-use super::event_loop::{resolve, EventLoop};
-use super::links::{Kind, Link};
-use super::ServerError;
+use super::error::{resolve, ServerError};
 use chat_core::config::Config;
 use chat_core::ids::ReplicaId;
 use chat_core::peer_auth::{AuthFrame, ClusterSecret, Handshake, Prover};
-use chat_core::replica::{Input, PeerMessage};
 use chat_core::time::{Duration, Instant};
-use chat_core::wire::{Hello, Role};
 use mio::net::TcpStream;
 use mio::Token;
 use rand::rngs::OsRng;
 use rand::Rng;
 use socket2::{Domain, Protocol, Socket, Type};
 use std::collections::{BTreeMap, HashMap};
-use std::io::{self, ErrorKind};
+use std::io;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
-use tracing::trace;
 
 const MIN_BACKOFF: Duration = Duration::from_millis(50);
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
@@ -32,6 +26,8 @@ const MAX_BACKOFF: Duration = Duration::from_secs(2);
 #[derive(Debug)]
 struct Outbound {
     addr: SocketAddr,
+    /// Its configured host: the name its TLS certificate must carry.
+    host: String,
     token: Option<Token>,
     /// The wait before the next attempt after this one fails.
     backoff: Duration,
@@ -52,7 +48,7 @@ pub(super) struct Peers {
     /// connection claiming an id must come from one of them.
     addresses: HashMap<ReplicaId, Vec<IpAddr>>,
     /// With it, peers must prove they hold it; without it, the address check is all.
-    pub(super) secret: Option<ClusterSecret>,
+    secret: Option<ClusterSecret>,
 }
 
 impl Peers {
@@ -90,6 +86,7 @@ impl Peers {
                 peer.id,
                 Outbound {
                     addr,
+                    host: peer.host.clone(),
                     token: None,
                     backoff: MIN_BACKOFF,
                     next_attempt: Some(now),
@@ -127,16 +124,24 @@ impl Peers {
         }
     }
 
-    /// With a secret, starts a handshake on a connection from `dialer` to `acceptor`, as
-    /// `me`: the handshake and the challenge to send.
+    /// With a secret, starts a handshake with replica `other` on a connection we opened
+    /// (`Prover::Dialer`) or accepted: the handshake and the challenge to send.
     pub(super) fn start_auth(
         &self,
-        me: Prover,
-        dialer: ReplicaId,
-        acceptor: ReplicaId,
+        us: Prover,
+        other: ReplicaId,
     ) -> Option<(Handshake, AuthFrame)> {
         self.secret.as_ref()?;
-        Some(Handshake::start(me, dialer, acceptor, OsRng.gen()))
+        let (dialer, acceptor) = match us {
+            Prover::Dialer => (self.me, other),
+            Prover::Acceptor => (other, self.me),
+        };
+        Some(Handshake::start(us, dialer, acceptor, OsRng.gen()))
+    }
+
+    /// The secret peers prove they hold, if the configuration names one.
+    pub(super) fn secret(&self) -> Option<&ClusterSecret> {
+        self.secret.as_ref()
     }
 
     /// Our connection to `to` completed its handshake: the next failure starts over with a
@@ -161,98 +166,49 @@ impl Peers {
             self.inbound.remove(&from);
         }
     }
-}
 
-impl EventLoop {
-    /// Dials every replica whose retry time has come.
-    pub(super) fn connect_due_peers(&mut self) {
-        let due: Vec<ReplicaId> = self
-            .peers
-            .outbound
-            .iter()
-            .filter(|(_, o)| o.next_attempt.is_some_and(|at| at <= self.now))
-            .map(|(&id, _)| id)
-            .collect();
-        for to in due {
-            self.dial(to);
+    /// The replicas whose dial is due: each is marked as being dialed, and the connect to it
+    /// started (or its failure returned).
+    pub(super) fn dial_due(&mut self, now: Instant) -> Vec<(ReplicaId, io::Result<Dialed>)> {
+        let local_ip = self.local_ip;
+        self.outbound
+            .iter_mut()
+            .filter(|(_, o)| o.next_attempt.is_some_and(|at| at <= now))
+            .map(|(&to, out)| {
+                out.next_attempt = None;
+                let (addr, host) = (out.addr, out.host.clone());
+                let dialed =
+                    start_connect(addr, local_ip).map(|stream| Dialed { stream, addr, host });
+                (to, dialed)
+            })
+            .collect()
+    }
+
+    /// The connection dialed to `to` is polled as `token`.
+    pub(super) fn dialed(&mut self, to: ReplicaId, token: Token) {
+        if let Some(out) = self.outbound.get_mut(&to) {
+            out.token = Some(token);
         }
     }
 
-    fn dial(&mut self, to: ReplicaId) {
-        let Some(out) = self.peers.outbound.get_mut(&to) else {
-            return;
-        };
-        out.next_attempt = None;
-        let addr = out.addr;
-        let stream = match start_connect(addr, self.peers.local_ip) {
-            Ok(stream) => stream,
-            Err(e) => return self.dial_failed(to, &e),
-        };
-        let deadline = self.now + Duration::from_millis(self.net.handshake_timeout_ms);
-        let conn = Conn::new(stream, self.net.max_frame_bytes, false);
-        let (auth, challenge) = self.peers.start_auth(Prover::Dialer, self.me, to).unzip();
-        match self.add_link(Link::outgoing(conn, to, auth, addr, deadline)) {
-            Some(token) => {
-                self.peers
-                    .outbound
-                    .get_mut(&to)
-                    .expect("dialed above")
-                    .token = Some(token);
-                self.send_frame(token, &Hello::new(Role::Replica(self.me)));
-                if let Some(challenge) = challenge {
-                    self.send_frame(token, &challenge);
-                }
-            }
-            None => self.peers.outbound_closed(to, self.now),
-        }
-    }
-
-    /// An outgoing connect failed after it started.
-    pub(super) fn connect_failed(&mut self, token: Token, error: &io::Error) {
-        let to = self
-            .peers
-            .outbound
-            .iter()
-            .find(|(_, o)| o.token == Some(token));
-        if let Some((&to, _)) = to {
-            self.drop_link(token, &format!("connect failed: {error}"));
-            self.report_refusal(to, error);
-        }
-    }
-
-    fn dial_failed(&mut self, to: ReplicaId, error: &io::Error) {
-        trace!("cannot connect to replica {to}: {error}");
-        self.peers.outbound_closed(to, self.now);
-        self.report_refusal(to, error);
-    }
-
-    /// A refused connect means the peer's host is up and its process is not.
-    fn report_refusal(&mut self, to: ReplicaId, error: &io::Error) {
-        if error.kind() == ErrorKind::ConnectionRefused {
-            self.narrator.on_refused(self.now, to);
-            self.replica.handle(self.now, Input::PeerRefused(to));
-            self.drain_outputs();
-        }
+    /// Our connection to `to`, if there is one (it may not be through its handshake).
+    pub(super) fn outbound(&self, to: ReplicaId) -> Option<Token> {
+        self.outbound.get(&to).and_then(|o| o.token)
     }
 
     /// Replica `from` opened a new incoming connection (and proved who it is, with a
-    /// secret): an older one is stale.
-    pub(super) fn peer_connected(&mut self, from: ReplicaId, token: Token) {
-        if let Some(old) = self.peers.inbound.insert(from, token) {
-            self.drop_link(old, &format!("replica {from} connected again"));
-        }
+    /// secret): returns an older one, which is stale.
+    pub(super) fn inbound_opened(&mut self, from: ReplicaId, token: Token) -> Option<Token> {
+        self.inbound.insert(from, token)
     }
+}
 
-    /// Sends on our connection to `to`; without one through its handshake the message is
-    /// dropped (the protocol sends again).
-    pub(super) fn send_to_peer(&mut self, to: ReplicaId, message: &PeerMessage) {
-        let Some(token) = self.peers.outbound.get(&to).and_then(|o| o.token) else {
-            return;
-        };
-        if matches!(self.links.get(&token), Some(link) if link.kind == Kind::PeerOut { to }) {
-            self.send_frame(token, message);
-        }
-    }
+/// A connect started to a replica.
+pub(super) struct Dialed {
+    pub(super) stream: TcpStream,
+    pub(super) addr: SocketAddr,
+    /// The configured host (the name to check its TLS certificate against).
+    pub(super) host: String,
 }
 
 /// Starts a non-blocking connect to `addr` from `local` (if it is of the same family).

@@ -8,8 +8,8 @@
 //! Invariants that keep recovery and compaction safe:
 //! - Only the active (last) segment has unsynced bytes: a full segment is synced before the
 //!   next one starts, so a torn tail can only be in the last segment.
-//! - Every segment this code creates starts with the latest [`Record::Vote`], synced, so old
-//!   segments can be deleted without losing the vote.
+//! - Every segment this code creates starts with the latest [`Record::Protocol`], synced, so old
+//!   segments can be deleted without losing the protocol state.
 //! - Segments are deleted oldest first and only while every entry they hold is covered by a
 //!   durable snapshot, so a truncation they record never matters again.
 //! - A failed fsync is returned as [`StorageError::Sync`] and never retried: after one, the
@@ -25,6 +25,7 @@ use chat_core::codec::{record, snapshot};
 use chat_core::durable::{Record, Recovered, ReplayError, Snapshot};
 use chat_core::ids::OpIndex;
 use files::{io_error, sync_dir, sync_error};
+use rustix::fs::{fallocate, FallocateFlags};
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -35,6 +36,10 @@ pub struct StorageOptions {
     pub segment_bytes: u64,
     /// Bytes of state per record of a snapshot file.
     pub snapshot_chunk_bytes: usize,
+    /// Reserve each new segment's disk blocks up front (`fallocate` keeping the file's size),
+    /// so that an append finds its blocks allocated. Best effort: where the file system
+    /// cannot, appends allocate as they go.
+    pub preallocate: bool,
 }
 
 impl Default for StorageOptions {
@@ -42,6 +47,7 @@ impl Default for StorageOptions {
         StorageOptions {
             segment_bytes: 64 << 20,
             snapshot_chunk_bytes: snapshot::DEFAULT_CHUNK_BYTES,
+            preallocate: true,
         }
     }
 }
@@ -136,7 +142,7 @@ impl Storage {
         for record in records {
             record::encode(record, &mut self.pending);
             self.active.note(record);
-            if let Record::Vote { .. } = record {
+            if let Record::Protocol(_) = record {
                 self.last_vote = Some(record.clone());
             }
             if self.len + self.pending.len() as u64 >= self.opts.segment_bytes {
@@ -207,8 +213,18 @@ impl Storage {
     /// Syncs and seals the active segment, and starts the next one.
     fn rotate(&mut self) -> Result<(), StorageError> {
         self.sync()?;
-        let (segment, file, len) =
-            start_segment(&self.dir, self.active.seq + 1, self.last_vote.as_ref())?;
+        if self.opts.preallocate {
+            // Gives back the reserved blocks past the end (the size does not change).
+            self.file
+                .set_len(self.len)
+                .map_err(io_error(&self.active.path))?;
+        }
+        let (segment, file, len) = start_segment(
+            &self.dir,
+            self.active.seq + 1,
+            self.last_vote.as_ref(),
+            self.opts.preallocation(),
+        )?;
         self.sealed
             .push(std::mem::replace(&mut self.active, segment));
         self.file = file;
@@ -232,12 +248,26 @@ fn write_snapshot_file(
     file.sync_all().map_err(sync_error(path))
 }
 
+impl StorageOptions {
+    /// Bytes to reserve for a new segment.
+    fn preallocation(&self) -> u64 {
+        if self.preallocate {
+            self.segment_bytes
+        } else {
+            0
+        }
+    }
+}
+
 /// Creates segment `seq` holding `vote` (if any), durably: file synced, then directory. If
 /// that fails (a full disk), the new file is removed again: a failed start leaves nothing new.
+/// `reserve` bytes of disk blocks are allocated without changing the file's size, so that
+/// recovery reads exactly what was written (no zero padding to tell from a torn write).
 fn start_segment(
     dir: &Path,
     seq: u64,
     vote: Option<&Record>,
+    reserve: u64,
 ) -> Result<(Segment, File, u64), StorageError> {
     let path = dir.join(files::segment_name(seq));
     let file = OpenOptions::new()
@@ -245,6 +275,13 @@ fn start_segment(
         .create_new(true)
         .open(&path)
         .map_err(io_error(&path))?;
+    if reserve > 0 {
+        // Best effort: a file system without it, or a disk too full for a whole segment,
+        // still takes appends one block at a time (and a full disk fails them as before).
+        if let Err(e) = fallocate(&file, FallocateFlags::KEEP_SIZE, 0, reserve) {
+            tracing::debug!(file = %path.display(), "cannot preallocate {reserve} bytes: {e}");
+        }
+    }
     let mut bytes = Vec::new();
     if let Some(vote) = vote {
         record::encode(vote, &mut bytes);

@@ -55,7 +55,7 @@ pub(super) fn open(
     let last_vote = records
         .iter()
         .rev()
-        .find(|r| matches!(r, Record::Vote { .. }))
+        .find(|r| matches!(r, Record::Protocol(_)))
         .cloned();
     let report = RecoveryReport {
         torn_tail: torn_tail.clone(),
@@ -75,6 +75,16 @@ pub(super) fn open(
         file.set_len(*offset).map_err(io_error(path))?;
         file.sync_all().map_err(sync_error(path))?;
     }
+    if let Some((_, last)) = listing.segments.last() {
+        // The last run's active segment is sealed now: give back the blocks it reserved past
+        // its end (a truncation to its own size changes no byte, so it needs no sync).
+        let file = OpenOptions::new()
+            .write(true)
+            .open(last)
+            .map_err(io_error(last))?;
+        let len = file.metadata().map_err(io_error(last))?.len();
+        file.set_len(len).map_err(io_error(last))?;
+    }
     for temp in &listing.temps {
         std::fs::remove_file(temp).map_err(io_error(temp))?;
     }
@@ -82,8 +92,12 @@ pub(super) fn open(
         sync_dir(dir)?;
     }
 
-    let (active, file, len) =
-        start_segment(dir, last_seq.map_or(1, |s| s + 1), last_vote.as_ref())?;
+    let (active, file, len) = start_segment(
+        dir,
+        last_seq.map_or(1, |s| s + 1),
+        last_vote.as_ref(),
+        opts.preallocation(),
+    )?;
     let storage = Storage {
         dir: dir.to_path_buf(),
         opts,

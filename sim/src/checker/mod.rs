@@ -5,10 +5,13 @@
 //! - [`linearizability`]: the replies clients saw are the sequential model's replies at the
 //!   committed log positions, each position lies between the call and the return.
 //! - [`messages`]: no acknowledged message lost, doubled or reordered.
-//! - Liveness and recovery are judged by the engine while it runs the quiet phase.
+//! - [`liveness`]: when the protocol promises progress (checked by the engine in the busy
+//!   phase); the quiet phase, where it is always promised, is judged by the engine, as is
+//!   recovery.
 
 pub mod agreement;
 pub mod linearizability;
+pub mod liveness;
 pub mod messages;
 pub mod model;
 

@@ -7,9 +7,10 @@
 //! stale state answers differently from the model.
 
 use super::agreement::CommitLog;
-use crate::history::{Call, Operation};
+use crate::history::Operation;
 use crate::passwords::model_op;
 use chat_core::chat::{Event, Limits, Op, Reply};
+use chat_core::client::Ask;
 use chat_core::durable::EntryBody;
 use chat_core::ids::{ClientId, MessageId, OpIndex, RequestNo};
 use chat_core::service::{Lookup, Request, Service};
@@ -45,7 +46,7 @@ pub struct Model {
 impl Model {
     /// Replays `log`, whose requests the clients called as `ops`.
     pub fn replay(log: &CommitLog, limits: &Limits, ops: &[Operation]) -> Model {
-        let calls: BTreeMap<(ClientId, RequestNo), &Call> = ops
+        let calls: BTreeMap<(ClientId, RequestNo), &Ask> = ops
             .iter()
             .map(|op| ((op.client, op.request), &op.op))
             .collect();

@@ -1,14 +1,14 @@
 //! Random faults of the busy phase, drawn from the run's [`crate::options::FaultPlan`]:
 //! process crashes (refusals) and host crashes (silence), both with lost or torn unsynced
 //! writes and once perhaps a corrupted record, and their restarts; pauses of a replica
-//! process, shorter or longer than an election timeout; symmetric and one-way partitions
+//! process, within the pause bound or (only if asked: outside the model) beyond it; symmetric and one-way partitions
 //! between replicas, and cuts between a client and a replica. Partitions heal after a while;
 //! crashed replicas restart and paused ones resume after a while.
 //!
 //! Also the mechanics of a pause: events that reach a paused replica wait, in order, and are
 //! handled when it resumes (TCP keeps what was sent to a stopped process).
 
-use super::{Crash, Event, Sim, ELECTION_TIMEOUT};
+use super::{Crash, Event, Sim};
 use crate::checker::Failure;
 use crate::network::Node;
 use crate::options::FaultKind;
@@ -52,8 +52,8 @@ impl Sim {
         match kind {
             FaultKind::Crash => self.random_crash(Crash::Process),
             FaultKind::HostCrash => self.random_crash(Crash::Host),
-            FaultKind::Pause => {
-                self.random_pause();
+            FaultKind::Pause | FaultKind::LongPause => {
+                self.random_pause(kind == FaultKind::LongPause);
                 Ok(())
             }
             FaultKind::Partition => {
@@ -65,6 +65,7 @@ impl Sim {
                 let from = self.rng.gen_range(0..n);
                 let to = (from + self.rng.gen_range(1..n)) % n;
                 self.trace_fault(format_args!("cut r{from} -> r{to}"));
+                self.crash_only = false;
                 self.net.cut_one_way(Node::Replica(from), Node::Replica(to));
                 self.schedule_heal();
                 Ok(())
@@ -73,6 +74,7 @@ impl Sim {
                 let slot = self.rng.gen_range(0..self.clients.len());
                 let r = self.rng.gen_range(0..self.opts.replicas);
                 self.trace_fault(format_args!("cut client {slot} <-> r{r}"));
+                self.crash_only = false;
                 self.net
                     .partition(&[vec![Node::Client(slot)], vec![Node::Replica(r)]]);
                 self.break_cut_connections();
@@ -96,6 +98,9 @@ impl Sim {
         let down = usize::from(n) - up.len();
         let max_down = if self.plan.all_down {
             usize::from(n)
+        } else if self.opts.inject.crash_only() {
+            // Issue 8: with process crashes alone, any n - 1 may be down.
+            usize::from(n - 1)
         } else {
             usize::from(n - 1) / 2
         };
@@ -123,21 +128,21 @@ impl Sim {
         Ok(())
     }
 
-    /// Pauses a live replica that is not paused yet, for a short time (under an election
-    /// timeout) or a long one (over it), and schedules its resumption.
-    fn random_pause(&mut self) {
+    /// Pauses a live replica that is not paused yet, within the pause bound or, if `long`,
+    /// beyond it (up to the plan's `long_pause_max`), and schedules its resumption.
+    fn random_pause(&mut self, long: bool) {
         let running: Vec<ReplicaId> = (0..self.opts.replicas)
             .filter(|&r| self.is_up(r) && !self.is_paused(r))
             .collect();
         let Some(&r) = running.choose(&mut self.rng) else {
             return;
         };
-        let timeout = ELECTION_TIMEOUT.as_micros() as u64;
-        let micros = if self.rng.gen_bool(self.plan.long_pause) {
+        let bound = self.opts.pause_bound.as_micros() as u64;
+        let micros = if long {
             let max = self.plan.long_pause_max.as_micros() as u64;
-            self.rng.gen_range(timeout..=max.max(timeout))
+            self.rng.gen_range(bound + 1..=max.max(bound + 1))
         } else {
-            self.rng.gen_range(1_000..timeout)
+            self.rng.gen_range(1_000.min(bound)..=bound)
         };
         self.pause_replica(r, Duration::from_micros(micros));
     }
@@ -151,6 +156,7 @@ impl Sim {
         slot.paused = Some(Vec::new());
         let life = slot.life;
         self.stats.pauses += 1;
+        self.crash_only = false;
         self.trace_fault(format_args!("pause r{r} for {d:?}"));
         self.schedule(self.now + d, Event::Resume { replica: r, life });
     }
@@ -236,6 +242,7 @@ impl Sim {
             sides[side].push(Node::Client(slot));
         }
         self.trace_fault(format_args!("partition {sides:?}"));
+        self.crash_only = false;
         self.net.partition(&sides);
         self.break_cut_connections();
         self.stats.partitions += 1;

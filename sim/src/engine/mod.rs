@@ -11,14 +11,16 @@
 //! committed entries to the agreement checker (see [`crate::checker::agreement`]).
 
 mod faults;
+mod liveness;
 mod quiet;
 mod scenario;
 
 pub use scenario::{Step, Target};
 
 use crate::checker::agreement::CommitLog;
+use crate::checker::liveness::{Cluster, EstablishedView};
 use crate::checker::{Checker, Failure};
-use crate::client::{call_of, Client, Ctx};
+use crate::client::{Client, Ctx};
 use crate::clock::Clock;
 use crate::disk::{Disk, DiskError};
 use crate::history::History;
@@ -112,6 +114,8 @@ enum Event {
         life: u64,
     },
     Heal,
+    /// Is liveness promised now, and is it kept? (busy phase)
+    LivenessCheck,
 }
 
 struct Scheduled {
@@ -150,6 +154,8 @@ struct Slot {
     paused: Option<Vec<Event>>,
     /// Bumped at every crash: events meant for an earlier life are void.
     life: u64,
+    /// When its current life began.
+    started_at: Instant,
     /// Never starts again (its disk was found corrupt), and why.
     stopped: Option<String>,
     /// Its disk was deliberately corrupted.
@@ -199,8 +205,14 @@ pub struct Stats {
     /// `Input::PeerRefused` handed to replicas (evidence of a process crash).
     pub peer_refusals: u32,
     pub max_view: View,
+    /// The longest a client request was seen pending, in the busy phase, while liveness
+    /// was promised (counted from the later of its call and the start of the promise).
+    pub longest_promised_wait: Duration,
     /// Snapshot chunks each replica received (state transfers).
     pub snapshot_chunks: Vec<u32>,
+    /// The quiet phase stopped waiting because the protocol promised no progress (a
+    /// replica stopped for good by a corrupted disk was needed); liveness was not judged.
+    pub quiet_unpromised: bool,
 }
 
 /// The result of a run that passed every checker.
@@ -246,6 +258,15 @@ pub struct Sim {
     primaries: BTreeMap<View, ReplicaId>,
     trace: Trace,
     phase: Phase,
+    /// Every fault so far was a process crash (kill -9) or a restart.
+    crash_only: bool,
+    /// Since when liveness has been promised without a break, on an unchanged picture of
+    /// the cluster (busy phase).
+    promised_since: Option<Instant>,
+    /// The cluster as the liveness rule last saw it.
+    last_picture: Option<Cluster>,
+    /// The highest view a replica reported established, and when that was first seen.
+    latest_established: Option<(View, EstablishedView)>,
     stats: Stats,
     /// Replica settings drawn from the seed.
     snapshot_every: u64,
@@ -290,6 +311,7 @@ impl Sim {
                     host_down: false,
                     paused: None,
                     life: 0,
+                    started_at: Instant::ZERO,
                     stopped: None,
                     corrupted: false,
                     attached: BTreeMap::new(),
@@ -310,6 +332,10 @@ impl Sim {
             primaries: BTreeMap::new(),
             trace: Trace::new(opts.verbose, opts.trace_digest),
             phase: Phase::Busy,
+            crash_only: true,
+            promised_since: None,
+            last_picture: None,
+            latest_established: None,
             stats: Stats {
                 snapshot_chunks: vec![0; usize::from(n)],
                 ..Stats::default()
@@ -343,6 +369,7 @@ impl Sim {
         if sim.opts.random_faults {
             sim.schedule_fault_tick();
         }
+        sim.schedule_liveness_check();
         sim
     }
 
@@ -360,6 +387,16 @@ impl Sim {
         let mut o = Options::new(r, self.opts.replicas);
         o.heartbeat_interval = HEARTBEAT;
         o.election_timeout = ELECTION_TIMEOUT;
+        // The simulator bounds each clock's rate against real time; the protocol needs the
+        // bound between two clocks: twice that.
+        o.leases.max_clock_drift_ppm = (2.0 * self.opts.max_clock_drift * 1e6).ceil() as u32;
+        o.leases.pause_bound = self.opts.pause_bound;
+        // Rule 3: the margin covers the pause bound plus the time from a lease check to its
+        // action.
+        o.leases.margin = o
+            .leases
+            .margin
+            .max(self.opts.pause_bound + Duration::from_millis(50));
         o.snapshot_every = self.snapshot_every;
         o.max_append_entries = self.max_append_entries;
         o.snapshot_chunk_bytes = self.snapshot_chunk_bytes;
@@ -544,7 +581,7 @@ impl Sim {
                     if let ServerToClient::Push(pushed) = &message {
                         self.history.pushed(self.now, slot, session, conn, pushed);
                     }
-                    let frame = session::Input::Frame {
+                    let frame = session::ConnEvent::Frame {
                         conn: own,
                         frame: message,
                     };
@@ -554,7 +591,7 @@ impl Sim {
             Event::ConnRefused { slot, conn } => {
                 if let Some((own, _)) = self.client_conn[slot].filter(|&(_, c)| c == conn) {
                     self.close_client_conn(slot);
-                    let closed = session::Input::Closed {
+                    let closed = session::ConnEvent::Closed {
                         conn: own,
                         why: session::Closed::Refused,
                     };
@@ -595,6 +632,7 @@ impl Sim {
                     self.net.heal();
                 }
             }
+            Event::LivenessCheck => self.check_liveness()?,
         }
         Ok(())
     }
@@ -761,9 +799,7 @@ impl Sim {
                 request,
                 ask,
                 ..
-            } => self
-                .history
-                .call(self.now, slot, client, request, call_of(&ask)),
+            } => self.history.call(self.now, slot, client, request, ask),
             session::Output::Answered { ticket, answer } => {
                 let (client, request) = (answer.client, answer.request);
                 self.history
@@ -819,7 +855,7 @@ impl Sim {
         self.conns.insert(conn, Conn { slot, replica: to });
         self.clients[slot]
             .session
-            .handle(self.now, session::Input::Connected(own));
+            .handle(self.now, session::ConnEvent::Connected(own));
     }
 
     /// Sends a frame from client `slot` on its connection `own`, if that is still open.
@@ -887,6 +923,7 @@ impl Sim {
             .map_err(|e| fail(format!("cannot start from what it recovered: {e}")))?;
         let commit = replica.commit_index();
         slot.replica = Some(replica);
+        slot.started_at = now;
         slot.seen_commit = commit;
         slot.last_persist = 0;
         if self.trace.on() {
@@ -911,6 +948,7 @@ impl Sim {
         slot.host_down = crash == Crash::Host;
         if slot.host_down {
             self.stats.host_crashes += 1;
+            self.crash_only = false;
         }
         let kept = slot.disk.crash(&mut self.rng, torn);
         self.stats.crashes += 1;
@@ -967,6 +1005,18 @@ impl Sim {
             };
             let status = replica.status();
             self.stats.max_view = self.stats.max_view.max(status.view);
+            if status.established
+                && self
+                    .latest_established
+                    .as_ref()
+                    .is_none_or(|(view, _)| status.view > *view)
+            {
+                let view = EstablishedView {
+                    members: status.members.clone(),
+                    since: self.now,
+                };
+                self.latest_established = Some((status.view, view));
+            }
             if status.role == Role::Primary {
                 let first = *self.primaries.entry(status.view).or_insert(r);
                 if first != r {

@@ -54,23 +54,45 @@ impl Sim {
             client.finish();
         }
         let bound = self.opts.liveness_bound;
-        self.run_while(start, None, |sim| sim.clients.iter().any(|c| c.busy()))?;
+        if !self.run_while(start, None, |sim| sim.clients.iter().any(|c| c.busy()))? {
+            return Ok(());
+        }
         self.with_client(0, |client, ctx| client.drain(ctx));
-        self.run_while(start, None, |sim| sim.clients[0].mode() != Mode::Done)?;
+        if !self.run_while(start, None, |sim| sim.clients[0].mode() != Mode::Done)? {
+            return Ok(());
+        }
         let catch_up = self.now + bound;
-        self.run_while(start, Some(catch_up), |sim| !sim.caught_up())
+        self.run_while(start, Some(catch_up), |sim| !sim.caught_up())?;
+        Ok(())
     }
 
     /// Runs while `busy` holds. Fails if a pending request is older than the liveness bound
-    /// (counted from its call, or from `start` for older ones), or if `deadline` passes.
+    /// (counted from its call, or from `start` for older ones), or if `deadline` passes —
+    /// unless the protocol promises no progress then (a replica stopped for good by a
+    /// corrupted disk is needed): then it gives up, records it and returns `false`.
     fn run_while(
         &mut self,
         start: Instant,
         deadline: Option<Instant>,
         busy: impl Fn(&Sim) -> bool,
-    ) -> Result<(), Failure> {
+    ) -> Result<bool, Failure> {
         let bound = self.opts.liveness_bound;
         while busy(self) {
+            let late = self.clients.iter().any(|client| {
+                client
+                    .pending()
+                    .is_some_and(|p| self.now > p.issued_at.max(start) + bound)
+            }) || deadline.is_some_and(|d| self.now > d);
+            if late && self.liveness_promised().is_none() {
+                self.stats.quiet_unpromised = true;
+                if self.trace.on() {
+                    self.trace.record(
+                        self.now,
+                        format_args!("quiet phase: no progress promised, liveness not judged"),
+                    );
+                }
+                return Ok(false);
+            }
             for client in &self.clients {
                 let Some(pending) = client.pending() else {
                     continue;
@@ -95,7 +117,7 @@ impl Sim {
             }
             self.run_until(self.now + SLICE)?;
         }
-        Ok(())
+        Ok(true)
     }
 
     pub(super) fn liveness_failure(&self, what: String) -> Failure {
@@ -114,7 +136,19 @@ impl Sim {
         Failure::new(
             Checker::Liveness,
             self.now,
-            format!("{what}\n  replicas: {}", statuses.join("; ")),
+            format!(
+                "{what}\n  replicas: {}\n  promised: {:?}; latest established view {}",
+                statuses.join("; "),
+                self.liveness_promised(),
+                match &self.latest_established {
+                    Some((view, v)) => format!(
+                        "{view} members {:?} since {:.3} s",
+                        v.members,
+                        v.since.micros() as f64 / 1e6
+                    ),
+                    None => "none seen".to_string(),
+                }
+            ),
         )
     }
 
@@ -159,7 +193,8 @@ impl Sim {
         let ops = self.history.operations();
         let model = Model::replay(&self.commits, &self.opts.limits, &ops);
         linearizability::check(&ops, &self.commits, &model, now)?;
-        messages::check(&self.history, &model, now)?;
+        // Every message shown needs the drain, which an unpromised quiet phase may not reach.
+        messages::check(&self.history, &model, now, !self.stats.quiet_unpromised)?;
         for r in 0..self.opts.replicas {
             let Some(replica) = self.replica(r) else {
                 continue;

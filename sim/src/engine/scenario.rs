@@ -4,12 +4,13 @@
 
 use super::{Crash, Sim, Stats};
 use crate::checker::Failure;
-use crate::history::Kind;
+use crate::history::{Kind, Operation};
 use crate::network::Node;
 use chat_core::durable::Entry;
-use chat_core::ids::{OpIndex, ReplicaId};
+use chat_core::ids::{OpIndex, ReplicaId, View};
 use chat_core::replica::{Replica, Role, Status};
 use chat_core::time::{Duration, Instant};
+use std::collections::BTreeMap;
 
 /// How long a step that targets the primary waits for there to be one.
 const PRIMARY_WAIT: Duration = Duration::from_secs(5);
@@ -46,6 +47,9 @@ pub enum Step {
     Restart(Target),
     /// Cuts every replica link between the two sides, both ways (clients keep their links).
     Partition(Vec<Target>, Vec<Target>),
+    /// Drops every message from the first replica(s) to the second, one way (as a sender
+    /// whose connection broke and whose reconnect backoff has not come round yet).
+    Cut(Target, Target),
     /// Mends every cut.
     Heal,
     Wait(Duration),
@@ -80,6 +84,13 @@ impl Sim {
                     let sides: Vec<&[ReplicaId]> = sides.iter().map(Vec::as_slice).collect();
                     self.partition(&sides);
                 }
+                Step::Cut(..) => {
+                    for &from in &sides[0] {
+                        for &to in &sides[1] {
+                            self.cut(from, to);
+                        }
+                    }
+                }
                 Step::Heal => self.heal(),
                 Step::Wait(d) => self.run_for(*d)?,
                 Step::ServesWithin(d) => {
@@ -109,6 +120,10 @@ impl Sim {
             Step::Partition(a, b) => Ok(vec![
                 self.resolve_all(i, a, acted_on)?,
                 self.resolve_all(i, b, acted_on)?,
+            ]),
+            Step::Cut(from, to) => Ok(vec![
+                self.resolve(i, *from, acted_on)?,
+                self.resolve(i, *to, acted_on)?,
             ]),
             Step::Heal | Step::Wait(_) | Step::ServesWithin(_) => Ok(Vec::new()),
         }
@@ -251,6 +266,13 @@ impl Sim {
             .collect();
         self.net.partition(&sides);
         self.stats.partitions += 1;
+        self.crash_only = false;
+    }
+
+    /// Drops every message from replica `from` to replica `to` (one way) until healed.
+    pub fn cut(&mut self, from: ReplicaId, to: ReplicaId) {
+        self.net.cut_one_way(Node::Replica(from), Node::Replica(to));
+        self.crash_only = false;
     }
 
     /// Cuts replica `r` off from the other replicas.
@@ -287,6 +309,26 @@ impl Sim {
             .filter(|s| s.role == Role::Primary)
             .max_by_key(|s| s.view)
             .map(|s| s.id)
+    }
+
+    /// Every view in which a replica was seen acting as primary so far, with that replica.
+    pub fn primaries(&self) -> &BTreeMap<View, ReplicaId> {
+        &self.primaries
+    }
+
+    /// The longest time any client request spent waiting for its reply between `from` and
+    /// now (a request called before `from` counts from `from`; one still pending, until
+    /// now), with that request; `None` if no request was outstanding then.
+    pub fn longest_wait_since(&self, from: Instant) -> Option<(Duration, Operation)> {
+        self.history
+            .operations()
+            .into_iter()
+            .filter(|op| op.ret.as_ref().is_none_or(|(at, _)| *at >= from))
+            .map(|op| {
+                let end = op.ret.as_ref().map_or(self.now, |(at, _)| *at);
+                (end - op.call.max(from), op)
+            })
+            .max_by_key(|(wait, _)| *wait)
     }
 
     /// The highest index committed on any replica so far.

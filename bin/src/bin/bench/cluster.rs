@@ -42,15 +42,31 @@ impl Cluster {
         }
     }
 
-    /// Starts `replicas` replicas on free local ports in a temporary directory; past `limit`,
-    /// a watchdog kills them and ends this program (a benchmark never runs forever).
-    pub fn start(replicas: usize, limit: Duration) -> Result<Cluster, String> {
-        let dir = std::env::temp_dir().join(format!("chat-bench-{}", std::process::id()));
+    /// Starts `replicas` replicas on free local ports in a temporary directory (with a new
+    /// CA and certificates if `tls`); past `limit`, a watchdog kills them and ends this
+    /// program (a benchmark never runs forever).
+    pub fn start(replicas: usize, limit: Duration, tls: bool) -> Result<Cluster, String> {
+        let name = format!(
+            "chat-bench-{}{}",
+            std::process::id(),
+            if tls { "-tls" } else { "" }
+        );
+        let dir = std::env::temp_dir().join(name);
         let config_path = dir.join("config.yaml");
         let setup = || -> Result<Config, String> {
             let secret = dir.join("cluster.secret");
             chat_bin::secret::create(&secret)?;
-            let text = config_text(replicas, &dir, &secret)?;
+            let mut text = config_text(replicas, &dir, &secret)?;
+            if tls {
+                let config = Config::parse(&text).map_err(|e| e.to_string())?;
+                let tls_dir = dir.join("tls");
+                chat_bin::tls_files::create(&tls_dir, &config)?;
+                let files = chat_bin::tls_files::files_in(&tls_dir);
+                text += &format!(
+                    "tls:\n  ca: {}\n  certificate: {}\n  key: {}\n",
+                    files.ca, files.certificate, files.key
+                );
+            }
             let config = Config::parse(&text).map_err(|e| e.to_string())?;
             std::fs::write(&config_path, text).map_err(|e| e.to_string())?;
             Ok(config)
@@ -146,7 +162,8 @@ impl Cluster {
     pub fn status(&self, id: ReplicaId) -> Option<Status> {
         let replica = self.config.replicas.iter().find(|r| r.id == id)?;
         let max_frame = self.config.net.max_frame_bytes;
-        client::status(replica, max_frame, Duration::from_millis(500)).ok()
+        let tls = client::client_tls(&self.config).ok()?;
+        client::status(replica, max_frame, tls.as_ref(), Duration::from_millis(500)).ok()
     }
 
     /// The status of the replica that says it is primary, if any.

@@ -58,9 +58,20 @@ struct LoadArgs {
     /// build with `--features etcd`)
     #[arg(long, value_name = "ENDPOINTS")]
     etcd: Option<String>,
+    /// TLS on the local cluster's links: `off`, `on`, or `both` (two clusters, measured in
+    /// turn for each setting, rows `chat` and `chat+tls` side by side)
+    #[arg(long, value_enum, default_value = "off", conflicts_with = "connect")]
+    tls: Tls,
     /// One JSON object per setting instead of a table
     #[arg(long)]
     json: bool,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Tls {
+    Off,
+    On,
+    Both,
 }
 
 #[derive(Subcommand)]
@@ -115,23 +126,43 @@ fn bench(args: &LoadArgs) -> Result<(), String> {
     let warmup = Duration::from_secs_f64(args.warmup);
     let measure = Duration::from_secs_f64(args.seconds);
     let per_setting = warmup + measure + Duration::from_secs(60);
-    let cluster = match &args.connect {
-        Some(path) => Cluster::connect(chat_bin::settings::load(Some(path))?.config),
-        None => Cluster::start(args.replicas, per_setting * (2 * args.clients.len() as u32))?,
+    let limit = per_setting * (3 * args.clients.len() as u32);
+    let clusters: Vec<(&'static str, Cluster)> = match (&args.connect, args.tls) {
+        (Some(path), _) => {
+            let config = chat_bin::settings::load(Some(path))?.config;
+            let system = if config.tls.is_some() {
+                "chat+tls"
+            } else {
+                "chat"
+            };
+            vec![(system, Cluster::connect(config))]
+        }
+        (None, Tls::Off) => vec![("chat", Cluster::start(args.replicas, limit, false)?)],
+        (None, Tls::On) => vec![("chat+tls", Cluster::start(args.replicas, limit, true)?)],
+        (None, Tls::Both) => vec![
+            ("chat", Cluster::start(args.replicas, limit, false)?),
+            ("chat+tls", Cluster::start(args.replicas, limit, true)?),
+        ],
     };
-    let primary = cluster.wait_for_primary(Duration::from_secs(30))?;
-    let probe_dir = cluster
+    let mut primaries = Vec::new();
+    for (_, cluster) in &clusters {
+        primaries.push(cluster.wait_for_primary(Duration::from_secs(30))?);
+    }
+    let probe_dir = clusters[0]
+        .1
         .dir()
         .map_or_else(std::env::temp_dir, Path::to_path_buf);
     let floor = report::fdatasync_floor(&probe_dir)?;
     if !args.json {
-        match cluster.dir() {
-            Some(dir) => println!(
-                "{} local replicas, data in {}",
-                args.replicas,
-                dir.display()
-            ),
-            None => println!("cluster of {}, primary {}", show(&args.connect), primary.id),
+        for ((system, cluster), primary) in clusters.iter().zip(&primaries) {
+            match cluster.dir() {
+                Some(dir) => println!(
+                    "{system}: {} local replicas, data in {}",
+                    args.replicas,
+                    dir.display()
+                ),
+                None => println!("cluster of {}, primary {}", show(&args.connect), primary.id),
+            }
         }
         println!(
             "floor: 100-byte write + fdatasync p50 {floor:.3} ms; load average {}",
@@ -148,27 +179,36 @@ fn bench(args: &LoadArgs) -> Result<(), String> {
             kill_primary_at: args.kill_primary_at.map(Duration::from_secs_f64),
             tag: format!("b{}t{i}", std::process::id() % 100_000),
         };
-        let outcome = load::run(&cluster, &setting, &progress)?;
-        let mut row = Row::new("chat", clients, &outcome.samples, floor);
-        row.lost = outcome.lost;
-        row.duplicated = outcome.duplicated;
-        row.unacknowledged = outcome.unacknowledged;
-        row.failed = outcome.failed;
-        row.failover_gap_ms = outcome.failover_gap.map(report::ms);
-        row.print(args.json);
+        // With `--tls both`, the two clusters take turns: each setting runs on one, then on
+        // the other, so that a change in the machine's load falls on both.
+        for (system, cluster) in &clusters {
+            let outcome = load::run(cluster, &setting, &progress)?;
+            let mut row = Row::new(system, clients, &outcome.samples, floor);
+            row.lost = outcome.lost;
+            row.duplicated = outcome.duplicated;
+            row.unacknowledged = outcome.unacknowledged;
+            row.failed = outcome.failed;
+            row.failover_gap_ms = outcome.failover_gap.map(report::ms);
+            row.print(args.json);
+        }
         if let Some(endpoints) = &etcd {
             run_etcd(endpoints, &setting, floor, &progress)?.print(args.json);
         }
     }
     if !args.json {
         println!("load average at end: {}", load_average());
-        for id in cluster.replica_ids() {
-            let (kb, killed) = cluster.peak_rss(id);
-            let Some(kb) = kb else { continue };
-            let note = if killed { " (read before kill -9)" } else { "" };
-            let dir = cluster.dir().map(|d| d.join(format!("replica-{id}")));
-            let size = dir.map_or(0, |d| cluster::dir_size(&d));
-            println!("replica {id}: peak RSS (VmHWM) {kb} kB{note}, data directory {size} bytes");
+        for (system, cluster) in &clusters {
+            for id in cluster.replica_ids() {
+                let (kb, killed) = cluster.peak_rss(id);
+                let Some(kb) = kb else { continue };
+                let note = if killed { " (read before kill -9)" } else { "" };
+                let dir = cluster.dir().map(|d| d.join(format!("replica-{id}")));
+                let size = dir.map_or(0, |d| cluster::dir_size(&d));
+                println!(
+                    "{system} replica {id}: peak RSS (VmHWM) {kb} kB{note}, data directory \
+                     {size} bytes"
+                );
+            }
         }
     }
     Ok(())

@@ -28,7 +28,7 @@ pub struct Args {
 }
 
 pub fn run(args: &Args) -> Result<(), String> {
-    let cluster = Cluster::start(args.replicas, Duration::from_secs(3600))?;
+    let cluster = Cluster::start(args.replicas, Duration::from_secs(3600), false)?;
     cluster.wait_for_primary(Duration::from_secs(30))?;
     let rss_before: Vec<Option<u64>> = cluster.replica_ids().map(|id| cluster.rss_kb(id)).collect();
     println!(

@@ -44,7 +44,7 @@ pub fn ms(d: Duration) -> f64 {
 /// One setting's figures; `--json` prints it as one object per line.
 #[derive(Serialize)]
 pub struct Row {
-    /// `chat` or `etcd`.
+    /// `chat`, `chat+tls` (the same over TLS) or `etcd`.
     pub system: &'static str,
     pub clients: u32,
     pub sends: u64,
@@ -91,7 +91,7 @@ impl Row {
     }
 
     pub const HEADER: &'static str =
-        "system clients    sends    per s   p50 ms   p90 ms   p99 ms  p99.9 ms   max ms  check";
+        "system   clients    sends    per s   p50 ms   p90 ms   p99 ms  p99.9 ms   max ms  check";
 
     pub fn print(&self, json: bool) {
         if json {
@@ -110,7 +110,7 @@ impl Row {
             .failover_gap_ms
             .map_or(String::new(), |g| format!("; failover gap {g:.0} ms"));
         println!(
-            "{:<6} {:>7} {:>8} {:>8.0} {:>8.2} {:>8.2} {:>8.2} {:>9.2} {:>8.2}  {check}{gap}",
+            "{:<8} {:>7} {:>8} {:>8.0} {:>8.2} {:>8.2} {:>8.2} {:>9.2} {:>8.2}  {check}{gap}",
             self.system,
             self.clients,
             self.sends,

@@ -1,0 +1,75 @@
+//! Issue 8 on real processes: any two of three `chat-server`s may crash (`kill -9`), one
+//! after the other or at once, and the survivor serves every acknowledged message; crashed
+//! replicas that come back rejoin through the primary. Every acknowledged send is shown to
+//! its recipient exactly once.
+
+#[allow(dead_code)] // the harness serves several test programs
+mod support;
+
+use std::thread;
+use std::time::{Duration, Instant};
+use support::chat::{alice_and_bob, alice_sends, assert_each_shown_once, until_acked, WAIT};
+use support::{Cluster, REPLICAS};
+
+fn others(of: &[u8]) -> Vec<u8> {
+    (0..REPLICAS as u8).filter(|id| !of.contains(id)).collect()
+}
+
+#[test]
+fn kill_the_primary_then_the_new_primary_while_clients_send() {
+    let mut cluster = Cluster::start();
+    let (alice, bob, bob_incoming) = alice_and_bob(&cluster);
+    let first = cluster.wait_for_primary(None);
+    let (acked, all_acked) = alice_sends(alice, 90);
+
+    until_acked(&acked, 20);
+    cluster.kill(first);
+    let second = cluster.wait_for_primary(Some(first));
+    until_acked(&acked, 45);
+    cluster.kill(second);
+
+    let (_, texts) = all_acked
+        .recv_timeout(2 * WAIT)
+        .expect("the last replica serves every send after two crashes");
+    let survivor = others(&[first, second])[0];
+    assert_eq!(cluster.wait_for_primary(Some(first)), survivor);
+    assert_each_shown_once(&bob, &bob_incoming, texts);
+}
+
+#[test]
+fn kill_both_backups_at_once_then_they_rejoin_and_take_over() {
+    let mut cluster = Cluster::start();
+    let (alice, bob, bob_incoming) = alice_and_bob(&cluster);
+    let primary = cluster.wait_for_primary(None);
+    let backups = others(&[primary]);
+    let (acked, all_acked) = alice_sends(alice, 60);
+
+    until_acked(&acked, 20);
+    for &id in &backups {
+        cluster.kill(id);
+    }
+    until_acked(&acked, 40);
+    for &id in &backups {
+        cluster.start_replica(id);
+    }
+    let (_, texts) = all_acked
+        .recv_timeout(2 * WAIT)
+        .expect("the primary serves alone, and while the backups come back");
+    // The restarted backups rejoined: with the old primary gone, they carry on with
+    // everything that was acknowledged.
+    let deadline = Instant::now() + WAIT;
+    let caught_up = |cluster: &Cluster| {
+        let primary_commit = cluster.status(primary).map(|s| s.commit);
+        backups
+            .iter()
+            .all(|&id| cluster.status(id).map(|s| s.commit) == primary_commit)
+    };
+    while !caught_up(&cluster) {
+        assert!(Instant::now() < deadline, "the backups did not catch up");
+        thread::sleep(Duration::from_millis(50));
+    }
+    cluster.kill(primary);
+    let new_primary = cluster.wait_for_primary(Some(primary));
+    assert!(backups.contains(&new_primary));
+    assert_each_shown_once(&bob, &bob_incoming, texts);
+}

@@ -1,0 +1,49 @@
+//! What stops a replica from starting or running, and where addresses are resolved.
+
+use crate::storage::{LockError, StorageError};
+use crate::tls::TlsError;
+use chat_core::ids::ReplicaId;
+use chat_core::replica::RestoreError;
+use std::io::ErrorKind;
+use std::net::{SocketAddr, ToSocketAddrs};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("replica {0} is not in the configuration")]
+    UnknownId(ReplicaId),
+    #[error(transparent)]
+    Locked(#[from] LockError),
+    #[error("storage: {0}")]
+    Storage(#[from] StorageError),
+    #[error(transparent)]
+    Restore(#[from] RestoreError),
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    #[error("the storage thread stopped unexpectedly")]
+    IoThreadGone,
+    #[error(
+        "cannot use the cluster secret file {path}: {problem} \
+         (make one with `chat-admin new-secret {path}`)"
+    )]
+    Secret { path: String, problem: String },
+}
+
+impl ServerError {
+    pub(super) fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ServerError {
+        let what = what.into();
+        move |source| ServerError::Io { what, source }
+    }
+}
+
+/// The first address `host` resolves to.
+pub(super) fn resolve(host: &str, port: u16) -> std::io::Result<SocketAddr> {
+    (host, port)
+        .to_socket_addrs()?
+        .next()
+        .ok_or_else(|| std::io::Error::new(ErrorKind::NotFound, "no address"))
+}

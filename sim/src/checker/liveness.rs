@@ -1,0 +1,263 @@
+//! When the protocol promises progress, during the busy phase too.
+//!
+//! Safety is checked all along whatever happens; liveness only while the rules promise it.
+//! [`promised`] is that condition, in one place: the engine asks it every
+//! [`CHECK_EVERY`] of the busy phase with a [`Cluster`] picture, and once it has held
+//! without a break, on an unchanged picture, for
+//! [`SimOptions::busy_liveness_bound`](crate::SimOptions), every client request pending
+//! since before then must have completed. The quiet phase (every
+//! replica up, the network whole) is judged by the engine with its own bound.
+
+use chat_core::ids::ReplicaId;
+use chat_core::time::{Duration, Instant};
+
+/// How often the busy phase looks at whether liveness is promised.
+pub const CHECK_EVERY: Duration = Duration::from_millis(100);
+
+/// Which protocol's promise the replicas are held to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Promise {
+    /// The majority protocol: progress while a majority of the configured replicas runs
+    /// and can reach each other and the clients.
+    Majority,
+    /// Issue 8's two-crash protocol (NOTEBOOK, "The rules"): see [`promised`].
+    TwoCrash,
+}
+
+/// A replica's process as the liveness rule sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Process {
+    /// Running (not paused) since this instant: its current life began then.
+    Running { since: Instant },
+    /// Stopped (SIGSTOP) for now.
+    Paused,
+    /// Killed: its host refuses connections (evidence).
+    Killed,
+    /// Its host crashed or froze (silence), or it refused to start from a corrupt disk.
+    Gone,
+}
+
+/// The latest established view, as the replicas report it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EstablishedView {
+    pub members: Vec<ReplicaId>,
+    /// When the simulator first saw it established.
+    pub since: Instant,
+}
+
+/// The cluster at one instant.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Cluster {
+    /// Indexed by replica id.
+    pub processes: Vec<Process>,
+    /// No link is cut: between replicas, and between clients and replicas.
+    pub network_whole: bool,
+    /// Every fault so far in the run was a process crash (or a restart).
+    pub crash_only: bool,
+    /// The latest established view, if the protocol reports one.
+    pub view: Option<EstablishedView>,
+}
+
+/// Which rule promises progress now, if any.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Why {
+    /// A majority of the configured replicas runs and the network is whole (under the
+    /// two-crash protocol, with a survivor of the latest established view among them).
+    MajorityConnected,
+    /// Crash-only schedule: a member of the latest established view has run since it was
+    /// established, and the network is whole.
+    SurvivorOfTheView,
+    /// Every member of the latest established view runs: nobody needs excluding, or,
+    /// without a survivor, rule 8's reunion.
+    ViewRuns,
+}
+
+/// Whether `promise` says the cluster must make progress now, and by which rule.
+///
+/// Under the two-crash protocol, from the rules in NOTEBOOK ("The rules"):
+/// - Commit needs every member of the established view V (rule 2), so a member that is
+///   down must be excluded before anything commits again, by a replica that is not
+///   rejoining: a *survivor*, a member of V that has run since V was established. A member
+///   that restarted since is rejoining and proposes nothing but by rule 8 (rule 7); a
+///   non-member is rejoining too. So without a survivor, only rule 8 is left.
+/// - A survivor excludes the down members under 4(b) with a running majority of the
+///   configured replicas, or under 4(a) alone in a crash-only schedule (every crash was
+///   seen as a refusal while the survivor held a lease from it). With neither, a silent
+///   member (host crash, pause) can only be waited for.
+/// - Every member of V running promises progress: nobody needs excluding, and without a
+///   survivor it is rule 8's reunion (rule 8 waits for every member of the highest
+///   established view). A majority without a survivor is *not*
+///   enough: a member that is down (say all went down and one stays down) is waited for.
+/// - A replica stopped for good by a corrupted disk never returns. If it is a member of V
+///   and there is no survivor, it may hold committed entries nobody else has (it served
+///   alone, then lost its disk): the rules rightly wait for it forever, so nothing is
+///   promised until the disk is replaced by an explicit rejoin (not built). With a
+///   survivor it is a crash like any other (its host refuses connections).
+/// - Every rule needs the network whole: a client cut off from the primary waits for the
+///   heal whatever the protocol, and silence is never evidence.
+///
+/// The rule 8 wait also covers members of a *higher accepted* view a replica reports; the
+/// simulator sees only established views, so a reunion of V's members may still wait for
+/// such a member. No seed has shown it; if one does, this is the place.
+pub fn promised(promise: Promise, cluster: &Cluster) -> Option<Why> {
+    if !cluster.network_whole {
+        return None;
+    }
+    let running =
+        |r: &ReplicaId| matches!(cluster.processes[usize::from(*r)], Process::Running { .. });
+    let n = cluster.processes.len();
+    let majority = (0..n as ReplicaId).filter(running).count() > n / 2;
+    let view = match (promise, &cluster.view) {
+        (Promise::Majority, _) | (Promise::TwoCrash, None) => {
+            return majority.then_some(Why::MajorityConnected)
+        }
+        (Promise::TwoCrash, Some(view)) => view,
+    };
+    let survivor = view.members.iter().any(|&m| {
+        matches!(cluster.processes[usize::from(m)], Process::Running { since } if since <= view.since)
+    });
+    if view.members.iter().all(running) {
+        Some(Why::ViewRuns)
+    } else if survivor && majority {
+        Some(Why::MajorityConnected)
+    } else if survivor && cluster.crash_only {
+        Some(Why::SurvivorOfTheView)
+    } else {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn running(since: u64) -> Process {
+        Process::Running {
+            since: Instant(since),
+        }
+    }
+
+    fn cluster(processes: Vec<Process>, view: &[ReplicaId], since: u64) -> Cluster {
+        Cluster {
+            processes,
+            network_whole: true,
+            crash_only: true,
+            view: Some(EstablishedView {
+                members: view.to_vec(),
+                since: Instant(since),
+            }),
+        }
+    }
+
+    #[test]
+    fn a_connected_majority_is_promised_under_both_protocols() {
+        let mut c = cluster(vec![running(0), running(0), Process::Gone], &[0, 1, 2], 0);
+        c.crash_only = false;
+        for promise in [Promise::Majority, Promise::TwoCrash] {
+            assert_eq!(promised(promise, &c), Some(Why::MajorityConnected));
+        }
+        c.network_whole = false;
+        assert_eq!(promised(Promise::TwoCrash, &c), None);
+        c.network_whole = true;
+        c.processes[1] = Process::Paused;
+        assert_eq!(promised(Promise::Majority, &c), None);
+    }
+
+    #[test]
+    fn a_lone_survivor_is_promised_only_by_the_two_crash_protocol_after_crashes_only() {
+        let mut c = cluster(
+            vec![Process::Killed, running(0), Process::Killed],
+            &[0, 1, 2],
+            5,
+        );
+        assert_eq!(promised(Promise::Majority, &c), None);
+        assert_eq!(
+            promised(Promise::TwoCrash, &c),
+            Some(Why::SurvivorOfTheView)
+        );
+        c.crash_only = false;
+        assert_eq!(promised(Promise::TwoCrash, &c), None);
+    }
+
+    #[test]
+    fn a_restarted_member_alone_waits_for_the_others() {
+        // Replica 1 restarted after the view {0, 1} was established; 0 is down.
+        let c = cluster(
+            vec![Process::Killed, running(9), Process::Killed],
+            &[0, 1],
+            5,
+        );
+        assert_eq!(promised(Promise::TwoCrash, &c), None);
+        // Both members back: rule 8's reunion.
+        let c = cluster(vec![running(12), running(9), Process::Killed], &[0, 1], 5);
+        assert_eq!(promised(Promise::TwoCrash, &c), Some(Why::ViewRuns));
+        // Rule 8's fast path: the only member of the view resumes at once.
+        let c = cluster(vec![running(12), Process::Killed, Process::Killed], &[0], 5);
+        assert_eq!(promised(Promise::TwoCrash, &c), Some(Why::ViewRuns));
+    }
+
+    #[test]
+    fn a_non_member_alone_is_not_promised() {
+        let c = cluster(
+            vec![running(0), Process::Killed, Process::Killed],
+            &[1, 2],
+            5,
+        );
+        assert_eq!(promised(Promise::TwoCrash, &c), None);
+    }
+
+    #[test]
+    fn a_majority_without_a_survivor_waits_for_the_members_of_the_view() {
+        // All three went down; 0 and 1 are back (rejoining), 2 is still down: rule 8
+        // waits for 2, whatever the majority.
+        let mut c = cluster(vec![running(9), running(9), Process::Killed], &[0, 1, 2], 5);
+        c.crash_only = false;
+        assert_eq!(
+            promised(Promise::Majority, &c),
+            Some(Why::MajorityConnected)
+        );
+        assert_eq!(promised(Promise::TwoCrash, &c), None);
+        c.processes[2] = running(10);
+        assert_eq!(promised(Promise::TwoCrash, &c), Some(Why::ViewRuns));
+        // With a survivor the majority excludes 2 under 4(b).
+        c.processes[0] = running(0);
+        c.processes[2] = Process::Gone;
+        assert_eq!(
+            promised(Promise::TwoCrash, &c),
+            Some(Why::MajorityConnected)
+        );
+    }
+
+    #[test]
+    fn a_member_stopped_for_good_is_needed_unless_a_survivor_excludes_it() {
+        // Replica 2 served alone in {2}, then lost its disk: 0 and 1 restarted and hold
+        // neither its entries nor leave to go on without it.
+        let gone = Process::Gone;
+        let mut c = cluster(vec![running(9), running(9), gone], &[2], 5);
+        c.crash_only = false;
+        assert_eq!(
+            promised(Promise::Majority, &c),
+            Some(Why::MajorityConnected)
+        );
+        assert_eq!(promised(Promise::TwoCrash, &c), None);
+        c.crash_only = true;
+        assert_eq!(promised(Promise::TwoCrash, &c), None);
+        // The same loss in view {0, 1, 2} while 0 runs since the view: an ordinary crash.
+        let mut c = cluster(vec![running(0), running(9), gone], &[0, 1, 2], 5);
+        c.crash_only = false;
+        assert_eq!(
+            promised(Promise::TwoCrash, &c),
+            Some(Why::MajorityConnected)
+        );
+        c.processes[1] = Process::Killed;
+        assert_eq!(promised(Promise::TwoCrash, &c), None);
+        c.crash_only = true;
+        assert_eq!(
+            promised(Promise::TwoCrash, &c),
+            Some(Why::SurvivorOfTheView)
+        );
+        // A loss outside the view is nobody's concern.
+        let c = cluster(vec![running(9), running(9), gone], &[0, 1], 5);
+        assert_eq!(promised(Promise::TwoCrash, &c), Some(Why::ViewRuns));
+    }
+}

@@ -1,0 +1,647 @@
+//! Issue 8's named scenarios: the traces that broke the draft rules (T1-T3, F1-F4, R1-R3)
+//! and the failures the two-crash protocol must survive, each a short schedule of faults
+//! on a calm network with the random workload running. Safety is checked all along, the
+//! busy-phase liveness rule (`chat_sim::checker::liveness`) wherever it promises progress,
+//! `ServesWithin` where the scenario says so, and the quiet phase with every checker at the
+//! end.
+//!
+//! The simulator cannot force a message-level interleaving: a trace's schedule sets up its
+//! conditions (who is cut off, crashed, paused, and when) and, where the race is narrow,
+//! plays it at several spacings; the exact traces are the exhaustive model's
+//! (`sim/tests/model.rs`). Each comment names the rule the scenario exercises (NOTEBOOK.md,
+//! "Two-crash protocol: rules, model, safety argument").
+//!
+//! The few that the two-crash protocol does not pass yet are ignored with the reason
+//! (`cargo test -p chat-sim --test two_crash -- --ignored` runs them); under the majority
+//! protocol those that need two of three down to keep serving failed on liveness, at the
+//! `ServesWithin` after the fault it cannot survive.
+
+use chat_core::ids::ReplicaId;
+use chat_core::time::Duration;
+use chat_sim::checker::liveness::Why;
+use chat_sim::{Failure, Sim, SimOptions, Step, Target};
+use Step::*;
+use Target::*;
+
+fn secs(s: u64) -> Duration {
+    Duration::from_secs(s)
+}
+
+fn ms(m: u64) -> Duration {
+    Duration::from_millis(m)
+}
+
+/// How long the cluster may take to serve again after a fault it tolerates: an election
+/// plus a client's retry after its reply timeout.
+const SERVES: Step = ServesWithin(Duration::from_secs(3));
+
+/// Long enough for every lease and promise to lapse: the lease is 1 s, a promise outlives it
+/// by the drift and the 250 ms margin.
+const PAST_THE_LEASE: Duration = Duration::from_secs(3);
+
+fn new_sim(seed: u64, replicas: u8) -> Sim {
+    Sim::new(SimOptions {
+        replicas,
+        ..SimOptions::scripted(seed)
+    })
+}
+
+/// Plays `steps` on `replicas` replicas after a second of warm-up, then the quiet phase and
+/// every checker.
+fn play(seed: u64, replicas: u8, steps: &[Step]) -> Result<(), Failure> {
+    let mut sim = new_sim(seed, replicas);
+    sim.run_for(secs(1))?;
+    sim.play(steps)?;
+    sim.finish()?;
+    Ok(())
+}
+
+/// A three-replica cluster a second into its run: the sim, its primary and its two backups.
+fn three(seed: u64) -> Result<(Sim, ReplicaId, ReplicaId, ReplicaId), Failure> {
+    let mut sim = new_sim(seed, 3);
+    sim.run_for(secs(1))?;
+    assert!(
+        sim.wait_for(secs(5), |s| s.primary().is_some())?,
+        "no primary elected"
+    );
+    let p = sim.primary().expect("just checked");
+    let mut backups = (0..3).filter(|&r| r != p);
+    let (a, b) = (backups.next().unwrap(), backups.next().unwrap());
+    Ok((sim, p, a, b))
+}
+
+/// Plays `steps(p, a, b)` on a three-replica cluster (primary `p`, backups `a`, `b`), then
+/// the quiet phase and every checker.
+fn play3(
+    seed: u64,
+    steps: impl FnOnce(ReplicaId, ReplicaId, ReplicaId) -> Vec<Step>,
+) -> Result<(), Failure> {
+    let (mut sim, p, a, b) = three(seed)?;
+    sim.play(&steps(p, a, b))?;
+    sim.finish()?;
+    Ok(())
+}
+
+// ----- the traces that broke the draft -----
+
+/// T1 (rule 1d: nothing commits in a view before every member accepted it). `p` excludes
+/// the silent `b` with `a`'s vote (4(b)); just as that view is being installed, `p` is cut
+/// off instead and `a` forms a rival view with `b`, the voter `p` had just excluded. The
+/// switch comes at several points of `p`'s view change.
+#[test]
+fn t1_a_view_not_every_member_accepted_meets_a_rival_view() -> Result<(), Failure> {
+    // Around the moment the promises to `b` lapse (1 s lease + drift + margin).
+    for (seed, switch_after) in (100..).zip([1100, 1260, 1300, 1350, 1450, 1700]) {
+        play3(seed, |p, a, b| {
+            vec![
+                Partition(vec![Replica(p), Replica(a)], vec![Replica(b)]),
+                Wait(ms(switch_after)),
+                Heal,
+                Partition(vec![Replica(p)], vec![Replica(a), Replica(b)]),
+                Wait(PAST_THE_LEASE),
+                SERVES,
+                Heal,
+                SERVES,
+            ]
+        })?;
+    }
+    Ok(())
+}
+
+/// T2 (rule 1c: a replica accepts a view only once it durably holds the proposer's whole
+/// log). `b` is cut off while clients send, then comes back and is being caught up and
+/// added when both others are killed: left alone, it must not serve with a hole in its log
+/// (it serves only if it was already a member of the established view, holding everything).
+#[test]
+fn t2_a_replica_added_before_it_holds_the_whole_log() -> Result<(), Failure> {
+    for (seed, after) in (110..).zip([1, 5, 20, 100]) {
+        play3(seed, |p, a, b| {
+            vec![
+                Partition(vec![Replica(b)], vec![Replica(p), Replica(a)]),
+                Wait(PAST_THE_LEASE),
+                SERVES,
+                Heal,
+                Wait(ms(after)),
+                Kill(Replica(p)),
+                Kill(Replica(a)),
+                Wait(secs(1)),
+                Restart(Replica(p)),
+                Restart(Replica(a)),
+                SERVES,
+            ]
+        })?;
+    }
+    Ok(())
+}
+
+/// T3 (rule 4(b): everyone who helps exclude a silent member first lets its promise to it
+/// expire). `b`'s host crashes and `p` excludes it with `a`; `b` comes back as a new
+/// incarnation, and `p` is cut off at once: `a` may exclude `p` with `b`'s vote only after
+/// its own promise to `p` has run out, or `p`, still holding its lease from `a`, acts on.
+#[test]
+fn t3_excluding_a_peer_still_promised_a_lease() -> Result<(), Failure> {
+    for (seed, after) in (120..).zip([0, 50, 300]) {
+        play3(seed, |p, a, b| {
+            vec![
+                CrashHost(Replica(b)),
+                SERVES,
+                Restart(Replica(b)),
+                Wait(ms(after)),
+                Partition(vec![Replica(p)], vec![Replica(a), Replica(b)]),
+                Wait(PAST_THE_LEASE),
+                SERVES,
+                Heal,
+                SERVES,
+            ]
+        })?;
+    }
+    Ok(())
+}
+
+/// F1 (rule 1a: a phase-1 answer is a durable promise). `p` and `a` cannot hear each other
+/// but both hear `b`: each tries to exclude the other with `b`'s vote. `b`'s answer to the
+/// higher ballot must stop it helping the lower one, or there are two primaries.
+#[test]
+#[ignore = "two-crash protocol: a cut between two replicas that both reach the third stalls the cluster until it heals (rule 6 not in force yet; NOTEBOOK.md)"]
+fn f1_two_proposers_share_a_voter() -> Result<(), Failure> {
+    play3(130, |p, a, _| {
+        vec![
+            Partition(vec![Replica(p)], vec![Replica(a)]),
+            Wait(PAST_THE_LEASE),
+            SERVES,
+            Heal,
+            SERVES,
+        ]
+    })
+}
+
+/// F2 (rules 1b/1c: a replica refuses a proposal whose base is below what it accepted). As
+/// F1, and the shared voter `b` is paused meanwhile (within the pause bound): both
+/// proposals wait in its queue and reach it late, one after the other.
+#[test]
+#[ignore = "two-crash protocol: a cut between two replicas that both reach the third stalls the cluster until it heals (rule 6 not in force yet; NOTEBOOK.md)"]
+fn f2_a_late_proposal_after_a_rival_view_committed() -> Result<(), Failure> {
+    for (seed, pause_after) in (140..).zip([300, 500, 800]) {
+        play3(seed, |p, a, b| {
+            vec![
+                Partition(vec![Replica(p)], vec![Replica(a)]),
+                Wait(ms(pause_after)),
+                Pause(Replica(b), ms(150)),
+                Wait(PAST_THE_LEASE),
+                SERVES,
+                Heal,
+                SERVES,
+            ]
+        })?;
+    }
+    Ok(())
+}
+
+/// F3 (rule 4(a): helpers need not wait out their promises to a crashed member). A backup
+/// is killed, then the primary 50 ms later: the survivor excludes both on evidence at once.
+/// Waiting out its promise to the second would leave it stuck past the `ServesWithin`.
+#[test]
+fn f3_crash_then_crash_50ms_later() -> Result<(), Failure> {
+    play(
+        150,
+        3,
+        &[
+            Kill(Backup(0)),
+            Wait(ms(50)),
+            Kill(Primary),
+            ServesWithin(secs(1)),
+        ],
+    )
+}
+
+/// F4 (rule 8: a restarted replica resumes alone only if its accepted view is an
+/// established view of itself alone). The survivor of two kills serves alone; one of the
+/// others restarts and the survivor starts adding it (accepting `{s, x}`); both are killed
+/// mid-way. The survivor restarted alone must wait for `x`, whose view may hold more.
+#[test]
+fn f4_a_restarted_view_of_one_with_a_pending_rejoin() -> Result<(), Failure> {
+    for (seed, after) in (160..).zip([1, 5, 20]) {
+        play(
+            seed,
+            3,
+            &[
+                Kill(Primary),      // 0: x
+                Wait(ms(50)),       // 1
+                Kill(Primary),      // 2
+                SERVES,             // 3: the survivor s alone
+                Restart(SameAs(0)), // 4: x rejoins through s
+                Wait(ms(after)),    // 5
+                Kill(Primary),      // 6: s, mid-way through adding x
+                Kill(SameAs(0)),    // 7: x
+                Wait(ms(500)),      // 8
+                Restart(SameAs(6)), // 9: s alone: it must not resume on its own
+                Wait(secs(2)),      // 10
+                Restart(SameAs(0)), // 11
+                SERVES,
+            ],
+        )?;
+    }
+    Ok(())
+}
+
+/// R1 (rule 7: only the primary adds a returning replica, through a new view). `b` is
+/// killed, excluded, and restarted where it can reach `a` but not the primary: `a` must
+/// not add it while `p` commits on in its view. Later `b` is alone with everything.
+#[test]
+fn r1_a_backup_proposes_a_rejoin() -> Result<(), Failure> {
+    play3(170, |p, a, b| {
+        vec![
+            Kill(Replica(b)),
+            SERVES,
+            Partition(vec![Replica(b)], vec![Replica(p)]),
+            Restart(Replica(b)),
+            Wait(secs(1)),
+            SERVES,
+            Heal,
+            Wait(secs(1)),
+            Kill(Replica(p)),
+            Kill(Replica(a)),
+            Wait(ms(500)),
+            Restart(Replica(p)),
+            Restart(Replica(a)),
+            SERVES,
+        ]
+    })
+}
+
+/// R2 (rule 5: a process binds its peer listener and locks its data directory before it
+/// sends anything). R2's own trace needs a duplicate process posing as a live replica; the
+/// simulator runs one process per replica, so that half is `net`'s to enforce and test.
+/// What the simulator checks is the other half: a paused process (here past its lease)
+/// gives no refusal, so it is never taken for crashed, and it comes back through the
+/// primary.
+#[test]
+fn r2_a_paused_replica_is_not_taken_for_crashed() -> Result<(), Failure> {
+    let (mut sim, _, _, b) = three(180)?;
+    let refusals = sim.stats().peer_refusals;
+    sim.play(&[Pause(Replica(b), secs(3)), SERVES, Wait(secs(3)), SERVES])?;
+    assert_eq!(
+        sim.stats().peer_refusals,
+        refusals,
+        "a paused process was refused"
+    );
+    sim.finish()?;
+    Ok(())
+}
+
+/// R3 (rule 3: a lease is credited from the send time of the copy answered, never a later
+/// copy's). `p` is cut off from `b`, so `a`'s answers carry it; `a` is paused and answers
+/// a pile of copies at once when it resumes; then `p` is cut off from both: `a` and `b`
+/// exclude it once `a`'s promise runs out, which `p`'s lease must not outlive.
+#[test]
+fn r3_a_lease_credited_from_a_later_copy() -> Result<(), Failure> {
+    for (seed, pause) in (190..).zip([50, 150, 200]) {
+        play3(seed, |p, a, b| {
+            vec![
+                Partition(vec![Replica(p)], vec![Replica(b)]),
+                Wait(PAST_THE_LEASE),
+                Pause(Replica(a), ms(pause)),
+                Wait(ms(pause + 20)),
+                Heal,
+                Partition(vec![Replica(p)], vec![Replica(a), Replica(b)]),
+                Wait(PAST_THE_LEASE),
+                SERVES,
+                Heal,
+                SERVES,
+            ]
+        })?;
+    }
+    Ok(())
+}
+
+// ----- failures the two-crash protocol must survive -----
+
+/// The pause bound (rule 3): a pause within it is a slow replica, nothing more.
+#[test]
+fn a_backup_paused_briefly() -> Result<(), Failure> {
+    play(20, 3, &[Pause(Backup(0), ms(100)), Wait(ms(200)), SERVES])
+}
+
+/// Beyond the pause bound (outside the model): the backup resumes, notices its stall and
+/// rejoins through the primary (rule 7).
+#[test]
+fn a_backup_paused_past_the_election_timeout() -> Result<(), Failure> {
+    play(
+        21,
+        3,
+        &[Pause(Backup(0), secs(2)), SERVES, Wait(secs(2)), SERVES],
+    )
+}
+
+/// Beyond the pause bound: the others exclude the silent primary once its leases lapse
+/// (4(b)); it resumes, drops its leases on seeing its stall, and must not act in its old
+/// view.
+#[test]
+fn the_primary_paused_past_the_election_timeout() -> Result<(), Failure> {
+    // The others elect a new primary; the old one resumes in an old view and must step down.
+    play(
+        22,
+        3,
+        &[Pause(Primary, secs(2)), SERVES, Wait(secs(2)), SERVES],
+    )
+}
+
+/// Rule 4(b): one replica silent (host crash or cut off), primary or backup; the other two
+/// serve once its lease lapses.
+#[test]
+fn one_replica_silent() -> Result<(), Failure> {
+    play(
+        23,
+        3,
+        &[
+            CrashHost(Backup(0)),
+            SERVES,
+            Restart(SameAs(0)),
+            Wait(secs(2)),
+            CrashHost(Primary),
+            SERVES,
+            Restart(SameAs(4)),
+            Wait(secs(2)),
+            Partition(vec![Backup(0)], vec![Primary, Backup(1)]),
+            SERVES,
+            Heal,
+            Wait(secs(2)),
+            Partition(vec![Primary], vec![Backups]),
+            SERVES,
+            Heal,
+        ],
+    )
+}
+
+/// Rules 4(a) and 7: evidence excludes the killed one; it rejoins through the primary
+/// before the next kill.
+#[test]
+fn kill_one_restart_it_kill_another() -> Result<(), Failure> {
+    play(
+        24,
+        3,
+        &[
+            Kill(Primary),
+            SERVES,
+            Restart(SameAs(0)),
+            Wait(secs(2)),
+            Kill(Backup(0)),
+            SERVES,
+            Restart(SameAs(4)),
+            Wait(secs(2)),
+            Kill(Primary),
+            SERVES,
+        ],
+    )
+}
+
+/// Rules 5 and 9: a restart so fast that no refusal is seen; the new incarnation's first
+/// message is the evidence, and the restarted replica votes and accepts nothing for its
+/// quiet interval (rule 3).
+#[test]
+fn the_primary_restarts_before_anyone_sees_a_refusal() -> Result<(), Failure> {
+    play(
+        25,
+        3,
+        &[
+            Kill(Primary),
+            Restart(SameAs(0)),
+            SERVES,
+            Wait(secs(1)),
+            Kill(Primary),
+            Wait(ms(1)),
+            Restart(SameAs(4)),
+            SERVES,
+        ],
+    )
+}
+
+/// Rule 8: everyone went down; each restarted replica waits for every member of the highest
+/// established view, in every restart order.
+#[test]
+fn all_three_down_then_back_in_every_order() -> Result<(), Failure> {
+    let orders = [
+        [0, 1, 2],
+        [0, 2, 1],
+        [1, 0, 2],
+        [1, 2, 0],
+        [2, 0, 1],
+        [2, 1, 0],
+    ];
+    for (seed, [a, b, c]) in (30..).zip(orders) {
+        play(
+            seed,
+            3,
+            &[
+                Kill(Primary),
+                Wait(ms(30)),
+                Kill(Backups),
+                Wait(ms(500)),
+                Restart(Replica(a)),
+                Wait(secs(1)),
+                Restart(Replica(b)),
+                Wait(secs(1)),
+                Restart(Replica(c)),
+                SERVES,
+            ],
+        )?;
+    }
+    Ok(())
+}
+
+#[test]
+fn kill_the_primary_then_the_new_primary_50ms_apart() -> Result<(), Failure> {
+    // Rule 9: detection, refused reconnect and catch-up fit well inside the lease, so the
+    // second failover still has evidence gathered under a lease.
+    play(40, 3, &[Kill(Primary), Wait(ms(50)), Kill(Primary), SERVES])
+}
+
+/// Rule 4(a) twice, with time for the first failover to settle.
+#[test]
+fn kill_the_primary_then_the_new_primary_1s_apart() -> Result<(), Failure> {
+    play(
+        41,
+        3,
+        &[Kill(Primary), Wait(secs(1)), Kill(Primary), SERVES],
+    )
+}
+
+/// Rule 4(a) with evidence: both backups see the refusals at once and may both propose.
+#[test]
+fn two_replicas_propose_at_once_after_a_crash() -> Result<(), Failure> {
+    for seed in 45..50 {
+        play(seed, 3, &[Kill(Primary), SERVES, Wait(secs(1)), SERVES])?;
+    }
+    Ok(())
+}
+
+/// Rule 4(a): two refusals at once; the primary goes on alone.
+#[test]
+fn kill_both_backups_at_once() -> Result<(), Failure> {
+    let mut sim = new_sim(42, 3);
+    sim.run_for(secs(1))?;
+    sim.play(&[Kill(Backups)])?;
+    // Crash-only, one member of the view up: the busy-phase liveness rule holds it to serve.
+    assert_eq!(sim.liveness_promised(), Some(Why::SurvivorOfTheView));
+    sim.play(&[SERVES])?;
+    // It excluded both: every member of its view {primary} runs.
+    assert_eq!(sim.liveness_promised(), Some(Why::ViewRuns));
+    sim.finish()?;
+    Ok(())
+}
+
+/// Rule 4(a) with five replicas: four crashes one after the other.
+#[test]
+fn five_replicas_four_crashes() -> Result<(), Failure> {
+    play(
+        43,
+        5,
+        &[
+            Kill(Primary),
+            SERVES,
+            Kill(Backup(0)),
+            SERVES,
+            Kill(Primary),
+            SERVES,
+            Kill(Primary),
+            SERVES,
+        ],
+    )
+}
+
+/// Silence, then a crash: the cut-off old primary gives no evidence, so the majority
+/// excludes it by rule 4(b); the crash of one of the majority then leaves evidence (4(a)).
+#[test]
+fn partition_the_primary_away_then_crash_one_of_the_majority() -> Result<(), Failure> {
+    play(
+        44,
+        3,
+        &[
+            Partition(vec![Primary], vec![Backups]),
+            Wait(secs(2)),
+            SERVES,
+            // The new primary, on the majority side.
+            Kill(Primary),
+            SERVES,
+        ],
+    )
+}
+
+/// Rule 3 and the pause bound: the survivor, alone, pauses far past its lease; it must
+/// notice its stall and drop its leases, and serves again (nobody is left to exclude it).
+#[test]
+fn the_survivor_pauses_past_its_lease() -> Result<(), Failure> {
+    play(
+        46,
+        3,
+        &[
+            Kill(Primary),
+            Wait(ms(50)),
+            Kill(Primary),
+            SERVES,
+            Pause(Primary, secs(3)),
+            Wait(secs(3)),
+            SERVES,
+        ],
+    )
+}
+
+// ----- a returning replica never disturbs a healthy primary -----
+
+/// The longest a client may wait for a reply after a backup comes back.
+const NO_STALL: Duration = Duration::from_millis(50);
+
+/// How long after a backup's return the primary must stay and clients must not stall.
+const AFTER_RETURN: Duration = Duration::from_secs(1);
+
+/// After a restart the primary's connection to the backup is new: until its reconnect
+/// backoff comes round (up to 2 s in `net`), the backup hears nothing from it.
+const RECONNECT: Duration = Duration::from_millis(800);
+
+/// Rule 7: a returning backup rejoins through the primary. 20 restarts (after 0.2-2.1 s
+/// down) and 20 pauses (50 ms to 3 s) of one backup while clients send; after a restart the
+/// primary's messages reach the backup only [`RECONNECT`] after its return (a pause keeps
+/// the connections: what was sent waits for the process). The primary is never replaced (every view seen has it as
+/// primary; its own view changes to exclude and re-add the backup are allowed), and from
+/// each return on no client waits over 50 ms for a reply. While the backup is away the
+/// primary may stall until it can exclude it (at once on a refusal, after the lease on
+/// silence): that is a failure's cost, not a return's.
+#[test]
+#[ignore = "two-crash protocol: while re-adding a restarted backup the primary redirects clients, who wait 84 ms (over the 50 ms bound; NOTEBOOK.md)"]
+fn a_returning_replica_never_disturbs_a_healthy_primary() -> Result<(), Failure> {
+    let (mut sim, p, b, _) = three(60)?;
+    for i in 0..40u64 {
+        let restarted = i < 20;
+        if restarted {
+            sim.crash(b);
+            sim.run_for(ms(200 + 100 * i))?;
+            sim.cut(p, b);
+            sim.restart(b)?;
+        } else {
+            let pause = ms([50, 150, 500, 2000, 3000][(i % 5) as usize]);
+            sim.pause(b, pause);
+            sim.run_for(pause)?;
+            assert!(!sim.is_paused(b));
+        }
+        let back = sim.now();
+        if restarted {
+            sim.run_for(RECONNECT)?;
+            sim.heal();
+        }
+        sim.run_for(AFTER_RETURN)?;
+        let deposed: Vec<_> = sim.primaries().iter().filter(|&(_, &r)| r != p).collect();
+        assert!(
+            deposed.is_empty(),
+            "return {i} of backup {b}: primary {p} was replaced (view, primary): {deposed:?}"
+        );
+        if let Some((wait, op)) = sim.longest_wait_since(back) {
+            assert!(
+                wait <= NO_STALL,
+                "return {i} of backup {b}: a client waited {wait:?} for {op:?}"
+            );
+        }
+    }
+    sim.finish()?;
+    Ok(())
+}
+
+/// A lost disk that alone held committed entries stops the cluster, and nothing is
+/// promised (the rules wait for it); the same loss while a member of the view has run
+/// since it was established is an ordinary crash, and the cluster serves on.
+#[test]
+fn a_lost_disk_is_waited_for_only_when_no_member_of_the_view_survived() -> Result<(), Failure> {
+    // Needed: the primary serves alone, then crashes and loses its disk; the backups
+    // restart and hold neither its entries nor leave to go on without it.
+    let mut sim = new_sim(42, 3);
+    sim.run_for(secs(1))?;
+    sim.play(&[Kill(Backups), SERVES])?;
+    let alone = sim.primary().expect("serves alone");
+    sim.crash(alone);
+    assert!(sim.corrupt(alone));
+    for r in (0..3).filter(|&r| r != alone) {
+        sim.restart(r)?;
+    }
+    sim.restart(alone)?;
+    assert!(sim.is_stopped(alone));
+    sim.run_for(secs(5))?;
+    assert_eq!(sim.liveness_promised(), None);
+    let report = sim.finish()?;
+    assert!(report.stats.quiet_unpromised);
+
+    // Not needed: a backup loses its disk while the primary runs on.
+    let mut sim = new_sim(42, 3);
+    sim.run_for(secs(1))?;
+    let primary = sim.primary().expect("a primary");
+    let backup = (primary + 1) % 3;
+    sim.crash(backup);
+    assert!(sim.corrupt(backup));
+    sim.restart(backup)?;
+    assert!(sim.is_stopped(backup));
+    // Survivors with a majority: they exclude it, then every member of the new view runs.
+    assert_eq!(sim.liveness_promised(), Some(Why::MajorityConnected));
+    sim.play(&[SERVES])?;
+    assert_eq!(sim.liveness_promised(), Some(Why::ViewRuns));
+    let report = sim.finish()?;
+    assert!(!report.stats.quiet_unpromised);
+    Ok(())
+}
