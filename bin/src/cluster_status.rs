@@ -62,9 +62,11 @@ fn why_down(error: &str, timeout: Duration) -> String {
     }
 }
 
-/// Whether the cluster can serve clients, judged from the answers: a primary of the highest
-/// view any replica reports, with a majority of the configured replicas up in that view
-/// (the majority protocol commits nothing with fewer).
+/// Whether the cluster can serve clients, judged from the answers (issue 8's rules): a primary
+/// of the highest view any replica reports, that view established (every member accepted it),
+/// and every member of it up — a commit needs every member, so a member that is down stops
+/// the cluster until the primary's view leaves it out (at once on evidence of a crash, after
+/// the lease on silence).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Verdict {
     pub serving: bool,
@@ -73,54 +75,93 @@ pub struct Verdict {
     pub up: usize,
     /// Replicas in the configuration.
     pub configured: usize,
-    /// "serving: primary 2, view 7, 3 of 3 up" or "NOT SERVING: ...".
+    /// "serving: primary 2, view 7 (members 1, 2), 3 of 3 up" or "NOT SERVING: ...".
     pub summary: String,
 }
 
 pub fn verdict(answers: &[Answer]) -> Verdict {
     let replicas = answers.len();
-    let majority = replicas / 2 + 1;
     let up: Vec<&Status> = answers
         .iter()
         .filter_map(|a| a.status.as_ref().ok())
         .collect();
+    let is_up = |id: &ReplicaId| up.iter().any(|s| s.id == *id);
     let view = up.iter().map(|s| s.view).max();
     let primary = up
         .iter()
-        .find(|s| s.role == Role::Primary && Some(s.view) == view)
-        .map(|s| s.id);
-    let following = |p: ReplicaId| {
-        up.iter()
-            .filter(|s| Some(s.view) == view && (s.id == p || s.primary == Some(p)))
-            .count()
-    };
+        .find(|s| s.role == Role::Primary && Some(s.view) == view);
+    let waiting = up.iter().find(|s| !s.waiting_for.is_empty());
     let n_up = up.len();
-    let summary = match primary.zip(view) {
+    let summary = match primary {
         _ if n_up == 0 => format!("NOT SERVING: no replica answered (0 of {replicas} up)"),
-        _ if n_up < majority => {
-            format!("NOT SERVING: only {n_up} of {replicas} up; a majority ({majority}) is needed")
-        }
-        Some((p, v)) if following(p) >= majority => {
-            format!("serving: primary {p}, view {v}, {n_up} of {replicas} up")
-        }
-        Some((p, v)) => format!(
-            "NOT SERVING: primary {p} of view {v} has {} of the {majority} replicas it needs \
-             in its view ({n_up} of {replicas} up)",
-            following(p)
+        Some(p) if !p.established => format!(
+            "NOT SERVING: primary {} is installing view {} (members {}); {n_up} of {replicas} up",
+            p.id,
+            p.view,
+            ids(&p.members)
         ),
-        None => format!(
-            "NOT SERVING: no primary yet (electing{}; {n_up} of {replicas} up)",
-            view.map_or(String::new(), |v| format!(" in view {v}"))
-        ),
+        Some(p) => {
+            let missing: Vec<ReplicaId> = p.members.iter().copied().filter(|m| !is_up(m)).collect();
+            if missing.is_empty() {
+                format!(
+                    "serving: primary {}, view {} (members {}), {n_up} of {replicas} up",
+                    p.id,
+                    p.view,
+                    ids(&p.members)
+                )
+            } else {
+                format!(
+                    "NOT SERVING: primary {} of view {} waits for member {} (down) until a new \
+                     view leaves it out ({n_up} of {replicas} up)",
+                    p.id,
+                    p.view,
+                    ids(&missing)
+                )
+            }
+        }
+        None => match waiting {
+            Some(w) => format!(
+                "NOT SERVING: everyone went down; replica {} waits for replica {} before the \
+                 view is formed again ({n_up} of {replicas} up)",
+                w.id,
+                ids(&w.waiting_for)
+            ),
+            None => format!(
+                "NOT SERVING: no primary yet (forming a view{}; {n_up} of {replicas} up)",
+                view.map_or(String::new(), |v| format!(" after view {v}"))
+            ),
+        },
     };
     Verdict {
         serving: summary.starts_with("serving"),
-        primary,
+        primary: primary.map(|p| p.id),
         view,
         up: n_up,
         configured: replicas,
         summary,
     }
+}
+
+/// "0, 2", or "none".
+fn ids(ids: &[ReplicaId]) -> String {
+    if ids.is_empty() {
+        return "none".to_owned();
+    }
+    ids.iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// "0,2" for a table cell, "-" when empty.
+fn cell(ids: &[ReplicaId]) -> String {
+    if ids.is_empty() {
+        return "-".to_owned();
+    }
+    ids.iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// The table: one row per replica, lag measured from the highest commit number seen.
@@ -130,21 +171,39 @@ pub fn table(answers: &[Answer]) -> String {
         .filter_map(|a| a.status.as_ref().ok().map(|s| s.commit))
         .max();
     let mut out = format!(
-        "{:<3} {:<22} {:<5} {:<9} {:>6} {:>8} {:>8} {:>6}\n",
-        "id", "address", "state", "role", "view", "commit", "last", "lag"
+        "{:<3} {:<22} {:<5} {:<9} {:>6} {:>8} {:>8} {:>6}  {:<9} {:<7} {:<7}\n",
+        "id",
+        "address",
+        "state",
+        "role",
+        "view",
+        "commit",
+        "last",
+        "lag",
+        "members",
+        "leases",
+        "waits"
     );
     for a in answers {
         out += &match &a.status {
             Ok(s) => format!(
-                "{:<3} {:<22} {:<5} {:<9} {:>6} {:>8} {:>8} {:>6}\n",
+                "{:<3} {:<22} {:<5} {:<9} {:>6} {:>8} {:>8} {:>6}  {:<9} {:<7} {:<7}\n",
                 s.id,
                 a.address,
                 "up",
-                role_name(s.role),
+                role_name(s),
                 s.view,
                 s.commit,
                 s.last_index,
-                lag(top, s.commit)
+                lag(top, s.commit),
+                // An asterisk: not every member has accepted the view yet.
+                format!(
+                    "{}{}",
+                    cell(&s.members),
+                    if s.established { "" } else { "*" }
+                ),
+                cell(&s.leases),
+                cell(&s.waiting_for),
             ),
             Err(e) => format!("{:<3} {:<22} {:<5} ({e})\n", a.id, a.address, "down"),
         };
@@ -156,11 +215,14 @@ fn lag(top: Option<OpIndex>, commit: OpIndex) -> OpIndex {
     top.unwrap_or(commit).saturating_sub(commit)
 }
 
-pub fn role_name(role: Role) -> &'static str {
-    match role {
+/// The role as the table shows it; a replica coming back (restarted or left out) is
+/// "rejoining" until the primary's view has it again.
+pub fn role_name(status: &Status) -> &'static str {
+    match status.role {
+        _ if status.rejoining => "rejoining",
         Role::Primary => "primary",
         Role::Backup => "backup",
-        Role::Candidate => "candidate",
+        Role::Candidate => "proposing",
     }
 }
 
@@ -193,6 +255,17 @@ struct JsonReplica<'a> {
     log_start: Option<OpIndex>,
     #[serde(skip_serializing_if = "Option::is_none")]
     lag: Option<OpIndex>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    members: Option<&'a [ReplicaId]>,
+    /// Whether every member accepted the view.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    established: Option<bool>,
+    /// Peers this replica holds an unexpired lease from.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    leases: Option<&'a [ReplicaId]>,
+    /// Everyone went down: whom this replica waits for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    waiting_for: Option<&'a [ReplicaId]>,
 }
 
 /// One JSON object (one line) with the verdict and every replica.
@@ -210,13 +283,17 @@ pub fn json(answers: &[Answer], verdict: &Verdict) -> String {
                 address: &a.address,
                 up: s.is_some(),
                 error: a.status.as_ref().err().map(String::as_str),
-                role: s.map(|s| role_name(s.role)),
+                role: s.map(role_name),
                 view: s.map(|s| s.view),
                 primary: s.and_then(|s| s.primary),
                 commit: s.map(|s| s.commit),
                 last_index: s.map(|s| s.last_index),
                 log_start: s.map(|s| s.log_start),
                 lag: s.map(|s| lag(top, s.commit)),
+                members: s.map(|s| s.members.as_slice()),
+                established: s.map(|s| s.established),
+                leases: s.map(|s| s.leases.as_slice()),
+                waiting_for: s.map(|s| s.waiting_for.as_slice()),
             }
         })
         .collect();
@@ -227,7 +304,7 @@ pub fn json(answers: &[Answer], verdict: &Verdict) -> String {
 mod tests {
     use super::*;
 
-    fn up(id: ReplicaId, role: Role, view: View, primary: Option<ReplicaId>) -> Answer {
+    fn up(id: ReplicaId, role: Role, view: View, members: &[ReplicaId]) -> Answer {
         Answer {
             id,
             address: format!("127.0.0.1:700{id}"),
@@ -235,15 +312,15 @@ mod tests {
                 id,
                 role,
                 view,
-                primary,
+                primary: (role != Role::Candidate).then_some(members[0]),
                 commit: 10,
                 last_index: 10,
                 log_start: 1,
-                members: vec![0, 1, 2],
+                members: members.to_vec(),
                 established: true,
                 rejoining: false,
-                leases: vec![],
-                waiting_for: vec![],
+                leases: Vec::new(),
+                waiting_for: Vec::new(),
             }),
         }
     }
@@ -256,51 +333,110 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_primary_with_a_majority_in_its_view_serves() {
-        let answers = [
-            up(0, Role::Backup, 7, Some(2)),
-            down(1),
-            up(2, Role::Primary, 7, Some(2)),
-        ];
-        let v = verdict(&answers);
-        assert!(v.serving);
-        assert_eq!(v.summary, "serving: primary 2, view 7, 2 of 3 up");
+    fn status(answer: &mut Answer) -> &mut Status {
+        answer.status.as_mut().unwrap()
     }
 
     #[test]
-    fn too_few_up_or_no_primary_is_not_serving_with_the_reason() {
-        let v = verdict(&[up(0, Role::Candidate, 9, None), down(1), down(2)]);
+    fn a_primary_with_every_member_of_its_view_up_serves_even_alone() {
+        let answers = [
+            up(0, Role::Backup, 7, &[2, 0]),
+            down(1),
+            up(2, Role::Primary, 7, &[2, 0]),
+        ];
+        let v = verdict(&answers);
+        assert!(v.serving);
+        assert_eq!(
+            v.summary,
+            "serving: primary 2, view 7 (members 2, 0), 2 of 3 up"
+        );
+        // Two crashes: the survivor serves alone in its view of one.
+        let v = verdict(&[down(0), down(1), up(2, Role::Primary, 9, &[2])]);
+        assert_eq!(
+            v.summary,
+            "serving: primary 2, view 9 (members 2), 1 of 3 up"
+        );
+    }
+
+    #[test]
+    fn a_member_down_an_unestablished_view_or_no_primary_is_not_serving_with_the_reason() {
+        let v = verdict(&[down(0), down(1), down(2)]);
+        assert!(!v.serving);
+        assert_eq!(v.summary, "NOT SERVING: no replica answered (0 of 3 up)");
+
+        let v = verdict(&[
+            up(0, Role::Primary, 7, &[0, 1, 2]),
+            up(1, Role::Backup, 7, &[0, 1, 2]),
+            down(2),
+        ]);
         assert!(!v.serving);
         assert_eq!(
             v.summary,
-            "NOT SERVING: only 1 of 3 up; a majority (2) is needed"
+            "NOT SERVING: primary 0 of view 7 waits for member 2 (down) until a new view \
+             leaves it out (2 of 3 up)"
         );
-        let v = verdict(&[down(0), down(1), down(2)]);
-        assert_eq!(v.summary, "NOT SERVING: no replica answered (0 of 3 up)");
+
+        let mut installing = up(0, Role::Primary, 8, &[0, 1]);
+        status(&mut installing).established = false;
+        let v = verdict(&[installing, up(1, Role::Backup, 7, &[0, 1, 2]), down(2)]);
+        assert_eq!(
+            v.summary,
+            "NOT SERVING: primary 0 is installing view 8 (members 0, 1); 2 of 3 up"
+        );
+
         let v = verdict(&[
-            up(0, Role::Candidate, 9, None),
-            up(1, Role::Candidate, 8, None),
+            up(0, Role::Candidate, 9, &[0, 1]),
+            up(1, Role::Candidate, 8, &[0, 1]),
             down(2),
         ]);
         assert_eq!(
             v.summary,
-            "NOT SERVING: no primary yet (electing in view 9; 2 of 3 up)"
+            "NOT SERVING: no primary yet (forming a view after view 9; 2 of 3 up)"
         );
+
+        let mut waiting = up(1, Role::Backup, 9, &[0, 1]);
+        status(&mut waiting).waiting_for = vec![0];
+        let v = verdict(&[down(0), waiting, down(2)]);
+        assert_eq!(
+            v.summary,
+            "NOT SERVING: everyone went down; replica 1 waits for replica 0 before the view \
+             is formed again (1 of 3 up)"
+        );
+
         // An old primary whose view was superseded does not count.
         let v = verdict(&[
-            up(0, Role::Primary, 3, Some(0)),
-            up(1, Role::Candidate, 4, None),
+            up(0, Role::Primary, 3, &[0, 1, 2]),
+            up(1, Role::Candidate, 4, &[1, 2]),
             down(2),
         ]);
         assert!(!v.serving, "{}", v.summary);
     }
 
     #[test]
+    fn the_table_shows_members_leases_and_whom_a_replica_waits_for() {
+        let mut primary = up(0, Role::Primary, 7, &[0, 1]);
+        status(&mut primary).leases = vec![1];
+        let mut rejoining = up(2, Role::Backup, 5, &[0, 1, 2]);
+        status(&mut rejoining).rejoining = true;
+        status(&mut rejoining).established = false;
+        let text = table(&[primary, up(1, Role::Backup, 7, &[0, 1]), rejoining]);
+        let rows: Vec<&str> = text.lines().collect();
+        assert!(rows[0].ends_with("members   leases  waits"), "{text}");
+        assert!(
+            rows[1].contains("primary") && rows[1].contains("0,1       1       -"),
+            "{text}"
+        );
+        assert!(
+            rows[3].contains("rejoining") && rows[3].contains("0,1,2*"),
+            "{text}"
+        );
+    }
+
+    #[test]
     fn json_has_the_verdict_and_each_replica() {
         let answers = [
-            up(0, Role::Primary, 7, Some(0)),
-            up(1, Role::Backup, 7, Some(0)),
+            up(0, Role::Primary, 7, &[0, 1]),
+            up(1, Role::Backup, 7, &[0, 1]),
             down(2),
         ];
         let text = json(&answers, &verdict(&answers));
@@ -311,6 +447,8 @@ mod tests {
         assert_eq!(value["replicas"][1]["role"], "backup");
         assert_eq!(value["replicas"][2]["up"], false);
         assert_eq!(value["replicas"][2]["error"], "connection refused");
+        assert_eq!(value["replicas"][0]["members"], serde_json::json!([0, 1]));
+        assert_eq!(value["replicas"][0]["established"], true);
         assert!(!text.contains('\n'));
     }
 }

@@ -386,7 +386,7 @@ impl Demo {
             Ok(s) => format!(
                 "replica {id} restarted (pid {pid}): {} in view {}, log up to {}; it catches up \
                  from the primary",
-                cluster_status::role_name(s.role),
+                cluster_status::role_name(&s),
                 s.view,
                 s.last_index
             ),
