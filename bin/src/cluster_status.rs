@@ -171,7 +171,7 @@ pub fn table(answers: &[Answer]) -> String {
         .filter_map(|a| a.status.as_ref().ok().map(|s| s.commit))
         .max();
     let mut out = format!(
-        "{:<3} {:<22} {:<5} {:<9} {:>6} {:>8} {:>8} {:>6}  {:<9} {:<7} {:<7}\n",
+        "{:<3} {:<22} {:<5} {:<9} {:>6} {:>8} {:>8} {:>6}  {:<9} {:<7} {}\n",
         "id",
         "address",
         "state",
@@ -187,7 +187,7 @@ pub fn table(answers: &[Answer]) -> String {
     for a in answers {
         out += &match &a.status {
             Ok(s) => format!(
-                "{:<3} {:<22} {:<5} {:<9} {:>6} {:>8} {:>8} {:>6}  {:<9} {:<7} {:<7}\n",
+                "{:<3} {:<22} {:<5} {:<9} {:>6} {:>8} {:>8} {:>6}  {:<9} {:<7} {}\n",
                 s.id,
                 a.address,
                 "up",

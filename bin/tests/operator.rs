@@ -117,15 +117,33 @@ fn admin_status_says_whether_the_cluster_serves_and_exits_accordingly() {
     let primary = json["primary"].as_u64().unwrap() as usize;
     assert_eq!(json["replicas"][primary]["role"], "primary");
 
-    // Two of three down: the majority protocol cannot serve.
-    for id in (0..3).filter(|&id| id != primary).take(2) {
+    // Both backups killed: their refusals are evidence of the crashes, so the primary leaves
+    // them out and serves alone (issue 8's two-crash rules). Evidence counts only under a
+    // lease from the crashed replica: first wait until the primary holds both.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let out = admin(&config, &["status", "--json"]);
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        if json["replicas"][primary]["leases"].as_array().map(Vec::len) == Some(2) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no leases: {json}");
+        thread::sleep(Duration::from_millis(50));
+    }
+    for id in (0..3).filter(|&id| id != primary) {
         servers[id].kill();
     }
-    let text = status_until(&config, 1);
-    assert!(text.contains("NOT SERVING: only 1 of 3 up"), "{text}");
+    let text = status_until(&config, 0);
+    let summary = text.lines().last().unwrap();
+    assert!(
+        summary.starts_with(&format!("serving: primary {primary}, view "))
+            && summary.ends_with(&format!(" (members {primary}), 1 of 3 up")),
+        "{text}"
+    );
     let out = admin(&config, &["status", "--json"]);
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(json["serving"], false);
+    assert_eq!(json["serving"], true);
+    assert_eq!(json["up"], 1);
     assert_eq!(
         json["replicas"]
             .as_array()
@@ -134,6 +152,14 @@ fn admin_status_says_whether_the_cluster_serves_and_exits_accordingly() {
             .filter(|r| r["up"] == false)
             .count(),
         2
+    );
+
+    // The last one killed too: nothing answers, and status says so and exits 1.
+    servers[primary].kill();
+    let text = status_until(&config, 1);
+    assert!(
+        text.contains("NOT SERVING: no replica answered (0 of 3 up)"),
+        "{text}"
     );
 
     // A configuration that cannot be read is a usage error.

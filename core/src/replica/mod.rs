@@ -466,7 +466,7 @@ impl Replica {
             Input::PeerRefused(peer) => {
                 if !self.rejoining {
                     self.leases.refused(peer, self.now);
-                    self.maybe_propose();
+                    self.on_evidence(peer);
                 }
             }
         }
@@ -644,7 +644,7 @@ impl Replica {
             } => self.on_snapshot_reply(from, view, last_index, offset),
         }
         if !had_evidence && self.leases.has_evidence(from) {
-            self.maybe_propose();
+            self.on_evidence(from);
         }
     }
 

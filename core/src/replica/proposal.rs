@@ -290,6 +290,30 @@ impl super::Replica {
         self.propose_exclusion(exclude);
     }
 
+    /// New evidence that `peer` crashed. A proposal of ours still waiting for its promise or
+    /// acceptance would wait for ever (until the back-off retries it): it starts again at once,
+    /// leaving `peer` out. A crashed process cannot duel, so skipping the back-off costs no
+    /// liveness, and a higher ballot is always safe.
+    pub(super) fn on_evidence(&mut self, peer: ReplicaId) {
+        let proven = matches!(
+            self.leases.may_exclude(peer, self.now),
+            Some(Exclusion::Crashed(_))
+        );
+        let waits_on_peer = match &self.role {
+            RoleState::Preparing(p) => p.asked.contains(peer) && !p.answers.contains_key(&peer),
+            RoleState::Primary(primary) => primary
+                .proposal
+                .as_ref()
+                .is_some_and(|q| q.view.members.contains(peer) && !q.accepted.contains(peer)),
+            RoleState::Backup { .. } => false,
+        };
+        if proven && waits_on_peer {
+            self.step_down(None);
+            self.next_proposal_at = self.now;
+        }
+        self.maybe_propose();
+    }
+
     fn propose_exclusion(&mut self, excluded: Vec<(ReplicaId, Exclusion)>) {
         if self.now < self.next_proposal_at {
             self.timers.arm(Timer::Retry, self.next_proposal_at);
