@@ -383,13 +383,20 @@ impl Demo {
             slot.state = State::Running;
         });
         match self.wait_up(id, START_TIMEOUT) {
-            Ok(s) => format!(
-                "replica {id} restarted (pid {pid}): {} in view {}, log up to {}; it catches up \
-                 from the primary",
-                cluster_status::role_name(&s),
-                s.view,
-                s.last_index
-            ),
+            Ok(s) => {
+                // Rule 8: the sole member of its last view resumes as primary at once.
+                let then = if s.role == Role::Primary {
+                    "it serves at once (it was the last view's only member)"
+                } else {
+                    "it catches up from the primary"
+                };
+                format!(
+                    "replica {id} restarted (pid {pid}): {} in view {}, log up to {}; {then}",
+                    cluster_status::role_name(&s),
+                    s.view,
+                    s.last_index
+                )
+            }
             Err(e) => {
                 // The watcher must not announce it again.
                 self.with_slot(id, |slot| slot.state = State::Exited);

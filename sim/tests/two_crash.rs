@@ -490,6 +490,29 @@ fn kill_both_backups_at_once() -> Result<(), Failure> {
     Ok(())
 }
 
+/// Rule 4(b) with five replicas: two hosts go silent (the primary among them), one after
+/// the other and then at once; the other three, a majority of the configured replicas,
+/// leave them out once their leases lapse.
+#[test]
+fn five_replicas_two_silent_failures() -> Result<(), Failure> {
+    play(
+        44,
+        5,
+        &[
+            CrashHost(Backup(0)),
+            SERVES,
+            CrashHost(Primary),
+            SERVES,
+            Restart(SameAs(0)),
+            Restart(SameAs(2)),
+            Wait(secs(3)),
+            CrashHost(Primary),
+            CrashHost(Backup(0)),
+            SERVES,
+        ],
+    )
+}
+
 /// Rule 4(a) with five replicas: four crashes one after the other.
 #[test]
 fn five_replicas_four_crashes() -> Result<(), Failure> {
@@ -507,6 +530,22 @@ fn five_replicas_four_crashes() -> Result<(), Failure> {
             SERVES,
         ],
     )
+}
+
+/// Two silent at once (hosts frozen or cut off): they may be alive and serving each other,
+/// so the survivor must not go on alone; it stops, and serves again when one comes back.
+#[test]
+fn two_silent_the_survivor_stops_until_one_returns() -> Result<(), Failure> {
+    let (mut sim, _, a, _) = three(47)?;
+    sim.play(&[CrashHost(Backups)])?;
+    let committed = sim.committed();
+    assert!(
+        !sim.wait_for(PAST_THE_LEASE, |s| s.committed() > committed)?,
+        "the survivor committed alone with two replicas silent"
+    );
+    sim.play(&[Restart(Replica(a)), SERVES])?;
+    sim.finish()?;
+    Ok(())
 }
 
 /// Silence, then a crash: the cut-off old primary gives no evidence, so the majority
