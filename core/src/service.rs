@@ -157,7 +157,7 @@ impl Service {
     }
 
     /// A deliberate bug, for showing that the simulator's checkers catch it (the replica's
-    /// `Faults::no_client_table`); never used otherwise. Every request is applied to the chat
+    /// `Mutations::no_client_table`); never used otherwise. Every request is applied to the chat
     /// as if it were new, retries and stale ones included. The row is still created and
     /// updated, so the session exists and later requests are accepted.
     pub fn apply_without_client_table(

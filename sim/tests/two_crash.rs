@@ -606,7 +606,6 @@ const RECONNECT: Duration = Duration::from_millis(800);
 /// primary may stall until it can exclude it (at once on a refusal, after the lease on
 /// silence): that is a failure's cost, not a return's.
 #[test]
-#[ignore = "two-crash protocol: while re-adding a restarted backup the primary redirects clients, who wait 84 ms (over the 50 ms bound; NOTEBOOK.md)"]
 fn a_returning_replica_never_disturbs_a_healthy_primary() -> Result<(), Failure> {
     let (mut sim, p, b, _) = three(60)?;
     for i in 0..40u64 {

@@ -46,7 +46,8 @@ pub struct Options {
     /// Fail a request with [`Failure::Unavailable`] when no primary answered it for this
     /// long; `None`: keep trying (the status says what is going on).
     pub give_up_after: Option<Duration>,
-    /// Pause after each full round of replicas without a primary; doubled each round.
+    /// Pause after each full round of replicas without a primary; doubled each round. Short
+    /// at first: a failover on evidence takes tens of milliseconds (issue 8).
     pub first_backoff: Duration,
     pub max_backoff: Duration,
     /// Report [`Output::Waiting`] once a request has waited this long.
@@ -61,7 +62,7 @@ impl Default for Options {
             reply_timeout: Duration::from_secs(2),
             connect_timeout: Duration::from_secs(1),
             give_up_after: None,
-            first_backoff: Duration::from_millis(50),
+            first_backoff: Duration::from_millis(10),
             max_backoff: Duration::from_secs(1),
             status_after: Duration::from_millis(500),
             first_replica: 0,

@@ -33,6 +33,8 @@ struct Outbound {
     backoff: Duration,
     /// When to dial again; `None` while a connection exists.
     next_attempt: Option<Instant>,
+    /// The current connection completed its handshake.
+    greeted: bool,
 }
 
 #[derive(Debug)]
@@ -90,6 +92,7 @@ impl Peers {
                     token: None,
                     backoff: MIN_BACKOFF,
                     next_attempt: Some(now),
+                    greeted: false,
                 },
             );
         }
@@ -149,15 +152,22 @@ impl Peers {
     pub(super) fn greeted(&mut self, to: ReplicaId) {
         if let Some(out) = self.outbound.get_mut(&to) {
             out.backoff = MIN_BACKOFF;
+            out.greeted = true;
         }
     }
 
-    /// Our connection to `to` is gone: dial again after the backoff, which then doubles.
+    /// Our connection to `to` is gone: dial again after the backoff, which then doubles. A
+    /// working connection that breaks is redialed at once: if the peer's process died, the
+    /// refusal is the evidence a failover waits for (issue 8, rule 9).
     pub(super) fn outbound_closed(&mut self, to: ReplicaId, now: Instant) {
         if let Some(out) = self.outbound.get_mut(&to) {
             out.token = None;
-            out.next_attempt = Some(now + out.backoff);
-            out.backoff = (out.backoff * 2).min(MAX_BACKOFF);
+            if std::mem::take(&mut out.greeted) {
+                out.next_attempt = Some(now);
+            } else {
+                out.next_attempt = Some(now + out.backoff);
+                out.backoff = (out.backoff * 2).min(MAX_BACKOFF);
+            }
         }
     }
 
