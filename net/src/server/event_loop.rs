@@ -157,7 +157,7 @@ impl EventLoop {
             clients: Clients::new(&config.net),
             passwords,
             shutdown,
-            narrator: Narrator::new(&status, config.replicas.len(), election_timeout, metrics),
+            narrator: Narrator::new(&status, election_timeout, metrics),
             next_sample: now,
         })
     }
