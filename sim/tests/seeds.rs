@@ -127,3 +127,19 @@ fn seeds_with_long_pauses() {
     eprintln!("{} seeds with long pauses: {pauses} pauses", reports.len());
     assert!(pauses > 0);
 }
+
+/// Five replicas (two silent failures or four crashes tolerated), from seed 500 so that the
+/// default run covers seed 557 (two sides of a healed partition kept leaving each other out).
+#[test]
+fn five_replica_seeds() {
+    let reports = run_seeds(env_u64("SIM_SEEDS", 1000) / 5, 500, |seed| RunSpec {
+        replicas: Some(5),
+        ..RunSpec::new(seed)
+    });
+    let partitions = total(&reports, |r| r.stats.partitions.into());
+    eprintln!(
+        "{} five-replica seeds: {partitions} partitions",
+        reports.len()
+    );
+    assert!(partitions > 0);
+}

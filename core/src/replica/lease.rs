@@ -254,6 +254,14 @@ impl Leases {
         }
     }
 
+    /// Whether we withhold promises from `peer` (rule 4(b)) though we heard from it within
+    /// `within`: it talks, and is silent to our leases only because we stopped answering it.
+    pub fn withheld_but_heard(&self, peer: ReplicaId, now: Instant, within: Duration) -> bool {
+        self.peers
+            .get(&peer)
+            .is_some_and(|p| p.withheld && now.saturating_sub(p.heard_at) <= within)
+    }
+
     /// `peer` is a member of our view again (rule 7): promises to it are renewed again.
     pub fn rejoined(&mut self, peer: ReplicaId) {
         if let Some(p) = self.peers.get_mut(&peer) {

@@ -213,14 +213,24 @@ impl super::Replica {
     }
 
     /// Members we may leave out now, and why (rule 4): proven crashed, or silent past both
-    /// our lease from it and our promise to it.
+    /// our lease from it and our promise to it. A member we stopped promising for a silent
+    /// exclusion that never took (a healed partition) but that talks to us is no suspect:
+    /// each side of the heal would otherwise keep leaving the other out, refused by every
+    /// replica that still promises both (soak seed 557, five replicas).
     fn suspects(&self) -> Vec<(ReplicaId, Exclusion)> {
         let me = self.opts.id;
+        let talks = |m| {
+            !self.is_rejoining(m)
+                && self
+                    .leases
+                    .withheld_but_heard(m, self.now, self.opts.election_timeout)
+        };
         self.frontier()
             .iter()
             .filter(|&m| m != me)
             .filter_map(|m| match self.leases.may_exclude(m, self.now) {
                 Some(Exclusion::Silent) if self.leases.holds_lease_from(m, self.now) => None,
+                Some(Exclusion::Silent) if talks(m) => None,
                 other => other.map(|why| (m, why)),
             })
             .collect()

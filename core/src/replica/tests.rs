@@ -548,3 +548,100 @@ fn a_restarted_proposer_re_forms_its_unestablished_view_with_a_live_member() {
     }
     assert!(prepared.is_some(), "0 re-forms its view");
 }
+
+/// Soak seed 557 (five replicas, 2026-12-03): a partition cut the cluster in two; each side
+/// proposed a view leaving the other out for silence, and neither was established (no
+/// majority). After the heal the two sides talked again but each still withheld its promises
+/// from the other (rule 4(b): until it is a member again), so each kept seeing the other as
+/// silent and proposing to leave it out, refused by the replica that still promised both: no
+/// primary for good. Here 1 left 0 out (b1.1{1, 2}, never accepted by 2); once 0 talks again,
+/// 1 keeps it and re-forms the view with it, still not answering 0's heartbeats meanwhile.
+#[test]
+fn a_member_left_out_by_a_proposal_that_never_took_is_kept_once_it_talks_again() {
+    let (mut r, _) = fresh(1);
+    let first = ViewDef::initial(N);
+    let report_of = |promised| Report {
+        promised,
+        accepted: first,
+        vote: false,
+        established: first,
+        rejoining: false,
+        quiet: false,
+        log_end: 0,
+    };
+    // 0 talks again from 600 ms on, once 1's first proposal without it was dropped.
+    let talks_from = 600;
+    let mut left_out_by = None;
+    let mut re_formed = None;
+    for at in (50..6_000).step_by(50) {
+        let mut out = tick(&mut r, at);
+        // 2 answers our heartbeats and sends its own; 0 is cut off, then talks again.
+        for (to, body) in sends(&out) {
+            if let (2, Body::Heartbeat { sent_at }) = (to, body) {
+                peer(&mut r, at, 2, PEER, Body::HeartbeatOk { echo: sent_at });
+            }
+        }
+        out.extend(peer(
+            &mut r,
+            at,
+            2,
+            PEER,
+            Body::Heartbeat {
+                sent_at: Instant(at * 1000),
+            },
+        ));
+        if at >= talks_from {
+            out.extend(peer(
+                &mut r,
+                at,
+                0,
+                PEER,
+                Body::Heartbeat {
+                    sent_at: Instant(at * 1000),
+                },
+            ));
+        }
+        out.extend(persist_all(&mut r, at));
+        for (to, body) in sends(&out) {
+            match body {
+                Body::HeartbeatOk { .. } => {
+                    assert_ne!(to, 0, "no promise to 0 before it is a member again");
+                }
+                Body::Prepare { ballot, excluding } if at < talks_from => {
+                    assert_eq!((to, excluding), (2, vec![(0, Exclusion::Silent)]));
+                    let answer = Body::Promise {
+                        ballot,
+                        granted: true,
+                        report: report_of(ballot),
+                    };
+                    peer(&mut r, at + 1, 2, PEER, answer);
+                    persist_all(&mut r, at + 1);
+                }
+                Body::Prepare { ballot, excluding } => {
+                    assert!(excluding.is_empty(), "0 talks: it is kept ({excluding:?})");
+                    left_out_by = left_out_by.or(Some(r.state.accepted));
+                    let answer = Body::Promise {
+                        ballot,
+                        granted: true,
+                        report: report_of(ballot),
+                    };
+                    let mut out = peer(&mut r, at + 1, to, PEER, answer);
+                    out.extend(persist_all(&mut r, at + 1));
+                    re_formed = re_formed.or(sends(&out).into_iter().find_map(|(_, b)| match b {
+                        Body::Propose { view, base, .. } => Some((view, base)),
+                        _ => None,
+                    }));
+                }
+                // 2 never accepts the view without 0.
+                _ => {}
+            }
+        }
+        if re_formed.is_some() {
+            break;
+        }
+    }
+    let (view, base) = re_formed.expect("1 re-forms the view with 0");
+    let left_out_by = left_out_by.unwrap();
+    assert_eq!(left_out_by.members, Members::one(1).with(2));
+    assert_eq!((view.members, base), (Members::all(N), left_out_by.ballot));
+}

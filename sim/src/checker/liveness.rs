@@ -56,6 +56,9 @@ pub struct Cluster {
     pub crash_only: bool,
     /// The latest established view, if the protocol reports one.
     pub view: Option<EstablishedView>,
+    /// Members of every higher view (accepted or voted for, not established) that a running
+    /// replica holds: rule 8 waits for them too.
+    pub higher_accepted: Vec<ReplicaId>,
 }
 
 /// Which rule promises progress now, if any.
@@ -96,9 +99,12 @@ pub enum Why {
 /// - Every rule needs the network whole: a client cut off from the primary waits for the
 ///   heal whatever the protocol, and silence is never evidence.
 ///
-/// The rule 8 wait also covers members of a *higher accepted* view a replica reports; the
-/// simulator sees only established views, so a reunion of V's members may still wait for
-/// such a member. No seed has shown it; if one does, this is the place.
+/// - Rule 8's reunion also waits for every member of a *higher accepted* view a reachable
+///   replica reports: such a view may have been established unseen (its last acceptance
+///   lost in its proposer's crash), and a member may then have gone on alone on evidence
+///   and committed what only its disk holds (crash-only seed 3579: r2 proposed {0, 2}, r0
+///   accepted, r2 crashed, r0 later lost its disk). Without a survivor, nothing is promised
+///   while such a member is not running.
 pub fn promised(promise: Promise, cluster: &Cluster) -> Option<Why> {
     if !cluster.network_whole {
         return None;
@@ -116,7 +122,8 @@ pub fn promised(promise: Promise, cluster: &Cluster) -> Option<Why> {
     let survivor = view.members.iter().any(|&m| {
         matches!(cluster.processes[usize::from(m)], Process::Running { since } if since <= view.since)
     });
-    if view.members.iter().all(running) {
+    let reunion_waits = !survivor && !cluster.higher_accepted.iter().all(running);
+    if view.members.iter().all(running) && !reunion_waits {
         Some(Why::ViewRuns)
     } else if survivor && majority {
         Some(Why::MajorityConnected)
@@ -146,6 +153,7 @@ mod tests {
                 members: view.to_vec(),
                 since: Instant(since),
             }),
+            higher_accepted: Vec::new(),
         }
     }
 
@@ -258,6 +266,21 @@ mod tests {
         );
         // A loss outside the view is nobody's concern.
         let c = cluster(vec![running(9), running(9), gone], &[0, 1], 5);
+        assert_eq!(promised(Promise::TwoCrash, &c), Some(Why::ViewRuns));
+    }
+
+    #[test]
+    fn a_reunion_waits_for_the_members_of_a_higher_accepted_view() {
+        // Seed 3579 (crash-only): {2} established; 2 proposed {0, 2}, 0 accepted, 2 crashed
+        // and restarted; then 0 lost its disk. Rule 8 waits for 0.
+        let mut c = cluster(vec![Process::Gone, running(9), running(9)], &[2], 5);
+        c.higher_accepted = vec![0, 2];
+        assert_eq!(promised(Promise::TwoCrash, &c), None);
+        c.processes[0] = running(10);
+        assert_eq!(promised(Promise::TwoCrash, &c), Some(Why::ViewRuns));
+        // A survivor of {2} does not wait (it is not rejoining).
+        c.processes[0] = Process::Gone;
+        c.processes[2] = running(0);
         assert_eq!(promised(Promise::TwoCrash, &c), Some(Why::ViewRuns));
     }
 }

@@ -27,11 +27,20 @@ impl Sim {
                 (None, _) => Process::Killed,
             })
             .collect();
+        let established = self.latest_established.as_ref().map(|(view, _)| *view);
+        let mut higher_accepted: Vec<_> = (0..self.opts.replicas)
+            .filter_map(|r| self.status(r))
+            .filter(|s| established.is_some_and(|view| s.view > view) && !s.established)
+            .flat_map(|s| s.members)
+            .collect();
+        higher_accepted.sort_unstable();
+        higher_accepted.dedup();
         Cluster {
             processes,
             network_whole: !self.net.has_cuts(),
             crash_only: self.crash_only,
             view: self.latest_established.as_ref().map(|(_, v)| v.clone()),
+            higher_accepted,
         }
     }
 
@@ -53,6 +62,7 @@ impl Sim {
         // this check is for.
         let faults = Cluster {
             view: None,
+            higher_accepted: Vec::new(),
             ..picture.clone()
         };
         if self.last_picture.as_ref() != Some(&faults) {
