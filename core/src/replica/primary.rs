@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 
 /// What a proposer in phase 2, then the primary, tracks for its view.
 #[derive(Debug)]
-pub(super) struct Primary {
+pub(super) struct PrimaryState {
     /// Phase 2 in progress: the view is not established yet, nothing commits.
     pub(super) proposal: Option<Proposal>,
     /// Replication progress of every other member of the view.
@@ -46,19 +46,19 @@ pub(super) enum SendState {
     Snapshot { offset: u64 },
 }
 
-impl Primary {
+impl PrimaryState {
     pub fn new(
         peers: impl IntoIterator<Item = ReplicaId>,
         next: OpIndex,
         proposal: Option<Proposal>,
-    ) -> Primary {
+    ) -> PrimaryState {
         let progress = |_| Progress {
             next,
             matched: 0,
             matched_at_heartbeat: 0,
             state: SendState::Probe,
         };
-        Primary {
+        PrimaryState {
             proposal,
             peers: peers.into_iter().map(|p| (p, progress(p))).collect(),
             pending: BTreeMap::new(),

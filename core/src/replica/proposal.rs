@@ -2,7 +2,7 @@
 //! establishing (1d), who proposes and whom it leaves out (rule 4), leases by heartbeat
 //! (rule 3), rejoin through the primary (rule 7) and everyone-down (rule 8).
 
-use super::primary::Primary;
+use super::primary::PrimaryState;
 use super::role::RoleState;
 use super::timers::Timer;
 use super::view::{self, Exclusion, Incarnation, Members, ViewDef};
@@ -685,7 +685,7 @@ impl super::Replica {
             replicating: false,
         };
         let peers = view.members.iter().filter(|&m| m != me);
-        let mut primary = Primary::new(peers, log_end + 1, Some(proposal));
+        let mut primary = PrimaryState::new(peers, log_end + 1, Some(proposal));
         for entry in self.log.entries_after(self.commit) {
             if let EntryBody::Request(r) = &entry.body {
                 primary.pending.insert(r.client, r.request);
@@ -745,7 +745,7 @@ impl super::Replica {
                     self.send_after_persist(peer, message.clone());
                 }
             }
-            RoleState::Primary(Primary {
+            RoleState::Primary(PrimaryState {
                 proposal: Some(p), ..
             }) => {
                 if now.saturating_sub(p.started) > timeout {
@@ -927,7 +927,7 @@ impl super::Replica {
     pub(super) fn become_primary_of_established(&mut self) {
         let me = self.opts.id;
         let peers = self.state.accepted.members.iter().filter(|&m| m != me);
-        let mut primary = Primary::new(peers, self.log.last_index() + 1, None);
+        let mut primary = PrimaryState::new(peers, self.log.last_index() + 1, None);
         for entry in self.log.entries_after(self.commit) {
             if let EntryBody::Request(r) = &entry.body {
                 primary.pending.insert(r.client, r.request);

@@ -1,6 +1,6 @@
 //! Role-typed state: what a replica knows that only matters in its current role.
 
-use super::primary::Primary;
+use super::primary::PrimaryState;
 use super::proposal::Preparing;
 use super::Role;
 use crate::ids::ReplicaId;
@@ -14,7 +14,7 @@ pub(super) enum RoleState {
     Preparing(Preparing),
     /// Proposer of our accepted view: phase 2 while `proposal` is set (bringing members to
     /// our log, counting acceptances), then the primary of the established view.
-    Primary(Primary),
+    Primary(PrimaryState),
 }
 
 impl RoleState {
@@ -27,14 +27,14 @@ impl RoleState {
         }
     }
 
-    pub fn as_primary(&mut self) -> Option<&mut Primary> {
+    pub fn as_primary(&mut self) -> Option<&mut PrimaryState> {
         match self {
             RoleState::Primary(p) => Some(p),
             _ => None,
         }
     }
 
-    pub fn primary_ref(&self) -> Option<&Primary> {
+    pub fn primary_ref(&self) -> Option<&PrimaryState> {
         match self {
             RoleState::Primary(p) => Some(p),
             _ => None,
