@@ -27,6 +27,9 @@ pub struct Config {
     pub limits: Limits,
     #[serde(default)]
     pub net: NetLimits,
+    /// Timing of the two-crash protocol's leases (issue 8, rule 3).
+    #[serde(default)]
+    pub leases: LeaseSettings,
     /// Certificates for TLS on client and peer links; without it, links are plaintext.
     #[serde(default)]
     pub tls: Option<TlsFiles>,
@@ -110,6 +113,48 @@ impl Default for NetLimits {
     }
 }
 
+/// The `leases:` section: the fault model's timing bounds (README, "What each mode
+/// tolerates"). The defaults make a promise last 1.26 s.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LeaseSettings {
+    /// L: how long a peer's answer to a heartbeat lets a replica count on that peer.
+    pub lease_ms: u64,
+    /// Bound on how much faster one replica's clock may run than another's, in millionths
+    /// (10000 = 1 %).
+    pub max_clock_drift_ppm: u32,
+    /// A replica that notices its own process stalled longer than this drops its leases
+    /// before it acts again; a longer stall that goes unnoticed is outside the model.
+    pub pause_bound_ms: u64,
+    /// Added to every promise: at least the pause bound plus the time from a lease check
+    /// to the action it allows.
+    pub margin_ms: u64,
+}
+
+impl Default for LeaseSettings {
+    fn default() -> Self {
+        let d = crate::replica::LeaseOptions::default();
+        LeaseSettings {
+            lease_ms: d.lease.as_millis() as u64,
+            max_clock_drift_ppm: d.max_clock_drift_ppm,
+            pause_bound_ms: d.pause_bound.as_millis() as u64,
+            margin_ms: d.margin.as_millis() as u64,
+        }
+    }
+}
+
+impl LeaseSettings {
+    pub fn options(&self) -> crate::replica::LeaseOptions {
+        use crate::time::Duration;
+        crate::replica::LeaseOptions {
+            lease: Duration::from_millis(self.lease_ms),
+            max_clock_drift_ppm: self.max_clock_drift_ppm,
+            margin: Duration::from_millis(self.margin_ms),
+            pause_bound: Duration::from_millis(self.pause_bound_ms),
+        }
+    }
+}
+
 fn default_snapshot_every() -> u64 {
     10_000
 }
@@ -185,6 +230,29 @@ impl Config {
             return Err(invalid(
                 "election_timeout_ms",
                 "must be at least twice heartbeat_interval_ms",
+            ));
+        }
+        let leases = &self.leases;
+        if leases.lease_ms < 2 * self.heartbeat_interval_ms {
+            // A lease is renewed by heartbeats: at least two per lease.
+            return Err(invalid(
+                "leases.lease_ms",
+                "must be at least twice heartbeat_interval_ms",
+            ));
+        }
+        if leases.max_clock_drift_ppm > 100_000 {
+            return Err(invalid(
+                "leases.max_clock_drift_ppm",
+                "must be at most 100000 (10 %)",
+            ));
+        }
+        if leases.pause_bound_ms < 2 {
+            return Err(invalid("leases.pause_bound_ms", "must be at least 2"));
+        }
+        if leases.margin_ms < leases.pause_bound_ms {
+            return Err(invalid(
+                "leases.margin_ms",
+                "must be at least leases.pause_bound_ms",
             ));
         }
         if self.snapshot_every == 0 {
@@ -358,6 +426,36 @@ mod tests {
         assert_eq!(Config::parse(without).unwrap().tls, None);
         let e = err(&format!("{without}\ntls:\n  ca: t/ca.pem\n"));
         assert!(e.contains("certificate"), "{e}");
+    }
+
+    #[test]
+    fn lease_settings_default_to_the_protocol_defaults_and_are_checked() {
+        let c = Config::parse(GOOD).unwrap();
+        assert_eq!(c.leases.options(), crate::replica::LeaseOptions::default());
+        let (head, tail) = GOOD.split_once("leases:\n").unwrap();
+        let (_, after) = tail.split_once("\n# ").unwrap();
+        let without = format!("{head}# {after}");
+        assert_eq!(
+            Config::parse(&without).unwrap().leases,
+            LeaseSettings::default()
+        );
+        let with = |section: &str| format!("{without}\nleases:\n{section}");
+        let c = Config::parse(&with("  lease_ms: 2000\n")).unwrap();
+        assert_eq!(c.leases.lease_ms, 2000);
+        assert_eq!(c.leases.margin_ms, 250, "the others keep their defaults");
+        for (bad, key) in [
+            ("  lease_ms: 150\n", "leases.lease_ms"),
+            (
+                "  max_clock_drift_ppm: 200000\n",
+                "leases.max_clock_drift_ppm",
+            ),
+            ("  pause_bound_ms: 0\n", "leases.pause_bound_ms"),
+            ("  pause_bound_ms: 300\n", "leases.margin_ms"),
+            ("  lease: 1\n", "lease"),
+        ] {
+            let e = err(&with(bad));
+            assert!(e.contains(key), "{bad}: {e}");
+        }
     }
 
     #[test]

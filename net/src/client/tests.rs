@@ -171,6 +171,7 @@ fn config(fakes: &[&Fake]) -> Config {
         snapshot_every: 100,
         limits: Default::default(),
         net: NetLimits::default(),
+        leases: Default::default(),
         tls: None,
     }
 }

@@ -34,7 +34,7 @@ pub use shutdown::Shutdown;
 use crate::storage::{DirLock, Storage, StorageOptions};
 use chat_core::config::Config;
 use chat_core::ids::ReplicaId;
-use chat_core::replica::{LeaseOptions, Mutations, Options, Replica};
+use chat_core::replica::{Mutations, Options, Replica};
 use chat_core::time::Duration;
 use event_loop::{Clock, EventLoop};
 use std::path::PathBuf;
@@ -96,7 +96,7 @@ fn replica_options(config: &Config, id: ReplicaId) -> Options {
         // Jitter and the incarnation id must differ between replicas and between restarts.
         seed: rand::random::<u64>() ^ u64::from(id),
         limits: config.limits.clone(),
-        leases: LeaseOptions::default(),
+        leases: config.leases.options(),
         mutations: Mutations::default(),
     }
 }
