@@ -465,8 +465,16 @@ impl Replica {
             Input::Persisted(id) => self.on_persisted(id),
             Input::PeerRefused(peer) => {
                 if !self.rejoining {
+                    // Only new evidence restarts a proposal at once: a proposal that asks the
+                    // refusing peer anyway (phase 1 of a silent exclusion asks everyone) would
+                    // otherwise restart on every refusal without time passing.
+                    let had_evidence = self.leases.has_evidence(peer);
                     self.leases.refused(peer, self.now);
-                    self.on_evidence(peer);
+                    if had_evidence {
+                        self.maybe_propose();
+                    } else {
+                        self.on_evidence(peer);
+                    }
                 }
             }
         }
