@@ -15,6 +15,7 @@ mod clients;
 mod conn;
 mod error;
 mod event_loop;
+mod fresh_start;
 mod handshake;
 mod hash_pool;
 mod io_thread;
@@ -28,6 +29,7 @@ mod session_opens;
 mod shutdown;
 
 pub use error::ServerError;
+pub use fresh_start::{ran_before, RanBefore};
 pub use options::ServerOptions;
 pub use shutdown::Shutdown;
 
@@ -68,6 +70,14 @@ pub fn run(config: &Config, id: ReplicaId, opts: ServerOptions) -> Result<(), Se
         snapshot = ?report.snapshot_index,
         "storage opened"
     );
+    // Issue 8, disk loss: a directory without state, in a cluster that ran with this replica
+    // before, is refused before anything is sent (see `fresh_start` for the rule and its
+    // limits). A directory with state skips this: its start is not slowed.
+    if report.records == 0 && report.snapshot_index.is_none() && config.replicas.len() > 1 {
+        if let Some(found) = fresh_start::ask_peers(config, id, fresh_start::ASK_TIMEOUT) {
+            return Err(ServerError::LostDataDir(fresh_start::refusal(&dir, &found)));
+        }
+    }
     let clock = Clock::start();
     let replica = Replica::new(replica_options(config, id), recovered, clock.now())?;
     let signals = opts
