@@ -124,7 +124,7 @@ fn a_first_start_after_the_others_left_the_replica_out_is_not_refused() {
     assert!(
         cluster
             .log(2)
-            .contains("none has run with this one before: starting as a new member"),
+            .contains("empty data directory: no other replica shows that the cluster ran"),
         "{}",
         cluster.log(2)
     );

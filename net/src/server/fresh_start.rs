@@ -85,8 +85,8 @@ pub(super) fn ask_peers(config: &Config, me: ReplicaId, timeout: Duration) -> Op
         });
     if found.is_none() {
         info!(
-            "empty data directory: {answered} of {} other replicas answered, none has run \
-             with this one before: starting as a new member",
+            "empty data directory: no other replica shows that the cluster ran with this one \
+             before ({answered} of {} answered): starting as a new member",
             peers.len()
         );
     }
