@@ -95,6 +95,14 @@ fn a_replica_whose_data_directory_was_deleted_is_refused_and_the_others_serve_on
         "refused before serving: {stderr}"
     );
 
+    // Refused before it wrote anything: no log segment left behind (each would reserve its
+    // blocks), only the lock file.
+    let names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, ["LOCK"]);
+
     // The other two serve on, and the refused one sent them nothing that disturbed them.
     assert!(cluster.all_running());
     create(&client, "dan");

@@ -56,6 +56,14 @@ pub fn run(config: &Config, id: ReplicaId, opts: ServerOptions) -> Result<(), Se
         .unwrap_or_else(|| PathBuf::from(&config.data_dir).join(format!("replica-{id}")));
     // Before anything in the directory is read; held until this function returns.
     let _lock = DirLock::acquire(&dir)?;
+    // Issue 8, disk loss: a directory without state, in a cluster that ran with this replica
+    // before, is refused before anything is written to it or sent (see `fresh_start` for the
+    // rule and its limits). A directory with state skips this: its start is not slowed.
+    if config.replicas.len() > 1 && Storage::holds_no_state(&dir)? {
+        if let Some(found) = fresh_start::ask_peers(config, id, fresh_start::ASK_TIMEOUT) {
+            return Err(ServerError::LostDataDir(fresh_start::refusal(&dir, &found)));
+        }
+    }
     let (storage, recovered, report) = Storage::open(&dir, StorageOptions::default())?;
     if let Some((file, len)) = &report.torn_tail {
         warn!(
@@ -70,14 +78,6 @@ pub fn run(config: &Config, id: ReplicaId, opts: ServerOptions) -> Result<(), Se
         snapshot = ?report.snapshot_index,
         "storage opened"
     );
-    // Issue 8, disk loss: a directory without state, in a cluster that ran with this replica
-    // before, is refused before anything is sent (see `fresh_start` for the rule and its
-    // limits). A directory with state skips this: its start is not slowed.
-    if report.records == 0 && report.snapshot_index.is_none() && config.replicas.len() > 1 {
-        if let Some(found) = fresh_start::ask_peers(config, id, fresh_start::ASK_TIMEOUT) {
-            return Err(ServerError::LostDataDir(fresh_start::refusal(&dir, &found)));
-        }
-    }
     let clock = Clock::start();
     let replica = Replica::new(replica_options(config, id), recovered, clock.now())?;
     let signals = opts
