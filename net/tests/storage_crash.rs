@@ -634,3 +634,24 @@ fn a_failed_start_on_a_full_disk_leaves_nothing_new_behind() {
     assert!(stdout.contains("refused as expected"), "{stdout}");
     assert_eq!(dir_state(dir.path()), before, "no new or changed file");
 }
+
+#[test]
+fn a_directory_holds_no_state_until_a_record_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("replica-0");
+    assert!(Storage::holds_no_state(&data).unwrap(), "missing");
+    std::fs::create_dir(&data).unwrap();
+    assert!(Storage::holds_no_state(&data).unwrap(), "empty");
+    let opts = StorageOptions::default();
+    drop(Storage::open(&data, opts).unwrap());
+    assert!(!segments(&data).is_empty());
+    assert!(
+        Storage::holds_no_state(&data).unwrap(),
+        "only an empty segment"
+    );
+    let (mut storage, _, _) = Storage::open(&data, opts).unwrap();
+    storage.append(&History::new(1).batch()).unwrap();
+    storage.sync().unwrap();
+    drop(storage);
+    assert!(!Storage::holds_no_state(&data).unwrap(), "a record written");
+}

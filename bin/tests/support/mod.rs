@@ -78,6 +78,14 @@ impl Cluster {
     }
 
     fn start_with(ca: Option<&Authority>) -> Cluster {
+        let mut cluster = Cluster::configure(ca);
+        cluster.start_all();
+        cluster
+    }
+
+    /// Writes the configuration (TLS if `ca`) and starts nothing: the test starts replicas
+    /// with [`Cluster::start_replica`].
+    pub fn configure(ca: Option<&Authority>) -> Cluster {
         let turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
         let dir = tempfile::tempdir().expect("temporary directory");
         let secret = dir.path().join("cluster.secret");
@@ -97,16 +105,14 @@ impl Cluster {
         let config_path = dir.path().join("config.yaml");
         std::fs::write(&config_path, text).expect("write configuration");
         let servers: Servers = Arc::new(Mutex::new((0..REPLICAS).map(|_| None).collect()));
-        let mut cluster = Cluster {
+        Cluster {
             dir,
             config,
             config_path,
             _watchdog: watchdog(servers.clone()),
             servers,
             _turn: turn,
-        };
-        cluster.start_all();
-        cluster
+        }
     }
 
     pub fn start_all(&mut self) {
@@ -117,6 +123,15 @@ impl Cluster {
     }
 
     pub fn start_replica(&mut self, id: ReplicaId) {
+        let command = self.server_command(id);
+        let log = self.dir.path().join(format!("replica-{id}.log"));
+        let server = ServerProcess::spawn(command, &log).expect("start chat-server");
+        lock(&self.servers)[id as usize] = Some(server);
+    }
+
+    /// The `chat-server` command line of replica `id` (its data directory is
+    /// [`Cluster::data_dir`]).
+    pub fn server_command(&self, id: ReplicaId) -> Command {
         let mut command = Command::new(env!("CARGO_BIN_EXE_chat-server"));
         command
             .arg("--config")
@@ -124,11 +139,14 @@ impl Cluster {
             .arg("--id")
             .arg(id.to_string())
             .arg("--data-dir")
-            .arg(self.dir.path().join(format!("replica-{id}")))
+            .arg(self.data_dir(id))
             .env("RUST_LOG", "info");
-        let log = self.dir.path().join(format!("replica-{id}.log"));
-        let server = ServerProcess::spawn(command, &log).expect("start chat-server");
-        lock(&self.servers)[id as usize] = Some(server);
+        command
+    }
+
+    /// Replica `id`'s data directory.
+    pub fn data_dir(&self, id: ReplicaId) -> PathBuf {
+        self.dir.path().join(format!("replica-{id}"))
     }
 
     /// `kill -9` one replica.

@@ -24,6 +24,10 @@ pub enum ServerError {
     },
     #[error(transparent)]
     Tls(#[from] TlsError),
+    /// The data directory holds no state, but another replica reports that the cluster ran
+    /// with this one before (the message says which, and what to do).
+    #[error("{0}")]
+    LostDataDir(String),
     #[error("the storage thread stopped unexpectedly")]
     IoThreadGone,
     #[error(

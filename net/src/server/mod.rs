@@ -15,6 +15,7 @@ mod clients;
 mod conn;
 mod error;
 mod event_loop;
+mod fresh_start;
 mod handshake;
 mod hash_pool;
 mod io_thread;
@@ -28,6 +29,7 @@ mod session_opens;
 mod shutdown;
 
 pub use error::ServerError;
+pub use fresh_start::{ran_before, RanBefore};
 pub use options::ServerOptions;
 pub use shutdown::Shutdown;
 
@@ -54,6 +56,14 @@ pub fn run(config: &Config, id: ReplicaId, opts: ServerOptions) -> Result<(), Se
         .unwrap_or_else(|| PathBuf::from(&config.data_dir).join(format!("replica-{id}")));
     // Before anything in the directory is read; held until this function returns.
     let _lock = DirLock::acquire(&dir)?;
+    // Issue 8, disk loss: a directory without state, in a cluster that ran with this replica
+    // before, is refused before anything is written to it or sent (see `fresh_start` for the
+    // rule and its limits). A directory with state skips this: its start is not slowed.
+    if config.replicas.len() > 1 && Storage::holds_no_state(&dir)? {
+        if let Some(found) = fresh_start::ask_peers(config, id, fresh_start::ASK_TIMEOUT) {
+            return Err(ServerError::LostDataDir(fresh_start::refusal(&dir, &found)));
+        }
+    }
     let (storage, recovered, report) = Storage::open(&dir, StorageOptions::default())?;
     if let Some((file, len)) = &report.torn_tail {
         warn!(

@@ -136,6 +136,25 @@ impl Storage {
         recovery::open(dir, opts)
     }
 
+    /// Whether `dir` holds no durable state: no snapshot, and no log segment with a byte in
+    /// it (a missing directory holds none). Reads names and sizes only, and changes nothing,
+    /// unlike [`open`](Self::open), which starts a new segment.
+    pub fn holds_no_state(dir: &Path) -> Result<bool, StorageError> {
+        if !dir.is_dir() {
+            return Ok(true);
+        }
+        let listing = files::list(dir)?;
+        if !listing.snapshots.is_empty() {
+            return Ok(false);
+        }
+        for (_, path) in &listing.segments {
+            if std::fs::metadata(path).map_err(io_error(path))?.len() > 0 {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
     /// Writes `records` after everything appended before. They are durable only after the
     /// next [`sync`](Self::sync).
     pub fn append(&mut self, records: &[Record]) -> Result<(), StorageError> {

@@ -1,0 +1,139 @@
+//! Issue 8, disk loss of one replica, on real processes: a replica whose data directory was
+//! deleted after the cluster ran with it is refused at start-up (exit status 1, one line
+//! naming the directory) while the others serve on; a replica whose first start comes a
+//! moment after the others' (which have already left it out of their view) still starts.
+
+#[allow(dead_code)] // the harness serves several test programs
+mod support;
+
+use chat_core::ids::ReplicaId;
+use std::io::Read;
+use std::process::{ExitStatus, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+use support::chat::{create, WAIT};
+use support::{Cluster, REPLICAS};
+
+/// Waits until every replica in `ids` answers with the same commit index as the others.
+fn until_same_commit(cluster: &Cluster, ids: &[ReplicaId]) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let commits: Vec<Option<u64>> = ids
+            .iter()
+            .map(|&id| cluster.status(id).map(|s| s.commit))
+            .collect();
+        if commits[0].is_some() && commits.iter().all(|c| *c == commits[0]) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "commits differ: {commits:?}");
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_replica_whose_data_directory_was_deleted_is_refused_and_the_others_serve_on() {
+    let mut cluster = Cluster::start();
+    let (client, _incoming) = cluster.client();
+    for user in ["ann", "bob", "cat"] {
+        create(&client, user);
+    }
+    let all: Vec<ReplicaId> = (0..REPLICAS as ReplicaId).collect();
+    // Every replica holds the accounts: the one about to lose its disk has acknowledged them.
+    until_same_commit(&cluster, &all);
+    let primary = cluster.wait_for_primary(None);
+    let lost = (primary + 1) % REPLICAS as ReplicaId;
+    cluster.kill(lost);
+    let dir = cluster.data_dir(lost);
+    std::fs::remove_dir_all(&dir).expect("delete the data directory");
+
+    let started = Instant::now();
+    let mut child = cluster
+        .server_command(lost)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start chat-server");
+    let status: Option<ExitStatus> = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break Some(status);
+        }
+        if started.elapsed() > Duration::from_secs(10) {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        thread::sleep(Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    let status = status.unwrap_or_else(|| panic!("still running after 10 s:\n{stderr}"));
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    let want = format!("data directory {} is empty, but replica ", dir.display());
+    let line = stderr
+        .lines()
+        .find(|l| l.contains(&want))
+        .unwrap_or_else(|| panic!("no {want:?} in:\n{stderr}"));
+    assert!(
+        line.contains("must not rejoin as if it remembered its promises")
+            && line.contains("chat-server --rejoin) is not built yet")
+            && line.contains("\"Troubleshooting\""),
+        "{line}"
+    );
+    assert!(
+        !stderr.contains("serving clients on"),
+        "refused before serving: {stderr}"
+    );
+
+    // Refused before it wrote anything: no log segment left behind (each would reserve its
+    // blocks), only the lock file.
+    let names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, ["LOCK"]);
+
+    // The other two serve on, and the refused one sent them nothing that disturbed them.
+    assert!(cluster.all_running());
+    create(&client, "dan");
+    let others: Vec<ReplicaId> = all.iter().copied().filter(|&id| id != lost).collect();
+    until_same_commit(&cluster, &others);
+    assert!(cluster.status(lost).is_none());
+}
+
+#[test]
+fn a_first_start_after_the_others_left_the_replica_out_is_not_refused() {
+    let mut cluster = Cluster::configure(None);
+    cluster.start_replica(0);
+    cluster.start_replica(1);
+    cluster.wait_for_primary(None);
+    // The two left replica 2 out (its peer port refused them): the view is no longer 0.
+    let deadline = Instant::now() + WAIT;
+    while cluster
+        .status(0)
+        .is_none_or(|s| s.view == 0 || s.members.contains(&2))
+    {
+        assert!(Instant::now() < deadline, "replica 2 never left out");
+        thread::sleep(Duration::from_millis(20));
+    }
+    cluster.start_replica(2);
+    until_same_commit(&cluster, &[0, 1, 2]);
+    assert!(cluster.all_running());
+    assert!(
+        cluster
+            .log(2)
+            .contains("empty data directory: no other replica shows that the cluster ran"),
+        "{}",
+        cluster.log(2)
+    );
+}
