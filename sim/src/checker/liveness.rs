@@ -59,6 +59,9 @@ pub struct Cluster {
     /// Members of every higher view (accepted or voted for, not established) that a running
     /// replica holds: rule 8 waits for them too.
     pub higher_accepted: Vec<ReplicaId>,
+    /// Members of the highest of those views: a survivor of the established view proposes
+    /// only on that base, so it must be one of them (rule 1b).
+    pub highest_accepted: Vec<ReplicaId>,
 }
 
 /// Which rule promises progress now, if any.
@@ -105,6 +108,13 @@ pub enum Why {
 ///   and committed what only its disk holds (crash-only seed 3579: r2 proposed {0, 2}, r0
 ///   accepted, r2 crashed, r0 later lost its disk). Without a survivor, nothing is promised
 ///   while such a member is not running.
+/// - A survivor proposes only on the highest accepted view phase 1 reports, and only if it
+///   is a member of it (rule 1b); a survivor left out of a higher unestablished view that a
+///   running replica holds cannot exclude anyone, so it counts as no survivor: only rule 8's
+///   reunion (by that view's rejoining proposer) is left, and it waits for every member of
+///   that view (seed 84161: {0, 1, 2} established; r2 proposed {1, 2} leaving the cut-off
+///   r0 out, crashed and restarted; r1 later lost its disk. {1, 2} may have been
+///   established unseen, and r1 may then have left r2 out on evidence and committed alone).
 pub fn promised(promise: Promise, cluster: &Cluster) -> Option<Why> {
     if !cluster.network_whole {
         return None;
@@ -119,8 +129,11 @@ pub fn promised(promise: Promise, cluster: &Cluster) -> Option<Why> {
         }
         (Promise::TwoCrash, Some(view)) => view,
     };
+    let proposes_on_the_base =
+        |m: ReplicaId| cluster.highest_accepted.is_empty() || cluster.highest_accepted.contains(&m);
     let survivor = view.members.iter().any(|&m| {
         matches!(cluster.processes[usize::from(m)], Process::Running { since } if since <= view.since)
+            && proposes_on_the_base(m)
     });
     let reunion_waits = !survivor && !cluster.higher_accepted.iter().all(running);
     if view.members.iter().all(running) && !reunion_waits {
@@ -154,6 +167,7 @@ mod tests {
                 since: Instant(since),
             }),
             higher_accepted: Vec::new(),
+            highest_accepted: Vec::new(),
         }
     }
 
@@ -282,5 +296,31 @@ mod tests {
         c.processes[0] = Process::Gone;
         c.processes[2] = running(0);
         assert_eq!(promised(Promise::TwoCrash, &c), Some(Why::ViewRuns));
+    }
+
+    #[test]
+    fn a_survivor_left_out_of_a_higher_accepted_view_is_no_survivor() {
+        // Seed 84161 (mixed faults): {0, 1, 2} established; r0 cut off, r2 proposed {1, 2}
+        // leaving it out, crashed and restarted (rejoining); r1 then lost its disk. r0 runs
+        // since the view but cannot propose on the base {1, 2}; rule 8 waits for r1.
+        let mut c = cluster(vec![running(0), Process::Gone, running(9)], &[0, 1, 2], 0);
+        c.crash_only = false;
+        c.higher_accepted = vec![1, 2];
+        c.highest_accepted = vec![1, 2];
+        assert_eq!(promised(Promise::TwoCrash, &c), None);
+        c.crash_only = true;
+        assert_eq!(promised(Promise::TwoCrash, &c), None);
+        // r1 back: the reunion re-forms {1, 2} with r0.
+        c.processes[1] = running(10);
+        assert_eq!(promised(Promise::TwoCrash, &c), Some(Why::ViewRuns));
+        // A survivor that is a member of the higher view proposes on it as before.
+        c.processes[1] = Process::Gone;
+        c.higher_accepted = vec![0, 2];
+        c.highest_accepted = vec![0, 2];
+        c.crash_only = false;
+        assert_eq!(
+            promised(Promise::TwoCrash, &c),
+            Some(Why::MajorityConnected)
+        );
     }
 }

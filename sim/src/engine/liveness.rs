@@ -28,11 +28,16 @@ impl Sim {
             })
             .collect();
         let established = self.latest_established.as_ref().map(|(view, _)| *view);
-        let mut higher_accepted: Vec<_> = (0..self.opts.replicas)
+        let higher: Vec<_> = (0..self.opts.replicas)
             .filter_map(|r| self.status(r))
             .filter(|s| established.is_some_and(|view| s.view > view) && !s.established)
-            .flat_map(|s| s.members)
             .collect();
+        let highest_accepted = higher
+            .iter()
+            .max_by_key(|s| s.view)
+            .map(|s| s.members.clone())
+            .unwrap_or_default();
+        let mut higher_accepted: Vec<_> = higher.into_iter().flat_map(|s| s.members).collect();
         higher_accepted.sort_unstable();
         higher_accepted.dedup();
         Cluster {
@@ -41,6 +46,7 @@ impl Sim {
             crash_only: self.crash_only,
             view: self.latest_established.as_ref().map(|(_, v)| v.clone()),
             higher_accepted,
+            highest_accepted,
         }
     }
 
@@ -63,6 +69,7 @@ impl Sim {
         let faults = Cluster {
             view: None,
             higher_accepted: Vec::new(),
+            highest_accepted: Vec::new(),
             ..picture.clone()
         };
         if self.last_picture.as_ref() != Some(&faults) {
