@@ -240,6 +240,18 @@ fn scenario_until_caught(
 /// the first 40 fail on agreement, the first at seed 1; all 40 pass with it off.
 const T3_SEEDS: Range<u64> = 0..20;
 
+/// A scripted run a second in, once it has a primary: the sim and that primary.
+fn with_a_primary(opts: SimOptions) -> Result<(Sim, ReplicaId), Failure> {
+    let mut sim = Sim::new(opts);
+    sim.run_for(secs(1))?;
+    assert!(
+        sim.wait_for(secs(5), |s| s.primary().is_some())?,
+        "no primary elected"
+    );
+    let p = sim.primary().expect("just checked");
+    Ok((sim, p))
+}
+
 /// Trace T3's danger, played out (rules 3 and 4(b)): the primary `p` is cut off; the other
 /// two exclude it for silence and commit in their new view; at that moment both are killed
 /// and the partition heals, so `p` gets refusals from both. It may exclude them on that
@@ -249,17 +261,11 @@ const T3_SEEDS: Range<u64> = 0..20;
 /// The clocks may drift 10 % (the protocol is told the bound): that widens the mutation's
 /// window from a heartbeat interval to about 200 ms. The other two come back later.
 fn t3_then_the_majority_crashes(seed: u64, mutations: Mutations) -> Result<(), Failure> {
-    let mut sim = Sim::new(SimOptions {
+    let (mut sim, p) = with_a_primary(SimOptions {
         max_clock_drift: 0.1,
         mutations,
         ..SimOptions::scripted(seed)
-    });
-    sim.run_for(secs(1))?;
-    assert!(
-        sim.wait_for(secs(5), |s| s.primary().is_some())?,
-        "no primary elected"
-    );
-    let p = sim.primary().expect("just checked");
+    })?;
     let others: Vec<ReplicaId> = (0..3).filter(|&r| r != p).collect();
     sim.partition(&[&[p], &others]);
     let committed = sim.committed();
@@ -294,16 +300,10 @@ fn t3_then_the_majority_crashes_passes_without_mutations() -> Result<(), Failure
 /// both are killed. `s` restarts alone, `x` 2 s later. Returns `s`'s status just after its
 /// restart.
 fn f4_at_the_pending_rejoin(seed: u64, mutations: Mutations) -> Result<Status, Failure> {
-    let mut sim = Sim::new(SimOptions {
+    let (mut sim, x) = with_a_primary(SimOptions {
         mutations,
         ..SimOptions::scripted(seed)
-    });
-    sim.run_for(secs(1))?;
-    assert!(
-        sim.wait_for(secs(5), |s| s.primary().is_some())?,
-        "no primary elected"
-    );
-    let x = sim.primary().expect("just checked");
+    })?;
     sim.play(&[
         Step::Kill(Target::Primary),
         Step::Wait(ms(50)),
