@@ -115,9 +115,17 @@ impl Leases {
             evidence_without_lease: mutations.evidence_without_lease,
             silent_while_promised: mutations.silent_exclusion_while_promised,
             opts,
+            // A process that just started cannot tell a silent peer from one still starting:
+            // it helps exclude no peer for silence for one promise, as if it had promised each.
             peers: peers
                 .into_iter()
-                .map(|p| (p, PeerLease::default()))
+                .map(|p| {
+                    let lease = PeerLease {
+                        promised_until: now + opts.promise(),
+                        ..PeerLease::default()
+                    };
+                    (p, lease)
+                })
                 .collect(),
             last_step: now,
         }
@@ -336,6 +344,13 @@ mod tests {
         assert!(l.may_vote_or_accept(at(1260)));
         let first = Leases::start(opts(), [1], at(0), false, &Mutations::default());
         assert!(first.may_vote_or_accept(at(0)));
+    }
+
+    #[test]
+    fn a_peer_not_heard_since_the_start_is_silent_only_after_one_promise() {
+        let first = Leases::start(opts(), [1], at(0), false, &Mutations::default());
+        assert_eq!(first.may_exclude(1, at(1259)), None);
+        assert_eq!(first.may_exclude(1, at(1260)), Some(Exclusion::Silent));
     }
 
     #[test]

@@ -569,8 +569,9 @@ fn a_member_left_out_by_a_proposal_that_never_took_is_kept_once_it_talks_again()
         quiet: false,
         log_end: 0,
     };
-    // 0 talks again from 600 ms on, once 1's first proposal without it was dropped.
-    let talks_from = 600;
+    // 0 talks again from 1,900 ms on, once 1's first proposal without it (after the start's
+    // grace of one promise, 1,260 ms) was dropped.
+    let talks_from = 1_900;
     let mut left_out_by = None;
     let mut re_formed = None;
     for at in (50..6_000).step_by(50) {
