@@ -136,18 +136,20 @@ impl std::fmt::Display for ReplicaError {
 }
 
 /// Runs replica `id` of the configuration `config` (found as [`crate::settings::load`] does)
-/// until SIGINT or SIGTERM, as `chat-server [--config PATH] --id N [--data-dir DIR]` does.
+/// until SIGINT or SIGTERM, as `chat-server [--config PATH] --id N [--data-dir DIR] [--rejoin]` does.
 /// The caller sets up logging.
 pub fn run_replica(
     config: Option<&Path>,
     id: chat_core::ids::ReplicaId,
     data_dir: Option<std::path::PathBuf>,
+    rejoin: bool,
 ) -> Result<(), ReplicaError> {
     let config = crate::settings::load(config)
         .map_err(ReplicaError::Config)?
         .config;
     let options = chat_net::server::ServerOptions {
         data_dir,
+        rejoin,
         handle_signals: true,
         ..chat_net::server::ServerOptions::default()
     };

@@ -6,12 +6,13 @@
 #[allow(dead_code)] // the harness serves several test programs
 mod support;
 
+use chat_core::chat::{Op, Reply};
 use chat_core::ids::ReplicaId;
 use std::io::Read;
 use std::process::{ExitStatus, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
-use support::chat::{create, WAIT};
+use support::chat::{create, ok, WAIT};
 use support::{Cluster, REPLICAS};
 
 /// Waits until every replica in `ids` answers with the same commit index as the others.
@@ -86,7 +87,7 @@ fn a_replica_whose_data_directory_was_deleted_is_refused_and_the_others_serve_on
         .unwrap_or_else(|| panic!("no {want:?} in:\n{stderr}"));
     assert!(
         line.contains("must not rejoin as if it remembered its promises")
-            && line.contains("chat-server --rejoin) is not built yet")
+            && line.contains("start it with --rejoin")
             && line.contains("\"Troubleshooting\""),
         "{line}"
     );
@@ -109,6 +110,58 @@ fn a_replica_whose_data_directory_was_deleted_is_refused_and_the_others_serve_on
     let others: Vec<ReplicaId> = all.iter().copied().filter(|&id| id != lost).collect();
     until_same_commit(&cluster, &others);
     assert!(cluster.status(lost).is_none());
+
+    // `--rejoin` brings it back with no state: the primary adds it once it holds the whole
+    // log, and then it carries every acknowledged update: the other two may crash (once it
+    // holds a lease from each, so that their refusals are evidence).
+    cluster.start_replica_with(lost, &["--rejoin"]);
+    let deadline = Instant::now() + WAIT;
+    while !cluster.status(lost).is_some_and(|s| {
+        s.established && s.members.contains(&lost) && !s.rejoining && s.leases.len() == 2
+    }) {
+        assert!(
+            Instant::now() < deadline,
+            "not added back: {}",
+            cluster.log(lost)
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+    until_same_commit(&cluster, &all);
+    for id in others {
+        cluster.kill(id);
+    }
+    let (client, _incoming) = cluster.client();
+    create(&client, "eve");
+    let listed = ok(
+        &client,
+        Op::List {
+            pattern: String::new(),
+        },
+    );
+    let Reply::Accounts { names, .. } = listed else {
+        panic!("0| -> {listed:?}");
+    };
+    assert_eq!(names, ["ann", "bob", "cat", "dan", "eve"]);
+    assert_eq!(cluster.wait_for_primary(None), lost);
+}
+
+#[test]
+fn rejoin_is_refused_on_a_directory_that_holds_state() {
+    let mut cluster = Cluster::start();
+    let id = 2;
+    cluster.kill(id);
+    let output = cluster
+        .server_command(id)
+        .arg("--rejoin")
+        .output()
+        .expect("run chat-server");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    let want = format!(
+        "--rejoin is for a replica whose data directory was lost, but {} holds this replica's state",
+        cluster.data_dir(id).display()
+    );
+    assert!(stderr.contains(&want), "{stderr}");
 }
 
 #[test]
@@ -117,7 +170,7 @@ fn a_first_start_after_the_others_left_the_replica_out_is_not_refused() {
     cluster.start_replica(0);
     cluster.start_replica(1);
     cluster.wait_for_primary(None);
-    // The two left replica 2 out (its peer port refused them): the view is no longer 0.
+    // The two left replica 2 out (silent past the start's grace): the view is no longer 0.
     let deadline = Instant::now() + WAIT;
     while cluster
         .status(0)

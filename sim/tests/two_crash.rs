@@ -663,6 +663,18 @@ fn a_lost_disk_is_waited_for_only_when_no_member_of_the_view_survived() -> Resul
     assert!(sim.is_stopped(alone));
     sim.run_for(secs(5))?;
     assert_eq!(sim.liveness_promised(), None);
+    // Brought back on an empty disk (`chat-server --rejoin`), it is still waited for: its
+    // lost disk alone held what it committed, and the backups must not go on without it.
+    let committed = sim.committed();
+    sim.lose_disk(alone);
+    sim.restart(alone)?;
+    sim.run_for(secs(5))?;
+    assert_eq!(sim.liveness_promised(), None);
+    assert_eq!(
+        sim.committed(),
+        committed,
+        "nothing commits without the lost entries"
+    );
     let report = sim.finish()?;
     assert!(report.stats.quiet_unpromised);
 
@@ -711,6 +723,72 @@ fn failover_on_evidence_resumes_commits_within_100ms() -> Result<(), Failure> {
             );
             sim.finish()?;
         }
+    }
+    Ok(())
+}
+
+// ----- disk loss of one replica: `chat-server --rejoin` -----
+
+/// How long a replica back on an empty disk takes to be added again: one promise of quiet
+/// (rule 3), the catch-up and a view change, with room.
+const ADDED_BACK: Duration = Duration::from_secs(4);
+
+/// A replica whose disk was lost comes back knowing no view, is added back through the
+/// primary once it holds the whole log (rule 7), and then carries every acknowledged entry:
+/// the other two may crash and it serves alone. Played with a backup's disk and with the
+/// primary's (the primary is killed, the others carry on, it comes back empty).
+#[test]
+fn a_replica_back_on_an_empty_disk_is_added_and_then_survives_both_others() -> Result<(), Failure> {
+    for seed in 160..164 {
+        // The lost disk is `lost`'s; `x` and `y` crash once it is back.
+        let steps = |lost, x, y| {
+            vec![
+                Kill(Replica(lost)),
+                SERVES,
+                RestartWithLostDisk(Replica(lost)),
+                Wait(ADDED_BACK),
+                SERVES,
+                Kill(Replica(x)),
+                Kill(Replica(y)),
+                SERVES,
+                Restart(Replica(x)),
+                Restart(Replica(y)),
+                SERVES,
+            ]
+        };
+        play3(seed, |p, a, b| steps(b, p, a))?;
+        play3(seed + 10, steps)?;
+    }
+    Ok(())
+}
+
+/// A replica on an empty disk that crashes again before it was added back still knows no
+/// view when it restarts from that disk (the state `--rejoin` wrote is durable), and while
+/// it knows none its answers count for nothing: everyone going down with it, the two others
+/// re-form the view from their logs.
+#[test]
+fn a_replica_on_an_empty_disk_counts_for_nothing_until_added() -> Result<(), Failure> {
+    for seed in 180..184 {
+        play3(seed, |p, a, b| {
+            vec![
+                Kill(Replica(b)),
+                SERVES,
+                RestartWithLostDisk(Replica(b)),
+                Wait(ms(100)),
+                Kill(Replica(b)),
+                Restart(Replica(b)),
+                Kill(Replica(p)),
+                Kill(Replica(a)),
+                Wait(secs(1)),
+                Restart(Replica(p)),
+                Restart(Replica(a)),
+                SERVES,
+                Wait(ADDED_BACK),
+                Kill(Replica(p)),
+                Kill(Replica(a)),
+                SERVES,
+            ]
+        })?;
     }
     Ok(())
 }

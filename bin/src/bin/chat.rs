@@ -177,7 +177,7 @@ fn stop_on_signals<const N: usize>(
 /// One replica, as `chat-server --config PATH --id N` runs it.
 fn replica(config: Option<&Path>, id: ReplicaId) -> Result<(), String> {
     logging::init()?;
-    process::run_replica(config, id, None).map_err(|e| match e {
+    process::run_replica(config, id, None, false).map_err(|e| match e {
         ReplicaError::Config(e) => e,
         ReplicaError::Server(e) => format!("replica {id}: {e}"),
     })

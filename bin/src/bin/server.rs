@@ -1,4 +1,4 @@
-//! `chat-server [--config config.yaml] --id N [--data-dir DIR]`: runs replica N of the
+//! `chat-server [--config config.yaml] --id N [--data-dir DIR] [--rejoin]`: runs replica N of the
 //! cluster until SIGINT or SIGTERM. Logs go to stderr, filtered by `RUST_LOG` (default
 //! `info`), coloured only on a terminal.
 
@@ -24,6 +24,11 @@ struct Args {
     /// Where to keep the log and snapshots [default: <data_dir of the config>/replica-<N>].
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
+    /// Bring back a replica whose data directory was lost or wiped: start on the empty
+    /// directory knowing nothing, and rejoin through the primary, taking its whole state.
+    /// Refused if the directory holds state.
+    #[arg(long)]
+    rejoin: bool,
 }
 
 fn main() -> ExitCode {
@@ -32,7 +37,7 @@ fn main() -> ExitCode {
         eprintln!("chat-server: {e}");
         return ExitCode::from(2);
     }
-    match process::run_replica(args.config.as_deref(), args.id, args.data_dir) {
+    match process::run_replica(args.config.as_deref(), args.id, args.data_dir, args.rejoin) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("chat-server: {e}");

@@ -123,7 +123,13 @@ impl Cluster {
     }
 
     pub fn start_replica(&mut self, id: ReplicaId) {
-        let command = self.server_command(id);
+        self.start_replica_with(id, &[]);
+    }
+
+    /// Starts replica `id` with these extra `chat-server` arguments.
+    pub fn start_replica_with(&mut self, id: ReplicaId, args: &[&str]) {
+        let mut command = self.server_command(id);
+        command.args(args);
         let log = self.dir.path().join(format!("replica-{id}.log"));
         let server = ServerProcess::spawn(command, &log).expect("start chat-server");
         lock(&self.servers)[id as usize] = Some(server);

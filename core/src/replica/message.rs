@@ -29,6 +29,14 @@ pub struct Report {
     pub log_end: OpIndex,
 }
 
+impl Report {
+    /// The sender lost its disk and was not added back yet ([`super::view::Durable::lost`]):
+    /// what it reports is not what its earlier lives promised or accepted.
+    pub fn knows_no_view(&self) -> bool {
+        self.established.members.is_empty()
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Body {
     /// Lease renewal (rule 3), between members of each other's accepted view.

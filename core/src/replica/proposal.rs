@@ -30,7 +30,7 @@ pub(super) struct Preparing {
 }
 
 /// What a proposal changes.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 enum Kind {
     /// Rule 4: leave these out (an empty list re-forms the base view).
     Exclude(Vec<(ReplicaId, Exclusion)>),
@@ -396,7 +396,13 @@ impl super::Replica {
             .any(|r| r.accepted.ballot > highest.ballot && !r.vote);
         let missing: Members = wait_for
             .iter()
-            .filter(|m| !reports.get(m).is_some_and(|r| r.rejoining || above))
+            // One that lost its disk counts as missing: its disk may have held entries
+            // nobody else has (it went on alone, then lost it).
+            .filter(|m| {
+                !reports
+                    .get(m)
+                    .is_some_and(|r| (r.rejoining || above) && !r.knows_no_view())
+            })
             .collect();
         if !missing.is_empty() {
             return (missing, None);
@@ -411,7 +417,7 @@ impl super::Replica {
 
     /// The replicas a rejoining replica waits for (rule 8), for the status.
     pub(super) fn waiting_for(&self) -> Vec<ReplicaId> {
-        if !self.rejoining {
+        if !self.rejoining || self.state.knows_no_view() {
             return Vec::new();
         }
         match self.recovery() {
@@ -423,6 +429,9 @@ impl super::Replica {
     fn maybe_recover(&mut self) {
         if !matches!(self.role, RoleState::Backup { .. }) || self.now < self.next_proposal_at {
             return;
+        }
+        if self.state.knows_no_view() {
+            return; // It lost its disk: it waits to be added back (rule 7), never re-forms.
         }
         if !self.leases.may_vote_or_accept(self.now) {
             return;
@@ -548,7 +557,10 @@ impl super::Replica {
         if p.ballot != ballot {
             return;
         }
-        if granted {
+        // A replica that lost its disk forgot what it promised and voted for: its answer
+        // counts only in the proposal that adds it back, whose base is our own view.
+        let counts = !report.knows_no_view() || p.kind == Kind::Rejoin(from);
+        if granted && counts {
             p.answers.insert(from, report);
             self.maybe_finish_phase_one();
         } else if report.promised != ballot {

@@ -148,6 +148,33 @@ impl Durable {
     }
 }
 
+impl Durable {
+    /// The state a replica starts from when its data directory was lost (`chat-server
+    /// --rejoin`): it knows no view at all (no members), so that nobody counts what it
+    /// reports, and it rejoins through the primary like any restarted replica (rule 7). Its
+    /// earlier lives' counters are lost with the disk: `incarnation` must be above all of
+    /// them (the caller derives it from the wall clock).
+    pub fn lost(incarnation: u64) -> Durable {
+        let nothing = ViewDef {
+            ballot: 0,
+            members: Members(0),
+        };
+        Durable {
+            incarnation,
+            promised: 0,
+            accepted: nothing,
+            vote: false,
+            established: nothing,
+        }
+    }
+
+    /// Whether this replica's disk was lost and it has not been added back to a view yet:
+    /// no real view is empty.
+    pub fn knows_no_view(&self) -> bool {
+        self.established.members.is_empty()
+    }
+}
+
 /// One life of a replica process: the durable counter, and a random id (two processes that
 /// read the same counter still differ).
 #[derive(

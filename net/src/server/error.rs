@@ -28,6 +28,9 @@ pub enum ServerError {
     /// with this one before (the message says which, and what to do).
     #[error("{0}")]
     LostDataDir(String),
+    /// `--rejoin` where it does not apply (the message says why).
+    #[error("{0}")]
+    Rejoin(String),
     #[error("the storage thread stopped unexpectedly")]
     IoThreadGone,
     #[error(

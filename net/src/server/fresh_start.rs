@@ -9,12 +9,11 @@
 //! Measured on real processes (three fresh `chat-server`s, `chat-admin status --json`): a
 //! fresh cluster reports view 0 and commit 0 until every replica is up, then view 0, commit 1
 //! and last index 1 (the first primary's no-op), and stays there while idle. A replica that
-//! starts even 50 ms after the two others is already left out by them (its peer port refused
-//! them: evidence of a crash), so they report view 256 (ballot 1 of replica 0), commit 2, and
-//! members without it — although it never ran. So "view > 0 or commit > 0" would refuse a
-//! replica started a moment late on the cluster's first run (three terminals, or a loaded
-//! machine during `chat demo`). A peer's status shows the cluster ran *before* this start
-//! when:
+//! starts more than one promise (about 1.3 s) after the two others is left out by them
+//! (silent since their start), so they report view 256 (ballot 1 of replica 0), commit 2,
+//! and members without it — although it never ran. So "view > 0 or commit > 0" would refuse
+//! a replica started late on the cluster's first run (three terminals). A peer's status
+//! shows the cluster ran *before* this start when:
 //!
 //! 1. its view is the initial view 0 and its commit is above 0: in view 0 an entry commits
 //!    only once every configured replica, this one included, holds it durably — an earlier
@@ -29,17 +28,21 @@
 //! answers, or while the others have left it out of their view and have served no client
 //! since the cluster's first start, is not detected; and a replica started for the first time
 //! after the others have served clients without it is refused like a wiped one (the two
-//! cannot be told apart from the status), until a way to join with an empty directory
-//! (`chat-server --rejoin`) is built.
+//! cannot be told apart from the status): `chat-server --rejoin` brings either in.
+//!
+//! `--rejoin` starts on the empty directory from [`Durable::lost`]: the replica knows no
+//! view, its answers count for nothing, and the primary adds it back once it holds the
+//! whole log (rule 7).
 
+use super::ServerError;
 use crate::client;
 use crate::tls::ClientTls;
 use chat_core::config::{Config, ReplicaAddr};
 use chat_core::ids::ReplicaId;
-use chat_core::replica::view::number;
+use chat_core::replica::view::{number, Durable};
 use chat_core::replica::Status;
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tracing::info;
 
 /// How long each peer has to answer (asked all at once, once each).
@@ -111,13 +114,49 @@ pub fn ran_before(peer: &Status, me: ReplicaId) -> bool {
     (peer.established && peer.members.contains(&me)) || peer.commit > 1 + number(peer.view)
 }
 
+/// `--rejoin` applies only to an empty directory (a directory with state would lose it:
+/// move it away first), and only in a cluster with other replicas to take the state from.
+pub(super) fn check_rejoin(
+    config: &Config,
+    dir: &Path,
+    holds_no_state: bool,
+) -> Result<(), ServerError> {
+    if !holds_no_state {
+        return Err(ServerError::Rejoin(format!(
+            "--rejoin is for a replica whose data directory was lost, but {} holds this \
+             replica's state: start it without --rejoin (to rebuild it from the others, move \
+             the directory away first)",
+            dir.display()
+        )));
+    }
+    if config.replicas.len() < 2 {
+        return Err(ServerError::Rejoin(
+            "--rejoin takes the state from the other replicas, and the configuration has no \
+             other replica"
+                .into(),
+        ));
+    }
+    Ok(())
+}
+
+/// The durable state a `--rejoin` start begins from: it knows no view, and its incarnation
+/// counter (the counters of its earlier lives were lost with the disk, and peers ignore
+/// messages from an incarnation below one they heard) is the wall clock in microseconds,
+/// far above any count of restarts.
+pub(super) fn lost_state() -> Durable {
+    let micros = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64);
+    Durable::lost(micros.max(1 << 40))
+}
+
 /// The refusal, one line.
 pub(super) fn refusal(dir: &Path, found: &RanBefore) -> String {
     format!(
         "data directory {} is empty, but replica {} reports view {} and log index {}: this \
          replica's disk was lost or replaced, and it must not rejoin as if it remembered its \
-         promises. Bringing it back (chat-server --rejoin) is not built yet; see README, \
-         \"Troubleshooting\".",
+         promises. To bring it back with no state, start it with --rejoin (README, \
+         \"Troubleshooting\").",
         dir.display(),
         found.peer,
         found.view,

@@ -59,12 +59,18 @@ pub fn run(config: &Config, id: ReplicaId, opts: ServerOptions) -> Result<(), Se
     // Issue 8, disk loss: a directory without state, in a cluster that ran with this replica
     // before, is refused before anything is written to it or sent (see `fresh_start` for the
     // rule and its limits). A directory with state skips this: its start is not slowed.
-    if config.replicas.len() > 1 && Storage::holds_no_state(&dir)? {
+    let holds_no_state = Storage::holds_no_state(&dir)?;
+    if opts.rejoin {
+        fresh_start::check_rejoin(config, &dir, holds_no_state)?;
+    } else if config.replicas.len() > 1 && holds_no_state {
         if let Some(found) = fresh_start::ask_peers(config, id, fresh_start::ASK_TIMEOUT) {
             return Err(ServerError::LostDataDir(fresh_start::refusal(&dir, &found)));
         }
     }
-    let (storage, recovered, report) = Storage::open(&dir, StorageOptions::default())?;
+    let (storage, mut recovered, report) = Storage::open(&dir, StorageOptions::default())?;
+    if opts.rejoin {
+        recovered.protocol = Some(fresh_start::lost_state());
+    }
     if let Some((file, len)) = &report.torn_tail {
         warn!(
             "{}: a write cut short by a crash was truncated to {len} bytes",

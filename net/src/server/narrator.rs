@@ -197,7 +197,14 @@ impl Narrator {
             #[cfg(test)]
             said: Vec::new(),
         };
-        if status.rejoining {
+        if status.rejoining && status.members.is_empty() {
+            narrator.say(
+                true,
+                "its data directory was lost: rejoining with no state through the primary of \
+                 the current view, which adds it back once it holds the whole log"
+                    .to_owned(),
+            );
+        } else if status.rejoining {
             narrator.say(
                 true,
                 format!(
@@ -1149,6 +1156,20 @@ mod tests {
                 "restarted: rejoining through the primary of the current view (last accepted \
                  view 512, members 0, 1, 2)",
                 "rejoined: following primary 0 in view 768 (members 0, 1, 2)",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_replica_started_with_rejoin_says_it_has_no_state() {
+        let mut lost = status(2, Role::Backup, 0, &[]);
+        lost.rejoining = true;
+        let n = narrator(&lost);
+        assert_eq!(
+            n.said,
+            [
+                "its data directory was lost: rejoining with no state through the primary of the \
+              current view, which adds it back once it holds the whole log"
             ]
         );
     }

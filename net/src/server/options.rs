@@ -17,4 +17,7 @@ pub struct ServerOptions {
     /// The work of hashing a new account's password (Argon2's recommendation by default;
     /// tests use a tiny one). Verification uses the cost stored in each hash.
     pub password_cost: HashCost,
+    /// The data directory was lost (`chat-server --rejoin`): start on the empty directory
+    /// knowing no view, and be added back by the primary once holding its whole log.
+    pub rejoin: bool,
 }

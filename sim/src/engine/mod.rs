@@ -32,6 +32,7 @@ use chat_core::client::{self as session, ConnId as SessionConn};
 use chat_core::ids::{ClientId, OpIndex, ReplicaId, View};
 use chat_core::password::request::{Next, PasswordRequest};
 use chat_core::password::HashCost;
+use chat_core::replica::view::Durable;
 use chat_core::replica::{Body, Input, Options, Output, PeerMessage, PersistId, Replica, Role};
 use chat_core::route::Route;
 use chat_core::time::{Duration, Instant};
@@ -160,6 +161,9 @@ struct Slot {
     stopped: Option<String>,
     /// Its disk was deliberately corrupted.
     corrupted: bool,
+    /// Its disk was replaced by an empty one: it next starts as `chat-server --rejoin`
+    /// does, knowing no view ([`Durable::lost`]).
+    disk_lost: bool,
     /// Client sessions attached here, and their connection.
     attached: BTreeMap<ClientId, ConnId>,
     /// Commit index already reported to the checker.
@@ -314,6 +318,7 @@ impl Sim {
                     started_at: Instant::ZERO,
                     stopped: None,
                     corrupted: false,
+                    disk_lost: false,
                     attached: BTreeMap::new(),
                     seen_commit: 0,
                     last_persist: 0,
@@ -919,6 +924,11 @@ impl Sim {
             }
             Err(e) => return Err(fail(format!("cannot recover from its disk: {e}"))),
         };
+        let mut recovered = recovered;
+        if std::mem::take(&mut slot.disk_lost) {
+            // Above every counter of its earlier lives, as the wall clock is for the server.
+            recovered.protocol = Some(Durable::lost(1 << 40));
+        }
         let replica = Replica::new(opts, recovered, slot.clock.read(now))
             .map_err(|e| fail(format!("cannot start from what it recovered: {e}")))?;
         let commit = replica.commit_index();

@@ -4,6 +4,7 @@
 
 use super::{Crash, Sim, Stats};
 use crate::checker::Failure;
+use crate::disk::Disk;
 use crate::history::{Kind, Operation};
 use crate::network::Node;
 use chat_core::durable::Entry;
@@ -45,6 +46,8 @@ pub enum Step {
     Pause(Target, Duration),
     /// Starts the process again (from its disk).
     Restart(Target),
+    /// Starts the (down) process again on an empty disk, as `chat-server --rejoin`.
+    RestartWithLostDisk(Target),
     /// Cuts every replica link between the two sides, both ways (clients keep their links).
     Partition(Vec<Target>, Vec<Target>),
     /// Drops every message from the first replica(s) to the second, one way (as a sender
@@ -77,6 +80,12 @@ impl Sim {
                 Step::Pause(_, d) => targets.iter().for_each(|&r| self.pause(r, *d)),
                 Step::Restart(_) => {
                     for &r in &targets {
+                        self.restart(r)?;
+                    }
+                }
+                Step::RestartWithLostDisk(_) => {
+                    for &r in &targets {
+                        self.lose_disk(r);
                         self.restart(r)?;
                     }
                 }
@@ -114,9 +123,11 @@ impl Sim {
         acted_on: &[Vec<ReplicaId>],
     ) -> Result<Vec<Vec<ReplicaId>>, Failure> {
         match step {
-            Step::Kill(t) | Step::CrashHost(t) | Step::Pause(t, _) | Step::Restart(t) => {
-                Ok(vec![self.resolve(i, *t, acted_on)?])
-            }
+            Step::Kill(t)
+            | Step::CrashHost(t)
+            | Step::Pause(t, _)
+            | Step::Restart(t)
+            | Step::RestartWithLostDisk(t) => Ok(vec![self.resolve(i, *t, acted_on)?]),
             Step::Partition(a, b) => Ok(vec![
                 self.resolve_all(i, a, acted_on)?,
                 self.resolve_all(i, b, acted_on)?,
@@ -246,6 +257,17 @@ impl Sim {
 
     pub fn restart(&mut self, r: ReplicaId) -> Result<(), Failure> {
         self.start_replica(r)
+    }
+
+    /// Replaces the down replica `r`'s disk by an empty one (a lost or wiped data
+    /// directory, or a corrupt one the operator removed); it next starts knowing no view.
+    pub fn lose_disk(&mut self, r: ReplicaId) {
+        assert!(!self.is_up(r), "lose a disk only while its replica is down");
+        let slot = &mut self.slots[usize::from(r)];
+        slot.disk = Disk::new();
+        slot.disk_lost = true;
+        slot.stopped = None;
+        slot.corrupted = false;
     }
 
     /// Flips a byte in a synced record (not the last) of the down replica `r`; returns

@@ -262,7 +262,7 @@ fn replica(config_path: &Path, id: ReplicaId) -> Result<(), String> {
     // SAFETY: prctl(PR_SET_PDEATHSIG) only sets a flag of this process.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) };
     chat_bin::logging::init()?;
-    process::run_replica(Some(config_path), id, None).map_err(|e| match e {
+    process::run_replica(Some(config_path), id, None, false).map_err(|e| match e {
         ReplicaError::Config(e) => e,
         ReplicaError::Server(e) => format!("replica {id}: {e}"),
     })
