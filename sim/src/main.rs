@@ -69,6 +69,7 @@ fn main() -> ExitCode {
     let next = AtomicU64::new(0);
     let failures: Mutex<Vec<SeedFailure>> = Mutex::new(Vec::new());
     let unjudged = AtomicU64::new(0);
+    let rejoined = AtomicU64::new(0);
     let started = Instant::now();
     std::thread::scope(|scope| {
         for _ in 0..threads {
@@ -86,10 +87,14 @@ fn main() -> ExitCode {
                     max_clock_drift: args.max_clock_drift,
                 };
                 match check(spec) {
-                    Ok(report) if report.stats.quiet_unpromised => {
-                        unjudged.fetch_add(1, Ordering::Relaxed);
+                    Ok(report) => {
+                        if report.stats.quiet_unpromised {
+                            unjudged.fetch_add(1, Ordering::Relaxed);
+                        }
+                        if report.stats.empty_disk_rejoins > 0 {
+                            rejoined.fetch_add(1, Ordering::Relaxed);
+                        }
                     }
-                    Ok(_) => {}
                     Err(failure) => {
                         bar.println(failure.to_string());
                         let mut all = failures.lock().expect("no poisoning: panics are caught");
@@ -107,13 +112,15 @@ fn main() -> ExitCode {
     failures.sort_by_key(|f| f.seed);
     println!(
         "{} seeds ({}..{}) in {elapsed:.1} s on {threads} threads: {:.1} seeds/s, {} failed; \
-         {} passed with the quiet phase's liveness not judged (no progress promised)",
+         {} passed with the quiet phase's liveness not judged (no progress promised); {} \
+         passed with a replica rebuilt on an empty disk (--rejoin)",
         args.seeds,
         args.start,
         args.start + args.seeds,
         args.seeds as f64 / elapsed,
         failures.len(),
-        unjudged.load(Ordering::Relaxed)
+        unjudged.load(Ordering::Relaxed),
+        rejoined.load(Ordering::Relaxed)
     );
     for failure in &failures {
         println!("{failure}");

@@ -30,10 +30,11 @@ pub struct Report {
 }
 
 impl Report {
-    /// The sender lost its disk and was not added back yet ([`super::view::Durable::lost`]):
-    /// what it reports is not what its earlier lives promised or accepted.
+    /// The sender lost its disk and has accepted no view since
+    /// ([`super::view::Durable::knows_no_view`]): what it reports is not what its earlier
+    /// lives promised or accepted.
     pub fn knows_no_view(&self) -> bool {
-        self.established.members.is_empty()
+        self.accepted.members.is_empty()
     }
 }
 

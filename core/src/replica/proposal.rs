@@ -29,8 +29,21 @@ pub(super) struct Preparing {
     started: Instant,
 }
 
+impl Preparing {
+    /// Who answered, knowing no view (its disk was lost): its answer is a promise like any
+    /// other, but it forgot what its earlier lives promised and voted for, so it is never
+    /// one of the majority that leaving out a silent member needs (rule 4(b)).
+    fn uncounted(&self) -> Members {
+        self.answers
+            .iter()
+            .filter(|(_, r)| r.knows_no_view())
+            .map(|(&m, _)| m)
+            .collect()
+    }
+}
+
 /// What a proposal changes.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 enum Kind {
     /// Rule 4: leave these out (an empty list re-forms the base view).
     Exclude(Vec<(ReplicaId, Exclusion)>),
@@ -47,6 +60,8 @@ pub(super) struct Proposal {
     base: View,
     excluded: Vec<(ReplicaId, Exclusion)>,
     voters: Members,
+    /// Members that answered knowing no view: not counted towards a majority.
+    uncounted: Members,
     /// Who accepted (or voted), ourselves included once our acceptance is durable.
     accepted: Members,
     /// Our own acceptance.
@@ -557,10 +572,7 @@ impl super::Replica {
         if p.ballot != ballot {
             return;
         }
-        // A replica that lost its disk forgot what it promised and voted for: its answer
-        // counts only in the proposal that adds it back, whose base is our own view.
-        let counts = !report.knows_no_view() || p.kind == Kind::Rejoin(from);
-        if granted && counts {
+        if granted {
             p.answers.insert(from, report);
             self.maybe_finish_phase_one();
         } else if report.promised != ballot {
@@ -585,8 +597,12 @@ impl super::Replica {
         match self.phase_two_view(p) {
             Some((view, base, excluded)) => {
                 let out: Members = excluded.iter().map(|&(m, _)| m).collect();
-                let voters = answered.without(view.members).without(out);
-                self.start_phase_two(view, base, excluded, voters);
+                let uncounted = p.uncounted();
+                let voters = answered
+                    .without(view.members)
+                    .without(out)
+                    .without(uncounted);
+                self.start_phase_two(view, base, excluded, voters, uncounted);
             }
             None if everyone => self.abandon(),
             None => {}
@@ -644,7 +660,9 @@ impl super::Replica {
             .collect();
         // Those left out do not help (a replica never votes to leave itself out).
         let answered: Members = p.answers.keys().copied().collect();
-        let helpers = answered.without(excluded.iter().map(|&(m, _)| m).collect());
+        let helpers = answered
+            .without(excluded.iter().map(|&(m, _)| m).collect())
+            .without(p.uncounted());
         let silent_ok = silent.iter().all(|&m| {
             matches!(
                 self.leases.may_exclude(m, self.now),
@@ -675,6 +693,7 @@ impl super::Replica {
         base: View,
         excluded: Vec<(ReplicaId, Exclusion)>,
         voters: Members,
+        uncounted: Members,
     ) {
         let me = self.opts.id;
         self.state.accepted = view;
@@ -689,6 +708,7 @@ impl super::Replica {
             base,
             excluded,
             voters,
+            uncounted,
             accepted: Members::default(),
             own,
             log_end,
@@ -920,7 +940,7 @@ impl super::Replica {
         p.replicating = true;
         let silent = p.excluded.iter().any(|(_, why)| *why == Exclusion::Silent);
         let everyone = p.view.members.is_subset(p.accepted) || early;
-        let done = everyone && (!silent || p.accepted.len() >= majority);
+        let done = everyone && (!silent || p.accepted.without(p.uncounted).len() >= majority);
         if done {
             primary.proposal = None;
             self.state.established = self.state.accepted;

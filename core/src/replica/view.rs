@@ -168,10 +168,11 @@ impl Durable {
         }
     }
 
-    /// Whether this replica's disk was lost and it has not been added back to a view yet:
-    /// no real view is empty.
+    /// Whether this replica's disk was lost and it has accepted no view since (no real view
+    /// is empty). Its first acceptance, as a member holding the proposer's whole log, ends
+    /// that: from then on it reports what it accepted in this life.
     pub fn knows_no_view(&self) -> bool {
-        self.established.members.is_empty()
+        self.accepted.members.is_empty()
     }
 }
 

@@ -1,6 +1,7 @@
 //! Random faults of the busy phase, drawn from the run's [`crate::options::FaultPlan`]:
 //! process crashes (refusals) and host crashes (silence), both with lost or torn unsynced
-//! writes and once perhaps a corrupted record, and their restarts; pauses of a replica
+//! writes and once perhaps a corrupted record, and their restarts (a replica stopped on a
+//! corrupt disk is brought back later on an empty one, as `chat-server --rejoin`); pauses of a replica
 //! process, within the pause bound or (only if asked: outside the model) beyond it; symmetric and one-way partitions
 //! between replicas, and cuts between a client and a replica. Partitions heal after a while;
 //! crashed replicas restart and paused ones resume after a while.
@@ -105,10 +106,14 @@ impl Sim {
             usize::from(n - 1) / 2
         };
         if down >= max_down || up.is_empty() {
-            let restartable: Vec<ReplicaId> = (0..n)
-                .filter(|&r| !self.is_up(r) && self.slots[usize::from(r)].stopped.is_none())
-                .collect();
+            let restartable: Vec<ReplicaId> = (0..n).filter(|&r| !self.is_up(r)).collect();
             if let Some(&r) = restartable.choose(&mut self.rng) {
+                if self.slots[usize::from(r)].stopped.is_some() {
+                    // The operator rebuilds a replica stopped on a corrupt disk: an empty
+                    // directory and `chat-server --rejoin`.
+                    self.trace_fault(format_args!("r{r} rejoins on an empty disk"));
+                    self.lose_disk(r);
+                }
                 self.start_replica(r)?;
             }
             return Ok(());

@@ -203,6 +203,8 @@ pub struct Stats {
     /// Restarts that found a torn record at the end of the log and cut it off.
     pub torn_tails_cut: u32,
     pub corruptions: u32,
+    /// Starts on an empty disk after a lost or corrupt one (`chat-server --rejoin`).
+    pub empty_disk_rejoins: u32,
     pub partitions: u32,
     pub host_crashes: u32,
     pub pauses: u32,

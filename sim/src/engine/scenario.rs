@@ -266,6 +266,7 @@ impl Sim {
         let slot = &mut self.slots[usize::from(r)];
         slot.disk = Disk::new();
         slot.disk_lost = true;
+        self.stats.empty_disk_rejoins += 1;
         slot.stopped = None;
         slot.corrupted = false;
     }
