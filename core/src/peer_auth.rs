@@ -268,6 +268,84 @@ impl Handshake {
     }
 }
 
+/// Separates the operator's removal orders from the peer handshake's MACs.
+const REMOVE_LABEL: &[u8] = b"chat-admin-remove v1";
+
+/// How far an order's signing time may be from the receiver's wall clock.
+pub const REMOVE_ORDER_FRESH_SECS: u64 = 60;
+
+/// `chat-admin remove <replica>`, sent to replica `server` on its client port: the operator
+/// declares `replica`'s host gone for good. It is signed with the cluster secret (only the
+/// operator and the replicas hold it), and names the server, the time and a fresh nonce, so
+/// that it cannot be moved to another replica or kept for later.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemoveOrder {
+    pub server: ReplicaId,
+    pub replica: ReplicaId,
+    pub unix_secs: u64,
+    pub nonce: Nonce,
+    pub tag: Tag,
+}
+
+/// Why a replica does not take a [`RemoveOrder`].
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum OrderRefused {
+    #[error("the order is for replica {0}")]
+    OtherServer(ReplicaId),
+    #[error("the order was signed {0} s away from this replica's clock (more than {REMOVE_ORDER_FRESH_SECS} s)")]
+    Stale(u64),
+    #[error("the order's signature does not match this cluster's secret")]
+    BadSignature,
+}
+
+impl RemoveOrder {
+    pub fn sign(
+        secret: &ClusterSecret,
+        server: ReplicaId,
+        replica: ReplicaId,
+        unix_secs: u64,
+        nonce: Nonce,
+    ) -> RemoveOrder {
+        let mut order = RemoveOrder {
+            server,
+            replica,
+            unix_secs,
+            nonce,
+            tag: [0; NONCE_BYTES],
+        };
+        order.tag = order.mac(secret).finalize().into_bytes().into();
+        order
+    }
+
+    /// Checks the order as replica `me` whose wall clock reads `now_unix_secs`.
+    pub fn verify(
+        &self,
+        secret: &ClusterSecret,
+        me: ReplicaId,
+        now_unix_secs: u64,
+    ) -> Result<(), OrderRefused> {
+        if self.server != me {
+            return Err(OrderRefused::OtherServer(self.server));
+        }
+        let apart = now_unix_secs.abs_diff(self.unix_secs);
+        if apart > REMOVE_ORDER_FRESH_SECS {
+            return Err(OrderRefused::Stale(apart));
+        }
+        self.mac(secret)
+            .verify_slice(&self.tag)
+            .map_err(|_| OrderRefused::BadSignature)
+    }
+
+    fn mac(&self, secret: &ClusterSecret) -> Hmac<Sha256> {
+        let mut mac = secret.mac();
+        mac.update(REMOVE_LABEL);
+        mac.update(&[self.server, self.replica]);
+        mac.update(&self.unix_secs.to_le_bytes());
+        mac.update(&self.nonce);
+        mac
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -443,5 +521,26 @@ mod tests {
     fn debug_never_shows_the_secret() {
         let shown = format!("{:?}", secret(b'q'));
         assert_eq!(shown, "<redacted>");
+    }
+
+    #[test]
+    fn a_remove_order_holds_only_for_its_server_its_time_and_the_secret() {
+        let s = secret(7);
+        let order = RemoveOrder::sign(&s, 0, 2, 1_000, [5; NONCE_BYTES]);
+        assert_eq!(order.verify(&s, 0, 1_030), Ok(()));
+        assert_eq!(
+            order.verify(&s, 1, 1_000),
+            Err(OrderRefused::OtherServer(0))
+        );
+        assert_eq!(order.verify(&s, 0, 1_061), Err(OrderRefused::Stale(61)));
+        assert_eq!(
+            order.verify(&secret(8), 0, 1_000),
+            Err(OrderRefused::BadSignature)
+        );
+        let moved = RemoveOrder {
+            replica: 1,
+            ..order
+        };
+        assert_eq!(moved.verify(&s, 0, 1_000), Err(OrderRefused::BadSignature));
     }
 }

@@ -6,6 +6,7 @@
 use crate::chat::{Message, Reply};
 use crate::ids::{ClientId, ReplicaId, RequestNo};
 use crate::password::Password;
+use crate::peer_auth::RemoveOrder;
 pub use crate::replica::PeerMessage;
 use crate::replica::Status;
 use crate::service::Request;
@@ -63,6 +64,8 @@ pub enum ClientToServer {
     },
     /// Admin: this replica's status.
     Status,
+    /// Admin (`chat-admin remove`): the operator declares a replica's host gone for good.
+    Remove(RemoveOrder),
 }
 
 /// The longest the primary holds back the answer to a failed login with a password (the
@@ -95,4 +98,9 @@ pub enum ServerToClient {
     /// Another login took this session's account, or the account was deleted.
     LoggedOut,
     Status(Status),
+    /// The answer to [`ClientToServer::Remove`]: taken, or refused and why.
+    RemoveAnswer {
+        taken: bool,
+        message: String,
+    },
 }

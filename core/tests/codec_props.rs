@@ -6,6 +6,7 @@ use chat_core::codec::frame::{self, FrameDecoder, FrameError};
 use chat_core::codec::handshake::{check_hello, HandshakeError};
 use chat_core::codec::record::{self, End, HEADER_BYTES};
 use chat_core::durable::{Entry, EntryBody, Record, SnapshotMeta};
+use chat_core::peer_auth::RemoveOrder;
 use chat_core::replica::view::{Durable, Exclusion, Incarnation, Members, ViewDef};
 use chat_core::replica::{Body, PeerMessage, Report, Role, Status};
 use chat_core::service::Request;
@@ -95,6 +96,15 @@ fn client_to_server() -> impl Strategy<Value = ClientToServer> {
         any::<u128>().prop_map(|client| ClientToServer::Attach { client }),
         request().prop_map(ClientToServer::Request),
         Just(ClientToServer::Status),
+        (any::<(u8, u8, u64)>(), any::<[u8; 32]>(), any::<[u8; 32]>()).prop_map(
+            |((server, replica, unix_secs), nonce, tag)| ClientToServer::Remove(RemoveOrder {
+                server,
+                replica,
+                unix_secs,
+                nonce,
+                tag,
+            })
+        ),
     ]
 }
 
@@ -106,6 +116,8 @@ fn server_to_client() -> impl Strategy<Value = ServerToClient> {
         message().prop_map(ServerToClient::Push),
         Just(ServerToClient::LoggedOut),
         status().prop_map(ServerToClient::Status),
+        (any::<bool>(), ".{0,40}")
+            .prop_map(|(taken, message)| ServerToClient::RemoveAnswer { taken, message }),
     ]
 }
 

@@ -69,7 +69,9 @@ impl Cluster {
                     }
                     ServerToClient::Redirect { .. } => self.redirects += 1,
                     ServerToClient::Push(_) => self.pushes += 1,
-                    ServerToClient::LoggedOut | ServerToClient::Status(_) => {}
+                    ServerToClient::LoggedOut
+                    | ServerToClient::Status(_)
+                    | ServerToClient::RemoveAnswer { .. } => {}
                 },
             }
         }

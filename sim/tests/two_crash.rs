@@ -548,6 +548,35 @@ fn two_silent_the_survivor_stops_until_one_returns() -> Result<(), Failure> {
     Ok(())
 }
 
+/// `chat-admin remove`: two hosts silent (powered off), the survivor stops; the operator
+/// declares both gone and it serves alone at once. A removal while it still hears the other
+/// replica is refused, and when the removed hosts come back they rejoin.
+#[test]
+fn two_silent_then_the_operator_removes_both_and_the_survivor_serves() -> Result<(), Failure> {
+    for seed in 48..52 {
+        let (mut sim, p, a, b) = three(seed)?;
+        sim.play(&[OperatorRemoves(Replica(b)), Wait(secs(1)), SERVES])?;
+        let members = sim.status(p).expect("the primary runs").members;
+        assert_eq!(members, vec![0, 1, 2], "a live replica was removed");
+        sim.play(&[
+            CrashHost(Replica(a)),
+            CrashHost(Replica(b)),
+            Wait(ms(1_500)),
+            OperatorRemoves(Replica(a)),
+            OperatorRemoves(Replica(b)),
+            SERVES,
+            Restart(Replica(a)),
+            Restart(Replica(b)),
+            Wait(ADDED_BACK),
+            SERVES,
+        ])?;
+        let status = sim.status(p).expect("the survivor runs");
+        assert_eq!(status.members, vec![0, 1, 2], "both rejoined");
+        sim.finish()?;
+    }
+    Ok(())
+}
+
 /// Silence, then a crash: the cut-off old primary gives no evidence, so the majority
 /// excludes it by rule 4(b); the crash of one of the majority then leaves evidence (4(a)).
 #[test]

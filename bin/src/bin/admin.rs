@@ -2,10 +2,14 @@
 
 use chat_bin::cluster_status::{self, Answer};
 use chat_bin::{secret, settings, tls_files};
+use chat_core::ids::ReplicaId;
+use chat_core::peer_auth::RemoveOrder;
+use chat_net::client;
+use chat_net::server::load_secret;
 use clap::{Parser, Subcommand};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// How long one replica may take to answer before it is shown as down.
 const TIMEOUT: Duration = Duration::from_secs(1);
@@ -54,6 +58,16 @@ enum Cmd {
         #[arg(value_name = "DIR")]
         dir: PathBuf,
     },
+    /// Declare replica ID's host gone for good (powered off, destroyed): every other replica
+    /// that answers and may take it counts ID as crashed, the manual form of crash evidence,
+    /// so that the survivor of two silent hosts serves alone. Refused if ID answers, by a
+    /// replica that heard from ID lately, and by one that is rejoining. Unsafe if ID's host is
+    /// in fact alive and cut off (README, "Removing a replica"). Needs the cluster secret.
+    /// Exit status: 0 if a replica took it, 1 if none did, 2 bad usage or configuration.
+    Remove {
+        #[arg(value_name = "ID")]
+        id: ReplicaId,
+    },
 }
 
 fn main() -> ExitCode {
@@ -71,6 +85,14 @@ fn main() -> ExitCode {
             Err(e) => {
                 eprintln!("error: {e}");
                 ExitCode::FAILURE
+            }
+        },
+        Cmd::Remove { id } => match remove(args.config.as_deref(), *id) {
+            Ok(true) => ExitCode::SUCCESS,
+            Ok(false) => ExitCode::FAILURE,
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(USAGE)
             }
         },
         Cmd::NewSecret { file } => match secret::create(file) {
@@ -98,6 +120,40 @@ fn new_tls(config: Option<&std::path::Path>, dir: &std::path::Path) -> Result<()
         files.ca, files.certificate, files.key
     );
     Ok(())
+}
+
+/// Sends the signed removal of `id` to every other replica; returns whether one took it.
+fn remove(config: Option<&Path>, id: ReplicaId) -> Result<bool, String> {
+    let config = settings::load(config)?.config;
+    let target = config
+        .replica(id)
+        .ok_or_else(|| format!("replica {id} is not in the configuration"))?;
+    let secret = load_secret(&config).map_err(|e| e.to_string())?.ok_or(
+        "the configuration names no cluster_secret_file: a removal must be signed with it",
+    )?;
+    let tls = client::client_tls(&config).map_err(|e| e.to_string())?;
+    let max_frame = config.net.max_frame_bytes;
+    if let Ok(status) = client::status(target, max_frame, tls.as_ref(), TIMEOUT) {
+        return Err(format!(
+            "replica {id} answers ({:?} in view {}): its host is not gone; stop it for good first",
+            status.role, status.view
+        ));
+    }
+    let mut taken = false;
+    for replica in config.replicas.iter().filter(|r| r.id != id) {
+        let unix_secs = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let order = RemoveOrder::sign(&secret, replica.id, id, unix_secs, rand::random());
+        match client::remove(replica, order, max_frame, tls.as_ref(), TIMEOUT) {
+            Ok((took, message)) => {
+                taken |= took;
+                println!("{message}");
+            }
+            Err(e) => println!("replica {}: no answer ({e})", replica.id),
+        }
+    }
+    Ok(taken)
 }
 
 fn status(answers: &[Answer], json: bool) -> ExitCode {

@@ -163,6 +163,25 @@ impl Cluster {
         }
     }
 
+    /// SIGSTOP one replica: a frozen host (silence, no refusals).
+    #[allow(dead_code)]
+    pub fn pause(&self, id: ReplicaId) {
+        if let Some(server) = lock(&self.servers)[id as usize].as_mut() {
+            server.pause();
+        }
+    }
+
+    /// Runs `chat-admin` with this cluster's configuration.
+    #[allow(dead_code)]
+    pub fn admin(&self, args: &[&str]) -> std::process::Output {
+        Command::new(env!("CARGO_BIN_EXE_chat-admin"))
+            .arg("--config")
+            .arg(&self.config_path)
+            .args(args)
+            .output()
+            .expect("run chat-admin")
+    }
+
     pub fn kill_all(&mut self) {
         for id in 0..REPLICAS {
             self.kill(id as ReplicaId);

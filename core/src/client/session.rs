@@ -481,7 +481,7 @@ impl Session {
                 self.forget_login();
                 self.outputs.push_back(Output::Notice(Notice::LoggedOut));
             }
-            ServerToClient::Status(_) => {}
+            ServerToClient::Status(_) | ServerToClient::RemoveAnswer { .. } => {}
         }
     }
 

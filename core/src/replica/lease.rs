@@ -64,6 +64,8 @@ pub enum Evidence {
     Refused,
     /// A newer incarnation spoke.
     Succeeded(Incarnation),
+    /// The operator declared its host gone for good (`chat-admin remove`).
+    Removed,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -252,6 +254,24 @@ impl Leases {
                 p.promised_until = Instant::ZERO;
             }
         }
+    }
+
+    /// The operator declared `peer`'s host gone for good: its last incarnation heard (or, if
+    /// none was heard in this life, any earlier one) counts as crashed, lease or not.
+    pub fn declare_removed(&mut self, peer: ReplicaId) {
+        if let Some(p) = self.peers.get_mut(&peer) {
+            if p.evidence.is_none() {
+                p.incarnation.get_or_insert_with(Incarnation::default);
+                p.evidence = Some(Evidence::Removed);
+                p.promised_until = Instant::ZERO;
+            }
+        }
+    }
+
+    /// When we last heard from `peer` in this life, if we did.
+    pub fn last_heard(&self, peer: ReplicaId) -> Option<Instant> {
+        let p = self.peers.get(&peer)?;
+        p.incarnation.is_some().then_some(p.heard_at)
     }
 
     /// Stop renewing our promise to `peer` (it lags, rule 6, or is being excluded for

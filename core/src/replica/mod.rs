@@ -43,6 +43,7 @@
 //!   everyone-down (8). `primary` / `backup`: ordering and replicating / adopting entries.
 //! - `quorum`: the commit rule. `snapshot`: taking, sending, installing.
 //! - `durability`: persist ids, and messages held until what they rely on is durable.
+//! - `removal`: `chat-admin remove`, the operator's evidence.
 //! - `timers`: every timer in one table. `invariants`: `check_invariants`.
 
 mod backup;
@@ -54,6 +55,7 @@ mod message;
 mod primary;
 mod proposal;
 mod quorum;
+mod removal;
 mod role;
 mod snapshot;
 #[cfg(test)]
@@ -63,6 +65,7 @@ pub mod view;
 
 pub use lease::LeaseOptions;
 pub use message::{Body, PeerMessage, Report};
+pub use removal::RemoveRefused;
 
 use crate::chat::{AccountLock, Event, Limits, Reply};
 use crate::durable::{Entry, EntryBody, Record, Recovered, Snapshot, SnapshotMeta};
@@ -246,6 +249,9 @@ pub enum Input {
     /// A connection to this peer's configured address was refused: its process is down
     /// (not merely silent). Evidence under rule 4(a).
     PeerRefused(ReplicaId),
+    /// The operator declared this peer's host gone for good (`chat-admin remove`; see
+    /// [`Replica::may_remove`]): evidence under rule 4(a) without a lease.
+    Removed(ReplicaId),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -463,6 +469,7 @@ impl Replica {
             Input::Client(request) => self.on_client_request(request),
             Input::ClientAttached(client) => self.on_client_attached(client),
             Input::Persisted(id) => self.on_persisted(id),
+            Input::Removed(peer) => self.on_removed(peer),
             Input::PeerRefused(peer) => {
                 if !self.rejoining {
                     // Only new evidence restarts a proposal at once: a proposal that asks the

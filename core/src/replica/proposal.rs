@@ -205,7 +205,7 @@ impl super::Replica {
 
     /// Members of every view we know of that may still matter: our accepted and established
     /// views and any higher accepted view a peer reported lately.
-    fn frontier(&self) -> Members {
+    pub(super) fn frontier(&self) -> Members {
         let mine = self.state.accepted.ballot;
         self.reports
             .values()

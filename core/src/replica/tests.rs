@@ -646,3 +646,59 @@ fn a_member_left_out_by_a_proposal_that_never_took_is_kept_once_it_talks_again()
     assert_eq!(left_out_by.members, Members::one(1).with(2));
     assert_eq!((view.members, base), (Members::all(N), left_out_by.ballot));
 }
+
+/// `chat-admin remove`: the survivor of two silent replicas may not leave them out on its
+/// own (silence needs a majority), but once the operator declares both hosts gone it forms a
+/// view of one and serves. Removing itself, an unknown id, or a replica heard lately is
+/// refused; so is any removal while rejoining.
+#[test]
+fn the_operator_removes_two_silent_replicas_and_the_survivor_serves_alone() {
+    let (mut r, _) = fresh(0);
+    for from in [1, 2] {
+        let sent_at = Instant(10_000);
+        peer(&mut r, 10, from, PEER, Body::Heartbeat { sent_at });
+    }
+    let at = |ms: u64| Instant(ms * 1000);
+    assert_eq!(r.may_remove(at(20), 0), Err(RemoveRefused::Itself));
+    assert_eq!(r.may_remove(at(20), 7), Err(RemoveRefused::Unknown(7)));
+    assert_eq!(
+        r.may_remove(at(110), 1),
+        Err(RemoveRefused::Heard {
+            peer: 1,
+            ago_ms: 100
+        })
+    );
+    // Silent past every lease: still no view without them.
+    for ms in (100..5_000).step_by(100) {
+        tick(&mut r, ms);
+        persist_all(&mut r, ms);
+    }
+    assert_eq!(r.status().members, vec![0, 1, 2]);
+    assert_eq!(r.may_remove(at(5_000), 1), Ok(()));
+    handle(&mut r, 5_000, Input::Removed(1));
+    handle(&mut r, 5_000, Input::Removed(2));
+    for ms in (5_000..5_100).step_by(10) {
+        persist_all(&mut r, ms);
+        tick(&mut r, ms);
+    }
+    let status = r.status();
+    assert_eq!(
+        (status.role, status.members, status.established),
+        (Role::Primary, vec![0], true)
+    );
+}
+
+#[test]
+fn a_rejoining_replica_removes_nobody() {
+    let (r, _) = fresh(1);
+    let state = r.state;
+    let recovered = Recovered {
+        protocol: Some(state),
+        ..Recovered::default()
+    };
+    let restarted = Replica::new(Options::new(1, N), recovered, Instant(10_000_000)).unwrap();
+    assert_eq!(
+        restarted.may_remove(Instant(10_000_000), 2),
+        Err(RemoveRefused::Rejoining)
+    );
+}

@@ -16,6 +16,7 @@ use chat_core::client::{Ask, Failure, Notice, Session};
 pub use chat_core::client::{Tried, Waiting};
 use chat_core::config::{Config, ReplicaAddr};
 use chat_core::password::Password;
+use chat_core::peer_auth::RemoveOrder;
 use chat_core::replica::Status;
 use chat_core::wire::{ClientToServer, PasswordAction, ServerToClient};
 use connection::Connection;
@@ -263,18 +264,67 @@ pub fn status(
     tls: Option<&ClientTls>,
     timeout: Duration,
 ) -> Result<Status, ClientError> {
+    let message = ClientToServer::Status;
+    ask(
+        replica,
+        &message,
+        max_frame,
+        tls,
+        timeout,
+        |answer| match answer {
+            ServerToClient::Status(status) => Some(status),
+            _ => None,
+        },
+    )
+}
+
+/// Hands the operator's removal order to `replica` (see `chat-admin remove`) and returns
+/// its answer: whether it took it, and a line saying what it did or why not.
+pub fn remove(
+    replica: &ReplicaAddr,
+    order: RemoveOrder,
+    max_frame: u32,
+    tls: Option<&ClientTls>,
+    timeout: Duration,
+) -> Result<(bool, String), ClientError> {
+    let message = ClientToServer::Remove(order);
+    ask(
+        replica,
+        &message,
+        max_frame,
+        tls,
+        timeout,
+        |answer| match answer {
+            ServerToClient::RemoveAnswer { taken, message } => Some((taken, message)),
+            _ => None,
+        },
+    )
+}
+
+/// Sends one admin `message` to `replica` on a connection of its own, and returns the first
+/// answer `pick` takes (within `timeout`).
+fn ask<T>(
+    replica: &ReplicaAddr,
+    message: &ClientToServer,
+    max_frame: u32,
+    tls: Option<&ClientTls>,
+    timeout: Duration,
+    pick: impl Fn(ServerToClient) -> Option<T>,
+) -> Result<T, ClientError> {
     let (mut conn, mut decoder) =
         Connection::open(&replica.host, replica.client_port, max_frame, tls, timeout)
             .map_err(|e| ClientError::Replica(e.to_string()))?;
     let problem =
         |e: String| ClientError::Replica(format!("{}:{}: {e}", replica.host, replica.client_port));
-    conn.send(&ClientToServer::Status)
-        .map_err(|e| problem(e.to_string()))?;
+    conn.send(message).map_err(|e| problem(e.to_string()))?;
     let deadline = Instant::now() + timeout;
     loop {
         match conn.read_one::<ServerToClient>(&mut decoder, deadline) {
-            Ok(ServerToClient::Status(status)) => return Ok(status),
-            Ok(_) => {}
+            Ok(answer) => {
+                if let Some(found) = pick(answer) {
+                    return Ok(found);
+                }
+            }
             Err(e) => return Err(problem(e)),
         }
     }

@@ -7,6 +7,7 @@ use chat_core::chat::Op;
 use chat_core::config::NetLimits;
 use chat_core::ids::ClientId;
 use chat_core::password::request::PasswordRequest;
+use chat_core::peer_auth::RemoveOrder;
 use chat_core::replica::Input;
 use chat_core::time::Instant;
 use chat_core::wire::{ClientToServer, PasswordAction};
@@ -24,6 +25,8 @@ pub(super) enum ClientAction {
     Password(PasswordRequest),
     /// Answer with the replica's status.
     Status,
+    /// Check the operator's removal order and answer.
+    Remove(RemoveOrder),
     /// Close the connection: it broke a rule, for this reason.
     Reject(String),
     /// Nothing (a session opening over its address's rate is dropped; its client retries).
@@ -113,6 +116,7 @@ impl Clients {
                 ClientAction::Password(request)
             }
             ClientToServer::Status => ClientAction::Status,
+            ClientToServer::Remove(order) => ClientAction::Remove(order),
         }
     }
 
@@ -148,6 +152,7 @@ pub(super) fn request_kind(message: &ClientToServer) -> &'static str {
     match message {
         ClientToServer::Attach { .. } => "attach",
         ClientToServer::Status => "status",
+        ClientToServer::Remove(_) => "remove",
         ClientToServer::WithPassword { action, .. } => match action {
             PasswordAction::Create => "create_with_password",
             PasswordAction::Login => "login_with_password",

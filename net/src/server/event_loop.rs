@@ -17,6 +17,7 @@ use super::narrator::Narrator;
 use super::options::ServerOptions;
 use super::passwords::{Attempt, Decision, Passwords};
 use super::peers::Peers;
+use super::removal;
 use super::shutdown::Shutdown;
 use crate::storage::Storage;
 use crate::tls::ServerTls;
@@ -401,6 +402,24 @@ impl EventLoop {
             ClientAction::Status => {
                 let status = ServerToClient::Status(self.replica.status());
                 self.links.send_frame(token, &status);
+            }
+            ClientAction::Remove(order) => {
+                let me = self.me;
+                let secret = self.peers.secret();
+                let answer = removal::check(&order, secret, &self.replica, me, self.now);
+                if answer.is_ok() {
+                    self.narrator.on_removed(order.replica);
+                    self.drive(Drive::Input(Input::Removed(order.replica)));
+                }
+                let (taken, message) = match answer {
+                    Ok(()) => (
+                        true,
+                        format!("replica {me} counts replica {} as crashed", order.replica),
+                    ),
+                    Err(why) => (false, why),
+                };
+                let answer = ServerToClient::RemoveAnswer { taken, message };
+                self.links.send_frame(token, &answer);
             }
             ClientAction::Reject(why) => self.links.reject(token, &why),
             ClientAction::Ignore => {}

@@ -20,7 +20,7 @@ use tracing::warn;
 const MAX_SECRET_FILE_BYTES: u64 = 4096;
 
 /// The cluster secret named by the configuration; `None` (with a warning) if none is named.
-pub(super) fn load_secret(config: &Config) -> Result<Option<ClusterSecret>, ServerError> {
+pub fn load_secret(config: &Config) -> Result<Option<ClusterSecret>, ServerError> {
     let Some(path) = &config.cluster_secret_file else {
         warn!("no cluster_secret_file in the configuration: peers are checked by address only");
         return Ok(None);

@@ -25,11 +25,13 @@ mod narrator;
 mod options;
 mod passwords;
 mod peers;
+mod removal;
 mod session_opens;
 mod shutdown;
 
 pub use error::ServerError;
 pub use fresh_start::{ran_before, RanBefore};
+pub use handshake::load_secret;
 pub use options::ServerOptions;
 pub use shutdown::Shutdown;
 

@@ -136,6 +136,8 @@ pub(super) struct Narrator {
     refused: BTreeMap<ReplicaId, Instant>,
     lives: BTreeMap<ReplicaId, Incarnation>,
     restarted: BTreeMap<ReplicaId, Instant>,
+    /// Peers the operator declared gone for good (`chat-admin remove`).
+    removed: BTreeSet<ReplicaId>,
     /// Who sent the latest message of a view higher than ours.
     higher_view_from: Option<(ReplicaId, View)>,
     /// The latest established view reported to us that leaves us out.
@@ -182,6 +184,7 @@ impl Narrator {
             refused: BTreeMap::new(),
             lives: BTreeMap::new(),
             restarted: BTreeMap::new(),
+            removed: BTreeSet::new(),
             higher_view_from: None,
             left_out_of: None,
             excluded: None,
@@ -216,6 +219,17 @@ impl Narrator {
             );
         }
         narrator
+    }
+
+    /// The operator declared `peer`'s host gone for good, and the replica took it.
+    pub(super) fn on_removed(&mut self, peer: ReplicaId) {
+        self.removed.insert(peer);
+        self.say(
+            true,
+            format!(
+                "the operator removed replica {peer} (chat-admin remove): it counts as crashed"
+            ),
+        );
     }
 
     /// A message from peer `from`, before the replica handles it; `status` as it was.
@@ -761,6 +775,9 @@ impl Narrator {
             .refused
             .get(&m)
             .filter(|&&r| self.heard.get(&m).is_none_or(|&h| r >= h));
+        if self.removed.contains(&m) {
+            return Some("its host was removed by the operator");
+        }
         match (refused, self.restarted.get(&m)) {
             (Some(r), Some(s)) if s > r => Some("its process restarted: a newer incarnation spoke"),
             (Some(_), _) => Some("its process crashed: the peer port refused connections"),

@@ -561,7 +561,8 @@ impl Sim {
                         let request = PasswordRequest::new(client, request, action, user, password);
                         self.serve_password(r, request)?;
                     }
-                    ClientToServer::Status => {}
+                    // The simulated clients ask for neither.
+                    ClientToServer::Status | ClientToServer::Remove(_) => {}
                 }
             }
             Event::PasswordWait {

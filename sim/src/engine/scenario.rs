@@ -9,6 +9,7 @@ use crate::history::{Kind, Operation};
 use crate::network::Node;
 use chat_core::durable::Entry;
 use chat_core::ids::{OpIndex, ReplicaId, View};
+use chat_core::replica::Input;
 use chat_core::replica::{Replica, Role, Status};
 use chat_core::time::{Duration, Instant};
 use std::collections::BTreeMap;
@@ -48,6 +49,9 @@ pub enum Step {
     Restart(Target),
     /// Starts the (down) process again on an empty disk, as `chat-server --rejoin`.
     RestartWithLostDisk(Target),
+    /// `chat-admin remove`: the operator declares these replicas' hosts gone for good; every
+    /// running replica that may take it ([`chat_core::replica::Replica::may_remove`]) does.
+    OperatorRemoves(Target),
     /// Cuts every replica link between the two sides, both ways (clients keep their links).
     Partition(Vec<Target>, Vec<Target>),
     /// Drops every message from the first replica(s) to the second, one way (as a sender
@@ -81,6 +85,11 @@ impl Sim {
                 Step::Restart(_) => {
                     for &r in &targets {
                         self.restart(r)?;
+                    }
+                }
+                Step::OperatorRemoves(_) => {
+                    for &r in &targets {
+                        self.operator_removes(r)?;
                     }
                 }
                 Step::RestartWithLostDisk(_) => {
@@ -127,7 +136,8 @@ impl Sim {
             | Step::CrashHost(t)
             | Step::Pause(t, _)
             | Step::Restart(t)
-            | Step::RestartWithLostDisk(t) => Ok(vec![self.resolve(i, *t, acted_on)?]),
+            | Step::RestartWithLostDisk(t)
+            | Step::OperatorRemoves(t) => Ok(vec![self.resolve(i, *t, acted_on)?]),
             Step::Partition(a, b) => Ok(vec![
                 self.resolve_all(i, a, acted_on)?,
                 self.resolve_all(i, b, acted_on)?,
@@ -257,6 +267,25 @@ impl Sim {
 
     pub fn restart(&mut self, r: ReplicaId) -> Result<(), Failure> {
         self.start_replica(r)
+    }
+
+    /// `chat-admin remove removed`: every running (not paused) replica that may take the
+    /// operator's word now does.
+    pub fn operator_removes(&mut self, removed: ReplicaId) -> Result<(), Failure> {
+        for r in 0..self.opts.replicas {
+            let slot = &self.slots[usize::from(r)];
+            let now = slot.clock.read(self.now);
+            let takes = slot.paused.is_none()
+                && slot
+                    .replica
+                    .as_ref()
+                    .is_some_and(|replica| replica.may_remove(now, removed).is_ok());
+            if takes {
+                self.trace_fault(format_args!("r{r} takes the removal of r{removed}"));
+                self.input(r, Input::Removed(removed))?;
+            }
+        }
+        Ok(())
     }
 
     /// Replaces the down replica `r`'s disk by an empty one (a lost or wiped data
