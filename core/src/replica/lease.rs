@@ -11,7 +11,7 @@
 //!   every lease it holds before acting again; a restarted replica neither votes nor accepts
 //!   for L·(1 + drift) + margin (it lost its promises).
 
-use super::view::{Exclusion, Incarnation};
+use super::view::{Exclusion, Incarnation, Members};
 use crate::ids::ReplicaId;
 use crate::time::{Duration, Instant};
 use std::collections::BTreeMap;
@@ -75,8 +75,12 @@ struct PeerLease {
     held_until: Instant,
     /// Our promise to it (we help exclude it no earlier than this).
     promised_until: Instant,
-    /// Promises to it are not renewed: it lags (rule 6) or was excluded for silence (4b).
+    /// Promises to it are not renewed: it was excluded for silence (4b), until it rejoins.
     withheld: bool,
+    /// Promises to it are not renewed while the primary reports it lagging (rule 6). Unlike
+    /// `withheld` this follows the primary's latest report: a member that catches up before
+    /// its promise ran out is promised again, so a briefly slow member is not left out.
+    lagging: bool,
     /// Proof that `incarnation` crashed.
     evidence: Option<Evidence>,
 }
@@ -190,7 +194,7 @@ impl Leases {
         let Some(p) = self.peers.get_mut(&peer) else {
             return false;
         };
-        if p.withheld || p.evidence.is_some() {
+        if p.withheld || p.lagging || p.evidence.is_some() {
             return false;
         }
         p.promised_until = p.promised_until.max(now + promise);
@@ -254,8 +258,8 @@ impl Leases {
         }
     }
 
-    /// Stop renewing our promise to `peer` (it lags, rule 6, or is being excluded for
-    /// silence, rule 4b) until it rejoins.
+    /// Stop renewing our promise to `peer` (it is being excluded for silence, rule 4b)
+    /// until it rejoins.
     pub fn withhold(&mut self, peer: ReplicaId) {
         if let Some(p) = self.peers.get_mut(&peer) {
             p.withheld = true;
@@ -270,10 +274,35 @@ impl Leases {
             .is_some_and(|p| p.withheld && now.saturating_sub(p.heard_at) <= within)
     }
 
+    /// Rule 6: the primary reports `peer` lagging (or no longer): while it does, our promise
+    /// to `peer` is not renewed, so that it runs out and rule 4(b) can leave `peer` out.
+    /// Withholding a promise is always safe (a promise is made only by answering); this
+    /// only decides how soon a slow member may be excluded.
+    pub fn set_lagging(&mut self, peer: ReplicaId, lagging: bool) {
+        if let Some(p) = self.peers.get_mut(&peer) {
+            p.lagging = lagging;
+        }
+    }
+
+    /// Whether the primary's latest report (or ours, as primary) has `peer` lagging.
+    pub fn is_lagging(&self, peer: ReplicaId) -> bool {
+        self.peers.get(&peer).is_some_and(|p| p.lagging)
+    }
+
+    /// Every peer reported lagging.
+    pub fn lagging(&self) -> Members {
+        self.peers
+            .iter()
+            .filter(|(_, p)| p.lagging)
+            .map(|(&id, _)| id)
+            .collect()
+    }
+
     /// `peer` is a member of our view again (rule 7): promises to it are renewed again.
     pub fn rejoined(&mut self, peer: ReplicaId) {
         if let Some(p) = self.peers.get_mut(&peer) {
             p.withheld = false;
+            p.lagging = false;
         }
     }
 
@@ -411,6 +440,25 @@ mod tests {
         assert_eq!(l.may_exclude(1, at(1260)), Some(Exclusion::Silent));
         l.rejoined(1);
         assert!(l.promise_to(1, at(1300)));
+    }
+
+    #[test]
+    fn a_lagging_peer_is_not_promised_while_reported_and_is_promised_again_after() {
+        let mut l = start(&[1]);
+        exchange(&mut l, 1, I1, 0);
+        l.set_lagging(1, true);
+        assert!(l.is_lagging(1));
+        assert!(!l.promise_to(1, at(1000)), "no renewal while it lags");
+        assert_eq!(l.may_exclude(1, at(1259)), None);
+        assert_eq!(l.may_exclude(1, at(1260)), Some(Exclusion::Silent));
+        // Caught up: the primary no longer reports it, and it is promised again.
+        l.set_lagging(1, false);
+        assert!(l.promise_to(1, at(1300)));
+        assert_eq!(l.may_exclude(1, at(1300)), None);
+        // Rejoining clears a report too.
+        l.set_lagging(1, true);
+        l.rejoined(1);
+        assert!(!l.is_lagging(1));
     }
 
     #[test]

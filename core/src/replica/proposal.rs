@@ -106,7 +106,11 @@ impl super::Replica {
                 self.send_after_persist(peer, message.clone());
             }
         } else {
-            let message = self.message(Body::Heartbeat { sent_at: self.now });
+            let lagging = self.lagging_report();
+            let message = self.message(Body::Heartbeat {
+                sent_at: self.now,
+                lagging,
+            });
             let me = self.opts.id;
             for peer in self.partners().iter().filter(|&p| p != me) {
                 self.send_now(peer, message.clone());
@@ -117,8 +121,42 @@ impl super::Replica {
         self.maybe_propose();
     }
 
-    pub(super) fn on_heartbeat(&mut self, from: ReplicaId, sent_at: Instant) {
+    /// Rule 6, the primary's side: what our heartbeats report lagging. While we act as the
+    /// primary, the members that acknowledged no replication within the lag bound, and we
+    /// stop renewing our own promises to them too. While we are still the proposer of our
+    /// established view but do not act (our proposal to leave a lagging member out is
+    /// under way, or was refused and will be tried again), the last report stands: replication
+    /// has stopped, so nobody's acknowledgements can be judged, and withdrawing the report
+    /// would let the shared helper promise the lagging member again and refuse us for ever.
+    /// Empty from everyone else (only the primary's report counts).
+    fn lagging_report(&mut self) -> Members {
+        if self.is_acting_primary() {
+            let lagging = self.lagging();
+            self.note_lagging(lagging);
+        }
+        let s = &self.state;
+        if s.accepted.primary() == self.opts.id && s.established == s.accepted {
+            self.leases.lagging()
+        } else {
+            Members::default()
+        }
+    }
+
+    /// Takes `lagging` as the current report: promises to those peers are not renewed, and
+    /// to every other peer they are again.
+    fn note_lagging(&mut self, lagging: Members) {
+        for peer in self.peers().collect::<Vec<_>>() {
+            self.leases.set_lagging(peer, lagging.contains(peer));
+        }
+    }
+
+    pub(super) fn on_heartbeat(&mut self, from: ReplicaId, sent_at: Instant, lagging: Members) {
         let ours = !self.rejoining && self.is_member() && self.partners().contains(from);
+        let s = &self.state;
+        if ours && from == s.accepted.primary() && s.established == s.accepted {
+            // Rule 6: our primary's report of lagging members.
+            self.note_lagging(lagging);
+        }
         if ours {
             if self.leases.promise_to(from, self.now) {
                 let message = self.message(Body::HeartbeatOk { echo: sent_at });
@@ -229,11 +267,19 @@ impl super::Replica {
             .iter()
             .filter(|&m| m != me)
             .filter_map(|m| match self.leases.may_exclude(m, self.now) {
-                Some(Exclusion::Silent) if self.leases.holds_lease_from(m, self.now) => None,
-                Some(Exclusion::Silent) if talks(m) => None,
+                Some(Exclusion::Silent) if !self.silent_to_us(m) => None,
+                Some(Exclusion::Silent) if talks(m) && !self.leases.is_lagging(m) => None,
                 other => other.map(|why| (m, why)),
             })
             .collect()
+    }
+
+    /// Whether `m`, whose promise from us ran out, is silent enough for us to leave out under
+    /// rule 4(b): our lease from it ran out too, or the primary reports it lagging (rule 6:
+    /// a slow member may still answer heartbeats while it acknowledges no replication; what
+    /// 4(b) needs is only that every helper's promise to it ran out).
+    fn silent_to_us(&self, m: ReplicaId) -> bool {
+        !self.leases.holds_lease_from(m, self.now) || self.leases.is_lagging(m)
     }
 
     /// Starts a proposal if one is called for: the primary leaves out members it may; a
@@ -615,7 +661,7 @@ impl super::Replica {
             for m in left_out.iter().filter(|&m| m != me) {
                 if excluded.iter().all(|&(x, _)| x != m) {
                     match self.leases.may_exclude(m, self.now) {
-                        Some(Exclusion::Silent) if self.leases.holds_lease_from(m, self.now) => {}
+                        Some(Exclusion::Silent) if !self.silent_to_us(m) => {}
                         Some(why) => excluded.push((m, why)),
                         None => {}
                     }
@@ -637,7 +683,7 @@ impl super::Replica {
             matches!(
                 self.leases.may_exclude(m, self.now),
                 Some(Exclusion::Silent)
-            ) && !self.leases.holds_lease_from(m, self.now)
+            ) && self.silent_to_us(m)
         }) && (silent.is_empty() || helpers.len() >= self.majority());
         let ok = base.members.contains(me)
             && justified
@@ -685,7 +731,7 @@ impl super::Replica {
             replicating: false,
         };
         let peers = view.members.iter().filter(|&m| m != me);
-        let mut primary = PrimaryState::new(peers, log_end + 1, Some(proposal));
+        let mut primary = PrimaryState::new(peers, log_end + 1, Some(proposal), self.now);
         for entry in self.log.entries_after(self.commit) {
             if let EntryBody::Request(r) = &entry.body {
                 primary.pending.insert(r.client, r.request);
@@ -764,7 +810,10 @@ impl super::Replica {
             return;
         }
         if self.state.accepted.ballot == ballot {
-            // A copy of what we accepted already: answer it again (its own send time).
+            // A copy of what we accepted already: answer it again (its own send time). The
+            // answer gives its proposer a lease, so it must carry a promise (rule 3): an older
+            // primary's lag report of the proposer of the view we accepted is moot (rule 6).
+            self.leases.set_lagging(from, false);
             self.leases.promise_to(from, self.now);
             let message = self.message(Body::Accepted {
                 ballot,
@@ -840,7 +889,9 @@ impl super::Replica {
             self.rejoining = true;
         }
         self.step_down(None);
-        // The acceptance answers the proposer like a heartbeat (rule 3).
+        // The acceptance answers the proposer like a heartbeat (rule 3), so it promises: an
+        // older primary's lag report of the proposer, now our primary, is moot (rule 6).
+        self.leases.set_lagging(from, false);
         self.leases.promise_to(from, self.now);
         let message = self.message(Body::Accepted {
             ballot: p.view.ballot,
@@ -868,6 +919,7 @@ impl super::Replica {
         echo: Instant,
     ) {
         self.leases.answered(from, life, echo);
+        let now = self.now;
         let Some(primary) = self.role.as_primary() else {
             return;
         };
@@ -881,6 +933,7 @@ impl super::Replica {
         let log_end = p.log_end;
         if let Some(progress) = primary.peers.get_mut(&from) {
             // It holds our log up to its end, durably.
+            progress.acked_at = now;
             progress.matched = progress.matched.max(log_end);
             progress.next = progress.next.max(log_end + 1);
         }
@@ -927,7 +980,7 @@ impl super::Replica {
     pub(super) fn become_primary_of_established(&mut self) {
         let me = self.opts.id;
         let peers = self.state.accepted.members.iter().filter(|&m| m != me);
-        let mut primary = PrimaryState::new(peers, self.log.last_index() + 1, None);
+        let mut primary = PrimaryState::new(peers, self.log.last_index() + 1, None, self.now);
         for entry in self.log.entries_after(self.commit) {
             if let EntryBody::Request(r) = &entry.body {
                 primary.pending.insert(r.client, r.request);
