@@ -125,14 +125,24 @@ impl super::Replica {
     /// primary, the members that acknowledged no replication within the lag bound, and we
     /// stop renewing our own promises to them too. While we are still the proposer of our
     /// established view but do not act (our proposal to leave a lagging member out is
-    /// under way, or was refused and will be tried again), the last report stands: replication
-    /// has stopped, so nobody's acknowledgements can be judged, and withdrawing the report
-    /// would let the shared helper promise the lagging member again and refuse us for ever.
-    /// Empty from everyone else (only the primary's report counts).
+    /// under way, or was refused and will be tried again), replication has stopped and
+    /// acknowledgements cannot be judged: the last report stands (withdrawing it would let
+    /// the shared helper promise the lagging member again and refuse us for ever), except
+    /// for a member we hold a lease from again: it answers our heartbeats, the link is back,
+    /// and leaving it out would need a majority that may not be there (soak seed 7: a healed
+    /// partition with the third replica down, the primary kept trying to leave out a backup
+    /// that talked to it again, and never acted). Empty from everyone else (only the
+    /// primary's report counts).
     fn lagging_report(&mut self) -> Members {
         if self.is_acting_primary() {
             let lagging = self.lagging();
             self.note_lagging(lagging);
+        } else {
+            for peer in self.leases.lagging().iter() {
+                if self.leases.holds_lease_from(peer, self.now) {
+                    self.leases.set_lagging(peer, false);
+                }
+            }
         }
         let s = &self.state;
         if s.accepted.primary() == self.opts.id && s.established == s.accepted {

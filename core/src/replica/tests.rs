@@ -864,3 +864,77 @@ fn a_briefly_slow_member_is_reported_then_promised_again_and_never_left_out() {
     assert!(promised_2_after, "2 is promised again");
     assert_eq!(r.status().role, Role::Primary);
 }
+
+/// Soak seed 7 (rule 6): the primary 0 reported 2 lagging while a partition cut them apart,
+/// and tried to leave 2 out; that needs a majority, and the third replica was down, so the
+/// attempt failed and 0 no longer acted. Once 2 answers 0's heartbeats again, the report
+/// that stood through the attempt is withdrawn, and 0 re-forms the view with 2 instead of
+/// trying to leave it out for ever.
+#[test]
+fn a_lagging_member_that_answers_again_is_no_longer_reported_by_a_primary_not_acting() {
+    let (mut r, _) = fresh(0);
+    let mut attempts = Vec::new();
+    let mut reports = Vec::new();
+    let answers_again = 3_000;
+    for at in (50..6_000).step_by(50) {
+        let mut out = tick(&mut r, at);
+        out.extend(peer(&mut r, at, 1, PEER, heartbeat(at, Members::default())));
+        out.extend(persist_all(&mut r, at));
+        for (to, body) in sends(&out) {
+            match body {
+                Body::Append {
+                    view,
+                    prev_index,
+                    entries,
+                    ..
+                } if to == 1 => {
+                    let ack = Body::AppendReply {
+                        view,
+                        ok: true,
+                        index: prev_index + entries.len() as u64,
+                        prev_index,
+                    };
+                    peer(&mut r, at, 1, PEER, ack);
+                }
+                Body::Heartbeat { sent_at, lagging } => {
+                    if to == 1 || at >= answers_again {
+                        peer(&mut r, at, to, PEER, Body::HeartbeatOk { echo: sent_at });
+                    }
+                    if to == 1 {
+                        reports.push((at, lagging));
+                    }
+                }
+                // 1 never grants: a silent exclusion fails (as if the majority were not there).
+                Body::Prepare { ballot, excluding } if to == 1 => {
+                    attempts.push((at, excluding));
+                    let answer = Body::Promise {
+                        ballot,
+                        granted: false,
+                        report: first_view_report(0),
+                    };
+                    peer(&mut r, at + 1, 1, PEER, answer);
+                }
+                _ => {}
+            }
+        }
+    }
+    let reported = |at| reports.iter().find(|(t, _)| *t == at).map(|(_, l)| *l);
+    assert_eq!(
+        reported(2_000),
+        Some(Members::one(2)),
+        "reported while cut off"
+    );
+    assert!(
+        attempts
+            .iter()
+            .any(|(_, ex)| *ex == vec![(2, Exclusion::Silent)]),
+        "0 tried to leave 2 out: {attempts:?}"
+    );
+    assert_eq!(
+        reported(answers_again + 100),
+        Some(Members::default()),
+        "withdrawn once 2 answers"
+    );
+    let (last_at, last) = attempts.last().unwrap();
+    assert!(*last_at > answers_again && last.is_empty(), "{attempts:?}");
+}
