@@ -134,6 +134,10 @@ impl super::Replica {
     /// that talked to it again, and never acted). Empty from everyone else (only the
     /// primary's report counts).
     fn lagging_report(&mut self) -> Members {
+        let s = &self.state;
+        if s.accepted.primary() != self.opts.id || s.established != s.accepted {
+            return Members::default(); // Our flags are our primary's report: leave them.
+        }
         if self.is_acting_primary() {
             let lagging = self.lagging();
             self.note_lagging(lagging);
@@ -144,12 +148,7 @@ impl super::Replica {
                 }
             }
         }
-        let s = &self.state;
-        if s.accepted.primary() == self.opts.id && s.established == s.accepted {
-            self.leases.lagging()
-        } else {
-            Members::default()
-        }
+        self.leases.lagging()
     }
 
     /// Takes `lagging` as the current report: promises to those peers are not renewed, and

@@ -779,7 +779,18 @@ fn a_member_follows_its_primarys_lag_report_and_promises_again_once_it_clears() 
     peer(&mut r, 60, 2, PEER, heartbeat(60, Members::one(0)));
     assert!(!r.leases.is_lagging(0));
     peer(&mut r, 100, 0, PEER, heartbeat(100, Members::one(2)));
-    let out = peer(&mut r, 150, 2, PEER, heartbeat(150, Members::default()));
+    // 2 answers our heartbeats (we hold a lease from it): the report is 0's to withdraw,
+    // not ours.
+    for at in [110, 160] {
+        let out = tick(&mut r, at);
+        for (to, body) in sends(&out) {
+            if let (2, Body::Heartbeat { sent_at, .. }) = (to, body) {
+                peer(&mut r, at, 2, PEER, Body::HeartbeatOk { echo: sent_at });
+            }
+        }
+    }
+    assert!(r.leases.holds_lease_from(2, Instant(160_000)));
+    let out = peer(&mut r, 170, 2, PEER, heartbeat(170, Members::default()));
     assert!(!answered_2(&out), "no renewal while 0 reports 2 lagging");
 
     let prepare = |ballot| Body::Prepare {
