@@ -92,6 +92,8 @@ pub struct Leases {
     peers: BTreeMap<ReplicaId, PeerLease>,
     /// Neither vote nor accept before this (set at start: promises were lost).
     quiet_until: Instant,
+    /// When the last lag report we follow (rule 6) arrived, or we made ours.
+    lag_reported_at: Instant,
     /// When the replica was last stepped.
     last_step: Instant,
     /// Mutations (see [`super::Mutations`]): a refusal counts without a lease; a silent
@@ -131,6 +133,7 @@ impl Leases {
                     (p, lease)
                 })
                 .collect(),
+            lag_reported_at: now,
             last_step: now,
         }
     }
@@ -274,13 +277,31 @@ impl Leases {
             .is_some_and(|p| p.withheld && now.saturating_sub(p.heard_at) <= within)
     }
 
-    /// Rule 6: the primary reports `peer` lagging (or no longer): while it does, our promise
-    /// to `peer` is not renewed, so that it runs out and rule 4(b) can leave `peer` out.
-    /// Withholding a promise is always safe (a promise is made only by answering); this
-    /// only decides how soon a slow member may be excluded.
-    pub fn set_lagging(&mut self, peer: ReplicaId, lagging: bool) {
+    /// Rule 6: the primary reports these peers lagging (and no others): while it does, our
+    /// promises to them are not renewed, so that they run out and rule 4(b) can leave them
+    /// out. Withholding a promise is always safe (a promise is made only by answering);
+    /// this only decides how soon a slow member may be excluded.
+    pub fn report_lagging(&mut self, lagging: Members, now: Instant) {
+        for (&id, p) in self.peers.iter_mut() {
+            p.lagging = lagging.contains(id);
+        }
+        self.lag_reported_at = now;
+    }
+
+    /// A report not renewed for longer than `within` is void (its primary went away, or we
+    /// follow another view now): a stale report must not keep us from promising a member.
+    pub fn expire_lag_report(&mut self, now: Instant, within: Duration) {
+        if now.saturating_sub(self.lag_reported_at) > within {
+            for p in self.peers.values_mut() {
+                p.lagging = false;
+            }
+        }
+    }
+
+    /// `peer` is no longer reported lagging.
+    pub fn clear_lagging(&mut self, peer: ReplicaId) {
         if let Some(p) = self.peers.get_mut(&peer) {
-            p.lagging = lagging;
+            p.lagging = false;
         }
     }
 
@@ -446,18 +467,24 @@ mod tests {
     fn a_lagging_peer_is_not_promised_while_reported_and_is_promised_again_after() {
         let mut l = start(&[1]);
         exchange(&mut l, 1, I1, 0);
-        l.set_lagging(1, true);
+        l.report_lagging(Members::one(1), at(0));
         assert!(l.is_lagging(1));
         assert!(!l.promise_to(1, at(1000)), "no renewal while it lags");
         assert_eq!(l.may_exclude(1, at(1259)), None);
         assert_eq!(l.may_exclude(1, at(1260)), Some(Exclusion::Silent));
         // Caught up: the primary no longer reports it, and it is promised again.
-        l.set_lagging(1, false);
+        l.report_lagging(Members::default(), at(1300));
         assert!(l.promise_to(1, at(1300)));
         assert_eq!(l.may_exclude(1, at(1300)), None);
         // Rejoining clears a report too.
-        l.set_lagging(1, true);
+        l.report_lagging(Members::one(1), at(1300));
         l.rejoined(1);
+        assert!(!l.is_lagging(1));
+        // And a report not renewed goes stale.
+        l.report_lagging(Members::one(1), at(1400));
+        l.expire_lag_report(at(1700), Duration::from_millis(300));
+        assert!(l.is_lagging(1));
+        l.expire_lag_report(at(1701), Duration::from_millis(300));
         assert!(!l.is_lagging(1));
     }
 

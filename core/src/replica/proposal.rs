@@ -97,6 +97,9 @@ impl super::Replica {
             .heartbeat_interval
             .min(self.opts.leases.watchdog());
         self.timers.arm(Timer::Heartbeat, self.now + period);
+        // Rule 6: a lag report its primary stopped renewing is void.
+        self.leases
+            .expire_lag_report(self.now, self.opts.election_timeout);
         if self.rejoining || !self.is_member() {
             let message = self.message(Body::Hello {
                 report: self.report(),
@@ -134,37 +137,39 @@ impl super::Replica {
     /// that talked to it again, and never acted). Empty from everyone else (only the
     /// primary's report counts).
     fn lagging_report(&mut self) -> Members {
-        let s = &self.state;
-        if s.accepted.primary() != self.opts.id || s.established != s.accepted {
+        if !self.reports_lagging(self.opts.id) {
             return Members::default(); // Our flags are our primary's report: leave them.
         }
-        if self.is_acting_primary() {
-            let lagging = self.lagging();
-            self.note_lagging(lagging);
+        let lagging = if self.is_acting_primary() {
+            self.lagging()
         } else {
-            for peer in self.leases.lagging().iter() {
-                if self.leases.holds_lease_from(peer, self.now) {
-                    self.leases.set_lagging(peer, false);
-                }
-            }
-        }
-        self.leases.lagging()
+            let answers: Members = self
+                .leases
+                .lagging()
+                .iter()
+                .filter(|&peer| self.leases.holds_lease_from(peer, self.now))
+                .collect();
+            self.leases.lagging().without(answers)
+        };
+        self.leases.report_lagging(lagging, self.now);
+        lagging
     }
 
-    /// Takes `lagging` as the current report: promises to those peers are not renewed, and
-    /// to every other peer they are again.
-    fn note_lagging(&mut self, lagging: Members) {
-        for peer in self.peers().collect::<Vec<_>>() {
-            self.leases.set_lagging(peer, lagging.contains(peer));
-        }
+    /// Whether `who`'s lag report is the one we follow (rule 6): it is the primary of our
+    /// established view and the proposer of the view we accepted, which is that view or
+    /// `who`'s own proposal in phase 2. The report must stand while that proposal (which may
+    /// leave the lagging member out) is being accepted: a helper that saw it withdrawn would
+    /// promise the member again and refuse phase 2 (soak seed 5303).
+    fn reports_lagging(&self, who: ReplicaId) -> bool {
+        let s = &self.state;
+        s.established.primary() == who && s.accepted.primary() == who
     }
 
     pub(super) fn on_heartbeat(&mut self, from: ReplicaId, sent_at: Instant, lagging: Members) {
         let ours = !self.rejoining && self.is_member() && self.partners().contains(from);
-        let s = &self.state;
-        if ours && from == s.accepted.primary() && s.established == s.accepted {
+        if ours && self.reports_lagging(from) {
             // Rule 6: our primary's report of lagging members.
-            self.note_lagging(lagging);
+            self.leases.report_lagging(lagging, self.now);
         }
         if ours {
             if self.leases.promise_to(from, self.now) {
@@ -277,7 +282,7 @@ impl super::Replica {
             .filter(|&m| m != me)
             .filter_map(|m| match self.leases.may_exclude(m, self.now) {
                 Some(Exclusion::Silent) if !self.silent_to_us(m) => None,
-                Some(Exclusion::Silent) if talks(m) && !self.leases.is_lagging(m) => None,
+                Some(Exclusion::Silent) if talks(m) && !self.we_report_lagging(m) => None,
                 other => other.map(|why| (m, why)),
             })
             .collect()
@@ -288,7 +293,14 @@ impl super::Replica {
     /// a slow member may still answer heartbeats while it acknowledges no replication; what
     /// 4(b) needs is only that every helper's promise to it ran out).
     fn silent_to_us(&self, m: ReplicaId) -> bool {
-        !self.leases.holds_lease_from(m, self.now) || self.leases.is_lagging(m)
+        !self.leases.holds_lease_from(m, self.now) || self.we_report_lagging(m)
+    }
+
+    /// Whether `m` is lagging by our own report, as the primary (rule 6). A backup's copy of
+    /// its primary's report only stops its promises; what the primary did not see itself
+    /// does not make a member a suspect.
+    fn we_report_lagging(&self, m: ReplicaId) -> bool {
+        self.reports_lagging(self.opts.id) && self.leases.is_lagging(m)
     }
 
     /// Starts a proposal if one is called for: the primary leaves out members it may; a
@@ -822,7 +834,7 @@ impl super::Replica {
             // A copy of what we accepted already: answer it again (its own send time). The
             // answer gives its proposer a lease, so it must carry a promise (rule 3): an older
             // primary's lag report of the proposer of the view we accepted is moot (rule 6).
-            self.leases.set_lagging(from, false);
+            self.leases.clear_lagging(from);
             self.leases.promise_to(from, self.now);
             let message = self.message(Body::Accepted {
                 ballot,
@@ -900,7 +912,7 @@ impl super::Replica {
         self.step_down(None);
         // The acceptance answers the proposer like a heartbeat (rule 3), so it promises: an
         // older primary's lag report of the proposer, now our primary, is moot (rule 6).
-        self.leases.set_lagging(from, false);
+        self.leases.clear_lagging(from);
         self.leases.promise_to(from, self.now);
         let message = self.message(Body::Accepted {
             ballot: p.view.ballot,
