@@ -81,6 +81,9 @@ struct PeerLease {
     /// `withheld` this follows the primary's latest report: a member that catches up before
     /// its promise ran out is promised again, so a briefly slow member is not left out.
     lagging: bool,
+    /// While reported lagging, our lease from it ran out at some point: a lease held again
+    /// since means the link came back (see [`Leases::answers_again`]).
+    lease_lapsed: bool,
     /// Proof that `incarnation` crashed.
     evidence: Option<Evidence>,
 }
@@ -284,8 +287,18 @@ impl Leases {
     pub fn report_lagging(&mut self, lagging: Members, now: Instant) {
         for (&id, p) in self.peers.iter_mut() {
             p.lagging = lagging.contains(id);
+            p.lease_lapsed = p.lagging && (p.lease_lapsed || p.held_until <= now);
         }
         self.lag_reported_at = now;
+    }
+
+    /// Whether `peer`, reported lagging, answers our heartbeats again after our lease from it
+    /// had run out while it was reported: the link is back. (A member that answered all
+    /// along, say with a stalled disk, does not count.)
+    pub fn answers_again(&self, peer: ReplicaId, now: Instant) -> bool {
+        self.peers
+            .get(&peer)
+            .is_some_and(|p| p.lagging && p.lease_lapsed && p.held_until > now)
     }
 
     /// A report not renewed for longer than `within` is void (its primary went away, or we
@@ -294,6 +307,7 @@ impl Leases {
         if now.saturating_sub(self.lag_reported_at) > within {
             for p in self.peers.values_mut() {
                 p.lagging = false;
+                p.lease_lapsed = false;
             }
         }
     }
@@ -302,6 +316,7 @@ impl Leases {
     pub fn clear_lagging(&mut self, peer: ReplicaId) {
         if let Some(p) = self.peers.get_mut(&peer) {
             p.lagging = false;
+            p.lease_lapsed = false;
         }
     }
 
@@ -324,6 +339,7 @@ impl Leases {
         if let Some(p) = self.peers.get_mut(&peer) {
             p.withheld = false;
             p.lagging = false;
+            p.lease_lapsed = false;
         }
     }
 

@@ -131,11 +131,12 @@ impl super::Replica {
     /// under way, or was refused and will be tried again), replication has stopped and
     /// acknowledgements cannot be judged: the last report stands (withdrawing it would let
     /// the shared helper promise the lagging member again and refuse us for ever), except
-    /// for a member we hold a lease from again: it answers our heartbeats, the link is back,
-    /// and leaving it out would need a majority that may not be there (soak seed 7: a healed
-    /// partition with the third replica down, the primary kept trying to leave out a backup
-    /// that talked to it again, and never acted). Empty from everyone else (only the
-    /// primary's report counts).
+    /// for a member we hold a lease from again after it had lapsed: it answers our
+    /// heartbeats, the link is back, and leaving it out would need a majority that may not
+    /// be there (soak seed 7: a healed partition with the third replica down, the primary
+    /// kept trying to leave out a backup that talked to it again, and never acted). A member
+    /// that answered all along (a stalled disk) stays reported. Empty from everyone else
+    /// (only the primary's report counts).
     fn lagging_report(&mut self) -> Members {
         if !self.reports_lagging(self.opts.id) {
             return Members::default(); // Our flags are our primary's report: leave them.
@@ -147,7 +148,7 @@ impl super::Replica {
                 .leases
                 .lagging()
                 .iter()
-                .filter(|&peer| self.leases.holds_lease_from(peer, self.now))
+                .filter(|&peer| self.leases.answers_again(peer, self.now))
                 .collect();
             self.leases.lagging().without(answers)
         };

@@ -678,6 +678,18 @@ fn heartbeat(at_ms: u64, lagging: Members) -> Body {
 /// report: it stands until 0 acts again.
 #[test]
 fn the_primary_reports_a_member_that_acknowledges_nothing_lagging_and_leaves_it_out() {
+    leave_out_a_member_that_acknowledges_nothing(false);
+}
+
+/// As above, but 2 answers 0's heartbeats all along (its event loop runs, its disk is
+/// stalled): 0 holds a lease from it throughout, and the report still stands through the
+/// refused attempt (only a lease that came back after it had lapsed withdraws it).
+#[test]
+fn a_member_that_answers_heartbeats_but_acknowledges_nothing_is_left_out_too() {
+    leave_out_a_member_that_acknowledges_nothing(true);
+}
+
+fn leave_out_a_member_that_acknowledges_nothing(answers_heartbeats: bool) {
     let (mut r, _) = fresh(0);
     let bound = r.opts.lag_bound().as_micros() as u64 / 1000;
     let mut reported_at = None;
@@ -705,6 +717,9 @@ fn the_primary_reports_a_member_that_acknowledges_nothing_lagging_and_leaves_it_
                         prev_index,
                     };
                     peer(&mut r, at, 1, PEER, ack);
+                }
+                Body::Heartbeat { sent_at, .. } if to == 2 && answers_heartbeats => {
+                    peer(&mut r, at, 2, PEER, Body::HeartbeatOk { echo: sent_at });
                 }
                 Body::Heartbeat { sent_at, lagging } if to == 1 => {
                     peer(&mut r, at, 1, PEER, Body::HeartbeatOk { echo: sent_at });
