@@ -217,8 +217,9 @@ fn body() -> impl Strategy<Value = Body> {
             ballot,
             echo: Instant(echo)
         }),
-        any::<u64>().prop_map(|t| Body::Heartbeat {
-            sent_at: Instant(t)
+        (any::<u64>(), any::<u16>()).prop_map(|(t, lagging)| Body::Heartbeat {
+            sent_at: Instant(t),
+            lagging: Members(lagging),
         }),
         any::<u64>().prop_map(|t| Body::HeartbeatOk { echo: Instant(t) }),
         (report(), any::<bool>()).prop_map(|(report, answer)| Body::Hello { report, answer }),

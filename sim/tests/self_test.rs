@@ -122,12 +122,16 @@ fn silent_exclusion_while_promised_is_caught() {
 /// Rule 1a (trace F1): a phase-1 answer is a durable promise. Under every kind of fault
 /// most seeds fail on liveness first (the mutation stalls view changes); partitions and
 /// one-way cuts alone make two proposers that share a voter common: with core a6e6518 the
-/// first catch is seed 51 (agreement: the old primary's view and a view formed through the
+/// first catch was seed 51 (agreement: the old primary's view and a view formed through the
 /// voter that promised nothing both committed index 261), then 141, 313; the same 100 seeds
 /// pass without the mutation (NOTEBOOK.md, 2026-12-03, "The four uncaught mutations").
+/// Since rule 6 (2026-12-03) a cut between the primary and a backup is resolved by the
+/// primary alone, so two proposers share a voter less often: with partitions, cuts and
+/// pauses the catches in 400 seeds are 149, 228, 231, 394 (partitions and cuts alone: 149
+/// only, in 500).
 #[test]
 fn promise_nothing_is_caught() {
-    two_crash_mutation_is_caught("promise_nothing", "partition,cut", 150);
+    two_crash_mutation_is_caught("promise_nothing", "partition,cut,pause", 250);
 }
 
 /// Rule 1d (trace T1): nothing commits in a view before every member accepted it.

@@ -11,8 +11,7 @@
 //! (`sim/tests/model.rs`). Each comment names the rule the scenario exercises (NOTEBOOK.md,
 //! "Two-crash protocol: rules, model, safety argument").
 //!
-//! The few that the two-crash protocol does not pass yet are ignored with the reason
-//! (`cargo test -p chat-sim --test two_crash -- --ignored` runs them); under the majority
+//! None is ignored any more (F1 and F2 were, until rule 6 was built); under the majority
 //! protocol those that need two of three down to keep serving failed on liveness, at the
 //! `ServesWithin` after the fault it cannot survive.
 
@@ -160,9 +159,10 @@ fn t3_excluding_a_peer_still_promised_a_lease() -> Result<(), Failure> {
 
 /// F1 (rule 1a: a phase-1 answer is a durable promise). `p` and `a` cannot hear each other
 /// but both hear `b`: each tries to exclude the other with `b`'s vote. `b`'s answer to the
-/// higher ballot must stop it helping the lower one, or there are two primaries.
+/// higher ballot must stop it helping the lower one, or there are two primaries. Serving
+/// during the cut needs rule 6: `b` renews its promises to both until `p` reports `a`
+/// lagging; then only `p` can leave the other out.
 #[test]
-#[ignore = "two-crash protocol: a cut between two replicas that both reach the third stalls the cluster until it heals (rule 6 not in force yet; NOTEBOOK.md)"]
 fn f1_two_proposers_share_a_voter() -> Result<(), Failure> {
     play3(130, |p, a, _| {
         vec![
@@ -179,7 +179,6 @@ fn f1_two_proposers_share_a_voter() -> Result<(), Failure> {
 /// F1, and the shared voter `b` is paused meanwhile (within the pause bound): both
 /// proposals wait in its queue and reach it late, one after the other.
 #[test]
-#[ignore = "two-crash protocol: a cut between two replicas that both reach the third stalls the cluster until it heals (rule 6 not in force yet; NOTEBOOK.md)"]
 fn f2_a_late_proposal_after_a_rival_view_committed() -> Result<(), Failure> {
     for (seed, pause_after) in (140..).zip([300, 500, 800]) {
         play3(seed, |p, a, b| {

@@ -11,7 +11,7 @@
 //!   every lease it holds before acting again; a restarted replica neither votes nor accepts
 //!   for L·(1 + drift) + margin (it lost its promises).
 
-use super::view::{Exclusion, Incarnation};
+use super::view::{Exclusion, Incarnation, Members};
 use crate::ids::ReplicaId;
 use crate::time::{Duration, Instant};
 use std::collections::BTreeMap;
@@ -77,8 +77,15 @@ struct PeerLease {
     held_until: Instant,
     /// Our promise to it (we help exclude it no earlier than this).
     promised_until: Instant,
-    /// Promises to it are not renewed: it lags (rule 6) or was excluded for silence (4b).
+    /// Promises to it are not renewed: it was excluded for silence (4b), until it rejoins.
     withheld: bool,
+    /// Promises to it are not renewed while the primary reports it lagging (rule 6). Unlike
+    /// `withheld` this follows the primary's latest report: a member that catches up before
+    /// its promise ran out is promised again, so a briefly slow member is not left out.
+    lagging: bool,
+    /// While reported lagging, our lease from it ran out at some point: a lease held again
+    /// since means the link came back (see [`Leases::answers_again`]).
+    lease_lapsed: bool,
     /// Proof that `incarnation` crashed.
     evidence: Option<Evidence>,
 }
@@ -90,6 +97,8 @@ pub struct Leases {
     peers: BTreeMap<ReplicaId, PeerLease>,
     /// Neither vote nor accept before this (set at start: promises were lost).
     quiet_until: Instant,
+    /// When the last lag report we follow (rule 6) arrived, or we made ours.
+    lag_reported_at: Instant,
     /// When the replica was last stepped.
     last_step: Instant,
     /// Mutations (see [`super::Mutations`]): a refusal counts without a lease; a silent
@@ -129,6 +138,7 @@ impl Leases {
                     (p, lease)
                 })
                 .collect(),
+            lag_reported_at: now,
             last_step: now,
         }
     }
@@ -192,7 +202,7 @@ impl Leases {
         let Some(p) = self.peers.get_mut(&peer) else {
             return false;
         };
-        if p.withheld || p.evidence.is_some() {
+        if p.withheld || p.lagging || p.evidence.is_some() {
             return false;
         }
         p.promised_until = p.promised_until.max(now + promise);
@@ -274,8 +284,8 @@ impl Leases {
         p.incarnation.is_some().then_some(p.heard_at)
     }
 
-    /// Stop renewing our promise to `peer` (it lags, rule 6, or is being excluded for
-    /// silence, rule 4b) until it rejoins.
+    /// Stop renewing our promise to `peer` (it is being excluded for silence, rule 4b)
+    /// until it rejoins.
     pub fn withhold(&mut self, peer: ReplicaId) {
         if let Some(p) = self.peers.get_mut(&peer) {
             p.withheld = true;
@@ -290,10 +300,66 @@ impl Leases {
             .is_some_and(|p| p.withheld && now.saturating_sub(p.heard_at) <= within)
     }
 
+    /// Rule 6: the primary reports these peers lagging (and no others): while it does, our
+    /// promises to them are not renewed, so that they run out and rule 4(b) can leave them
+    /// out. Withholding a promise is always safe (a promise is made only by answering);
+    /// this only decides how soon a slow member may be excluded.
+    pub fn report_lagging(&mut self, lagging: Members, now: Instant) {
+        for (&id, p) in self.peers.iter_mut() {
+            p.lagging = lagging.contains(id);
+            p.lease_lapsed = p.lagging && (p.lease_lapsed || p.held_until <= now);
+        }
+        self.lag_reported_at = now;
+    }
+
+    /// Whether `peer`, reported lagging, answers our heartbeats again after our lease from it
+    /// had run out while it was reported: the link is back. (A member that answered all
+    /// along, say with a stalled disk, does not count.)
+    pub fn answers_again(&self, peer: ReplicaId, now: Instant) -> bool {
+        self.peers
+            .get(&peer)
+            .is_some_and(|p| p.lagging && p.lease_lapsed && p.held_until > now)
+    }
+
+    /// A report not renewed for longer than `within` is void (its primary went away, or we
+    /// follow another view now): a stale report must not keep us from promising a member.
+    pub fn expire_lag_report(&mut self, now: Instant, within: Duration) {
+        if now.saturating_sub(self.lag_reported_at) > within {
+            for p in self.peers.values_mut() {
+                p.lagging = false;
+                p.lease_lapsed = false;
+            }
+        }
+    }
+
+    /// `peer` is no longer reported lagging.
+    pub fn clear_lagging(&mut self, peer: ReplicaId) {
+        if let Some(p) = self.peers.get_mut(&peer) {
+            p.lagging = false;
+            p.lease_lapsed = false;
+        }
+    }
+
+    /// Whether the primary's latest report (or ours, as primary) has `peer` lagging.
+    pub fn is_lagging(&self, peer: ReplicaId) -> bool {
+        self.peers.get(&peer).is_some_and(|p| p.lagging)
+    }
+
+    /// Every peer reported lagging.
+    pub fn lagging(&self) -> Members {
+        self.peers
+            .iter()
+            .filter(|(_, p)| p.lagging)
+            .map(|(&id, _)| id)
+            .collect()
+    }
+
     /// `peer` is a member of our view again (rule 7): promises to it are renewed again.
     pub fn rejoined(&mut self, peer: ReplicaId) {
         if let Some(p) = self.peers.get_mut(&peer) {
             p.withheld = false;
+            p.lagging = false;
+            p.lease_lapsed = false;
         }
     }
 
@@ -431,6 +497,31 @@ mod tests {
         assert_eq!(l.may_exclude(1, at(1260)), Some(Exclusion::Silent));
         l.rejoined(1);
         assert!(l.promise_to(1, at(1300)));
+    }
+
+    #[test]
+    fn a_lagging_peer_is_not_promised_while_reported_and_is_promised_again_after() {
+        let mut l = start(&[1]);
+        exchange(&mut l, 1, I1, 0);
+        l.report_lagging(Members::one(1), at(0));
+        assert!(l.is_lagging(1));
+        assert!(!l.promise_to(1, at(1000)), "no renewal while it lags");
+        assert_eq!(l.may_exclude(1, at(1259)), None);
+        assert_eq!(l.may_exclude(1, at(1260)), Some(Exclusion::Silent));
+        // Caught up: the primary no longer reports it, and it is promised again.
+        l.report_lagging(Members::default(), at(1300));
+        assert!(l.promise_to(1, at(1300)));
+        assert_eq!(l.may_exclude(1, at(1300)), None);
+        // Rejoining clears a report too.
+        l.report_lagging(Members::one(1), at(1300));
+        l.rejoined(1);
+        assert!(!l.is_lagging(1));
+        // And a report not renewed goes stale.
+        l.report_lagging(Members::one(1), at(1400));
+        l.expire_lag_report(at(1700), Duration::from_millis(300));
+        assert!(l.is_lagging(1));
+        l.expire_lag_report(at(1701), Duration::from_millis(300));
+        assert!(!l.is_lagging(1));
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Messages between replicas. Every message carries the sender's incarnation (rule 5), so
 //! that a receiver can tell a new life of a peer from the one it knew (evidence, rule 4a).
 
-use super::view::{Exclusion, Incarnation, ViewDef};
+use super::view::{Exclusion, Incarnation, Members, ViewDef};
 use crate::durable::{Entry, SnapshotMeta};
 use crate::ids::{OpIndex, ReplicaId, View};
 use crate::time::Instant;
@@ -40,8 +40,11 @@ impl Report {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Body {
-    /// Lease renewal (rule 3), between members of each other's accepted view.
-    Heartbeat { sent_at: Instant },
+    /// Lease renewal (rule 3), between members of each other's accepted view. `lagging`:
+    /// from the primary of an established view, the members that have not acknowledged
+    /// replication within the lag bound (rule 6): nobody renews its promise to them while
+    /// they are reported. Empty from everyone else.
+    Heartbeat { sent_at: Instant, lagging: Members },
     /// Answers a heartbeat: the sender's lease from us runs from `echo`, its send time.
     HeartbeatOk { echo: Instant },
     /// A rejoining replica (or a replica that is not a member of the sender's view) says

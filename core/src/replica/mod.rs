@@ -134,6 +134,18 @@ impl Options {
     }
 }
 
+impl Options {
+    /// Rule 6's bound: the primary reports a member lagging once it has acknowledged no
+    /// replication for a whole lease. Heartbeats carry an `Append` every
+    /// `heartbeat_interval`, so a healthy member acknowledges many times per lease; the
+    /// report only stops promises to it from being renewed, so a member that catches up
+    /// within the promise that is still running is not left out: it takes this bound plus
+    /// a promise (about 2.3 s by default) of not acknowledging to be excluded.
+    pub fn lag_bound(&self) -> Duration {
+        self.leases.lease
+    }
+}
+
 /// Deliberate bugs (mutations of the protocol), each off by default. Only the simulator's
 /// checker tests turn them on. (Injected faults are the simulator's `FaultPlan`.)
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -593,7 +605,7 @@ impl Replica {
         let had_evidence = self.leases.has_evidence(from);
         self.leases.heard(from, life, self.now);
         match message.body {
-            Body::Heartbeat { sent_at } => self.on_heartbeat(from, sent_at),
+            Body::Heartbeat { sent_at, lagging } => self.on_heartbeat(from, sent_at, lagging),
             Body::HeartbeatOk { echo } => self.leases.answered(from, life, echo),
             Body::Hello { report, answer } => self.on_hello(from, report, answer),
             Body::Prepare { ballot, excluding } => self.on_prepare(from, ballot, excluding),

@@ -3,6 +3,7 @@
 
 use super::proposal::Proposal;
 use super::role::RoleState;
+use super::view::Members;
 use super::{quorum, Body, Output, Persist};
 use crate::chat::{ChatError, Event, Reply};
 use crate::durable::{Entry, EntryBody, Record};
@@ -34,6 +35,9 @@ pub(super) struct Progress {
     /// `matched` at the previous heartbeat: no progress in between means a lost message.
     matched_at_heartbeat: OpIndex,
     pub(super) state: SendState,
+    /// When it last acknowledged replication (an `AppendReply` that matched, a
+    /// `SnapshotReply`, an acceptance), or when we started tracking it: rule 6's clock.
+    pub(super) acked_at: Instant,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -51,12 +55,14 @@ impl PrimaryState {
         peers: impl IntoIterator<Item = ReplicaId>,
         next: OpIndex,
         proposal: Option<Proposal>,
+        now: Instant,
     ) -> PrimaryState {
         let progress = |_| Progress {
             next,
             matched: 0,
             matched_at_heartbeat: 0,
             state: SendState::Probe,
+            acked_at: now,
         };
         PrimaryState {
             proposal,
@@ -292,7 +298,35 @@ impl super::Replica {
             }
             return false;
         }
-        view == self.state.accepted.ballot && self.progress(from).is_some()
+        if view != self.state.accepted.ballot {
+            return false;
+        }
+        let now = self.now;
+        let Some(progress) = self.progress(from) else {
+            return false;
+        };
+        if ok {
+            progress.acked_at = now;
+        }
+        true
+    }
+
+    /// Rule 6: the members of our established view that acknowledged no replication within
+    /// the lag bound (empty unless we are its acting primary). Nobody renews its promise to
+    /// them while we report them, so that a member that still talks to some replica but not
+    /// to us (a cut between two replicas that both reach the third) can be left out by rule
+    /// 4(b), instead of stalling every commit until the cut heals.
+    pub(super) fn lagging(&self) -> Members {
+        let bound = self.opts.lag_bound();
+        match &self.role {
+            RoleState::Primary(p) if p.proposal.is_none() && self.is_acting_primary() => p
+                .peers
+                .iter()
+                .filter(|(_, progress)| self.now.saturating_sub(progress.acked_at) > bound)
+                .map(|(&peer, _)| peer)
+                .collect(),
+            _ => Members::default(),
+        }
     }
 
     pub(super) fn on_append_reply(

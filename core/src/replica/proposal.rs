@@ -112,6 +112,9 @@ impl super::Replica {
             .heartbeat_interval
             .min(self.opts.leases.watchdog());
         self.timers.arm(Timer::Heartbeat, self.now + period);
+        // Rule 6: a lag report its primary stopped renewing is void.
+        self.leases
+            .expire_lag_report(self.now, self.opts.election_timeout);
         if self.rejoining || !self.is_member() {
             let message = self.message(Body::Hello {
                 report: self.report(),
@@ -121,7 +124,11 @@ impl super::Replica {
                 self.send_after_persist(peer, message.clone());
             }
         } else {
-            let message = self.message(Body::Heartbeat { sent_at: self.now });
+            let lagging = self.lagging_report();
+            let message = self.message(Body::Heartbeat {
+                sent_at: self.now,
+                lagging,
+            });
             let me = self.opts.id;
             for peer in self.partners().iter().filter(|&p| p != me) {
                 self.send_now(peer, message.clone());
@@ -132,8 +139,54 @@ impl super::Replica {
         self.maybe_propose();
     }
 
-    pub(super) fn on_heartbeat(&mut self, from: ReplicaId, sent_at: Instant) {
+    /// Rule 6, the primary's side: what our heartbeats report lagging. While we act as the
+    /// primary, the members that acknowledged no replication within the lag bound, and we
+    /// stop renewing our own promises to them too. While we are still the proposer of our
+    /// established view but do not act (our proposal to leave a lagging member out is
+    /// under way, or was refused and will be tried again), replication has stopped and
+    /// acknowledgements cannot be judged: the last report stands (withdrawing it would let
+    /// the shared helper promise the lagging member again and refuse us for ever), except
+    /// for a member we hold a lease from again after it had lapsed: it answers our
+    /// heartbeats, the link is back, and leaving it out would need a majority that may not
+    /// be there (soak seed 7: a healed partition with the third replica down, the primary
+    /// kept trying to leave out a backup that talked to it again, and never acted). A member
+    /// that answered all along (a stalled disk) stays reported. Empty from everyone else
+    /// (only the primary's report counts).
+    fn lagging_report(&mut self) -> Members {
+        if !self.reports_lagging(self.opts.id) {
+            return Members::default(); // Our flags are our primary's report: leave them.
+        }
+        let lagging = if self.is_acting_primary() {
+            self.lagging()
+        } else {
+            let answers: Members = self
+                .leases
+                .lagging()
+                .iter()
+                .filter(|&peer| self.leases.answers_again(peer, self.now))
+                .collect();
+            self.leases.lagging().without(answers)
+        };
+        self.leases.report_lagging(lagging, self.now);
+        lagging
+    }
+
+    /// Whether `who`'s lag report is the one we follow (rule 6): it is the primary of our
+    /// established view and the proposer of the view we accepted, which is that view or
+    /// `who`'s own proposal in phase 2. The report must stand while that proposal (which may
+    /// leave the lagging member out) is being accepted: a helper that saw it withdrawn would
+    /// promise the member again and refuse phase 2 (soak seed 5303).
+    fn reports_lagging(&self, who: ReplicaId) -> bool {
+        let s = &self.state;
+        s.established.primary() == who && s.accepted.primary() == who
+    }
+
+    pub(super) fn on_heartbeat(&mut self, from: ReplicaId, sent_at: Instant, lagging: Members) {
         let ours = !self.rejoining && self.is_member() && self.partners().contains(from);
+        if ours && self.reports_lagging(from) {
+            // Rule 6: our primary's report of lagging members.
+            self.leases.report_lagging(lagging, self.now);
+        }
         if ours {
             if self.leases.promise_to(from, self.now) {
                 let message = self.message(Body::HeartbeatOk { echo: sent_at });
@@ -244,11 +297,26 @@ impl super::Replica {
             .iter()
             .filter(|&m| m != me)
             .filter_map(|m| match self.leases.may_exclude(m, self.now) {
-                Some(Exclusion::Silent) if self.leases.holds_lease_from(m, self.now) => None,
-                Some(Exclusion::Silent) if talks(m) => None,
+                Some(Exclusion::Silent) if !self.silent_to_us(m) => None,
+                Some(Exclusion::Silent) if talks(m) && !self.we_report_lagging(m) => None,
                 other => other.map(|why| (m, why)),
             })
             .collect()
+    }
+
+    /// Whether `m`, whose promise from us ran out, is silent enough for us to leave out under
+    /// rule 4(b): our lease from it ran out too, or the primary reports it lagging (rule 6:
+    /// a slow member may still answer heartbeats while it acknowledges no replication; what
+    /// 4(b) needs is only that every helper's promise to it ran out).
+    fn silent_to_us(&self, m: ReplicaId) -> bool {
+        !self.leases.holds_lease_from(m, self.now) || self.we_report_lagging(m)
+    }
+
+    /// Whether `m` is lagging by our own report, as the primary (rule 6). A backup's copy of
+    /// its primary's report only stops its promises; what the primary did not see itself
+    /// does not make a member a suspect.
+    fn we_report_lagging(&self, m: ReplicaId) -> bool {
+        self.reports_lagging(self.opts.id) && self.leases.is_lagging(m)
     }
 
     /// Starts a proposal if one is called for: the primary leaves out members it may; a
@@ -643,7 +711,7 @@ impl super::Replica {
             for m in left_out.iter().filter(|&m| m != me) {
                 if excluded.iter().all(|&(x, _)| x != m) {
                     match self.leases.may_exclude(m, self.now) {
-                        Some(Exclusion::Silent) if self.leases.holds_lease_from(m, self.now) => {}
+                        Some(Exclusion::Silent) if !self.silent_to_us(m) => {}
                         Some(why) => excluded.push((m, why)),
                         None => {}
                     }
@@ -667,7 +735,7 @@ impl super::Replica {
             matches!(
                 self.leases.may_exclude(m, self.now),
                 Some(Exclusion::Silent)
-            ) && !self.leases.holds_lease_from(m, self.now)
+            ) && self.silent_to_us(m)
         }) && (silent.is_empty() || helpers.len() >= self.majority());
         let ok = base.members.contains(me)
             && justified
@@ -717,7 +785,7 @@ impl super::Replica {
             replicating: false,
         };
         let peers = view.members.iter().filter(|&m| m != me);
-        let mut primary = PrimaryState::new(peers, log_end + 1, Some(proposal));
+        let mut primary = PrimaryState::new(peers, log_end + 1, Some(proposal), self.now);
         for entry in self.log.entries_after(self.commit) {
             if let EntryBody::Request(r) = &entry.body {
                 primary.pending.insert(r.client, r.request);
@@ -796,7 +864,10 @@ impl super::Replica {
             return;
         }
         if self.state.accepted.ballot == ballot {
-            // A copy of what we accepted already: answer it again (its own send time).
+            // A copy of what we accepted already: answer it again (its own send time). The
+            // answer gives its proposer a lease, so it must carry a promise (rule 3): an older
+            // primary's lag report of the proposer of the view we accepted is moot (rule 6).
+            self.leases.clear_lagging(from);
             self.leases.promise_to(from, self.now);
             let message = self.message(Body::Accepted {
                 ballot,
@@ -872,7 +943,9 @@ impl super::Replica {
             self.rejoining = true;
         }
         self.step_down(None);
-        // The acceptance answers the proposer like a heartbeat (rule 3).
+        // The acceptance answers the proposer like a heartbeat (rule 3), so it promises: an
+        // older primary's lag report of the proposer, now our primary, is moot (rule 6).
+        self.leases.clear_lagging(from);
         self.leases.promise_to(from, self.now);
         let message = self.message(Body::Accepted {
             ballot: p.view.ballot,
@@ -900,6 +973,7 @@ impl super::Replica {
         echo: Instant,
     ) {
         self.leases.answered(from, life, echo);
+        let now = self.now;
         let Some(primary) = self.role.as_primary() else {
             return;
         };
@@ -913,6 +987,7 @@ impl super::Replica {
         let log_end = p.log_end;
         if let Some(progress) = primary.peers.get_mut(&from) {
             // It holds our log up to its end, durably.
+            progress.acked_at = now;
             progress.matched = progress.matched.max(log_end);
             progress.next = progress.next.max(log_end + 1);
         }
@@ -959,7 +1034,7 @@ impl super::Replica {
     pub(super) fn become_primary_of_established(&mut self) {
         let me = self.opts.id;
         let peers = self.state.accepted.members.iter().filter(|&m| m != me);
-        let mut primary = PrimaryState::new(peers, self.log.last_index() + 1, None);
+        let mut primary = PrimaryState::new(peers, self.log.last_index() + 1, None, self.now);
         for entry in self.log.entries_after(self.commit) {
             if let EntryBody::Request(r) = &entry.body {
                 primary.pending.insert(r.client, r.request);

@@ -208,7 +208,7 @@ fn a_refusal_under_a_lease_is_evidence_and_the_first_backup_proposes_at_once() {
     let sent_at = sends(&out)
         .iter()
         .find_map(|(to, b)| match b {
-            Body::Heartbeat { sent_at } if *to == 0 => Some(*sent_at),
+            Body::Heartbeat { sent_at, .. } if *to == 0 => Some(*sent_at),
             _ => None,
         })
         .unwrap();
@@ -578,7 +578,7 @@ fn a_member_left_out_by_a_proposal_that_never_took_is_kept_once_it_talks_again()
         let mut out = tick(&mut r, at);
         // 2 answers our heartbeats and sends its own; 0 is cut off, then talks again.
         for (to, body) in sends(&out) {
-            if let (2, Body::Heartbeat { sent_at }) = (to, body) {
+            if let (2, Body::Heartbeat { sent_at, .. }) = (to, body) {
                 peer(&mut r, at, 2, PEER, Body::HeartbeatOk { echo: sent_at });
             }
         }
@@ -589,6 +589,7 @@ fn a_member_left_out_by_a_proposal_that_never_took_is_kept_once_it_talks_again()
             PEER,
             Body::Heartbeat {
                 sent_at: Instant(at * 1000),
+                lagging: Members::default(),
             },
         ));
         if at >= talks_from {
@@ -599,6 +600,7 @@ fn a_member_left_out_by_a_proposal_that_never_took_is_kept_once_it_talks_again()
                 PEER,
                 Body::Heartbeat {
                     sent_at: Instant(at * 1000),
+                    lagging: Members::default(),
                 },
             ));
         }
@@ -656,7 +658,8 @@ fn the_operator_removes_two_silent_replicas_and_the_survivor_serves_alone() {
     let (mut r, _) = fresh(0);
     for from in [1, 2] {
         let sent_at = Instant(10_000);
-        peer(&mut r, 10, from, PEER, Body::Heartbeat { sent_at });
+        let lagging = Members::default();
+        peer(&mut r, 10, from, PEER, Body::Heartbeat { sent_at, lagging });
     }
     let at = |ms: u64| Instant(ms * 1000);
     assert_eq!(r.may_remove(at(20), 0), Err(RemoveRefused::Itself));
@@ -701,4 +704,320 @@ fn a_rejoining_replica_removes_nobody() {
         restarted.may_remove(Instant(10_000_000), 2),
         Err(RemoveRefused::Rejoining)
     );
+}
+
+/// A report of the first view with `promised`, from a replica that has no log.
+fn first_view_report(promised: View) -> Report {
+    let first = ViewDef::initial(N);
+    Report {
+        promised,
+        accepted: first,
+        vote: false,
+        established: first,
+        rejoining: false,
+        quiet: false,
+        log_end: 0,
+    }
+}
+
+fn heartbeat(at_ms: u64, lagging: Members) -> Body {
+    Body::Heartbeat {
+        sent_at: Instant(at_ms * 1000),
+        lagging,
+    }
+}
+
+/// Rule 6 (F1's schedule, one way): 2 hears nothing from the primary 0 but still talks to
+/// it, so 0 keeps hearing 2 and, before rule 6, kept renewing its promise to it for ever:
+/// commits stalled. Now 0 reports 2 lagging once it acknowledged nothing for the lag bound,
+/// stops renewing its own promise, and once that promise ran out leaves 2 out for silence
+/// with 1's vote (rule 4(b)) though 2 still talks. A refused attempt does not withdraw the
+/// report: it stands until 0 acts again.
+#[test]
+fn the_primary_reports_a_member_that_acknowledges_nothing_lagging_and_leaves_it_out() {
+    leave_out_a_member_that_acknowledges_nothing(false);
+}
+
+/// As above, but 2 answers 0's heartbeats all along (its event loop runs, its disk is
+/// stalled): 0 holds a lease from it throughout, and the report still stands through the
+/// refused attempt (only a lease that came back after it had lapsed withdraws it).
+#[test]
+fn a_member_that_answers_heartbeats_but_acknowledges_nothing_is_left_out_too() {
+    leave_out_a_member_that_acknowledges_nothing(true);
+}
+
+fn leave_out_a_member_that_acknowledges_nothing(answers_heartbeats: bool) {
+    let (mut r, _) = fresh(0);
+    let bound = r.opts.lag_bound().as_micros() as u64 / 1000;
+    let mut reported_at = None;
+    let mut last_promise_to_2 = 0;
+    let mut refused_at = None;
+    let mut reported_after_refusal = false;
+    let mut proposed = None;
+    for at in (50..5_000).step_by(50) {
+        let mut out = tick(&mut r, at);
+        out.extend(peer(&mut r, at, 1, PEER, heartbeat(at, Members::default())));
+        out.extend(peer(&mut r, at, 2, PEER, heartbeat(at, Members::default())));
+        out.extend(persist_all(&mut r, at));
+        for (to, body) in sends(&out) {
+            match body {
+                Body::Append {
+                    view,
+                    prev_index,
+                    entries,
+                    ..
+                } if to == 1 => {
+                    let ack = Body::AppendReply {
+                        view,
+                        ok: true,
+                        index: prev_index + entries.len() as u64,
+                        prev_index,
+                    };
+                    peer(&mut r, at, 1, PEER, ack);
+                }
+                Body::Heartbeat { sent_at, .. } if to == 2 && answers_heartbeats => {
+                    peer(&mut r, at, 2, PEER, Body::HeartbeatOk { echo: sent_at });
+                }
+                Body::Heartbeat { sent_at, lagging } if to == 1 => {
+                    peer(&mut r, at, 1, PEER, Body::HeartbeatOk { echo: sent_at });
+                    if lagging.contains(2) {
+                        reported_at = reported_at.or(Some(at));
+                        reported_after_refusal |= refused_at.is_some();
+                    }
+                    assert!(!lagging.contains(1), "1 acknowledges");
+                }
+                Body::HeartbeatOk { .. } if to == 2 => {
+                    assert!(reported_at.is_none(), "2 is promised again at {at} ms");
+                    last_promise_to_2 = at;
+                }
+                Body::Prepare { ballot, excluding } => {
+                    assert_eq!((to, excluding), (1, vec![(2, Exclusion::Silent)]));
+                    assert!(
+                        at >= last_promise_to_2 + 1_260,
+                        "only once 0's last promise to 2 ran out ({at} ms)"
+                    );
+                    // 1 refuses the first attempt (as if it still promised 2), grants the next.
+                    let granted = refused_at.is_some();
+                    let promised = if granted { ballot } else { 0 };
+                    refused_at = refused_at.or(Some(at));
+                    let answer = Body::Promise {
+                        ballot,
+                        granted,
+                        report: first_view_report(promised),
+                    };
+                    let mut out = peer(&mut r, at + 1, 1, PEER, answer);
+                    out.extend(persist_all(&mut r, at + 1));
+                    proposed = proposed.or(sends(&out).into_iter().find_map(|(to, b)| match b {
+                        Body::Propose { view, excluded, .. } if to == 1 => Some((view, excluded)),
+                        _ => None,
+                    }));
+                }
+                _ => {}
+            }
+        }
+        if proposed.is_some() {
+            break;
+        }
+    }
+    let reported_at = reported_at.expect("2 reported lagging");
+    assert!(
+        (bound..=bound + 100).contains(&reported_at),
+        "reported at {reported_at} ms, the bound is {bound} ms"
+    );
+    assert!(
+        reported_after_refusal,
+        "the report stands through a refused attempt"
+    );
+    let (view, excluded) = proposed.expect("0 proposes a view without 2");
+    assert_eq!(view.members, Members::one(0).with(1));
+    assert_eq!(excluded, vec![(2, Exclusion::Silent)]);
+}
+
+/// Rule 6, a member's side: 1 stops renewing its promise to 2 while its primary 0 reports 2
+/// lagging (the promise already made is kept to its end: 0's phase 1 is refused until
+/// then), ignores a report from anyone but its primary, and promises 2 again once the
+/// report no longer names it.
+#[test]
+fn a_member_follows_its_primarys_lag_report_and_promises_again_once_it_clears() {
+    let (mut r, _) = fresh(1);
+    let answered_2 = |out: &[Output]| {
+        sends(out)
+            .iter()
+            .any(|(to, b)| *to == 2 && matches!(b, Body::HeartbeatOk { .. }))
+    };
+    let out = peer(&mut r, 50, 2, PEER, heartbeat(50, Members::default()));
+    assert!(answered_2(&out), "promised until 1,310 ms");
+    // 2, not the primary, cannot have 0 reported.
+    peer(&mut r, 60, 2, PEER, heartbeat(60, Members::one(0)));
+    assert!(!r.leases.is_lagging(0));
+    peer(&mut r, 100, 0, PEER, heartbeat(100, Members::one(2)));
+    // 2 answers our heartbeats (we hold a lease from it): the report is 0's to withdraw,
+    // not ours.
+    for at in [110, 160] {
+        let out = tick(&mut r, at);
+        for (to, body) in sends(&out) {
+            if let (2, Body::Heartbeat { sent_at, .. }) = (to, body) {
+                peer(&mut r, at, 2, PEER, Body::HeartbeatOk { echo: sent_at });
+            }
+        }
+    }
+    assert!(r.leases.holds_lease_from(2, Instant(160_000)));
+    let out = peer(&mut r, 170, 2, PEER, heartbeat(170, Members::default()));
+    assert!(!answered_2(&out), "no renewal while 0 reports 2 lagging");
+
+    let prepare = |ballot| Body::Prepare {
+        ballot,
+        excluding: vec![(2, Exclusion::Silent)],
+    };
+    let granted = |out: &[Output]| {
+        sends(out).iter().find_map(|(to, b)| match b {
+            Body::Promise { granted, .. } if *to == 0 => Some(*granted),
+            _ => None,
+        })
+    };
+    let mut out = peer(&mut r, 1_300, 0, PEER, prepare(ballot(1, 0)));
+    out.extend(persist_all(&mut r, 1_300));
+    assert_eq!(
+        granted(&out),
+        Some(false),
+        "still promised to 2 until 1,310 ms"
+    );
+    let mut out = peer(&mut r, 1_320, 0, PEER, prepare(ballot(2, 0)));
+    out.extend(persist_all(&mut r, 1_320));
+    assert_eq!(granted(&out), Some(true));
+
+    // 2 caught up: 0's report no longer names it, and 1 promises it again.
+    peer(&mut r, 1_400, 0, PEER, heartbeat(1_400, Members::default()));
+    let out = peer(&mut r, 1_450, 2, PEER, heartbeat(1_450, Members::default()));
+    assert!(answered_2(&out));
+}
+
+/// Rule 6 does not make a briefly slow member flap: 2 still talks (its heartbeats reach 0)
+/// but acknowledges nothing for 1.9 s, longer than the lag bound, so 0 reports it and stops
+/// renewing its promise; 2 catches up before the promise still running ran out, the report
+/// is withdrawn, 2 is promised again, and nobody proposes.
+#[test]
+fn a_briefly_slow_member_is_reported_then_promised_again_and_never_left_out() {
+    let (mut r, _) = fresh(0);
+    let slow = 500..2_400;
+    let mut reported = Vec::new();
+    let mut promised_2_after = false;
+    for at in (50..5_000).step_by(50) {
+        let mut out = tick(&mut r, at);
+        out.extend(peer(&mut r, at, 1, PEER, heartbeat(at, Members::default())));
+        out.extend(peer(&mut r, at, 2, PEER, heartbeat(at, Members::default())));
+        out.extend(persist_all(&mut r, at));
+        for (to, body) in sends(&out) {
+            let answers = to == 1 || !slow.contains(&at);
+            match body {
+                Body::Append {
+                    view,
+                    prev_index,
+                    entries,
+                    ..
+                } if answers => {
+                    let ack = Body::AppendReply {
+                        view,
+                        ok: true,
+                        index: prev_index + entries.len() as u64,
+                        prev_index,
+                    };
+                    peer(&mut r, at, to, PEER, ack);
+                }
+                Body::Heartbeat { sent_at, lagging } => {
+                    if answers {
+                        peer(&mut r, at, to, PEER, Body::HeartbeatOk { echo: sent_at });
+                    }
+                    if to == 1 && !lagging.is_empty() {
+                        assert_eq!(lagging, Members::one(2));
+                        reported.push(at);
+                    }
+                }
+                Body::HeartbeatOk { .. } if to == 2 && at > slow.end => promised_2_after = true,
+                Body::Prepare { .. } => panic!("a view change at {at} ms"),
+                _ => {}
+            }
+        }
+    }
+    assert_eq!(
+        (reported.first(), reported.last()),
+        (Some(&1_500), Some(&2_400)),
+        "reported from the bound after its last acknowledgement (450 ms) until it caught up"
+    );
+    assert!(promised_2_after, "2 is promised again");
+    assert_eq!(r.status().role, Role::Primary);
+}
+
+/// Soak seed 7 (rule 6): the primary 0 reported 2 lagging while a partition cut them apart,
+/// and tried to leave 2 out; that needs a majority, and the third replica was down, so the
+/// attempt failed and 0 no longer acted. Once 2 answers 0's heartbeats again, the report
+/// that stood through the attempt is withdrawn, and 0 re-forms the view with 2 instead of
+/// trying to leave it out for ever.
+#[test]
+fn a_lagging_member_that_answers_again_is_no_longer_reported_by_a_primary_not_acting() {
+    let (mut r, _) = fresh(0);
+    let mut attempts = Vec::new();
+    let mut reports = Vec::new();
+    let answers_again = 3_000;
+    for at in (50..6_000).step_by(50) {
+        let mut out = tick(&mut r, at);
+        out.extend(peer(&mut r, at, 1, PEER, heartbeat(at, Members::default())));
+        out.extend(persist_all(&mut r, at));
+        for (to, body) in sends(&out) {
+            match body {
+                Body::Append {
+                    view,
+                    prev_index,
+                    entries,
+                    ..
+                } if to == 1 => {
+                    let ack = Body::AppendReply {
+                        view,
+                        ok: true,
+                        index: prev_index + entries.len() as u64,
+                        prev_index,
+                    };
+                    peer(&mut r, at, 1, PEER, ack);
+                }
+                Body::Heartbeat { sent_at, lagging } => {
+                    if to == 1 || at >= answers_again {
+                        peer(&mut r, at, to, PEER, Body::HeartbeatOk { echo: sent_at });
+                    }
+                    if to == 1 {
+                        reports.push((at, lagging));
+                    }
+                }
+                // 1 never grants: a silent exclusion fails (as if the majority were not there).
+                Body::Prepare { ballot, excluding } if to == 1 => {
+                    attempts.push((at, excluding));
+                    let answer = Body::Promise {
+                        ballot,
+                        granted: false,
+                        report: first_view_report(0),
+                    };
+                    peer(&mut r, at + 1, 1, PEER, answer);
+                }
+                _ => {}
+            }
+        }
+    }
+    let reported = |at| reports.iter().find(|(t, _)| *t == at).map(|(_, l)| *l);
+    assert_eq!(
+        reported(2_000),
+        Some(Members::one(2)),
+        "reported while cut off"
+    );
+    assert!(
+        attempts
+            .iter()
+            .any(|(_, ex)| *ex == vec![(2, Exclusion::Silent)]),
+        "0 tried to leave 2 out: {attempts:?}"
+    );
+    assert_eq!(
+        reported(answers_again + 100),
+        Some(Members::default()),
+        "withdrawn once 2 answers"
+    );
+    let (last_at, last) = attempts.last().unwrap();
+    assert!(*last_at > answers_again && last.is_empty(), "{attempts:?}");
 }
