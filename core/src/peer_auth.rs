@@ -276,8 +276,9 @@ pub const REMOVE_ORDER_FRESH_SECS: u64 = 60;
 
 /// `chat-admin remove <replica>`, sent to replica `server` on its client port: the operator
 /// declares `replica`'s host gone for good. It is signed with the cluster secret (only the
-/// operator and the replicas hold it), and names the server, the time and a fresh nonce, so
-/// that it cannot be moved to another replica or kept for later.
+/// operator and the replicas hold it) and names the server and the time, so that it cannot be
+/// moved to another replica or used more than a minute later (within that minute a replay
+/// only repeats the same order); the nonce makes every order's tag different.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RemoveOrder {
     pub server: ReplicaId,

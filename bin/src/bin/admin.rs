@@ -16,7 +16,8 @@ const TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Exit status of `status` when the cluster cannot serve clients.
 const NOT_SERVING: u8 = 1;
-/// Exit status for a bad command line (clap's own) or an unreadable configuration.
+/// Exit status for a bad command line (clap's own), an unreadable configuration, or a
+/// `remove` refused before any replica was asked (the replica answers).
 const USAGE: u8 = 2;
 
 #[derive(Parser)]

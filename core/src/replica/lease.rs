@@ -6,7 +6,10 @@
 //!   + L·(1 + drift) + margin (on Z's clock).
 //! - Evidence that incarnation i of s crashed: a refusal from s's configured address, or a
 //!   message from a newer incarnation of s, reaching us after we last heard from i and while
-//!   we held an unexpired lease from s.
+//!   we held an unexpired lease from s; or the operator's word that s's host is gone for good
+//!   (`chat-admin remove`, no lease needed: [`super::RemoveRefused`] lists when it is refused).
+//! - A process that just started helps exclude no one for silence for one promise: it cannot
+//!   tell a silent peer from one still starting.
 //! - A replica that notices its own event loop stalled for longer than the pause bound drops
 //!   every lease it holds before acting again; a restarted replica neither votes nor accepts
 //!   for L·(1 + drift) + margin (it lost its promises).

@@ -13,10 +13,15 @@
 //! - Leaving a member out needs evidence that its process crashed (a refused connection, or a
 //!   newer incarnation), gathered while holding a lease from it (rule 4a), or silence past its
 //!   lease with a majority of the configured replicas (4b). Leases are pairwise, from
-//!   heartbeats that echo the sender's `sent_at` (rule 3).
+//!   heartbeats that echo the sender's `sent_at` (rule 3). A member that acknowledges no
+//!   replication for a lease is reported lagging by the primary, and nobody promises it
+//!   more, so 4(b) can leave it out (rule 6). The operator's `chat-admin remove` is evidence
+//!   without a lease (`removal`).
 //! - A restarted or excluded replica proposes nothing: the primary adds it back (rule 7); if
 //!   everyone went down, the named proposer re-forms the last view once all its members are
-//!   back (rule 8).
+//!   back (rule 8). A replica whose disk was lost (`Durable::lost`) knows no view: it never
+//!   votes, counts as missing under rule 8, and a view keeps it only with a majority of the
+//!   others' answers.
 //! - Durable state and log are durable before any message that relies on them leaves.
 //!
 //! # Contract with the driver
@@ -30,7 +35,8 @@
 //!   - `Reply`, `Redirect`, `Event`: deliver to the client session, if it is connected here.
 //! - `Input::PeerRefused(peer)`: a connection to the peer's configured address was refused
 //!   (its process is gone: evidence, rule 4a). A connection that opened and then failed its
-//!   handshake is not a refusal.
+//!   handshake is not a refusal. `Input::Removed(peer)`: the operator's order, checked first
+//!   with [`Replica::may_remove`].
 //! - Time is only what `now` says; randomness comes from `Options::seed`, which must differ
 //!   between process starts (it draws the incarnation's random id).
 //! - [`Replica::status`] says whom a replica waits for (rule 8); the driver logs it.
@@ -328,6 +334,13 @@ pub struct Status {
     /// (empty when not waiting).
     #[serde(default)]
     pub waiting_for: Vec<ReplicaId>,
+}
+
+impl Status {
+    /// It lost its disk and has accepted no view since ([`view::Durable::knows_no_view`]).
+    pub fn knows_no_view(&self) -> bool {
+        self.members.is_empty()
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

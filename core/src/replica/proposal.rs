@@ -183,8 +183,12 @@ impl super::Replica {
 
     pub(super) fn on_heartbeat(&mut self, from: ReplicaId, sent_at: Instant, lagging: Members) {
         let ours = !self.rejoining && self.is_member() && self.partners().contains(from);
-        if ours && self.reports_lagging(from) {
-            // Rule 6: our primary's report of lagging members.
+        if ours && self.state.accepted.primary() == from {
+            // Rule 6: our primary's report of lagging members, also while we do not know
+            // that its view is established: a member fenced off its appends by a higher
+            // promise never learns that, and would otherwise keep promising the lagging
+            // member and refuse every view without it (soak seed 10227). Following a report
+            // only withholds promises, which is always safe.
             self.leases.report_lagging(lagging, self.now);
         }
         if ours {
@@ -270,6 +274,13 @@ impl super::Replica {
                     .union(self.state.established.members),
                 |m, h| m.union(h.report.accepted.members),
             )
+    }
+
+    /// Whether `peer`'s last report (however old) says it lost its disk and knows no view.
+    fn knows_no_view(&self, peer: ReplicaId) -> bool {
+        self.reports
+            .get(&peer)
+            .is_some_and(|h| h.report.knows_no_view())
     }
 
     /// Whether `peer` reported lately that it is rejoining (restarted or left out): it waits
@@ -530,6 +541,13 @@ impl super::Replica {
 
     fn start_proposal(&mut self, kind: Kind, asked: Members) {
         let me = self.opts.id;
+        // Keeping or adding a replica that lost its disk needs a majority's answers besides
+        // its own (`phase_two_view`): ask everyone.
+        let asked = if asked.iter().any(|m| self.knows_no_view(m)) {
+            Members::all(self.opts.replica_count)
+        } else {
+            asked
+        };
         // Above every ballot we know of: a refused phase 1 reported the promise it met.
         let seen = self
             .reports
@@ -737,9 +755,17 @@ impl super::Replica {
                 Some(Exclusion::Silent)
             ) && self.silent_to_us(m)
         }) && (silent.is_empty() || helpers.len() >= self.majority());
+        // A member that lost its disk cannot report the views it was in: a view above our
+        // base that left us out, formed with it, would go unseen. Any view that left out a
+        // live replica took a majority's votes (4(b)), so a counted majority's answers show
+        // it (the lost-disk trace in the NOTEBOOK, session 5).
+        let uncounted = p.uncounted();
+        let witnessed =
+            !members.intersects(uncounted) || answered.without(uncounted).len() >= self.majority();
         let ok = base.members.contains(me)
             && justified
             && silent_ok
+            && witnessed
             && members.is_subset(answered)
             && !members.is_empty()
             && self.leases.may_vote_or_accept(self.now);

@@ -6,9 +6,10 @@
 //! word replaces that knowledge, so it is only as good as the operator's. What cannot be
 //! checked from here (the hosts stopped when they fell silent, and did not go on together
 //! without this replica) is the operator's to know; what can be checked is refused here:
-//! removing itself, a replica heard from lately, and removing anything while rejoining (a
+//! removing itself, a replica heard from lately, removing anything while rejoining (a
 //! rejoining replica waits for the primary, or after everyone went down for every member of
-//! the last view, whose disk may hold updates nobody else has).
+//! the last view, whose disk may hold updates nobody else has), and removing anything after
+//! a peer reported a higher view that leaves this replica out.
 
 use super::Replica;
 use crate::ids::ReplicaId;
@@ -31,6 +32,11 @@ pub enum RemoveRefused {
     Heard { peer: ReplicaId, ago_ms: u64 },
     #[error("replica {0} is in no view this replica knows of: there is nothing to remove")]
     NotAMember(ReplicaId),
+    #[error(
+        "replica {peer} reported a view above this replica's that leaves this one out: that \
+         view may be serving, and this replica must rejoin it, not remove anyone"
+    )]
+    LeftOut { peer: ReplicaId },
 }
 
 impl Replica {
@@ -47,6 +53,16 @@ impl Replica {
         }
         if !self.frontier().contains(peer) {
             return Err(RemoveRefused::NotAMember(peer));
+        }
+        // Reports of any age: the removed replica has been silent for a while, so the
+        // freshness `frontier` asks for would hide the view it reported last.
+        let me = self.opts.id;
+        let mine = self.state.accepted.ballot;
+        let above = self.reports.iter().find(|(_, h)| {
+            h.report.accepted.ballot > mine && !h.report.accepted.members.contains(me)
+        });
+        if let Some((&peer, _)) = above {
+            return Err(RemoveRefused::LeftOut { peer });
         }
         let now = self.now.max(now);
         if let Some(at) = self.leases.last_heard(peer) {

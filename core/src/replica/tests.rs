@@ -1021,3 +1021,66 @@ fn a_lagging_member_that_answers_again_is_no_longer_reported_by_a_primary_not_ac
     let (last_at, last) = attempts.last().unwrap();
     assert!(*last_at > answers_again && last.is_empty(), "{attempts:?}");
 }
+
+/// The lost-disk trace (NOTEBOOK, session 5): a replica that lost its disk cannot report the
+/// views it was in, so a view that keeps it needs a majority's answers besides its own. Here
+/// 0 leaves out the crashed 2 (evidence under a lease) and keeps 1; when 1 answers knowing no
+/// view, 0 does not go on with 1's answer and its own alone. With 1 reporting its views, it
+/// does.
+#[test]
+fn a_view_keeping_a_replica_that_lost_its_disk_needs_a_counted_majority() {
+    let lost = Report {
+        promised: 0,
+        accepted: ViewDef {
+            ballot: 0,
+            members: Members(0),
+        },
+        vote: false,
+        established: ViewDef {
+            ballot: 0,
+            members: Members(0),
+        },
+        rejoining: true,
+        quiet: false,
+        log_end: 0,
+    };
+    for (report, goes_on) in [(lost, false), (first_view_report(0), true)] {
+        let (mut r, mut out) = fresh(0);
+        out.extend(tick(&mut r, 1));
+        let sent_at = sends(&out)
+            .into_iter()
+            .find_map(|(to, body)| match body {
+                Body::Heartbeat { sent_at, .. } if to == 2 => Some(sent_at),
+                _ => None,
+            })
+            .expect("the primary's heartbeat to 2");
+        peer(&mut r, 5, 2, PEER, Body::HeartbeatOk { echo: sent_at });
+        let answer = false;
+        peer(&mut r, 10, 1, PEER, Body::Hello { report, answer });
+        let mut out = handle(&mut r, 20, Input::PeerRefused(2));
+        out.extend(persist_all(&mut r, 20));
+        // The latest: 0 may have begun adding 1 back before it saw 2's refusal.
+        let ballot = sends(&out)
+            .into_iter()
+            .rev()
+            .find_map(|(to, body)| match body {
+                Body::Prepare { ballot, .. } if to == 1 => Some(ballot),
+                _ => None,
+            })
+            .expect("a proposal leaving 2 out asks 1");
+        let promise = Body::Promise {
+            ballot,
+            granted: true,
+            report: Report {
+                promised: ballot,
+                ..report
+            },
+        };
+        let mut out = peer(&mut r, 21, 1, PEER, promise);
+        out.extend(persist_all(&mut r, 21));
+        let proposed = sends(&out)
+            .iter()
+            .any(|(_, body)| matches!(body, Body::Propose { .. }));
+        assert_eq!(proposed, goes_on, "{report:?}");
+    }
+}

@@ -54,6 +54,10 @@ impl Members {
         Members(self.0 | other.0)
     }
 
+    pub fn intersects(self, other: Members) -> bool {
+        self.0 & other.0 != 0
+    }
+
     pub fn is_subset(self, of: Members) -> bool {
         self.0 & !of.0 == 0
     }

@@ -136,7 +136,8 @@ pub(super) struct Narrator {
     refused: BTreeMap<ReplicaId, Instant>,
     lives: BTreeMap<ReplicaId, Incarnation>,
     restarted: BTreeMap<ReplicaId, Instant>,
-    /// Peers the operator declared gone for good (`chat-admin remove`).
+    /// Peers the operator declared gone for good (`chat-admin remove`), until a newer
+    /// incarnation of them speaks.
     removed: BTreeSet<ReplicaId>,
     /// Who sent the latest message of a view higher than ours.
     higher_view_from: Option<(ReplicaId, View)>,
@@ -200,7 +201,7 @@ impl Narrator {
             #[cfg(test)]
             said: Vec::new(),
         };
-        if status.rejoining && status.members.is_empty() {
+        if status.rejoining && status.knows_no_view() {
             narrator.say(
                 true,
                 "its data directory was lost: rejoining with no state through the primary of \
@@ -245,6 +246,8 @@ impl Narrator {
         if message.life > *life {
             *life = message.life;
             self.restarted.insert(from, now);
+            // A new process on the removed host: what the operator removed was its last.
+            self.removed.remove(&from);
         }
         if let Some(view) = message.view().filter(|&v| v > status.view) {
             self.higher_view_from = Some((from, view));

@@ -94,11 +94,11 @@ pub enum Why {
 ///   survivor it is rule 8's reunion (rule 8 waits for every member of the highest
 ///   established view). A majority without a survivor is *not*
 ///   enough: a member that is down (say all went down and one stays down) is waited for.
-/// - A replica stopped for good by a corrupted disk never returns. If it is a member of V
-///   and there is no survivor, it may hold committed entries nobody else has (it served
-///   alone, then lost its disk): the rules rightly wait for it forever, so nothing is
-///   promised until the disk is replaced by an explicit rejoin (not built). With a
-///   survivor it is a crash like any other (its host refuses connections).
+/// - A replica stopped by a corrupted disk, or rebuilt on an empty one (`--rejoin`) and not
+///   added back yet, holds nothing. If it is a member of V and there is no survivor, its
+///   lost disk may have held committed entries nobody else has (it served alone, then lost
+///   it): the rules rightly wait for it forever, so nothing is promised. With a survivor it
+///   is a crash like any other (its host refuses connections).
 /// - Every rule needs the network whole: a client cut off from the primary waits for the
 ///   heal whatever the protocol, and silence is never evidence.
 ///

@@ -20,9 +20,10 @@ impl Sim {
             .iter()
             .map(|slot| match (&slot.replica, &slot.paused) {
                 (Some(_), Some(_)) => Process::Paused,
-                // Back on an empty disk and not added yet: it counts for nothing (its earlier
-                // life was killed), and may only wait for a primary to add it.
-                (Some(r), None) if r.status().members.is_empty() => Process::Killed,
+                // Back on an empty disk and not added yet: it runs, but counts for no more
+                // than its killed earlier life (which is what the rules see of it) until a
+                // primary adds it.
+                (Some(r), None) if r.status().knows_no_view() => Process::Killed,
                 (Some(_), None) => Process::Running {
                     since: slot.started_at,
                 },

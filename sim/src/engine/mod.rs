@@ -929,8 +929,9 @@ impl Sim {
         };
         let mut recovered = recovered;
         if std::mem::take(&mut slot.disk_lost) {
-            // Above every counter of its earlier lives, as the wall clock is for the server.
-            recovered.protocol = Some(Durable::lost(1 << 40));
+            // Above every counter of its earlier lives (a rebuilt one's too), as the wall
+            // clock is for the server.
+            recovered.protocol = Some(Durable::lost((1 << 40) + now.0));
         }
         let replica = Replica::new(opts, recovered, slot.clock.read(now))
             .map_err(|e| fail(format!("cannot start from what it recovered: {e}")))?;
