@@ -50,9 +50,9 @@ pub fn query(config: &Config, timeout: Duration) -> Vec<Answer> {
     })
 }
 
-/// A short reason for the table: the client library's errors name the address (already in
-/// the table) and the raw OS error.
-fn why_down(error: &str, timeout: Duration) -> String {
+/// A short reason a replica did not answer (for the table, and `chat-admin remove`): the
+/// client library's errors name the address and the raw OS error.
+pub fn why_down(error: &str, timeout: Duration) -> String {
     if error.contains("os error 111") {
         "connection refused: not running".to_owned()
     } else if error.contains("os error 11)") || error.contains("timed out") {

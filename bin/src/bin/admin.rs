@@ -151,7 +151,10 @@ fn remove(config: Option<&Path>, id: ReplicaId) -> Result<bool, String> {
                 taken |= took;
                 println!("{message}");
             }
-            Err(e) => println!("replica {}: no answer ({e})", replica.id),
+            Err(e) => {
+                let why = cluster_status::why_down(&e.to_string(), TIMEOUT);
+                println!("replica {}: {why}", replica.id);
+            }
         }
     }
     Ok(taken)
