@@ -9,7 +9,7 @@ mod support;
 use chat_core::chat::{Op, Reply};
 use chat_core::ids::ReplicaId;
 use std::io::Read;
-use std::process::{ExitStatus, Stdio};
+use std::process::{Command, ExitStatus, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 use support::chat::{create, ok, WAIT};
@@ -31,25 +31,11 @@ fn until_same_commit(cluster: &Cluster, ids: &[ReplicaId]) {
     }
 }
 
-#[test]
-fn a_replica_whose_data_directory_was_deleted_is_refused_and_the_others_serve_on() {
-    let mut cluster = Cluster::start();
-    let (client, _incoming) = cluster.client();
-    for user in ["ann", "bob", "cat"] {
-        create(&client, user);
-    }
-    let all: Vec<ReplicaId> = (0..REPLICAS as ReplicaId).collect();
-    // Every replica holds the accounts: the one about to lose its disk has acknowledged them.
-    until_same_commit(&cluster, &all);
-    let primary = cluster.wait_for_primary(None);
-    let lost = (primary + 1) % REPLICAS as ReplicaId;
-    cluster.kill(lost);
-    let dir = cluster.data_dir(lost);
-    std::fs::remove_dir_all(&dir).expect("delete the data directory");
-
+/// Runs `command` (a `chat-server` expected to refuse to start) for at most 10 s; returns
+/// its exit status and what it wrote to stderr.
+fn run_expecting_exit(mut command: Command) -> (ExitStatus, String) {
     let started = Instant::now();
-    let mut child = cluster
-        .server_command(lost)
+    let mut child = command
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -74,6 +60,27 @@ fn a_replica_whose_data_directory_was_deleted_is_refused_and_the_others_serve_on
         .read_to_string(&mut stderr)
         .unwrap();
     let status = status.unwrap_or_else(|| panic!("still running after 10 s:\n{stderr}"));
+    (status, stderr)
+}
+
+#[test]
+fn a_replica_whose_data_directory_was_deleted_is_refused_and_the_others_serve_on() {
+    let mut cluster = Cluster::start();
+    let (client, _incoming) = cluster.client();
+    for user in ["ann", "bob", "cat"] {
+        create(&client, user);
+    }
+    let all: Vec<ReplicaId> = (0..REPLICAS as ReplicaId).collect();
+    // Every replica holds the accounts: the one about to lose its disk has acknowledged them.
+    until_same_commit(&cluster, &all);
+    let primary = cluster.wait_for_primary(None);
+    let lost = (primary + 1) % REPLICAS as ReplicaId;
+    cluster.kill(lost);
+    let dir = cluster.data_dir(lost);
+    std::fs::remove_dir_all(&dir).expect("delete the data directory");
+
+    let started = Instant::now();
+    let (status, stderr) = run_expecting_exit(cluster.server_command(lost));
     assert_eq!(status.code(), Some(1), "{stderr}");
     assert!(
         started.elapsed() < Duration::from_secs(5),
@@ -148,15 +155,16 @@ fn a_replica_whose_data_directory_was_deleted_is_refused_and_the_others_serve_on
 #[test]
 fn rejoin_is_refused_on_a_directory_that_holds_state() {
     let mut cluster = Cluster::start();
+    // Replica 2 has written its state (a primary may exist before the others have started).
+    let (client, _incoming) = cluster.client();
+    create(&client, "ann");
+    until_same_commit(&cluster, &[0, 1, 2]);
     let id = 2;
     cluster.kill(id);
-    let output = cluster
-        .server_command(id)
-        .arg("--rejoin")
-        .output()
-        .expect("run chat-server");
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    let mut command = cluster.server_command(id);
+    command.arg("--rejoin");
+    let (status, stderr) = run_expecting_exit(command);
+    assert_eq!(status.code(), Some(1), "{stderr}");
     let want = format!(
         "--rejoin is for a replica whose data directory was lost, but {} holds this replica's state",
         cluster.data_dir(id).display()

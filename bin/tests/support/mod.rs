@@ -115,9 +115,19 @@ impl Cluster {
         }
     }
 
+    /// Starts every replica and waits until each answers and one is primary (replica 0 is
+    /// the first view's primary as soon as it runs, before the others may have started).
     pub fn start_all(&mut self) {
         for id in 0..REPLICAS {
             self.start_replica(id as ReplicaId);
+        }
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !(0..REPLICAS as ReplicaId).all(|id| self.status(id).is_some()) {
+            assert!(
+                Instant::now() < deadline,
+                "not every replica answers within 20 s"
+            );
+            thread::sleep(Duration::from_millis(20));
         }
         self.wait_for_primary(None);
     }
