@@ -328,9 +328,9 @@ impl Leases {
     /// follow another view now): a stale report must not keep us from promising a member.
     pub fn expire_lag_report(&mut self, now: Instant, within: Duration) {
         if now.saturating_sub(self.lag_reported_at) > within {
-            for p in self.peers.values_mut() {
-                p.lagging = false;
-                p.lease_lapsed = false;
+            let peers: Vec<ReplicaId> = self.peers.keys().copied().collect();
+            for peer in peers {
+                self.clear_lagging(peer);
             }
         }
     }
@@ -361,9 +361,8 @@ impl Leases {
     pub fn rejoined(&mut self, peer: ReplicaId) {
         if let Some(p) = self.peers.get_mut(&peer) {
             p.withheld = false;
-            p.lagging = false;
-            p.lease_lapsed = false;
         }
+        self.clear_lagging(peer);
     }
 
     /// A view without `peer` is established: what we knew of its incarnations is spent.

@@ -153,7 +153,7 @@ impl super::Replica {
     /// that answered all along (a stalled disk) stays reported. Empty from everyone else
     /// (only the primary's report counts).
     fn lagging_report(&mut self) -> Members {
-        if !self.reports_lagging(self.opts.id) {
+        if !self.we_report_lag() {
             return Members::default(); // Our flags are our primary's report: leave them.
         }
         let lagging = if self.is_acting_primary() {
@@ -171,14 +171,15 @@ impl super::Replica {
         lagging
     }
 
-    /// Whether `who`'s lag report is the one we follow (rule 6): it is the primary of our
-    /// established view and the proposer of the view we accepted, which is that view or
-    /// `who`'s own proposal in phase 2. The report must stand while that proposal (which may
-    /// leave the lagging member out) is being accepted: a helper that saw it withdrawn would
-    /// promise the member again and refuse phase 2 (soak seed 5303).
-    fn reports_lagging(&self, who: ReplicaId) -> bool {
-        let s = &self.state;
-        s.established.primary() == who && s.accepted.primary() == who
+    /// Whether we make the lag report (rule 6): we are the primary of our established view
+    /// and the proposer of the view we accepted, which is that view or our own proposal in
+    /// phase 2. The report must stand while that proposal (which may leave the lagging
+    /// member out) is being accepted: a helper that saw it withdrawn would promise the member
+    /// again and refuse phase 2 (soak seed 5303). Members follow the report of the proposer
+    /// of the view they accepted (`on_heartbeat`).
+    fn we_report_lag(&self) -> bool {
+        let (s, me) = (&self.state, self.opts.id);
+        s.established.primary() == me && s.accepted.primary() == me
     }
 
     pub(super) fn on_heartbeat(&mut self, from: ReplicaId, sent_at: Instant, lagging: Members) {
@@ -327,7 +328,7 @@ impl super::Replica {
     /// its primary's report only stops its promises; what the primary did not see itself
     /// does not make a member a suspect.
     fn we_report_lagging(&self, m: ReplicaId) -> bool {
-        self.reports_lagging(self.opts.id) && self.leases.is_lagging(m)
+        self.we_report_lag() && self.leases.is_lagging(m)
     }
 
     /// Starts a proposal if one is called for: the primary leaves out members it may; a
