@@ -153,7 +153,7 @@ impl super::Replica {
     /// that answered all along (a stalled disk) stays reported. Empty from everyone else
     /// (only the primary's report counts).
     fn lagging_report(&mut self) -> Members {
-        if !self.we_report_lag() {
+        if !self.we_make_lag_report() {
             return Members::default(); // Our flags are our primary's report: leave them.
         }
         let lagging = if self.is_acting_primary() {
@@ -177,7 +177,7 @@ impl super::Replica {
     /// member out) is being accepted: a helper that saw it withdrawn would promise the member
     /// again and refuse phase 2 (soak seed 5303). Members follow the report of the proposer
     /// of the view they accepted (`on_heartbeat`).
-    fn we_report_lag(&self) -> bool {
+    fn we_make_lag_report(&self) -> bool {
         let (s, me) = (&self.state, self.opts.id);
         s.established.primary() == me && s.accepted.primary() == me
     }
@@ -328,7 +328,7 @@ impl super::Replica {
     /// its primary's report only stops its promises; what the primary did not see itself
     /// does not make a member a suspect.
     fn we_report_lagging(&self, m: ReplicaId) -> bool {
-        self.we_report_lag() && self.leases.is_lagging(m)
+        self.we_make_lag_report() && self.leases.is_lagging(m)
     }
 
     /// Starts a proposal if one is called for: the primary leaves out members it may; a
@@ -747,9 +747,10 @@ impl super::Replica {
             .collect();
         // Those left out do not help (a replica never votes to leave itself out).
         let answered: Members = p.answers.keys().copied().collect();
+        let uncounted = p.uncounted();
         let helpers = answered
             .without(excluded.iter().map(|&(m, _)| m).collect())
-            .without(p.uncounted());
+            .without(uncounted);
         let silent_ok = silent.iter().all(|&m| {
             matches!(
                 self.leases.may_exclude(m, self.now),
@@ -760,7 +761,6 @@ impl super::Replica {
         // base that left us out, formed with it, would go unseen. Any view that left out a
         // live replica took a majority's votes (4(b)), so a counted majority's answers show
         // it (the lost-disk trace in the NOTEBOOK, session 5).
-        let uncounted = p.uncounted();
         let witnessed =
             !members.intersects(uncounted) || answered.without(uncounted).len() >= self.majority();
         let ok = base.members.contains(me)

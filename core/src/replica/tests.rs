@@ -706,6 +706,25 @@ fn a_rejoining_replica_removes_nobody() {
     );
 }
 
+/// The acknowledgement of an `Append`: every entry it carried is now held.
+fn acknowledged(append: &Body) -> Body {
+    let Body::Append {
+        view,
+        prev_index,
+        entries,
+        ..
+    } = append
+    else {
+        panic!("not an Append: {append:?}");
+    };
+    Body::AppendReply {
+        view: *view,
+        ok: true,
+        index: prev_index + entries.len() as u64,
+        prev_index: *prev_index,
+    }
+}
+
 /// A report of the first view with `promised`, from a replica that has no log.
 fn first_view_report(promised: View) -> Report {
     let first = ViewDef::initial(N);
@@ -761,19 +780,8 @@ fn leave_out_a_member_that_acknowledges_nothing(answers_heartbeats: bool) {
         out.extend(persist_all(&mut r, at));
         for (to, body) in sends(&out) {
             match body {
-                Body::Append {
-                    view,
-                    prev_index,
-                    entries,
-                    ..
-                } if to == 1 => {
-                    let ack = Body::AppendReply {
-                        view,
-                        ok: true,
-                        index: prev_index + entries.len() as u64,
-                        prev_index,
-                    };
-                    peer(&mut r, at, 1, PEER, ack);
+                body @ Body::Append { .. } if to == 1 => {
+                    peer(&mut r, at, 1, PEER, acknowledged(&body));
                 }
                 Body::Heartbeat { sent_at, .. } if to == 2 && answers_heartbeats => {
                     peer(&mut r, at, 2, PEER, Body::HeartbeatOk { echo: sent_at });
@@ -910,19 +918,8 @@ fn a_briefly_slow_member_is_reported_then_promised_again_and_never_left_out() {
         for (to, body) in sends(&out) {
             let answers = to == 1 || !slow.contains(&at);
             match body {
-                Body::Append {
-                    view,
-                    prev_index,
-                    entries,
-                    ..
-                } if answers => {
-                    let ack = Body::AppendReply {
-                        view,
-                        ok: true,
-                        index: prev_index + entries.len() as u64,
-                        prev_index,
-                    };
-                    peer(&mut r, at, to, PEER, ack);
+                body @ Body::Append { .. } if answers => {
+                    peer(&mut r, at, to, PEER, acknowledged(&body));
                 }
                 Body::Heartbeat { sent_at, lagging } => {
                     if answers {
@@ -965,19 +962,8 @@ fn a_lagging_member_that_answers_again_is_no_longer_reported_by_a_primary_not_ac
         out.extend(persist_all(&mut r, at));
         for (to, body) in sends(&out) {
             match body {
-                Body::Append {
-                    view,
-                    prev_index,
-                    entries,
-                    ..
-                } if to == 1 => {
-                    let ack = Body::AppendReply {
-                        view,
-                        ok: true,
-                        index: prev_index + entries.len() as u64,
-                        prev_index,
-                    };
-                    peer(&mut r, at, 1, PEER, ack);
+                body @ Body::Append { .. } if to == 1 => {
+                    peer(&mut r, at, 1, PEER, acknowledged(&body));
                 }
                 Body::Heartbeat { sent_at, lagging } => {
                     if to == 1 || at >= answers_again {
