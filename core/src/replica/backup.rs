@@ -108,6 +108,7 @@ impl super::Replica {
             self.persist(Persist::Records(records));
         }
         let message = reply(self, true, last_verified);
+        self.step_start.acknowledged(view, self.state.promised);
         self.send_after_persist(from, message);
         let commit = commit.min(last_verified);
         if commit > self.commit {

@@ -3,7 +3,7 @@
 use super::role::RoleState;
 use super::timers::Timer;
 use super::view::Durable;
-use crate::ids::{OpIndex, ReplicaId};
+use crate::ids::{OpIndex, ReplicaId, View};
 use std::collections::BTreeSet;
 
 /// A replica broke one of its own invariants (a bug): what, in words.
@@ -20,6 +20,9 @@ pub struct InvariantViolation {
 pub(super) struct StepStart {
     state: Option<Durable>,
     commit: OpIndex,
+    /// An acknowledgement made in this step of entries of a ballot below the one promised
+    /// then: (that ballot, the promised one).
+    acked_below_promise: Option<(View, View)>,
 }
 
 impl StepStart {
@@ -27,6 +30,14 @@ impl StepStart {
         StepStart {
             state: Some(replica.state),
             commit: replica.commit,
+            acked_below_promise: None,
+        }
+    }
+
+    /// Notes that entries of `view` were acknowledged while `promised` was promised.
+    pub fn acknowledged(&mut self, view: View, promised: View) {
+        if view < promised {
+            self.acked_below_promise = Some((view, promised));
         }
     }
 }
@@ -39,7 +50,8 @@ impl super::Replica {
     /// - accepted ≤ promised, established ≤ accepted; the protocol state in memory is the
     ///   one last handed to the driver to persist;
     /// - within the last step, promised, accepted, established and the commit index did not
-    ///   go back, and no second, different view was accepted at one ballot;
+    ///   go back, no second, different view was accepted at one ballot, and no entry of a
+    ///   ballot below the one promised was acknowledged (rule 1a's promise);
     /// - the role agrees with its state and its timers.
     pub fn check_invariants(&self) -> Result<(), InvariantViolation> {
         let fail = |what: String| {
@@ -79,6 +91,11 @@ impl super::Replica {
             return fail(format!(
                 "protocol state {:?} not handed to the driver (last persisted {:?})",
                 self.state, self.persisted_state.0
+            ));
+        }
+        if let Some((view, promised)) = self.step_start.acked_below_promise {
+            return fail(format!(
+                "acknowledged entries of ballot {view} with ballot {promised} promised"
             ));
         }
         if let Some(before) = self.step_start.state {

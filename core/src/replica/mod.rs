@@ -177,7 +177,8 @@ pub struct Mutations {
     /// A member accepts a view before it holds the proposer's log.
     pub accept_before_log: bool,
     /// Rule 8's view-of-one fast path looks at the established view only, ignoring a higher
-    /// accepted ballot.
+    /// accepted ballot: it takes its established view of one back as the accepted one and
+    /// resumes in it (as the model's F4 mutation does).
     pub view_of_one_ignores_accepted: bool,
     /// A member still acknowledges entries of its accepted view after promising a higher
     /// ballot.
@@ -474,16 +475,22 @@ impl Replica {
             step_start: StepStart::default(),
             opts,
         };
+        // What the first invariant check compares with: the state as recovered.
+        replica.step_start = StepStart::of(&replica);
         replica.persist_state();
         if replica.rejoining && replica.may_resume_alone() {
             // Rule 8's fast path: the established view of one, itself.
             replica.rejoining = false;
+            if replica.opts.mutations.view_of_one_ignores_accepted
+                && replica.state.accepted != replica.state.established
+            {
+                replica.resume_in_established_view();
+            }
         }
         if !replica.rejoining && replica.is_view_primary() {
             replica.become_primary_of_established();
         }
         replica.timers.arm(Timer::Heartbeat, now);
-        replica.step_start = StepStart::of(&replica);
         Ok(replica)
     }
 

@@ -463,6 +463,15 @@ impl super::Replica {
         alone && s.accepted == s.established && !s.vote
     }
 
+    /// The mutation `view_of_one_ignores_accepted`: forgets a higher accepted ballot (and
+    /// the promise that goes with it) and resumes in the established view of one.
+    pub(super) fn resume_in_established_view(&mut self) {
+        self.state.accepted = self.state.established;
+        self.state.promised = self.state.established.ballot;
+        self.state.vote = false;
+        self.persist_state();
+    }
+
     /// Rule 8: whom a rejoining replica waits for, and whether it is the named proposer.
     fn recovery(&self) -> (Members, Option<ReplicaId>) {
         let me = self.opts.id;

@@ -935,6 +935,7 @@ impl Sim {
         }
         let replica = Replica::new(opts, recovered, slot.clock.read(now))
             .map_err(|e| fail(format!("cannot start from what it recovered: {e}")))?;
+        check_invariants(now, &replica)?;
         let commit = replica.commit_index();
         slot.replica = Some(replica);
         slot.started_at = now;
