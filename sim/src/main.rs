@@ -70,6 +70,7 @@ fn main() -> ExitCode {
     let failures: Mutex<Vec<SeedFailure>> = Mutex::new(Vec::new());
     let unjudged = AtomicU64::new(0);
     let rejoined = AtomicU64::new(0);
+    let batched = AtomicU64::new(0);
     let started = Instant::now();
     std::thread::scope(|scope| {
         for _ in 0..threads {
@@ -94,6 +95,9 @@ fn main() -> ExitCode {
                         if report.stats.empty_disk_rejoins > 0 {
                             rejoined.fetch_add(1, Ordering::Relaxed);
                         }
+                        if report.stats.batched_inputs > 0 {
+                            batched.fetch_add(1, Ordering::Relaxed);
+                        }
                     }
                     Err(failure) => {
                         bar.println(failure.to_string());
@@ -113,14 +117,16 @@ fn main() -> ExitCode {
     println!(
         "{} seeds ({}..{}) in {elapsed:.1} s on {threads} threads: {:.1} seeds/s, {} failed; \
          {} passed with the quiet phase's liveness not judged (no progress promised); {} \
-         passed with a replica rebuilt on an empty disk (--rejoin)",
+         passed with a replica rebuilt on an empty disk (--rejoin); {} passed with inputs \
+         batched into one driver turn",
         args.seeds,
         args.start,
         args.start + args.seeds,
         args.seeds as f64 / elapsed,
         failures.len(),
         unjudged.load(Ordering::Relaxed),
-        rejoined.load(Ordering::Relaxed)
+        rejoined.load(Ordering::Relaxed),
+        batched.load(Ordering::Relaxed)
     );
     for failure in &failures {
         println!("{failure}");

@@ -244,6 +244,10 @@ pub struct FaultPlan {
     pub corrupt_once: bool,
     /// Allow every replica down at once (otherwise at most a minority).
     pub all_down: bool,
+    /// How long a replica's driver takes, after an input, before it carries out the
+    /// replica's outputs; inputs that arrive meanwhile join the batch (as in `chat-net`'s
+    /// event loop, which carries them out once per turn). Zero: after every input.
+    pub driver_turn: Duration,
 }
 
 impl FaultPlan {
@@ -262,6 +266,7 @@ impl FaultPlan {
             torn: 0.0,
             corrupt_once: false,
             all_down: false,
+            driver_turn: Duration::ZERO,
         }
     }
 
@@ -310,6 +315,12 @@ impl FaultPlan {
             torn: rng.gen_range(0.0..1.0),
             corrupt_once: rng.gen_bool(0.15),
             all_down: rng.gen_bool(0.1),
+            // Drawn last, so that the draws above are those of earlier versions.
+            driver_turn: if rng.gen_bool(0.5) {
+                Duration::from_micros(rng.gen_range(1..=2_000))
+            } else {
+                Duration::ZERO
+            },
         }
     }
 }

@@ -6,23 +6,54 @@ use crate::durable::Record;
 use crate::ids::{OpIndex, ReplicaId};
 
 impl super::Replica {
-    /// Hands `what` to the driver to make durable; returns its id.
+    /// Hands `what` to the driver to make durable; returns its id. Records join the
+    /// previous `Persist` while it is the last output not yet taken by the driver, so that
+    /// everything one batch of inputs writes is one write (and one sync).
     pub(super) fn persist(&mut self, what: Persist) -> PersistId {
-        let id = self.next_persist;
-        self.next_persist += 1;
-        if let Persist::Records(records) = &what {
-            for record in records {
-                if let Record::Protocol(state) = record {
-                    self.persisted_state = (*state, id);
-                }
-            }
-            if let Some(last) = records.iter().rev().find_map(|r| match r {
-                Record::Entry(e) => Some(e.index),
-                _ => None,
-            }) {
-                self.index_marks.push_back((id, last));
+        let Persist::Records(records) = what else {
+            return self.push_persist(what);
+        };
+        let joins = matches!(
+            self.outputs.back(),
+            Some(Output::Persist {
+                what: Persist::Records(_),
+                ..
+            })
+        );
+        let id = if joins {
+            self.next_persist - 1
+        } else {
+            self.next_persist
+        };
+        for record in &records {
+            if let Record::Protocol(state) = record {
+                self.persisted_state = (*state, id);
             }
         }
+        if let Some(last) = records.iter().rev().find_map(|r| match r {
+            Record::Entry(e) => Some(e.index),
+            _ => None,
+        }) {
+            match self.index_marks.back_mut() {
+                Some((mark, index)) if *mark == id => *index = last,
+                _ => self.index_marks.push_back((id, last)),
+            }
+        }
+        match self.outputs.back_mut() {
+            Some(Output::Persist {
+                what: Persist::Records(queued),
+                ..
+            }) if joins => {
+                queued.extend(records);
+                id
+            }
+            _ => self.push_persist(Persist::Records(records)),
+        }
+    }
+
+    fn push_persist(&mut self, what: Persist) -> PersistId {
+        let id = self.next_persist;
+        self.next_persist += 1;
         self.outputs.push_back(Output::Persist { id, what });
         id
     }

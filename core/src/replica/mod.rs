@@ -26,13 +26,17 @@
 //!
 //! # Contract with the driver
 //! - `handle(now, input)` for every input; `tick(now)` once `now >= poll_timeout()`.
-//! - After either, drain `poll_output()` until it returns `None`, and act on each output:
+//! - Then drain `poll_output()` until it returns `None` (after each input, or once after a
+//!   batch of them: a batch's requests go out as one `Persist` and one `Append` per backup),
+//!   and act on each output:
 //!   - `Persist { id, what }`: make it durable after every earlier `Persist`, then call
 //!     `handle(now, Input::Persisted(id))` (one call may cover many ids: group commit).
 //!   - `Send`: send to the peer at any time; the core itself holds back every message that
 //!     relies on state not yet durable, and releases it once `Persisted` covers that state.
 //!     Nothing is sent before the process's new incarnation is durable (rule 5).
 //!   - `Reply`, `Redirect`, `Event`: deliver to the client session, if it is connected here.
+//!     Carry out what is pending before a session attaches (`ClientAttached`): an output made
+//!     before must not reach it ahead of the backlog the attachment replays.
 //! - `Input::PeerRefused(peer)`: a connection to the peer's configured address was refused
 //!   (its process is gone: evidence, rule 4a). A connection that opened and then failed its
 //!   handshake is not a refusal. `Input::Removed(peer)`: the operator's order, checked first
@@ -401,6 +405,8 @@ pub struct Replica {
     /// The last protocol state handed to the driver as a `Record::Protocol`, and its id.
     persisted_state: (Durable, PersistId),
     outputs: VecDeque<Output>,
+    /// Requests were ordered since the outputs were last taken: replicate them when they are.
+    replicate_due: bool,
 
     /// What `check_invariants` compares against: the state before the last step.
     step_start: StepStart,
@@ -472,6 +478,7 @@ impl Replica {
             held: VecDeque::new(),
             persisted_state: (state, 0),
             outputs: VecDeque::new(),
+            replicate_due: false,
             step_start: StepStart::default(),
             opts,
         };
@@ -544,6 +551,9 @@ impl Replica {
     }
 
     pub fn poll_output(&mut self) -> Option<Output> {
+        if std::mem::take(&mut self.replicate_due) {
+            self.replicate();
+        }
         self.outputs.pop_front()
     }
 

@@ -98,7 +98,9 @@ impl super::Replica {
             Decision::Order => {
                 self.stamp_time();
                 self.append_entry(EntryBody::Request(request));
-                self.replicate();
+                // Sent when the driver takes the outputs: the requests of one batch of inputs
+                // go to each backup in one `Append`.
+                self.replicate_due = true;
             }
         }
     }
@@ -189,24 +191,25 @@ impl super::Replica {
         self.persist(Persist::Records(vec![Record::Entry(entry)]));
     }
 
-    /// Streams new entries to every backup that keeps up.
-    fn replicate(&mut self) {
+    /// Streams new entries to every backup that keeps up, as far as the window allows.
+    pub(super) fn replicate(&mut self) {
         let RoleState::Primary(primary) = &self.role else {
             return;
         };
         let window = WINDOW_APPENDS * self.opts.max_append_entries as u64;
         let last_index = self.log.last_index();
-        let ready: Vec<ReplicaId> = primary
-            .peers
-            .iter()
-            .filter(|(_, p)| {
-                let in_flight = p.next.saturating_sub(p.matched + 1);
-                p.state == SendState::Replicate && p.next <= last_index && in_flight < window
-            })
-            .map(|(&peer, _)| peer)
-            .collect();
-        for peer in ready {
-            self.send_append(peer);
+        let ready = |p: &Progress| {
+            let in_flight = p.next.saturating_sub(p.matched + 1);
+            p.state == SendState::Replicate && p.next <= last_index && in_flight < window
+        };
+        let peers: Vec<ReplicaId> = primary.peers.keys().copied().collect();
+        for peer in peers {
+            while let Some(next) = self.progress(peer).filter(|p| ready(p)).map(|p| p.next) {
+                self.send_append(peer);
+                if self.progress(peer).is_none_or(|p| p.next == next) {
+                    break; // Nothing was sent that moves it on.
+                }
+            }
         }
     }
 

@@ -72,6 +72,8 @@ pub(super) struct EventLoop {
     /// The time of the current turn of the loop.
     now: Instant,
     replica: Replica,
+    /// The replica was handed something since its outputs were last carried out.
+    driven: bool,
     /// `None` once stopping.
     io: Option<IoThread>,
     links: Links,
@@ -152,6 +154,7 @@ impl EventLoop {
             clock,
             now,
             replica,
+            driven: true,
             io: Some(io),
             links,
             peers,
@@ -183,6 +186,7 @@ impl EventLoop {
                 self.forget_closed();
             }
             self.turn_timers();
+            self.carry_out_all();
             self.links.flush_dirty();
             self.forget_closed();
             self.sample_queues();
@@ -190,12 +194,21 @@ impl EventLoop {
         self.stop()
     }
 
-    /// The one place the replica is driven: hand it its turn, then carry out everything it
-    /// outputs.
+    /// The one place the replica is driven. What it outputs is carried out once per turn of
+    /// the loop ([`EventLoop::carry_out_all`]), so that the requests read in one turn go to
+    /// the disk as one write and to each backup as one `Append`.
     fn drive(&mut self, drive: Drive) {
         match drive {
             Drive::Tick => self.replica.tick(self.now),
             Drive::Input(input) => self.replica.handle(self.now, input),
+        }
+        self.driven = true;
+    }
+
+    /// Carries out everything the replica output since it was last driven.
+    fn carry_out_all(&mut self) {
+        if !std::mem::take(&mut self.driven) {
+            return;
         }
         while let Some(output) = self.replica.poll_output() {
             self.carry_out(output);
@@ -393,6 +406,12 @@ impl EventLoop {
         let Some(ip) = self.links.ip(token) else {
             return;
         };
+        if matches!(message, ClientToServer::Attach { .. }) {
+            // Outputs go where the session is attached when they are carried out: what was
+            // output before it attached here must not reach it here, ahead of the backlog
+            // the attachment replays (pushes out of order).
+            self.carry_out_all();
+        }
         match self.clients.on_message(token, ip, message, self.now) {
             ClientAction::Replica(input) => self.drive(Drive::Input(input)),
             ClientAction::Password(request) => {
@@ -518,6 +537,7 @@ impl EventLoop {
             if let Some(id) = io.finish()? {
                 self.now = self.clock.now();
                 self.drive(Drive::Input(Input::Persisted(id)));
+                self.carry_out_all();
                 self.links.flush_dirty();
             }
         }

@@ -62,6 +62,9 @@ pub struct Cluster {
     /// Members of the highest of those views: a survivor of the established view proposes
     /// only on that base, so it must be one of them (rule 1b).
     pub highest_accepted: Vec<ReplicaId>,
+    /// Running replicas that are rejoining (restarted, or left out and not yet back in an
+    /// established view): they exclude no one, so none of them is a survivor.
+    pub rejoining: Vec<ReplicaId>,
 }
 
 /// Which rule promises progress now, if any.
@@ -115,6 +118,11 @@ pub enum Why {
 ///   that view (seed 84161: {0, 1, 2} established; r2 proposed {1, 2} leaving the cut-off
 ///   r0 out, crashed and restarted; r1 later lost its disk. {1, 2} may have been
 ///   established unseen, and r1 may then have left r2 out on evidence and committed alone).
+/// - A member that is rejoining without a restart (left out, then accepted the view that
+///   adds it back, and never heard that view established) is no survivor either: it
+///   proposes nothing but rule 8's reunion (`host_crash,partition` seed 1458 of 2026-12-03:
+///   r0, cut off and left out, accepted r1's {0, 1}; r1's host crashed and its disk was
+///   lost; r0 cannot tell whether r1 went on alone, and waits for it).
 pub fn promised(promise: Promise, cluster: &Cluster) -> Option<Why> {
     if !cluster.network_whole {
         return None;
@@ -134,6 +142,7 @@ pub fn promised(promise: Promise, cluster: &Cluster) -> Option<Why> {
     let survivor = view.members.iter().any(|&m| {
         matches!(cluster.processes[usize::from(m)], Process::Running { since } if since <= view.since)
             && proposes_on_the_base(m)
+            && !cluster.rejoining.contains(&m)
     });
     let reunion_waits = !survivor && !cluster.higher_accepted.iter().all(running);
     if view.members.iter().all(running) && !reunion_waits {
@@ -168,7 +177,21 @@ mod tests {
             }),
             higher_accepted: Vec::new(),
             highest_accepted: Vec::new(),
+            rejoining: Vec::new(),
         }
+    }
+
+    /// Seed 1458 (`host_crash,partition`): the only running member of the view is rejoining.
+    #[test]
+    fn a_rejoining_member_is_no_survivor() {
+        let mut c = cluster(vec![running(0), Process::Killed, running(0)], &[0, 1], 5);
+        c.crash_only = false;
+        assert_eq!(
+            promised(Promise::TwoCrash, &c),
+            Some(Why::MajorityConnected)
+        );
+        c.rejoining = vec![0];
+        assert_eq!(promised(Promise::TwoCrash, &c), None);
     }
 
     #[test]

@@ -44,8 +44,12 @@ impl Sim {
         let mut higher_accepted: Vec<_> = higher.into_iter().flat_map(|s| s.members).collect();
         higher_accepted.sort_unstable();
         higher_accepted.dedup();
+        let rejoining = (0..self.opts.replicas)
+            .filter(|&r| self.status(r).is_some_and(|s| s.rejoining))
+            .collect();
         Cluster {
             processes,
+            rejoining,
             network_whole: !self.net.has_cuts(),
             crash_only: self.crash_only,
             view: self.latest_established.as_ref().map(|(_, v)| v.clone()),
@@ -74,6 +78,7 @@ impl Sim {
             view: None,
             higher_accepted: Vec::new(),
             highest_accepted: Vec::new(),
+            rejoining: Vec::new(),
             ..picture.clone()
         };
         if self.last_picture.as_ref() != Some(&faults) {

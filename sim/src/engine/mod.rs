@@ -109,6 +109,11 @@ enum Event {
     Restart {
         replica: ReplicaId,
     },
+    /// The driver's turn ends: carry out what the replica output (`FaultPlan::driver_turn`).
+    Drain {
+        replica: ReplicaId,
+        life: u64,
+    },
     /// The paused replica carries on (if it is still in that life).
     Resume {
         replica: ReplicaId,
@@ -171,6 +176,8 @@ struct Slot {
     /// The last `Persist` id of this life (ids must go up by one).
     last_persist: PersistId,
     ticks_at_now: (Instant, u32),
+    /// An [`Event::Drain`] is scheduled for this life.
+    drain_due: bool,
 }
 
 struct Conn {
@@ -205,6 +212,9 @@ pub struct Stats {
     pub corruptions: u32,
     /// Starts on an empty disk after a lost or corrupt one (`chat-server --rejoin`).
     pub empty_disk_rejoins: u32,
+    /// Inputs a replica handled while earlier outputs still waited for its driver's turn to
+    /// end (`FaultPlan::driver_turn`): they joined a batch.
+    pub batched_inputs: u64,
     pub partitions: u32,
     pub host_crashes: u32,
     pub pauses: u32,
@@ -325,6 +335,7 @@ impl Sim {
                     seen_commit: 0,
                     last_persist: 0,
                     ticks_at_now: (Instant::ZERO, 0),
+                    drain_due: false,
                 })
                 .collect(),
             clients,
@@ -547,6 +558,9 @@ impl Sim {
                 };
                 match message {
                     ClientToServer::Attach { client } => {
+                        // As `chat-net` does: carry out what was output before the session
+                        // attached here, which must not reach it here.
+                        self.drain(r)?;
                         self.slots[usize::from(r)].attached.insert(client, conn);
                         self.input(r, Input::ClientAttached(client))?;
                     }
@@ -634,6 +648,13 @@ impl Sim {
                     self.start_replica(replica)?;
                 }
             }
+            Event::Drain { replica, life } => {
+                let slot = &mut self.slots[usize::from(replica)];
+                if slot.life == life && slot.replica.is_some() {
+                    slot.drain_due = false;
+                    self.drain(replica)?;
+                }
+            }
             Event::Resume { replica, life } => self.resume(replica, life)?,
             Event::Heal => {
                 if self.phase == Phase::Busy {
@@ -652,7 +673,18 @@ impl Sim {
         let replica = slot.replica.as_mut().expect("inputs go to live replicas");
         replica.handle(now, input);
         check_invariants(now, replica)?;
-        self.drain(r)
+        let turn = self.plan.driver_turn;
+        if turn == Duration::ZERO {
+            return self.drain(r);
+        }
+        if slot.drain_due {
+            self.stats.batched_inputs += 1;
+        } else {
+            slot.drain_due = true;
+            let life = slot.life;
+            self.schedule(self.now + turn, Event::Drain { replica: r, life });
+        }
+        Ok(())
     }
 
     /// Plays the primary's password driver with the core's decision, doing its slow work
@@ -958,6 +990,7 @@ impl Sim {
             return;
         }
         slot.life += 1;
+        slot.drain_due = false;
         slot.attached.clear();
         slot.paused = None;
         slot.host_down = crash == Crash::Host;

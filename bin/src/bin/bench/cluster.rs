@@ -147,6 +147,17 @@ impl Cluster {
         proc_status_kb(servers[id as usize].as_ref()?.pid(), "VmRSS:")
     }
 
+    /// CPU time (user + system) used so far by the running local replicas, summed.
+    pub fn replicas_cpu(&self) -> Option<Duration> {
+        let local = self.local.as_ref()?;
+        let servers = lock(&local.servers);
+        let pids = servers.iter().flatten().map(ServerProcess::pid);
+        Some(
+            pids.filter_map(|pid| cpu_time(&format!("/proc/{pid}/stat")))
+                .sum(),
+        )
+    }
+
     /// Peak resident memory in kB, and whether it was read before a kill.
     pub fn peak_rss(&self, id: ReplicaId) -> (Option<u64>, bool) {
         let Some(local) = self.local.as_ref() else {
@@ -212,6 +223,18 @@ fn config_text(replicas: usize, dir: &Path, secret: &Path) -> Result<String, Str
         defaults.snapshot_every
     );
     Ok(text)
+}
+
+/// User + system CPU time of a process, from its `/proc/<pid>/stat` (fields 14 and 15, in
+/// clock ticks of 1/100 s: the kernel's `USER_HZ` on Linux).
+pub fn cpu_time(stat_path: &str) -> Option<Duration> {
+    let stat = std::fs::read_to_string(stat_path).ok()?;
+    // The command name (field 2) may hold spaces: count from the ')' that ends it.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let mut fields = rest.split_whitespace().skip(11);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some(Duration::from_millis((utime + stime) * 10))
 }
 
 fn vm_hwm_kb(pid: u32) -> Option<u64> {

@@ -35,6 +35,37 @@ pub struct Outcome {
     pub failed: u64,
     /// Longest time one client waited between two acknowledgements (kill runs only).
     pub failover_gap: Option<Duration>,
+    /// CPU time per acknowledged send while measuring: (the local replicas', this process's
+    /// client threads').
+    pub cpu_per_send: Option<(Duration, Duration)>,
+}
+
+/// CPU used so far by the local replicas and by this process, and the acknowledgements.
+struct CpuMark {
+    replicas: Duration,
+    clients: Duration,
+    acks: u64,
+}
+
+impl CpuMark {
+    fn now(cluster: &Cluster, acks: &AtomicU64) -> Option<CpuMark> {
+        Some(CpuMark {
+            replicas: cluster.replicas_cpu()?,
+            clients: crate::cluster::cpu_time("/proc/self/stat")?,
+            acks: acks.load(Ordering::Relaxed),
+        })
+    }
+
+    /// CPU per acknowledgement from `self` to `end`.
+    fn per_send(&self, end: &CpuMark) -> Option<(Duration, Duration)> {
+        let sends = u32::try_from(end.acks.checked_sub(self.acks)?).ok()?;
+        (sends > 0).then(|| {
+            (
+                end.replicas.saturating_sub(self.replicas) / sends,
+                end.clients.saturating_sub(self.clients) / sends,
+            )
+        })
+    }
 }
 
 /// What one client thread saw.
@@ -73,7 +104,11 @@ pub fn run(cluster: &Cluster, setting: &Setting, progress: &Progress) -> Result<
     start.wait();
     let began = Instant::now();
     let mut killed = None;
+    let mut measuring_from = None;
     while began.elapsed() < total {
+        if measuring_from.is_none() && began.elapsed() >= setting.warmup {
+            measuring_from = Some(CpuMark::now(cluster, &acks));
+        }
         progress.show(
             setting.clients,
             began.elapsed(),
@@ -89,6 +124,12 @@ pub fn run(cluster: &Cluster, setting: &Setting, progress: &Progress) -> Result<
         }
         thread::sleep(Duration::from_millis(5));
     }
+    let measured_to = CpuMark::now(cluster, &acks);
+    // A kill makes the replicas' sum meaningless (the killed one's time is gone).
+    let cpu_per_send = match (measuring_from.flatten(), measured_to, killed) {
+        (Some(from), Some(to), None) => from.per_send(&to),
+        _ => None,
+    };
     progress.clear();
     let mut all = Tally::default();
     for thread in threads {
@@ -120,6 +161,7 @@ pub fn run(cluster: &Cluster, setting: &Setting, progress: &Progress) -> Result<
         unacknowledged: delivered.keys().filter(|id| !acked.contains(id)).count() as u64,
         failed: all.failed,
         failover_gap: setting.kill_primary_at.map(|_| all.longest_gap),
+        cpu_per_send,
     })
 }
 

@@ -64,6 +64,13 @@ pub struct Row {
     pub failed: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub failover_gap_ms: Option<f64>,
+    /// CPU time of the local replicas (all three summed) per acknowledged send while
+    /// measuring; less sensitive to a busy machine than the rate.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replicas_cpu_us_per_send: Option<f64>,
+    /// CPU time of the benchmark's own client threads per acknowledged send.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub clients_cpu_us_per_send: Option<f64>,
     /// A 100-byte write + `fdatasync` on the data directory's disk, median: the floor of a
     /// durable acknowledgement.
     pub fdatasync_p50_ms: f64,
@@ -86,6 +93,8 @@ impl Row {
             unacknowledged: 0,
             failed: 0,
             failover_gap_ms: None,
+            replicas_cpu_us_per_send: None,
+            clients_cpu_us_per_send: None,
             fdatasync_p50_ms: floor,
         }
     }
@@ -109,8 +118,12 @@ impl Row {
         let gap = self
             .failover_gap_ms
             .map_or(String::new(), |g| format!("; failover gap {g:.0} ms"));
+        let cpu = match (self.replicas_cpu_us_per_send, self.clients_cpu_us_per_send) {
+            (Some(r), Some(c)) => format!("; CPU per send: replicas {r:.0} us, clients {c:.0} us"),
+            _ => String::new(),
+        };
         println!(
-            "{:<8} {:>7} {:>8} {:>8.0} {:>8.2} {:>8.2} {:>8.2} {:>9.2} {:>8.2}  {check}{gap}",
+            "{:<8} {:>7} {:>8} {:>8.0} {:>8.2} {:>8.2} {:>8.2} {:>9.2} {:>8.2}  {check}{gap}{cpu}",
             self.system,
             self.clients,
             self.sends,
