@@ -3,10 +3,12 @@
 //! take their queues (`6|`), and the ids delivered must be exactly the ids acknowledged.
 
 use crate::cluster::Cluster;
+use crate::mux::{Mux, Script};
 use crate::report::{Progress, Samples};
 use chat_core::chat::{Op, Reply};
 use chat_core::config::Config;
 use chat_core::ids::MessageId;
+use chat_core::ids::ReplicaId;
 use chat_net::client::Client;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -68,7 +70,7 @@ impl CpuMark {
     }
 }
 
-/// What one client thread saw.
+/// What one client saw.
 #[derive(Default)]
 struct Tally {
     /// (when sent, latency) of every acknowledged send, warm-up included.
@@ -76,6 +78,23 @@ struct Tally {
     acked: Vec<MessageId>,
     failed: u64,
     longest_gap: Duration,
+}
+
+impl Tally {
+    fn add(&mut self, one: Tally) {
+        self.sends.extend(one.sends);
+        self.acked.extend(one.acked);
+        self.failed += one.failed;
+        self.longest_gap = self.longest_gap.max(one.longest_gap);
+    }
+}
+
+/// What the clients of one setting did, however they were driven.
+struct Driven {
+    all: Tally,
+    killed: Option<ReplicaId>,
+    began: Instant,
+    cpu_per_send: Option<(Duration, Duration)>,
 }
 
 pub fn run(cluster: &Cluster, setting: &Setting, progress: &Progress) -> Result<Outcome, String> {
@@ -88,6 +107,51 @@ pub fn run(cluster: &Cluster, setting: &Setting, progress: &Progress) -> Result<
             .map(|k| format!("{}r{i}-{k}", setting.tag))
             .collect()
     };
+    let Driven {
+        all,
+        killed,
+        began,
+        cpu_per_send,
+    } = if cluster.config.tls.is_none() {
+        on_one_thread(cluster, setting, progress, &recipients)?
+    } else {
+        on_threads(cluster, setting, progress, &recipients)?
+    };
+    if let Some(id) = killed {
+        cluster.spawn(id)?;
+        cluster.wait_for_primary(Duration::from_secs(30))?;
+    }
+    let from = began + setting.warmup;
+    let latencies = all
+        .sends
+        .iter()
+        .filter(|(sent, _)| *sent >= from && *sent < from + setting.measure)
+        .map(|&(_, latency)| latency)
+        .collect();
+    let names: Vec<String> = (0..setting.clients).flat_map(recipients).collect();
+    let delivered = deliver_all(&cluster.config, &names)?;
+    let acked: HashSet<MessageId> = all.acked.iter().copied().collect();
+    let times = |id: &MessageId| delivered.get(id).copied().unwrap_or(0);
+    Ok(Outcome {
+        samples: Samples::new(latencies, setting.measure),
+        lost: acked.iter().filter(|id| times(id) == 0).count() as u64,
+        duplicated: delivered.values().map(|&n| n.saturating_sub(1)).sum(),
+        unacknowledged: delivered.keys().filter(|id| !acked.contains(id)).count() as u64,
+        failed: all.failed,
+        failover_gap: setting.kill_primary_at.map(|_| all.longest_gap),
+        cpu_per_send,
+    })
+}
+
+/// A session logged in as `me`, after creating `me` and the recipients.
+/// Each client on a thread of its own, with the library's `Client` (which speaks TLS).
+fn on_threads(
+    cluster: &Cluster,
+    setting: &Setting,
+    progress: &Progress,
+    recipients: &dyn Fn(u32) -> Vec<String>,
+) -> Result<Driven, String> {
+    let total = setting.warmup + setting.measure;
     let start = Arc::new(Barrier::new(setting.clients as usize + 1));
     let acks = Arc::new(AtomicU64::new(0));
     let threads: Vec<_> = (0..setting.clients)
@@ -117,55 +181,202 @@ pub fn run(cluster: &Cluster, setting: &Setting, progress: &Progress) -> Result<
         );
         if let Some(at) = setting.kill_primary_at {
             if killed.is_none() && began.elapsed() >= setting.warmup + at {
-                let primary = cluster.primary().ok_or("no primary to kill")?;
-                cluster.kill(primary.id)?;
-                killed = Some(primary.id);
+                killed = Some(kill_primary(cluster)?);
             }
         }
         thread::sleep(Duration::from_millis(5));
     }
-    let measured_to = CpuMark::now(cluster, &acks);
-    // A kill makes the replicas' sum meaningless (the killed one's time is gone).
-    let cpu_per_send = match (measuring_from.flatten(), measured_to, killed) {
-        (Some(from), Some(to), None) => from.per_send(&to),
-        _ => None,
-    };
+    let cpu_per_send = cpu_per_send(cluster, &acks, measuring_from.flatten(), killed);
     progress.clear();
     let mut all = Tally::default();
     for thread in threads {
-        let one = thread.join().map_err(|_| "a client thread panicked")??;
-        all.sends.extend(one.sends);
-        all.acked.extend(one.acked);
-        all.failed += one.failed;
-        all.longest_gap = all.longest_gap.max(one.longest_gap);
+        all.add(thread.join().map_err(|_| "a client thread panicked")??);
     }
-    if let Some(id) = killed {
-        cluster.spawn(id)?;
-        cluster.wait_for_primary(Duration::from_secs(30))?;
-    }
-    let from = began + setting.warmup;
-    let latencies = all
-        .sends
-        .iter()
-        .filter(|(sent, _)| *sent >= from && *sent < from + setting.measure)
-        .map(|&(_, latency)| latency)
-        .collect();
-    let names: Vec<String> = (0..setting.clients).flat_map(recipients).collect();
-    let delivered = deliver_all(&cluster.config, &names)?;
-    let acked: HashSet<MessageId> = all.acked.iter().copied().collect();
-    let times = |id: &MessageId| delivered.get(id).copied().unwrap_or(0);
-    Ok(Outcome {
-        samples: Samples::new(latencies, setting.measure),
-        lost: acked.iter().filter(|id| times(id) == 0).count() as u64,
-        duplicated: delivered.values().map(|&n| n.saturating_sub(1)).sum(),
-        unacknowledged: delivered.keys().filter(|id| !acked.contains(id)).count() as u64,
-        failed: all.failed,
-        failover_gap: setting.kill_primary_at.map(|_| all.longest_gap),
+    Ok(Driven {
+        all,
+        killed,
+        began,
         cpu_per_send,
     })
 }
 
-/// A session logged in as `me`, after creating `me` and the recipients.
+/// Every client on this thread ([`Mux`]): the load generator's own cost stays small.
+fn on_one_thread(
+    cluster: &Cluster,
+    setting: &Setting,
+    progress: &Progress,
+    recipients: &dyn Fn(u32) -> Vec<String>,
+) -> Result<Driven, String> {
+    let total = setting.warmup + setting.measure;
+    let acks = Arc::new(AtomicU64::new(0));
+    let scripts = (0..setting.clients)
+        .map(|i| Sender::new(format!("{}s{i}", setting.tag), recipients(i), acks.clone()))
+        .collect();
+    let mut mux = Mux::new(&cluster.config, scripts)?;
+    mux.run(TICK, || false);
+    if let Some(e) = mux.scripts().find_map(|s| s.setup_error.take()) {
+        return Err(e);
+    }
+    let began = Instant::now();
+    for sender in mux.scripts() {
+        sender.start(began, began + total);
+    }
+    let mut measuring_from = None;
+    let killed = thread::scope(|scope| -> Result<Option<ReplicaId>, String> {
+        let killer = setting.kill_primary_at.map(|at| {
+            scope.spawn(move || {
+                thread::sleep(
+                    (began + setting.warmup + at).saturating_duration_since(Instant::now()),
+                );
+                kill_primary(cluster)
+            })
+        });
+        let mut shown = began;
+        mux.run(TICK, || {
+            let now = Instant::now();
+            if measuring_from.is_none() && now - began >= setting.warmup {
+                measuring_from = Some(CpuMark::now(cluster, &acks));
+            }
+            if now - shown >= TICK {
+                shown = now;
+                progress.show(
+                    setting.clients,
+                    now - began,
+                    total,
+                    acks.load(Ordering::Relaxed),
+                );
+            }
+            false
+        });
+        killer
+            .map(|k| k.join().map_err(|_| "the killing thread panicked")?)
+            .transpose()
+    })?;
+    let cpu_per_send = cpu_per_send(cluster, &acks, measuring_from.flatten(), killed);
+    progress.clear();
+    let mut all = Tally::default();
+    for sender in mux.into_scripts() {
+        all.add(sender.tally);
+    }
+    Ok(Driven {
+        all,
+        killed,
+        began,
+        cpu_per_send,
+    })
+}
+
+/// How often the one-thread driver looks at the clock besides its sockets.
+const TICK: Duration = Duration::from_millis(5);
+
+fn kill_primary(cluster: &Cluster) -> Result<ReplicaId, String> {
+    let primary = cluster.primary().ok_or("no primary to kill")?;
+    cluster.kill(primary.id)?;
+    Ok(primary.id)
+}
+
+/// CPU per acknowledged send since `from`, unless a replica was killed (its time is gone
+/// from the sum).
+fn cpu_per_send(
+    cluster: &Cluster,
+    acks: &AtomicU64,
+    from: Option<CpuMark>,
+    killed: Option<ReplicaId>,
+) -> Option<(Duration, Duration)> {
+    let to = CpuMark::now(cluster, acks)?;
+    match (from, killed) {
+        (Some(from), None) => from.per_send(&to),
+        _ => None,
+    }
+}
+
+/// One client of the one-thread driver: creates its users and logs in, then sends one
+/// message at a time, round its recipients, until told to stop.
+struct Sender {
+    me: String,
+    to: Vec<String>,
+    setup: std::collections::VecDeque<Op>,
+    setup_error: Option<String>,
+    /// Sending from the first instant to the second (after [`Sender::start`]).
+    sending: Option<(Instant, Instant)>,
+    n: usize,
+    sent_at: Instant,
+    last_ack: Instant,
+    tally: Tally,
+    acks: Arc<AtomicU64>,
+}
+
+impl Sender {
+    fn new(me: String, to: Vec<String>, acks: Arc<AtomicU64>) -> Sender {
+        let mut setup: std::collections::VecDeque<Op> = std::iter::once(&me)
+            .chain(&to)
+            .map(|user| Op::Create { user: user.clone() })
+            .collect();
+        setup.push_back(Op::Login { user: me.clone() });
+        let now = Instant::now();
+        Sender {
+            me,
+            to,
+            setup,
+            setup_error: None,
+            sending: None,
+            n: 0,
+            sent_at: now,
+            last_ack: now,
+            tally: Tally::default(),
+            acks,
+        }
+    }
+
+    fn start(&mut self, from: Instant, until: Instant) {
+        self.sending = Some((from, until));
+        self.last_ack = from;
+    }
+}
+
+impl Script for Sender {
+    fn next(&mut self, now: Instant) -> Option<Op> {
+        let Some((_, until)) = self.sending else {
+            return self.setup.front().cloned();
+        };
+        if now >= until {
+            return None;
+        }
+        self.sent_at = now;
+        self.n += 1;
+        Some(Op::Send {
+            to: self.to[self.n % self.to.len()].clone(),
+            text: format!("message {} from {}", self.n, self.me),
+        })
+    }
+
+    fn answered(&mut self, now: Instant, reply: Result<Reply, String>) {
+        if self.sending.is_none() {
+            let op = self.setup.pop_front();
+            let ok = matches!(
+                (&op, &reply),
+                (Some(Op::Create { .. }), Ok(Reply::Created))
+                    | (Some(Op::Login { .. }), Ok(Reply::LoggedIn { .. }))
+            );
+            if !ok {
+                self.setup_error = Some(format!("{op:?}: unexpected reply {reply:?}"));
+                self.setup.clear();
+            }
+            return;
+        }
+        match reply {
+            Ok(Reply::Sent { id }) => {
+                self.tally.sends.push((self.sent_at, now - self.sent_at));
+                self.tally.acked.push(id);
+                self.tally.longest_gap = self.tally.longest_gap.max(now - self.last_ack);
+                self.last_ack = now;
+                self.acks.fetch_add(1, Ordering::Relaxed);
+            }
+            _ => self.tally.failed += 1,
+        }
+    }
+}
+
 fn log_in(config: &Config, me: &str, recipients: &[String]) -> Result<Client, String> {
     let (client, _incoming) = Client::connect(config).map_err(|e| e.to_string())?;
     for user in std::iter::once(me).chain(recipients.iter().map(String::as_str)) {

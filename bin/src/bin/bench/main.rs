@@ -10,6 +10,7 @@ mod cluster;
 #[cfg(feature = "etcd")]
 mod etcd;
 mod load;
+mod mux;
 mod recovery;
 mod report;
 
