@@ -152,7 +152,7 @@ fn bench(args: &LoadArgs) -> Result<(), String> {
         .1
         .dir()
         .map_or_else(std::env::temp_dir, Path::to_path_buf);
-    let floor = report::fdatasync_floor(&probe_dir)?;
+    let (floor, idle_floor) = report::fdatasync_floor(&probe_dir)?;
     if !args.json {
         for ((system, cluster), primary) in clusters.iter().zip(&primaries) {
             match cluster.dir() {
@@ -164,8 +164,12 @@ fn bench(args: &LoadArgs) -> Result<(), String> {
                 None => println!("cluster of {}, primary {}", show(&args.connect), primary.id),
             }
         }
+        if let Some(endpoints) = &etcd {
+            println!("etcd: {}", endpoints.join(","));
+        }
         println!(
-            "floor: 100-byte write + fdatasync p50 {floor:.3} ms; load average {}",
+            "floor: 100-byte write + fdatasync p50 {floor:.3} ms with a CPU kept busy \
+             ({idle_floor:.3} ms with the CPUs idle); load average {}",
             load_average()
         );
         println!("{}", Row::HEADER);
