@@ -153,15 +153,15 @@ impl Progress {
 }
 
 /// The floor of a durable acknowledgement on the disk of `dir`, in milliseconds: the median of
-/// 200 writes of 100 bytes, each followed by `fdatasync`, measured (busy, idle) — once while
-/// another thread keeps a CPU busy, as the benchmark's load does, and once with the CPUs idle.
-/// On a virtual machine an idle vCPU halts, and waking it when the disk answers can wait for
-/// a timer tick (4 ms against 0.14 ms busy, measured on this project's machines), so the idle
-/// figure is the machine's, not the disk's; rows compare with the busy one.
+/// 200 writes of 100 bytes, each followed by `fdatasync`, measured twice, as (with, without)
+/// another thread spinning beside it. Either can only be inflated by the machine, not the disk:
+/// on a virtual machine an idle vCPU halts, and waking it when the disk answers can wait for a
+/// timer tick (4 ms against 0.14-0.16 ms with a CPU busy, on this project's machines), while on
+/// a machine loaded by others the spinning thread competes for a CPU. The floor is the lower.
 pub fn fdatasync_floor(dir: &Path) -> Result<(f64, f64), String> {
-    let idle = fdatasync_p50(dir)?;
+    let without = fdatasync_p50(dir)?;
     let stop = AtomicBool::new(false);
-    let busy = std::thread::scope(|scope| {
+    let with = std::thread::scope(|scope| {
         scope.spawn(|| {
             // Plain work, not `spin_loop()`: a hypervisor may take a loop of PAUSE
             // instructions for an idle vCPU.
@@ -170,11 +170,11 @@ pub fn fdatasync_floor(dir: &Path) -> Result<(f64, f64), String> {
                 n = std::hint::black_box(n.wrapping_add(1));
             }
         });
-        let busy = fdatasync_p50(dir);
+        let with = fdatasync_p50(dir);
         stop.store(true, Ordering::Relaxed);
-        busy
+        with
     })?;
-    Ok((busy, idle))
+    Ok((with, without))
 }
 
 fn fdatasync_p50(dir: &Path) -> Result<f64, String> {
