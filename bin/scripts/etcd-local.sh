@@ -31,7 +31,7 @@ endpoints="http://127.0.0.1:23790,http://127.0.0.1:23791,http://127.0.0.1:23792"
 # Every member answers healthy (it sees a leader) within 30 s, or the logs are shown.
 healthy() {
     for i in 0 1 2; do
-        curl -fs "http://127.0.0.1:$((23790 + i))/health" 2>/dev/null | grep -q '"health":"true"' ||
+        curl -fs --max-time 1 "http://127.0.0.1:$((23790 + i))/health" 2>/dev/null | grep -q '"health":"true"' ||
             return 1
     done
 }
