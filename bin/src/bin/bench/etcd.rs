@@ -1,6 +1,8 @@
 //! The same closed-loop pattern on etcd (cargo feature `etcd`), for a row to compare with:
 //! each client puts a 100-byte value under its own keys, one put at a time; afterwards every
-//! acknowledged key must be there.
+//! acknowledged key must be there. As the chat clients send to the primary, the etcd clients
+//! put to the leader (etcd's own `benchmark put --target-leader`), so that no put is first
+//! forwarded by a follower.
 
 use crate::load::Setting;
 use crate::report::{Progress, Row, Samples};
@@ -33,11 +35,12 @@ async fn drive(
 ) -> Result<Row, String> {
     let total = setting.warmup + setting.measure;
     let acks = Arc::new(AtomicU64::new(0));
+    let leader = leader(endpoints).await?;
     let mut clients = Vec::new();
     for _ in 0..setting.clients {
-        let client = Client::connect(endpoints, None)
+        let client = Client::connect([&leader], None)
             .await
-            .map_err(|e| format!("etcd {endpoints:?}: {e}"))?;
+            .map_err(|e| format!("etcd {leader}: {e}"))?;
         clients.push(client);
     }
     let began = Instant::now();
@@ -118,4 +121,25 @@ async fn drive(
     row.lost = lost;
     row.failed = failed;
     Ok(row)
+}
+
+/// The endpoint of the member that says it is the leader.
+async fn leader(endpoints: &[String]) -> Result<String, String> {
+    for endpoint in endpoints {
+        let Ok(mut client) = Client::connect([endpoint], None).await else {
+            continue;
+        };
+        let Ok(status) = client.status().await else {
+            continue;
+        };
+        if status
+            .header()
+            .is_some_and(|h| h.member_id() == status.leader())
+        {
+            return Ok(endpoint.clone());
+        }
+    }
+    Err(format!(
+        "etcd {endpoints:?}: no member says it is the leader"
+    ))
 }

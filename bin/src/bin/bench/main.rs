@@ -153,7 +153,8 @@ fn bench(args: &LoadArgs) -> Result<(), String> {
         .1
         .dir()
         .map_or_else(std::env::temp_dir, Path::to_path_buf);
-    let floor = report::fdatasync_floor(&probe_dir)?;
+    let (spinning, quiet) = report::fdatasync_floor(&probe_dir)?;
+    let floor = spinning.min(quiet);
     if !args.json {
         for ((system, cluster), primary) in clusters.iter().zip(&primaries) {
             match cluster.dir() {
@@ -165,8 +166,12 @@ fn bench(args: &LoadArgs) -> Result<(), String> {
                 None => println!("cluster of {}, primary {}", show(&args.connect), primary.id),
             }
         }
+        if let Some(endpoints) = &etcd {
+            println!("etcd: {}", endpoints.join(","));
+        }
         println!(
-            "floor: 100-byte write + fdatasync p50 {floor:.3} ms; load average {}",
+            "floor: 100-byte write + fdatasync p50 {floor:.3} ms (the lower of {spinning:.3} ms \
+             with a thread spinning beside it and {quiet:.3} ms without); load average {}",
             load_average()
         );
         println!("{}", Row::HEADER);

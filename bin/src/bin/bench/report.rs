@@ -4,6 +4,7 @@
 use serde::Serialize;
 use std::io::{IsTerminal, Write};
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 /// Latencies of the acknowledged operations of one measurement window.
@@ -164,8 +165,32 @@ impl Progress {
     }
 }
 
-/// Median of 200 writes of 100 bytes, each followed by `fdatasync`, in a file under `dir`.
-pub fn fdatasync_floor(dir: &Path) -> Result<f64, String> {
+/// The floor of a durable acknowledgement on the disk of `dir`, in milliseconds: the median of
+/// 200 writes of 100 bytes, each followed by `fdatasync`, measured twice, as (with, without)
+/// another thread spinning beside it. Either can only be inflated by the machine, not the disk:
+/// on a virtual machine an idle vCPU halts, and waking it when the disk answers can wait for a
+/// timer tick (4 ms against 0.14-0.16 ms with a CPU busy, on this project's machines), while on
+/// a machine loaded by others the spinning thread competes for a CPU. The floor is the lower.
+pub fn fdatasync_floor(dir: &Path) -> Result<(f64, f64), String> {
+    let without = fdatasync_p50(dir)?;
+    let stop = AtomicBool::new(false);
+    let with = std::thread::scope(|scope| {
+        scope.spawn(|| {
+            // Plain work, not `spin_loop()`: a hypervisor may take a loop of PAUSE
+            // instructions for an idle vCPU.
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                n = std::hint::black_box(n.wrapping_add(1));
+            }
+        });
+        let with = fdatasync_p50(dir);
+        stop.store(true, Ordering::Relaxed);
+        with
+    })?;
+    Ok((with, without))
+}
+
+fn fdatasync_p50(dir: &Path) -> Result<f64, String> {
     let path = dir.join(format!("fdatasync-probe-{}", std::process::id()));
     let mut file = std::fs::File::create(&path).map_err(|e| format!("{}: {e}", path.display()))?;
     let mut samples = Vec::with_capacity(200);
