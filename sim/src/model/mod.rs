@@ -34,9 +34,11 @@
 //! survivor commits a new value in the very tick of the last crash.
 
 mod rules;
+mod starts;
 mod state;
 
 pub use rules::Action;
+pub use starts::Start;
 pub use state::*;
 
 use stateright::{Checker, HasDiscoveries, Model, Path, Property};
@@ -61,6 +63,10 @@ pub struct Bounds {
     /// Replicas outside the initial view (excluded earlier, waiting to rejoin): a world
     /// where rejoins happen without spending ballots on the exclusion first.
     pub initially_out: Mask,
+    /// Restarts on an empty disk (`chat-server --rejoin`), counted in `max_restarts` too.
+    pub max_lost_disks: u8,
+    /// Where the search starts (a targeted bound starts near a trace).
+    pub start: Start,
 }
 
 impl Bounds {
@@ -77,6 +83,8 @@ impl Bounds {
             max_silent: 1,
             max_restarts: 0,
             initially_out: 0,
+            max_lost_disks: 0,
+            start: Start::Initial,
         }
     }
 
@@ -113,8 +121,172 @@ impl Bounds {
             max_silent: 0,
             max_restarts: 0,
             initially_out: 0,
+            max_lost_disks: 0,
+            start: Start::Initial,
         }
     }
+
+    /// F4's targeted bound: from [`Start::ViewOfOne`] (0 alone, 1 restarted and waiting, at
+    /// t=1), two more crashes and restarts, ballots up to 4 (0 adds 1, then a re-formed
+    /// view), one more tick.
+    pub fn f4() -> Bounds {
+        Bounds {
+            max_time: 2,
+            lease: 1,
+            max_values: 1,
+            max_ballot: 4,
+            max_crashes: 4,
+            max_silent: 0,
+            max_restarts: 3,
+            start: Start::ViewOfOne,
+            ..Bounds::test3()
+        }
+    }
+
+    /// R1's targeted bound: from [`Start::TwoMembers`] (b2.0{0,1}, 2 restarted and
+    /// waiting, t=1), two client values, two more view changes, two more crashes, one
+    /// more tick.
+    pub fn r1() -> Bounds {
+        Bounds {
+            max_time: 2,
+            lease: 1,
+            max_values: 2,
+            max_ballot: 4,
+            max_crashes: 3,
+            max_silent: 1,
+            max_restarts: 1,
+            start: Start::TwoMembers,
+            ..Bounds::test3()
+        }
+    }
+
+    /// R3's bound from the first view of `rejoin3` (2 outside), so that the primary's
+    /// proposal to add 2 is accepted by both others and can be retransmitted a tick later;
+    /// two client values (the trace ends with two primaries committing index 1), no
+    /// restart. Too big for `cargo test`; [`Bounds::r3_adding`] is its targeted part.
+    pub fn r3() -> Bounds {
+        Bounds {
+            max_time: 1,
+            lease: 1,
+            max_values: 2,
+            max_ballot: 3,
+            max_crashes: 2,
+            max_silent: 0,
+            max_restarts: 0,
+            initially_out: bit(2),
+            ..Bounds::test3()
+        }
+    }
+
+    /// [`Bounds::r3`] from [`Start::AddingTwo`]: the proposal to add 2 sent and accepted.
+    pub fn r3_adding() -> Bounds {
+        Bounds {
+            start: Start::AddingTwo,
+            ..Bounds::r3()
+        }
+    }
+
+    /// The quiet interval's targeted bound: from [`Start::RestartedMidLease`] (2 restarted
+    /// at t=1 while 0 and 1 hold leases from its old incarnation), two more ticks.
+    pub fn restarted() -> Bounds {
+        Bounds {
+            max_time: 2,
+            lease: 1,
+            max_values: 1,
+            max_ballot: 3,
+            max_crashes: 3,
+            max_silent: 1,
+            max_restarts: 1,
+            start: Start::RestartedMidLease,
+            ..Bounds::test3()
+        }
+    }
+
+    /// Disk loss, a vote from an amnesiac: from [`Start::VotedOut`], 2 may lose its disk.
+    pub fn amnesiac_votes() -> Bounds {
+        Bounds {
+            max_time: 2,
+            lease: 1,
+            max_values: 2,
+            max_ballot: 3,
+            max_crashes: 2,
+            max_silent: 1,
+            max_restarts: 1,
+            max_lost_disks: 1,
+            initially_out: bit(2),
+            start: Start::VotedOut,
+            ..Bounds::test3()
+        }
+    }
+
+    /// Disk loss, the reviewer's trace: from [`Start::LeftOutPrimary`], a disk loss and a
+    /// silent crash, a second client value.
+    pub fn amnesiac_unwitnessed() -> Bounds {
+        Bounds {
+            max_time: 2,
+            lease: 1,
+            max_values: 2,
+            max_ballot: 3,
+            max_crashes: 2,
+            max_silent: 1,
+            max_restarts: 1,
+            max_lost_disks: 1,
+            initially_out: bit(2),
+            start: Start::LeftOutPrimary,
+            ..Bounds::test3()
+        }
+    }
+
+    /// Disk loss under rule 8: from [`Start::AloneWithEntry`], everyone restarts, the
+    /// survivor on an empty disk.
+    pub fn amnesiac_recovers() -> Bounds {
+        Bounds {
+            max_time: 1,
+            lease: 1,
+            max_values: 2,
+            max_ballot: 3,
+            max_crashes: 3,
+            max_silent: 0,
+            max_restarts: 3,
+            max_lost_disks: 1,
+            start: Start::AloneWithEntry,
+            ..Bounds::test3()
+        }
+    }
+
+    /// A targeted bound by name (the `chat-model --bound` names).
+    pub fn named(name: &str) -> Option<Bounds> {
+        Some(match name {
+            "test3" => Bounds::test3(),
+            "full3" => Bounds::full3(),
+            "rejoin3" => Bounds::rejoin3(),
+            "small5" => Bounds::small5(),
+            "f4" => Bounds::f4(),
+            "r1" => Bounds::r1(),
+            "r3" => Bounds::r3(),
+            "r3-adding" => Bounds::r3_adding(),
+            "restarted" => Bounds::restarted(),
+            "amnesiac-votes" => Bounds::amnesiac_votes(),
+            "amnesiac-unwitnessed" => Bounds::amnesiac_unwitnessed(),
+            "amnesiac-recovers" => Bounds::amnesiac_recovers(),
+            _ => return None,
+        })
+    }
+
+    pub const NAMES: [&'static str; 12] = [
+        "test3",
+        "full3",
+        "rejoin3",
+        "small5",
+        "f4",
+        "r1",
+        "r3",
+        "r3-adding",
+        "restarted",
+        "amnesiac-votes",
+        "amnesiac-unwitnessed",
+        "amnesiac-recovers",
+    ];
 }
 
 /// One rule switched off, named after the trace of issue 8 its fix prevents (or, for the
@@ -133,8 +305,13 @@ pub enum Mutation {
     F2,
     /// F3: helpers wait out their promise even to a member proven crashed.
     F3,
-    /// F4: the view-of-one fast path looks only at its highest established view.
+    /// F4: the view-of-one fast path looks only at its highest established view, and
+    /// resumes as that view's primary (its own later proposal, and the promise it made
+    /// itself for it, forgotten).
     F4,
+    /// F4 with the promise kept: the fast path's check alone is dropped; rule 2's acting
+    /// condition (`promised == accepted.ballot`) still keeps it from acting.
+    F4KeepsPromise,
     /// R1: any member, not only the primary, proposes to add a returning replica.
     R1,
     /// R2: a duplicate process says hello before binding its listener (no rule 5).
@@ -153,10 +330,18 @@ pub enum Mutation {
     StillAcks,
     /// Commit with a majority of the view instead of every member.
     CommitWithMajority,
+    /// Disk loss: the answer of a replica that knows no view counts towards rule 4(b)'s
+    /// majority, and it may vote.
+    AmnesiacVotes,
+    /// Disk loss: a view that keeps or adds a replica that knows no view is formed without
+    /// the answers of a counted majority (no `witnessed` check).
+    AmnesiacUnwitnessed,
+    /// Disk loss: rule 8 counts a replica that knows no view as reached.
+    AmnesiacRecovers,
 }
 
 impl Mutation {
-    pub const ALL: [Mutation; 15] = [
+    pub const ALL: [Mutation; 19] = [
         Mutation::T1,
         Mutation::T2,
         Mutation::T3,
@@ -164,6 +349,7 @@ impl Mutation {
         Mutation::F2,
         Mutation::F3,
         Mutation::F4,
+        Mutation::F4KeepsPromise,
         Mutation::R1,
         Mutation::R2,
         Mutation::R3,
@@ -172,6 +358,9 @@ impl Mutation {
         Mutation::RestartedVotesAtOnce,
         Mutation::StillAcks,
         Mutation::CommitWithMajority,
+        Mutation::AmnesiacVotes,
+        Mutation::AmnesiacUnwitnessed,
+        Mutation::AmnesiacRecovers,
     ];
 
     pub fn name(self) -> String {
@@ -225,40 +414,7 @@ impl Model for ProtocolModel {
     type Action = Action;
 
     fn init_states(&self) -> Vec<State> {
-        let n = self.bounds.replicas;
-        let all = ((1u16 << n) - 1) as Mask;
-        let view = View {
-            ballot: Ballot {
-                num: 1,
-                proposer: 0,
-            },
-            members: all & !self.bounds.initially_out,
-        };
-        let replicas = (0..n)
-            .map(|r| {
-                if has(view.members, r) {
-                    Replica::new(view, self.bounds.lease)
-                } else {
-                    Replica::excluded(all)
-                }
-            })
-            .collect();
-        vec![State {
-            now: 0,
-            replicas,
-            network: Default::default(),
-            next_value: 0,
-            crashes: 0,
-            silent_crashes: 0,
-            restarts: 0,
-            duplicate_spoke: false,
-            last_crash_at: 0,
-            values_before_last_crash: 0,
-            committed: Vec::new(),
-            conflict: false,
-            lost: false,
-            fast_failover: false,
-        }]
+        vec![self.start_state()]
     }
 
     fn actions(&self, state: &State, actions: &mut Vec<Action>) {

@@ -11,6 +11,8 @@ pub enum Action {
     Tick,
     Crash(Id, Power),
     Restart(Id),
+    /// A replica whose data directory was lost comes back with `--rejoin`: it knows no view.
+    LoseDisk(Id),
     /// Heartbeat and answer both ways between two members: leases and promises (rule 3).
     Renew(Id, Id),
     /// The first gets a refusal from the second's address (rule 4a).
@@ -56,6 +58,7 @@ impl fmt::Display for Action {
             Action::Crash(r, Power::Silent) => write!(f, "{r} goes silent (host crash)"),
             Action::Crash(r, _) => write!(f, "{r} crashes (its address refuses)"),
             Action::Restart(r) => write!(f, "{r} restarts as a new incarnation"),
+            Action::LoseDisk(r) => write!(f, "{r} restarts on an empty disk (--rejoin)"),
             Action::Renew(a, b) => write!(f, "{a} and {b} renew leases"),
             Action::Refused(y, s) => write!(f, "{y} is refused by {s}'s address"),
             Action::NewIncarnation(y, s) => write!(f, "{y} hears a newer incarnation of {s}"),
@@ -77,7 +80,9 @@ impl fmt::Display for Action {
                 write!(f, "{q} accepts {view} (copy sent at {sent_at})")
             }
             Action::Accept(q, m) => write!(f, "{q} accepts {m:?}"),
-            Action::Deliver(Msg::Accepted { from, ballot, echo }) => write!(
+            Action::Deliver(Msg::Accepted {
+                from, ballot, echo, ..
+            }) => write!(
                 f,
                 "{} receives {from}'s acceptance of b{}.{} (echo {echo})",
                 ballot.proposer, ballot.num, ballot.proposer
@@ -159,6 +164,9 @@ impl ProtocolModel {
                 }
             } else if s.restarts < b.max_restarts {
                 out.push(Action::Restart(r));
+                if s.lost_disks < b.max_lost_disks {
+                    out.push(Action::LoseDisk(r));
+                }
             }
         }
         for a in 0..n {
@@ -246,7 +254,8 @@ impl ProtocolModel {
     fn may_hear_new_incarnation(&self, s: &State, y: Id, x: Id) -> bool {
         let ry = &s.replicas[y as usize];
         let rx = &s.replicas[x as usize];
-        let newer = rx.incarnation > ry.heard[x as usize];
+        // A first contact in this life (`heard` 0) is no evidence (core `Leases::heard`).
+        let newer = ry.heard[x as usize] != 0 && rx.incarnation > ry.heard[x as usize];
         // R2: a second process started on x's data directory says hello with a bumped
         // counter and then fails to bind; without rule 5 it spoke before binding.
         let duplicate = self.on(Mutation::R2) && !s.duplicate_spoke;
@@ -288,10 +297,13 @@ impl ProtocolModel {
                 }
                 sub = (sub - 1) & suspects;
             }
-            // Rule 7: only the primary adds a returning replica (R1: any member may).
+            // Rule 7: only the primary adds a returning replica (R1: any member may): one
+            // outside its view, or a member that lost its disk (it knows no view, so it
+            // cannot simply catch up: it comes back through a view its new life accepts).
             if self.acting_primary(s, p) || self.on(Mutation::R1) {
                 for j in 0..self.bounds().replicas {
-                    if !has(rep.accepted.members, j) && s.replicas[j as usize].up() {
+                    let rj = &s.replicas[j as usize];
+                    if (!has(rep.accepted.members, j) || rj.knows_no_view()) && rj.up() {
                         out.push(Action::Rejoin {
                             proposer: p,
                             joiner: j,
@@ -320,7 +332,7 @@ impl ProtocolModel {
     /// whose only member is itself (F4: looks at the highest established view only).
     fn may_resume(&self, s: &State, p: Id) -> bool {
         let r = &s.replicas[p as usize];
-        if self.on(Mutation::F4) {
+        if self.on(Mutation::F4) || self.on(Mutation::F4KeepsPromise) {
             r.established.members == bit(p) && r.established.primary() == p
         } else {
             r.accepted == r.established && !r.voted_only && r.accepted.members == bit(p)
@@ -345,9 +357,13 @@ impl ProtocolModel {
                 wait_for |= acc.members;
             }
         }
+        // One that lost its disk counts as missing: its disk may have held entries nobody
+        // else has (AmnesiacRecovers counts it as reached).
         let everyone_back = ids(wait_for).all(|r| {
             let rep = &s.replicas[r as usize];
-            rep.up() && rep.rejoining
+            rep.up()
+                && rep.rejoining
+                && (!rep.knows_no_view() || self.on(Mutation::AmnesiacRecovers))
         });
         if !everyone_back {
             return None;
@@ -466,6 +482,11 @@ impl ProtocolModel {
                 s.restarts += 1;
                 s.replicas[r as usize].restart(s.now, b.lease);
             }
+            Action::LoseDisk(r) => {
+                s.restarts += 1;
+                s.lost_disks += 1;
+                s.replicas[r as usize].lose_disk(s.now, b.lease);
+            }
             Action::Renew(a, c) => {
                 let (now, lease) = (s.now, b.lease);
                 for (x, y) in [(a, c), (c, a)] {
@@ -506,9 +527,14 @@ impl ProtocolModel {
             }
             Action::Resume(p) => {
                 let rep = &mut s.replicas[p as usize];
-                if self.on(Mutation::F4) {
+                if self.on(Mutation::F4) || self.on(Mutation::F4KeepsPromise) {
                     rep.accepted = rep.established;
                     rep.voted_only = false;
+                }
+                // The draft's fast path resumes as the primary of its view of one: the
+                // promise it made itself for its own later proposal goes with that proposal.
+                if self.on(Mutation::F4) && rep.promised.proposer == p {
+                    rep.promised = rep.established.ballot;
                 }
                 rep.rejoining = false;
                 rep.acked[p as usize] = rep.log.len() as u8;
@@ -592,7 +618,24 @@ impl ProtocolModel {
             num: s.replicas[p as usize].promised.num + 1,
             proposer: p,
         };
-        let asked = asked | bit(p);
+        let mut asked = asked | bit(p);
+        let (silent, proven) = match kind {
+            Kind::Exclude { silent, proven } => (silent, proven),
+            _ => (0, 0),
+        };
+        let amnesiacs = (0..self.bounds().replicas)
+            .filter(|&q| s.replicas[q as usize].knows_no_view())
+            .fold(0, |m, q| m | bit(q));
+        if asked & amnesiacs != 0 {
+            // Keeping or adding a replica that lost its disk needs a counted majority's
+            // answers: the proposer asks everyone, and goes on with those that grant.
+            for q in ids(self.all() & !(silent | proven) & !asked) {
+                let rq = &s.replicas[q as usize];
+                if rq.up() && rq.promised < ballot {
+                    asked |= bit(q);
+                }
+            }
+        }
         // Phase 1: every asked replica is reachable and promised nothing as high; it
         // reports its highest accepted-or-voted view and its highest established view.
         let mut base = s.replicas[p as usize].accepted;
@@ -605,10 +648,6 @@ impl ProtocolModel {
             base = base.max(rq.accepted);
             established = established.max(rq.established);
         }
-        let (silent, proven) = match kind {
-            Kind::Exclude { silent, proven } => (silent, proven),
-            _ => (0, 0),
-        };
         let members = match kind {
             Kind::Exclude { .. } => base.members & !(silent | proven),
             Kind::Rejoin(j) => base.members | bit(j),
@@ -623,10 +662,24 @@ impl ProtocolModel {
         // unestablished base do not carry over (M1 lets them).
         let justified =
             established.members & !members & !(silent | proven) == 0 || self.on(Mutation::M1);
+        // Disk loss: an answer that knows no view is a promise but never one of 4(b)'s
+        // majority (AmnesiacVotes counts it), and a view that keeps or adds such a replica
+        // needs the answers of a counted majority (AmnesiacUnwitnessed drops this): its
+        // forgotten views must show in someone else's answer.
+        let uncounted = if self.on(Mutation::AmnesiacVotes) {
+            0
+        } else {
+            asked & amnesiacs
+        };
+        let counted = count(asked & !(asked & amnesiacs));
+        let witnessed = members & amnesiacs == 0
+            || counted >= self.majority()
+            || self.on(Mutation::AmnesiacUnwitnessed);
         let ok = has(base.members, p)
             && justified
+            && witnessed
             && members & !asked == 0
-            && (silent == 0 || count(asked) >= self.majority())
+            && (silent == 0 || count(asked & !uncounted) >= self.majority())
             && (now >= rep.quiet_until || self.on(Mutation::RestartedVotesAtOnce))
             && (self.on(Mutation::T3) || ids(silent).all(|x| self.promise_expired(s, p, x)))
             && (!self.on(Mutation::F3) || ids(proven).all(|x| self.promise_expired(s, p, x)));
@@ -646,7 +699,8 @@ impl ProtocolModel {
         rep.proposal = Some(Proposal {
             ballot,
             kind,
-            voters: asked & !members,
+            voters: asked & !members & !uncounted,
+            uncounted,
             base,
             view,
             accepted: bit(p),
@@ -673,7 +727,11 @@ impl ProtocolModel {
         let now = s.now;
         let lease = self.lease();
         let proposer = view.ballot.proposer;
+        let proposer_inc = s.replicas[proposer as usize].incarnation;
         let r = &mut s.replicas[q as usize];
+        if r.heard[proposer as usize] == 0 {
+            r.heard[proposer as usize] = proposer_inc;
+        }
         r.promised = r.promised.max(view.ballot);
         r.accepted = view;
         let member = has(view.members, q);
@@ -687,15 +745,23 @@ impl ProtocolModel {
         r.promise_to[proposer as usize] = now + lease;
         // Rule 4a: it ignores the proven-crashed incarnations from now on.
         r.evidence |= proven;
+        let inc = s.replicas[q as usize].incarnation;
         s.network.insert(Msg::Accepted {
             from: q,
+            inc,
             ballot: view.ballot,
             echo: sent_at,
         });
     }
 
     fn deliver(&self, s: &mut State, msg: Msg) {
-        let Msg::Accepted { from, ballot, echo } = msg else {
+        let Msg::Accepted {
+            from,
+            inc,
+            ballot,
+            echo,
+        } = msg
+        else {
             return;
         };
         let lease = self.lease();
@@ -707,10 +773,16 @@ impl ProtocolModel {
         };
         prop.accepted |= bit(from);
         // Rule 3: the lease runs from the send time of the copy it answers (R3: of the
-        // latest copy sent).
+        // latest copy sent), if it comes from the incarnation last heard (a first contact
+        // in this life is heard now; core `Leases::answered`).
         let from_time = if r3 { prop.last_sent } else { echo };
-        let until = &mut rep.lease_from[from as usize];
-        *until = (*until).max(from_time + lease);
+        if rep.heard[from as usize] == 0 {
+            rep.heard[from as usize] = inc;
+        }
+        if rep.heard[from as usize] == inc {
+            let until = &mut rep.lease_from[from as usize];
+            *until = (*until).max(from_time + lease);
+        }
         self.maybe_establish(s, p);
     }
 
@@ -722,7 +794,7 @@ impl ProtocolModel {
         let Some(prop) = &rep.proposal else { return };
         let view = prop.view;
         let silent = matches!(prop.kind, Kind::Exclude { silent, .. } if silent != 0);
-        let enough = count(prop.accepted) >= self.majority();
+        let enough = count(prop.accepted & !prop.uncounted) >= self.majority();
         let everyone = prop.accepted & view.members == view.members;
         let done = (everyone || (self.on(Mutation::T1) && enough)) && (!silent || enough);
         if !done {
@@ -730,10 +802,15 @@ impl ProtocolModel {
         }
         let accepted = prop.accepted;
         let log_len = rep.log.len() as u8;
-        // Ghost check: every member that accepted holds every value committed in an earlier
-        // view.
+        // Ghost check: every member that accepted (and still holds its acceptance: one that
+        // lost its disk since holds nothing, and must be added back) holds every value
+        // committed in an earlier view.
         let lost = ids(view.members & accepted).any(|m| {
-            let log = &s.replicas[m as usize].log;
+            let rm = &s.replicas[m as usize];
+            if rm.accepted.ballot < view.ballot {
+                return false;
+            }
+            let log = &rm.log;
             s.committed
                 .iter()
                 .any(|c| c.ballot < view.ballot && log.get(c.index as usize - 1) != Some(&c.value))

@@ -142,6 +142,25 @@ impl Replica {
         self.power == Power::Up
     }
 
+    /// Its data directory was lost and it came back with `--rejoin` (core
+    /// `Durable::lost`): it knows no view (accepted and established have no members), no
+    /// promise, no log. It is restarted (quiet, rejoining) and a new incarnation. Its first
+    /// acceptance as a member, with the proposer's whole log, ends the amnesia.
+    pub fn lose_disk(&mut self, now: Time, quiet_for: Time) {
+        let nothing = View::default();
+        self.promised = Ballot::default();
+        self.accepted = nothing;
+        self.voted_only = false;
+        self.log = Vec::new();
+        self.established = nothing;
+        self.restart(now, quiet_for);
+    }
+
+    /// It lost its disk and has accepted no view since (no real view is empty).
+    pub fn knows_no_view(&self) -> bool {
+        self.accepted.members == 0
+    }
+
     /// Loses everything volatile and comes back as a new incarnation.
     pub fn restart(&mut self, now: Time, quiet_for: Time) {
         self.power = Power::Up;
@@ -179,6 +198,8 @@ pub struct Proposal {
     /// The highest accepted-or-voted view phase 1 reported (its own included).
     pub base: View,
     pub view: View,
+    /// Who answered phase 1 knowing no view (lost disk): never counted towards a majority.
+    pub uncounted: Mask,
     /// Who accepted or voted so far, itself included.
     pub accepted: Mask,
     /// When it last sent the proposal, and how many copies it sent.
@@ -203,6 +224,8 @@ pub enum Msg {
     /// An acceptance or vote, echoing the send time of the copy it answers (rule 3).
     Accepted {
         from: Id,
+        /// The acceptor's incarnation when it answered.
+        inc: u8,
         ballot: Ballot,
         echo: Time,
     },
@@ -226,6 +249,8 @@ pub struct State {
     pub crashes: u8,
     pub silent_crashes: u8,
     pub restarts: u8,
+    /// Restarts on an empty disk (`--rejoin`), counted in `restarts` too.
+    pub lost_disks: u8,
     /// Under the `R2` mutation: a duplicate process already said hello.
     pub duplicate_spoke: bool,
     pub last_crash_at: Time,
