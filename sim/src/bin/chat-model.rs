@@ -40,6 +40,9 @@ struct Args {
     /// Override the highest ballot number.
     #[arg(long)]
     max_ballot: Option<u8>,
+    /// Add the candidate rule against stale evidence (`ProtocolModel::candidate_fix`).
+    #[arg(long)]
+    candidate_fix: bool,
     /// Stop after about this many states (a partial run, to measure the rate).
     #[arg(long)]
     target_states: Option<usize>,
@@ -88,7 +91,10 @@ fn main() -> ExitCode {
     println!("bound: {bounds:?}");
     let mut ok = true;
     for mutation in mutations {
-        let model = ProtocolModel::new(bounds.clone(), mutation);
+        let mut model = ProtocolModel::new(bounds.clone(), mutation);
+        if args.candidate_fix {
+            model = model.with_candidate_fix();
+        }
         let outcome = explore(model, args.threads, mutation.is_some(), args.target_states);
         let label = mutation.map_or("all rules".to_string(), |m| m.name());
         println!(

@@ -186,6 +186,15 @@ impl Bounds {
         }
     }
 
+    /// [`Bounds::restarted`] with a third ballot number: the stale-evidence trace with the
+    /// restarted member added back through a view change (as `core` does).
+    pub fn stale_evidence() -> Bounds {
+        Bounds {
+            max_ballot: 4,
+            ..Bounds::restarted()
+        }
+    }
+
     /// The quiet interval's targeted bound: from [`Start::RestartedMidLease`] (2 restarted
     /// at t=1 while 0 and 1 hold leases from its old incarnation), two more ticks.
     pub fn restarted() -> Bounds {
@@ -266,6 +275,7 @@ impl Bounds {
             "r3" => Bounds::r3(),
             "r3-adding" => Bounds::r3_adding(),
             "restarted" => Bounds::restarted(),
+            "stale-evidence" => Bounds::stale_evidence(),
             "amnesiac-votes" => Bounds::amnesiac_votes(),
             "amnesiac-unwitnessed" => Bounds::amnesiac_unwitnessed(),
             "amnesiac-recovers" => Bounds::amnesiac_recovers(),
@@ -273,7 +283,7 @@ impl Bounds {
         })
     }
 
-    pub const NAMES: [&'static str; 12] = [
+    pub const NAMES: [&'static str; 13] = [
         "test3",
         "full3",
         "rejoin3",
@@ -283,6 +293,7 @@ impl Bounds {
         "r3",
         "r3-adding",
         "restarted",
+        "stale-evidence",
         "amnesiac-votes",
         "amnesiac-unwitnessed",
         "amnesiac-recovers",
@@ -384,6 +395,14 @@ pub const FAILOVER: &str = "survivor commits at once after the others crash";
 pub struct ProtocolModel {
     pub bounds: Bounds,
     pub mutation: Option<Mutation>,
+    /// A candidate rule, not in the NOTEBOOK's rules nor in `core` (off by default): a
+    /// replica holding evidence that an incarnation of `s` crashed does not accept (so
+    /// promises nothing to) a proposal of `s`'s later incarnation. Without it the model
+    /// finds the stale-evidence trace (`sim/tests/model.rs`, `stale_evidence_*`): a
+    /// helper promises the new incarnation by accepting its proposal, then leaves it out
+    /// under 4(a) with the evidence against the old one, waiving that promise (F3's
+    /// waiver covers only promises to the crashed incarnation).
+    pub candidate_fix: bool,
 }
 
 impl ProtocolModel {
@@ -393,7 +412,37 @@ impl ProtocolModel {
             !has(bounds.initially_out, 0),
             "replica 0 is the initial primary"
         );
-        ProtocolModel { bounds, mutation }
+        ProtocolModel {
+            bounds,
+            mutation,
+            candidate_fix: false,
+        }
+    }
+
+    /// The same model with the candidate rule of [`ProtocolModel::candidate_fix`].
+    pub fn with_candidate_fix(self) -> ProtocolModel {
+        ProtocolModel {
+            candidate_fix: true,
+            ..self
+        }
+    }
+
+    /// Plays `steps` (as [`Action`] displays them) from the start state, each of which
+    /// must be enabled: the state reached, or the first step that is not enabled.
+    pub fn replay(&self, steps: &[&str]) -> Result<State, String> {
+        let mut s = self.start_state();
+        for step in steps {
+            let mut enabled = Vec::new();
+            self.enabled(&s, &mut enabled);
+            let action = enabled
+                .into_iter()
+                .find(|a| a.to_string() == *step)
+                .ok_or_else(|| format!("{step:?} is not enabled at t={}", s.now))?;
+            s = self
+                .apply(&s, action)
+                .ok_or_else(|| format!("{step:?} fails its checks"))?;
+        }
+        Ok(s)
     }
 
     /// Primaries that could commit now: acting, and no member of their view promised a

@@ -298,12 +298,14 @@ impl ProtocolModel {
                 sub = (sub - 1) & suspects;
             }
             // Rule 7: only the primary adds a returning replica (R1: any member may): one
-            // outside its view, or a member that lost its disk (it knows no view, so it
-            // cannot simply catch up: it comes back through a view its new life accepts).
+            // outside its view, or a restarted member (as `core` does; the model also lets
+            // it simply catch up, `Replicate`), or a member that lost its disk (it knows no
+            // view, so it comes back only through a view its new life accepts).
             if self.acting_primary(s, p) || self.on(Mutation::R1) {
                 for j in 0..self.bounds().replicas {
                     let rj = &s.replicas[j as usize];
-                    if (!has(rep.accepted.members, j) || rj.knows_no_view()) && rj.up() {
+                    let back = !has(rep.accepted.members, j) || rj.knows_no_view() || rj.rejoining;
+                    if back && rj.up() {
                         out.push(Action::Rejoin {
                             proposer: p,
                             joiner: j,
@@ -416,7 +418,14 @@ impl ProtocolModel {
             self.on(Mutation::T3) || ids(*silent).all(|x| self.promise_expired(s, q, x));
         let proven_ok =
             !self.on(Mutation::F3) || ids(*proven).all(|x| self.promise_expired(s, q, x));
-        answered && base_ok && quiet_over && silent_ok && proven_ok
+        // The candidate rule (`ProtocolModel::candidate_fix`): no acceptance, so no
+        // promise, to a later incarnation of a replica it holds crash evidence against.
+        let p = ballot.proposer;
+        let known = r.heard[p as usize];
+        let evidence_now =
+            known != 0 && s.replicas[p as usize].incarnation > known && self.holds_lease(s, q, p);
+        let no_stale_evidence = !self.candidate_fix || !(has(r.evidence, p) || evidence_now);
+        answered && base_ok && quiet_over && silent_ok && proven_ok && no_stale_evidence
     }
 
     fn may_deliver(&self, s: &State, msg: &Msg) -> bool {
@@ -729,8 +738,21 @@ impl ProtocolModel {
         let proposer = view.ballot.proposer;
         let proposer_inc = s.replicas[proposer as usize].incarnation;
         let r = &mut s.replicas[q as usize];
-        if r.heard[proposer as usize] == 0 {
+        // The proposal is a message from the proposer's incarnation (core `Leases::heard`):
+        // a first contact is heard; a newer incarnation is evidence against the one heard
+        // if it holds a lease from it, and otherwise replaces it (its lease and promise
+        // went with it).
+        let known = r.heard[proposer as usize];
+        if known == 0 {
             r.heard[proposer as usize] = proposer_inc;
+        } else if proposer_inc > known && !has(r.evidence, proposer) {
+            if now < r.lease_from[proposer as usize] {
+                r.evidence |= bit(proposer);
+            } else {
+                r.heard[proposer as usize] = proposer_inc;
+                r.lease_from[proposer as usize] = 0;
+                r.promise_to[proposer as usize] = 0;
+            }
         }
         r.promised = r.promised.max(view.ballot);
         r.accepted = view;
