@@ -335,3 +335,51 @@ fn stale_evidence_flaw_of_the_rules_as_written() {
     println!("with the candidate rule: {err}");
     assert!(err.contains("1 accepts b2.2"), "{err}");
 }
+
+// ----- rule 6: lag reports (a liveness rule) -----
+
+/// Rule 6 only withholds renewals, which the other bounds leave to the adversary anyway, so
+/// it can only matter for liveness. `lag3` makes heartbeats fair (every pair of members
+/// that can renew does, every tick) and cuts 0 (the primary) off from 1: 2 hears both and
+/// keeps promising both, so without rule 6 nobody can ever be left out for silence
+/// (4(b) waits for 2's promise) and nothing commits; with it, 0 reports 1 lagging, 2 stops
+/// renewing its promise to 1, and {0, 2} is formed and commits.
+#[test]
+fn rule6_a_member_cut_off_from_the_primary_is_left_out_and_the_rest_commit() {
+    let outcome = explore(
+        ProtocolModel::new(Bounds::lag3(), None),
+        1,
+        false,
+        Some(CAP),
+    );
+    report("all rules, cut 0|1", &outcome);
+    assert!(outcome.total_states < CAP && outcome.violations.is_empty());
+    assert!(outcome.lag_exclusion_reached, "the cut never resolved");
+    let steps = [
+        "clock ticks",
+        "0 reports 1 lagging",
+        "clock ticks",
+        "0 proposes to exclude proven {} silent {1}",
+        "2 accepts b2.0{0,2} (copy sent at 2)",
+        "0 receives 2's acceptance of b2.0 (echo 2)",
+        "0 appends a client value",
+        "0 replicates to 2",
+        "0 commits its next index",
+    ];
+    let model = ProtocolModel::new(Bounds::lag3(), None);
+    let end = model.replay(&steps).expect("every step enabled");
+    println!("{}", steps.join("\n"));
+    assert!(end.cut_resolved);
+    let outcome = explore(
+        ProtocolModel::new(Bounds::lag3(), Some(Mutation::NoLagReport)),
+        1,
+        false,
+        Some(CAP),
+    );
+    report("NoLagReport", &outcome);
+    assert!(outcome.violations.is_empty());
+    assert!(
+        !outcome.lag_exclusion_reached,
+        "without rule 6 the cut still resolved"
+    );
+}

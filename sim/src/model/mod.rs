@@ -67,6 +67,12 @@ pub struct Bounds {
     pub max_lost_disks: u8,
     /// Where the search starts (a targeted bound starts near a trace).
     pub start: Start,
+    /// Rule 6's liveness check: two replicas that can never exchange anything (a cut),
+    /// every other pair of members renews at every tick (fair heartbeats), and the primary
+    /// reports a member that acknowledged no replication for a lease as lagging (members
+    /// stop renewing their promise to it). Empty in every other bound: there renewals are
+    /// the adversary's choice, so rule 6, which only withholds renewals, adds no behaviour.
+    pub cut: Mask,
 }
 
 impl Bounds {
@@ -85,6 +91,24 @@ impl Bounds {
             initially_out: 0,
             max_lost_disks: 0,
             start: Start::Initial,
+            cut: 0,
+        }
+    }
+
+    /// Rule 6: 0 (the primary) and 1 are cut off from each other, 2 hears both and
+    /// renews with both at every tick; no crash. The members can leave one side of the cut
+    /// out and commit only through rule 6 ([`LAG_EXCLUSION`]).
+    pub fn lag3() -> Bounds {
+        Bounds {
+            max_time: 3,
+            lease: 1,
+            max_values: 1,
+            max_ballot: 3,
+            max_crashes: 0,
+            max_silent: 0,
+            max_restarts: 0,
+            cut: bit(0) | bit(1),
+            ..Bounds::test3()
         }
     }
 
@@ -123,6 +147,7 @@ impl Bounds {
             initially_out: 0,
             max_lost_disks: 0,
             start: Start::Initial,
+            cut: 0,
         }
     }
 
@@ -270,6 +295,7 @@ impl Bounds {
             "full3" => Bounds::full3(),
             "rejoin3" => Bounds::rejoin3(),
             "small5" => Bounds::small5(),
+            "lag3" => Bounds::lag3(),
             "f4" => Bounds::f4(),
             "r1" => Bounds::r1(),
             "r3" => Bounds::r3(),
@@ -283,11 +309,12 @@ impl Bounds {
         })
     }
 
-    pub const NAMES: [&'static str; 13] = [
+    pub const NAMES: [&'static str; 14] = [
         "test3",
         "full3",
         "rejoin3",
         "small5",
+        "lag3",
         "f4",
         "r1",
         "r3",
@@ -349,10 +376,12 @@ pub enum Mutation {
     AmnesiacUnwitnessed,
     /// Disk loss: rule 8 counts a replica that knows no view as reached.
     AmnesiacRecovers,
+    /// Rule 6 off: the primary never reports a member lagging (a liveness mutation).
+    NoLagReport,
 }
 
 impl Mutation {
-    pub const ALL: [Mutation; 19] = [
+    pub const ALL: [Mutation; 20] = [
         Mutation::T1,
         Mutation::T2,
         Mutation::T3,
@@ -372,6 +401,7 @@ impl Mutation {
         Mutation::AmnesiacVotes,
         Mutation::AmnesiacUnwitnessed,
         Mutation::AmnesiacRecovers,
+        Mutation::NoLagReport,
     ];
 
     pub fn name(self) -> String {
@@ -389,6 +419,7 @@ pub const AGREEMENT: &str = "no two values committed at one index";
 pub const DURABILITY: &str = "later established views hold every committed value";
 pub const ONE_PRIMARY: &str = "at most one primary can commit";
 pub const FAILOVER: &str = "survivor commits at once after the others crash";
+pub const LAG_EXCLUSION: &str = "a member cut off from the primary is left out and the rest commit";
 
 /// The protocol under `bounds`, with at most one rule switched off.
 #[derive(Clone, Debug)]
@@ -486,6 +517,7 @@ impl Model for ProtocolModel {
                 m.unfenced_primaries(s) <= 1
             }),
             Property::sometimes(FAILOVER, |_, s: &State| s.fast_failover),
+            Property::sometimes(LAG_EXCLUSION, |_, s: &State| s.cut_resolved),
         ]
     }
 }
@@ -501,6 +533,8 @@ pub struct Outcome {
     pub violations: Vec<(&'static str, Path<State, Action>)>,
     /// Whether the failover reachability check found its example.
     pub failover_reached: bool,
+    /// Whether rule 6's reachability check found its example (bounds with a cut).
+    pub lag_exclusion_reached: bool,
 }
 
 /// Explores every state under the model's bounds (breadth first, so traces are shortest),
@@ -522,6 +556,7 @@ pub fn explore(
     let checker = builder.spawn_bfs().join();
     let mut discoveries = checker.discoveries();
     let failover_reached = discoveries.remove(FAILOVER).is_some();
+    let lag_exclusion_reached = discoveries.remove(LAG_EXCLUSION).is_some();
     let mut violations: Vec<_> = discoveries.into_iter().collect();
     violations.sort_by_key(|(name, _)| *name);
     Outcome {
@@ -531,6 +566,7 @@ pub fn explore(
         elapsed: started.elapsed(),
         violations,
         failover_reached,
+        lag_exclusion_reached,
     }
 }
 

@@ -45,6 +45,8 @@ pub enum Action {
     /// The primary brings a member up to its log; the member acknowledges durably.
     Replicate(Id, Id),
     Commit(Id),
+    /// Rule 6: the primary reports a member that acknowledged nothing for a lease lagging.
+    ReportLagging(Id, Id),
 }
 
 impl fmt::Display for Action {
@@ -91,6 +93,7 @@ impl fmt::Display for Action {
             Action::Append(p) => write!(f, "{p} appends a client value"),
             Action::Replicate(p, m) => write!(f, "{p} replicates to {m}"),
             Action::Commit(p) => write!(f, "{p} commits its next index"),
+            Action::ReportLagging(p, m) => write!(f, "{p} reports {m} lagging"),
         }
     }
 }
@@ -98,6 +101,31 @@ impl fmt::Display for Action {
 impl ProtocolModel {
     fn on(&self, m: Mutation) -> bool {
         self.mutation == Some(m)
+    }
+
+    /// `a` and `b` cannot exchange anything (`Bounds::cut`).
+    fn cut(&self, a: Id, b: Id) -> bool {
+        a != b && self.bounds.cut == bit(a) | bit(b)
+    }
+
+    /// Rule 6: `x` does not renew its promise to `y`, which the primary of `x`'s accepted
+    /// view (`x` itself, or the proposer it follows) reports lagging.
+    fn withholds(&self, s: &State, x: Id, y: Id) -> bool {
+        let primary = s.replicas[x as usize].accepted.primary();
+        let rp = &s.replicas[primary as usize];
+        self.bounds.cut != 0 && rp.up() && has(rp.lagging, y)
+    }
+
+    /// `a` promises `b` and `b` holds a lease from `a`, both to `now + lease`, unless `a`
+    /// withholds (rule 6); `a` hears `b`'s incarnation.
+    fn renew_one_way(&self, s: &mut State, a: Id, b: Id) {
+        let (now, lease) = (s.now, self.bounds.lease);
+        if !self.withholds(s, a, b) {
+            s.replicas[a as usize].promise_to[b as usize] = now + lease;
+            s.replicas[b as usize].lease_from[a as usize] = now + lease;
+        }
+        let inc = s.replicas[b as usize].incarnation;
+        s.replicas[a as usize].heard[b as usize] = inc;
     }
 
     fn bounds(&self) -> &Bounds {
@@ -223,6 +251,13 @@ impl ProtocolModel {
             if self.may_commit(s, p) {
                 out.push(Action::Commit(p));
             }
+            if b.cut != 0 && !self.on(Mutation::NoLagReport) {
+                for m in ids(rep.accepted.members & !bit(p) & !rep.lagging) {
+                    if s.now >= rep.acked_at[m as usize] + b.lease {
+                        out.push(Action::ReportLagging(p, m));
+                    }
+                }
+            }
         }
     }
 
@@ -231,6 +266,7 @@ impl ProtocolModel {
         let fresh = s.now + self.lease();
         ra.up()
             && rc.up()
+            && !self.cut(a, c)
             && !ra.rejoining
             && !rc.rejoining
             && has(ra.accepted.members, c)
@@ -245,6 +281,7 @@ impl ProtocolModel {
         let rx = &s.replicas[x as usize];
         rx.power == Power::Refusing
             && ry.up()
+            && !self.cut(y, x)
             && !ry.rejoining
             && has(ry.accepted.members, x)
             && !has(ry.evidence, x)
@@ -261,6 +298,7 @@ impl ProtocolModel {
         let duplicate = self.on(Mutation::R2) && !s.duplicate_spoke;
         rx.up()
             && ry.up()
+            && !self.cut(y, x)
             && !ry.rejoining
             && (newer || duplicate)
             && has(ry.accepted.members, x)
@@ -280,7 +318,10 @@ impl ProtocolModel {
             // does not wait for either.
             let suspects = ids((rep.accepted.members | rep.established.members) & !bit(p))
                 .filter(|&x| {
-                    has(rep.evidence, x) || !self.holds_lease(s, p, x) || self.on(Mutation::T3)
+                    has(rep.evidence, x)
+                        || !self.holds_lease(s, p, x)
+                        || has(rep.lagging, x)
+                        || self.on(Mutation::T3)
                 })
                 .fold(0, |m, x| m | bit(x));
             let mut sub = suspects;
@@ -396,6 +437,7 @@ impl ProtocolModel {
         let ballot = view.ballot;
         if !r.up()
             || q == ballot.proposer
+            || self.cut(q, ballot.proposer)
             || !has(view.members | voters, q)
             || r.accepted.ballot >= ballot
         {
@@ -434,7 +476,12 @@ impl ProtocolModel {
         };
         let p = &s.replicas[ballot.proposer as usize];
         match &p.proposal {
-            Some(prop) => p.up() && prop.ballot == *ballot && !has(prop.accepted, *from),
+            Some(prop) => {
+                p.up()
+                    && !self.cut(*from, ballot.proposer)
+                    && prop.ballot == *ballot
+                    && !has(prop.accepted, *from)
+            }
             None => false,
         }
     }
@@ -447,6 +494,7 @@ impl ProtocolModel {
         // view (StillAcks drops this).
         let fenced = rm.promised > view.ballot && !self.on(Mutation::StillAcks);
         rm.up()
+            && !self.cut(p, m)
             && rm.accepted == view
             && !rm.voted_only
             && !fenced
@@ -477,7 +525,21 @@ impl ProtocolModel {
         let mut s = s.clone();
         let b = self.bounds().clone();
         match action {
-            Action::Tick => s.now += 1,
+            Action::Tick => {
+                s.now += 1;
+                if b.cut != 0 {
+                    // Fair heartbeats: every pair that may renew does, at once.
+                    for a in 0..b.replicas {
+                        for c in a + 1..b.replicas {
+                            if self.may_renew(&s, a, c) {
+                                self.renew_one_way(&mut s, a, c);
+                                self.renew_one_way(&mut s, c, a);
+                            }
+                        }
+                    }
+                }
+            }
+            Action::ReportLagging(p, m) => s.replicas[p as usize].lagging |= bit(m),
             Action::Crash(r, kind) => {
                 s.replicas[r as usize].power = kind;
                 s.crashes += 1;
@@ -497,14 +559,8 @@ impl ProtocolModel {
                 s.replicas[r as usize].lose_disk(s.now, b.lease);
             }
             Action::Renew(a, c) => {
-                let (now, lease) = (s.now, b.lease);
-                for (x, y) in [(a, c), (c, a)] {
-                    let inc = s.replicas[y as usize].incarnation;
-                    let rx = &mut s.replicas[x as usize];
-                    rx.lease_from[y as usize] = now + lease;
-                    rx.promise_to[y as usize] = now + lease;
-                    rx.heard[y as usize] = inc;
-                }
+                self.renew_one_way(&mut s, a, c);
+                self.renew_one_way(&mut s, c, a);
             }
             Action::Refused(y, x) => s.replicas[y as usize].evidence |= bit(x),
             Action::NewIncarnation(y, x) => {
@@ -577,8 +633,11 @@ impl ProtocolModel {
                 rm.rejoining = false;
                 rm.heard[p as usize] = inc;
                 let minc = rm.incarnation;
+                let now = s.now;
                 let rp = &mut s.replicas[p as usize];
                 rp.acked[m as usize] = len;
+                rp.acked_at[m as usize] = now;
+                rp.lagging &= !bit(m);
                 if rp.heard[m as usize] != minc {
                     rp.heard[m as usize] = minc;
                     rp.evidence &= !bit(m);
@@ -590,6 +649,9 @@ impl ProtocolModel {
                 let index = rep.commit;
                 let value = rep.log[index as usize - 1];
                 let ballot = rep.accepted.ballot;
+                if b.cut != 0 && rep.accepted.members & b.cut != b.cut {
+                    s.cut_resolved = true;
+                }
                 if s.committed
                     .iter()
                     .any(|c| c.index == index && c.value != value)
@@ -651,7 +713,7 @@ impl ProtocolModel {
         let mut established = s.replicas[p as usize].established;
         for q in ids(asked) {
             let rq = &s.replicas[q as usize];
-            if !rq.up() || (q != p && rq.promised >= ballot) {
+            if !rq.up() || self.cut(p, q) || (q != p && rq.promised >= ballot) {
                 return None;
             }
             base = base.max(rq.accepted);
@@ -843,6 +905,8 @@ impl ProtocolModel {
         rep.proposal = None;
         rep.rejoining = false;
         rep.commit = 0;
+        rep.acked_at = [s.now; MAX_REPLICAS];
+        rep.lagging = 0;
         rep.acked = [0; MAX_REPLICAS];
         for m in ids(view.members) {
             rep.acked[m as usize] = if has(accepted, m) {

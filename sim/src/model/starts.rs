@@ -154,6 +154,7 @@ impl ProtocolModel {
             conflict: false,
             lost: false,
             fast_failover: false,
+            cut_resolved: false,
         }
     }
 

@@ -98,6 +98,10 @@ pub struct Replica {
     pub acked: [u8; MAX_REPLICAS],
     /// As primary: its commit index.
     pub commit: u8,
+    /// As primary (rule 6, in bounds with `lag_reports`): when each member last
+    /// acknowledged replication, and the members it reports lagging.
+    pub acked_at: [Time; MAX_REPLICAS],
+    pub lagging: Mask,
 }
 
 impl Replica {
@@ -120,6 +124,8 @@ impl Replica {
             proposal: None,
             acked: [0; MAX_REPLICAS],
             commit: 0,
+            acked_at: [0; MAX_REPLICAS],
+            lagging: 0,
         }
     }
 
@@ -174,6 +180,8 @@ impl Replica {
         self.proposal = None;
         self.acked = [0; MAX_REPLICAS];
         self.commit = 0;
+        self.acked_at = [0; MAX_REPLICAS];
+        self.lagging = 0;
     }
 }
 
@@ -266,6 +274,8 @@ pub struct State {
     /// Crash-only schedule: with every other replica crashed, the survivor committed a value
     /// appended after the last crash, in the tick of that crash.
     pub fast_failover: bool,
+    /// With a cut (`Bounds::cut`): a view without one side of the cut committed a value.
+    pub cut_resolved: bool,
 }
 
 impl fmt::Display for View {
