@@ -25,13 +25,27 @@
 //!   views, log) and loses the volatile one (leases, promises, evidence, proposals).
 //! - *Client values* are unique small numbers, so a conflict shows as two values at one
 //!   index.
+//! - *Disk loss* ([`Action::LoseDisk`], `chat-server --rejoin`): a restart that also loses
+//!   the durable state; the replica knows no view (core `Durable::lost`), its phase-1
+//!   answer is a promise that never counts towards a majority nor as a vote, a view that
+//!   keeps or adds it needs a counted majority's answers, and rule 8 counts it as missing.
+//! - *Rule 6* (lag reports) only withholds renewals, which the model otherwise leaves to
+//!   the adversary; it is modelled only in bounds with a cut (`Bounds::cut`), where
+//!   heartbeats are fair, as the reachability check [`LAG_EXCLUSION`].
+//! - *Targeted bounds* start from a reachable state near a trace ([`Start`]: a prefix of
+//!   steps from the first view, each enabled under the full rules).
 //!
 //! The properties ([`ProtocolModel::properties`]): no two values committed at one index;
 //! every value committed in a view is held by every accepting member of every later
 //! established view; at most one primary at a time can commit (acting, and no member of
 //! its view promised a higher ballot); and, as a reachability check, immediate failover:
 //! with every other replica crashed one after the other (refusals, no restart), the
-//! survivor commits a new value in the very tick of the last crash.
+//! survivor commits a new value in the very tick of the last crash; with a cut between the
+//! primary and a member, a view without one side commits (rule 6).
+//!
+//! **A flaw found this session**: evidence against an old incarnation of a replica may
+//! still be used after its new incarnation was promised (see
+//! [`ProtocolModel::candidate_fix`] and `sim/tests/model.rs`).
 
 mod rules;
 mod starts;
