@@ -636,8 +636,12 @@ impl ProtocolModel {
                 let now = s.now;
                 let rp = &mut s.replicas[p as usize];
                 rp.acked[m as usize] = len;
-                rp.acked_at[m as usize] = now;
-                rp.lagging &= !bit(m);
+                // Rule 6's bookkeeping, only where it is modelled (it would split states
+                // that differ in nothing else).
+                if b.cut != 0 {
+                    rp.acked_at[m as usize] = now;
+                    rp.lagging &= !bit(m);
+                }
                 if rp.heard[m as usize] != minc {
                     rp.heard[m as usize] = minc;
                     rp.evidence &= !bit(m);
@@ -905,8 +909,10 @@ impl ProtocolModel {
         rep.proposal = None;
         rep.rejoining = false;
         rep.commit = 0;
-        rep.acked_at = [s.now; MAX_REPLICAS];
-        rep.lagging = 0;
+        if self.bounds.cut != 0 {
+            rep.acked_at = [s.now; MAX_REPLICAS];
+            rep.lagging = 0;
+        }
         rep.acked = [0; MAX_REPLICAS];
         for m in ids(view.members) {
             rep.acked[m as usize] = if has(accepted, m) {
