@@ -334,6 +334,27 @@ fn stale_evidence_flaw_of_the_rules_as_written() {
         .expect_err("the candidate rule stops it");
     println!("with the candidate rule: {err}");
     assert!(err.contains("1 accepts b2.2"), "{err}");
+
+    // Exhaustively from half-way (`Start::StaleEvidence`): the rules as written fail, the
+    // candidate rule passes the whole bound.
+    let bounds = Bounds::stale();
+    print_start(&bounds);
+    let written = explore(
+        ProtocolModel::new(bounds.clone(), None),
+        1,
+        false,
+        Some(CAP),
+    );
+    report("all rules as written", &written);
+    assert!(!written.violations.is_empty());
+    let fixed = explore(
+        ProtocolModel::new(bounds, None).with_candidate_fix(),
+        1,
+        false,
+        Some(CAP),
+    );
+    report("with the candidate rule", &fixed);
+    assert!(fixed.total_states < CAP && fixed.violations.is_empty());
 }
 
 // ----- rule 6: lag reports (a liveness rule) -----

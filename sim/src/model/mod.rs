@@ -234,6 +234,15 @@ impl Bounds {
         }
     }
 
+    /// [`Bounds::restarted`] from [`Start::StaleEvidence`] (no tick left): small enough for
+    /// `cargo test` to check the candidate rule near the flaw.
+    pub fn stale() -> Bounds {
+        Bounds {
+            start: Start::StaleEvidence,
+            ..Bounds::restarted()
+        }
+    }
+
     /// The quiet interval's targeted bound: from [`Start::RestartedMidLease`] (2 restarted
     /// at t=1 while 0 and 1 hold leases from its old incarnation), two more ticks.
     pub fn restarted() -> Bounds {
@@ -316,6 +325,7 @@ impl Bounds {
             "r3-adding" => Bounds::r3_adding(),
             "restarted" => Bounds::restarted(),
             "stale-evidence" => Bounds::stale_evidence(),
+            "stale" => Bounds::stale(),
             "amnesiac-votes" => Bounds::amnesiac_votes(),
             "amnesiac-unwitnessed" => Bounds::amnesiac_unwitnessed(),
             "amnesiac-recovers" => Bounds::amnesiac_recovers(),
@@ -323,7 +333,7 @@ impl Bounds {
         })
     }
 
-    pub const NAMES: [&'static str; 14] = [
+    pub const NAMES: [&'static str; 15] = [
         "test3",
         "full3",
         "rejoin3",
@@ -335,6 +345,7 @@ impl Bounds {
         "r3-adding",
         "restarted",
         "stale-evidence",
+        "stale",
         "amnesiac-votes",
         "amnesiac-unwitnessed",
         "amnesiac-recovers",

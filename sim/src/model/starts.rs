@@ -33,6 +33,11 @@ pub enum Start {
     /// and with 1 (0 and 1, cut off from each other, do not), then crashes and restarts at
     /// once: 0 and 1 hold leases from its old incarnation, which it forgot promising.
     RestartedMidLease,
+    /// The stale-evidence trace, half-way: from [`Start::RestartedMidLease`], 1 hears 2's
+    /// new incarnation under its lease from the old one (evidence); a tick (t=2); the cut
+    /// heals (0 and 1 renew); the primary 0, whose lease from 2 ran out, catches 2 up; 0
+    /// and 2 renew.
+    StaleEvidence,
     /// Amnesiac votes (disk loss): (2 starts outside b1.0{0,1}) the leases lapse (t=1); 0
     /// leaves 1 out as silent (b2.0{0}, asks 0 and 2, a majority), 2 votes, the view is
     /// established; 0 appends and commits value 0. 1 never heard of it.
@@ -82,6 +87,18 @@ impl Start {
                 "1 and 2 renew leases",
                 "2 crashes (its address refuses)",
                 "2 restarts as a new incarnation",
+            ],
+            Start::StaleEvidence => &[
+                "clock ticks",
+                "0 and 2 renew leases",
+                "1 and 2 renew leases",
+                "2 crashes (its address refuses)",
+                "2 restarts as a new incarnation",
+                "1 hears a newer incarnation of 2",
+                "clock ticks",
+                "0 and 1 renew leases",
+                "0 replicates to 2",
+                "0 and 2 renew leases",
             ],
             Start::VotedOut => &[
                 "clock ticks",
