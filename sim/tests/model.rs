@@ -303,15 +303,18 @@ const STALE_EVIDENCE_CORE: [&str; 20] = [
     "2 is refused by 1's address",
 ];
 
-/// **A flaw of the rules as written** (NOTEBOOK.md 2026-12-02, and `core`): 1 holds
+/// **A flaw of the rules as written** (NOTEBOOK.md 2026-12-02; `core` escapes it through a
+/// rule the NOTEBOOK does not state, `ProtocolModel::candidate_fix`): 1 holds
 /// evidence against 2's old incarnation (it heard the new one under a lease from the old),
 /// then accepts the new incarnation's proposal (a promise to it, and a lease for it), then
 /// leaves 2 out under 4(a) with the old evidence, waiving that promise (F3's waiver), and
 /// commits alone; 2, holding the lease from 1's acceptance, is refused by 1's address and
 /// leaves 1 out in turn: a later established view without the committed value. Both
 /// replays are checked step by step under the full rules; with the candidate rule
-/// (`ProtocolModel::candidate_fix`) step 9 (1 accepts the new incarnation's proposal) is
-/// not enabled. When the rules are fixed, make this test assert the fix instead.
+/// (`ProtocolModel::candidate_fix`: a second message from the new incarnation spends the
+/// evidence against the old one, as `core`'s `Leases::heard` does) 1's acceptance spends
+/// its evidence and step 12 (1 leaves 2 out as proven crashed) is not enabled. When
+/// NOTEBOOK.md states that rule, make it one of the model's rules and this test assert it.
 #[test]
 fn stale_evidence_flaw_of_the_rules_as_written() {
     let model = ProtocolModel::new(Bounds::restarted(), None);
@@ -326,14 +329,14 @@ fn stale_evidence_flaw_of_the_rules_as_written() {
     assert!(!before.lost);
     steps.push("2 proposes to exclude proven {1} silent {}");
     let end = core.replay(&steps).expect("every step enabled");
-    assert!(end.lost, "the core's path loses a committed value too");
+    assert!(end.lost, "the re-add path loses a committed value too");
 
     let fixed = model.clone().with_candidate_fix();
     let err = fixed
         .replay(&STALE_EVIDENCE)
         .expect_err("the candidate rule stops it");
     println!("with the candidate rule: {err}");
-    assert!(err.contains("1 accepts b2.2"), "{err}");
+    assert!(err.contains("1 proposes to exclude proven {2}"), "{err}");
 
     // Exhaustively from half-way (`Start::StaleEvidence`): the rules as written fail, the
     // candidate rule passes the whole bound.

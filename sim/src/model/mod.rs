@@ -451,13 +451,14 @@ pub const LAG_EXCLUSION: &str = "a member cut off from the primary is left out a
 pub struct ProtocolModel {
     pub bounds: Bounds,
     pub mutation: Option<Mutation>,
-    /// A candidate rule, not in the NOTEBOOK's rules nor in `core` (off by default): a
-    /// replica holding evidence that an incarnation of `s` crashed does not accept (so
-    /// promises nothing to) a proposal of `s`'s later incarnation. Without it the model
-    /// finds the stale-evidence trace (`sim/tests/model.rs`, `stale_evidence_*`): a
-    /// helper promises the new incarnation by accepting its proposal, then leaves it out
-    /// under 4(a) with the evidence against the old one, waiving that promise (F3's
-    /// waiver covers only promises to the crashed incarnation).
+    /// A rule `core` has (`Leases::heard`) but NOTEBOOK.md does not state (off by default,
+    /// so the model stays the NOTEBOOK's rules): a second message from a newer incarnation
+    /// of `s` replaces the old one and spends any evidence against it. In the model it acts
+    /// where the trace needs it: accepting a proposal of the newer incarnation (which comes
+    /// after its `Prepare`). Without it the model finds the stale-evidence trace
+    /// (`sim/tests/model.rs`, `stale_evidence_*`): a helper promises the new incarnation by
+    /// accepting its proposal, then leaves it out under 4(a) with the evidence against the
+    /// old one, waiving that promise (F3's waiver covers only the crashed incarnation).
     pub candidate_fix: bool,
 }
 

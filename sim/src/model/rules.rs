@@ -460,14 +460,7 @@ impl ProtocolModel {
             self.on(Mutation::T3) || ids(*silent).all(|x| self.promise_expired(s, q, x));
         let proven_ok =
             !self.on(Mutation::F3) || ids(*proven).all(|x| self.promise_expired(s, q, x));
-        // The candidate rule (`ProtocolModel::candidate_fix`): no acceptance, so no
-        // promise, to a later incarnation of a replica it holds crash evidence against.
-        let p = ballot.proposer;
-        let known = r.heard[p as usize];
-        let evidence_now =
-            known != 0 && s.replicas[p as usize].incarnation > known && self.holds_lease(s, q, p);
-        let no_stale_evidence = !self.candidate_fix || !(has(r.evidence, p) || evidence_now);
-        answered && base_ok && quiet_over && silent_ok && proven_ok && no_stale_evidence
+        answered && base_ok && quiet_over && silent_ok && proven_ok
     }
 
     fn may_deliver(&self, s: &State, msg: &Msg) -> bool {
@@ -811,6 +804,15 @@ impl ProtocolModel {
         let known = r.heard[proposer as usize];
         if known == 0 {
             r.heard[proposer as usize] = proposer_inc;
+        } else if proposer_inc > known && self.candidate_fix {
+            // The candidate rule, as `core`'s `Leases::heard` does it: the proposal is at
+            // least the new incarnation's second message (its `Prepare` came first), and a
+            // second message from a newer incarnation replaces the old one, spending any
+            // evidence against it.
+            r.heard[proposer as usize] = proposer_inc;
+            r.evidence &= !bit(proposer);
+            r.lease_from[proposer as usize] = 0;
+            r.promise_to[proposer as usize] = 0;
         } else if proposer_inc > known && !has(r.evidence, proposer) {
             if now < r.lease_from[proposer as usize] {
                 r.evidence |= bit(proposer);
