@@ -43,9 +43,11 @@
 //! survivor commits a new value in the very tick of the last crash; with a cut between the
 //! primary and a member, a view without one side commits (rule 6).
 //!
-//! **A flaw found this session**: evidence against an old incarnation of a replica may
-//! still be used after its new incarnation was promised (see
-//! [`ProtocolModel::candidate_fix`] and `sim/tests/model.rs`).
+//! **A flaw of the NOTEBOOK's rules found by this model**: evidence against an old
+//! incarnation of a replica may still be used after its new incarnation was promised.
+//! `core` spends such evidence when the new incarnation speaks again; the model has that
+//! rule as an option ([`ProtocolModel::candidate_fix`]; `sim/tests/model.rs`,
+//! `stale_evidence_flaw_of_the_rules_as_written`).
 
 mod rules;
 mod starts;
