@@ -40,7 +40,8 @@ struct Args {
     /// Override the highest ballot number.
     #[arg(long)]
     max_ballot: Option<u8>,
-    /// Add the candidate rule against stale evidence (`ProtocolModel::candidate_fix`).
+    /// Add core's evidence rule, which NOTEBOOK.md does not state
+    /// (`ProtocolModel::candidate_fix`).
     #[arg(long)]
     candidate_fix: bool,
     /// Stop after about this many states (a partial run, to measure the rate).
