@@ -25,18 +25,36 @@
 //!   views, log) and loses the volatile one (leases, promises, evidence, proposals).
 //! - *Client values* are unique small numbers, so a conflict shows as two values at one
 //!   index.
+//! - *Disk loss* ([`Action::LoseDisk`], `chat-server --rejoin`): a restart that also loses
+//!   the durable state; the replica knows no view (core `Durable::lost`), its phase-1
+//!   answer is a promise that never counts towards a majority nor as a vote, a view that
+//!   keeps or adds it needs a counted majority's answers, and rule 8 counts it as missing.
+//! - *Rule 6* (lag reports) only withholds renewals, which the model otherwise leaves to
+//!   the adversary; it is modelled only in bounds with a cut (`Bounds::cut`), where
+//!   heartbeats are fair, as the reachability check [`LAG_EXCLUSION`].
+//! - *Targeted bounds* start from a reachable state near a trace ([`Start`]: a prefix of
+//!   steps from the first view, each enabled under the full rules).
 //!
 //! The properties ([`ProtocolModel::properties`]): no two values committed at one index;
 //! every value committed in a view is held by every accepting member of every later
 //! established view; at most one primary at a time can commit (acting, and no member of
 //! its view promised a higher ballot); and, as a reachability check, immediate failover:
 //! with every other replica crashed one after the other (refusals, no restart), the
-//! survivor commits a new value in the very tick of the last crash.
+//! survivor commits a new value in the very tick of the last crash; with a cut between the
+//! primary and a member, a view without one side commits (rule 6).
+//!
+//! **A flaw of the NOTEBOOK's rules found by this model**: evidence against an old
+//! incarnation of a replica may still be used after its new incarnation was promised.
+//! `core` spends such evidence when the new incarnation speaks again; the model has that
+//! rule as an option ([`ProtocolModel::candidate_fix`]; `sim/tests/model.rs`,
+//! `stale_evidence_flaw_of_the_rules_as_written`).
 
 mod rules;
+mod starts;
 mod state;
 
 pub use rules::Action;
+pub use starts::Start;
 pub use state::*;
 
 use stateright::{Checker, HasDiscoveries, Model, Path, Property};
@@ -61,6 +79,16 @@ pub struct Bounds {
     /// Replicas outside the initial view (excluded earlier, waiting to rejoin): a world
     /// where rejoins happen without spending ballots on the exclusion first.
     pub initially_out: Mask,
+    /// Restarts on an empty disk (`chat-server --rejoin`), counted in `max_restarts` too.
+    pub max_lost_disks: u8,
+    /// Where the search starts (a targeted bound starts near a trace).
+    pub start: Start,
+    /// Rule 6's liveness check: two replicas that can never exchange anything (a cut),
+    /// every other pair of members renews at every tick (fair heartbeats), and the primary
+    /// reports a member that acknowledged no replication for a lease as lagging (members
+    /// stop renewing their promise to it). Empty in every other bound: there renewals are
+    /// the adversary's choice, so rule 6, which only withholds renewals, adds no behaviour.
+    pub cut: Mask,
 }
 
 impl Bounds {
@@ -77,6 +105,26 @@ impl Bounds {
             max_silent: 1,
             max_restarts: 0,
             initially_out: 0,
+            max_lost_disks: 0,
+            start: Start::Initial,
+            cut: 0,
+        }
+    }
+
+    /// Rule 6: 0 (the primary) and 1 are cut off from each other, 2 hears both and
+    /// renews with both at every tick; no crash. The members can leave one side of the cut
+    /// out and commit only through rule 6 ([`LAG_EXCLUSION`]).
+    pub fn lag3() -> Bounds {
+        Bounds {
+            max_time: 3,
+            lease: 1,
+            max_values: 1,
+            max_ballot: 3,
+            max_crashes: 0,
+            max_silent: 0,
+            max_restarts: 0,
+            cut: bit(0) | bit(1),
+            ..Bounds::test3()
         }
     }
 
@@ -113,8 +161,197 @@ impl Bounds {
             max_silent: 0,
             max_restarts: 0,
             initially_out: 0,
+            max_lost_disks: 0,
+            start: Start::Initial,
+            cut: 0,
         }
     }
+
+    /// F4's targeted bound: from [`Start::ViewOfOne`] (0 alone, 1 restarted and waiting, at
+    /// t=1), two more crashes and restarts, ballots up to 4 (0 adds 1, then a re-formed
+    /// view), one more tick.
+    pub fn f4() -> Bounds {
+        Bounds {
+            max_time: 2,
+            lease: 1,
+            max_values: 1,
+            max_ballot: 4,
+            max_crashes: 4,
+            max_silent: 0,
+            max_restarts: 3,
+            start: Start::ViewOfOne,
+            ..Bounds::test3()
+        }
+    }
+
+    /// R1's targeted bound: from [`Start::TwoMembers`] (b2.0{0,1}, 2 restarted and
+    /// waiting, t=1), two client values, two more view changes, two more crashes, one
+    /// more tick.
+    pub fn r1() -> Bounds {
+        Bounds {
+            max_time: 2,
+            lease: 1,
+            max_values: 2,
+            max_ballot: 4,
+            max_crashes: 3,
+            max_silent: 1,
+            max_restarts: 1,
+            start: Start::TwoMembers,
+            ..Bounds::test3()
+        }
+    }
+
+    /// R3's bound from the first view of `rejoin3` (2 outside), so that the primary's
+    /// proposal to add 2 is accepted by both others and can be retransmitted a tick later;
+    /// two client values (the trace ends with two primaries committing index 1), no
+    /// restart. Too big for `cargo test`; [`Bounds::r3_adding`] is its targeted part.
+    pub fn r3() -> Bounds {
+        Bounds {
+            max_time: 1,
+            lease: 1,
+            max_values: 2,
+            max_ballot: 3,
+            max_crashes: 2,
+            max_silent: 0,
+            max_restarts: 0,
+            initially_out: bit(2),
+            ..Bounds::test3()
+        }
+    }
+
+    /// [`Bounds::r3`] from [`Start::AddingTwo`]: the proposal to add 2 sent and accepted.
+    pub fn r3_adding() -> Bounds {
+        Bounds {
+            start: Start::AddingTwo,
+            ..Bounds::r3()
+        }
+    }
+
+    /// [`Bounds::restarted`] with a third ballot number: the stale-evidence trace with the
+    /// restarted member added back through a view change (as `core` does).
+    pub fn stale_evidence() -> Bounds {
+        Bounds {
+            max_ballot: 4,
+            ..Bounds::restarted()
+        }
+    }
+
+    /// [`Bounds::restarted`] from [`Start::StaleEvidence`] (no tick left): small enough for
+    /// `cargo test` to check the candidate rule near the flaw.
+    pub fn stale() -> Bounds {
+        Bounds {
+            start: Start::StaleEvidence,
+            ..Bounds::restarted()
+        }
+    }
+
+    /// The quiet interval's targeted bound: from [`Start::RestartedMidLease`] (2 restarted
+    /// at t=1 while 0 and 1 hold leases from its old incarnation), two more ticks.
+    pub fn restarted() -> Bounds {
+        Bounds {
+            max_time: 2,
+            lease: 1,
+            max_values: 1,
+            max_ballot: 3,
+            max_crashes: 3,
+            max_silent: 1,
+            max_restarts: 1,
+            start: Start::RestartedMidLease,
+            ..Bounds::test3()
+        }
+    }
+
+    /// Disk loss, a vote from an amnesiac: from [`Start::VotedOut`], 2 may lose its disk.
+    pub fn amnesiac_votes() -> Bounds {
+        Bounds {
+            max_time: 2,
+            lease: 1,
+            max_values: 2,
+            max_ballot: 3,
+            max_crashes: 2,
+            max_silent: 1,
+            max_restarts: 1,
+            max_lost_disks: 1,
+            initially_out: bit(2),
+            start: Start::VotedOut,
+            ..Bounds::test3()
+        }
+    }
+
+    /// Disk loss, the reviewer's trace: from [`Start::LeftOutPrimary`], a disk loss and a
+    /// silent crash, a second client value.
+    pub fn amnesiac_unwitnessed() -> Bounds {
+        Bounds {
+            max_time: 2,
+            lease: 1,
+            max_values: 2,
+            max_ballot: 3,
+            max_crashes: 2,
+            max_silent: 1,
+            max_restarts: 1,
+            max_lost_disks: 1,
+            initially_out: bit(2),
+            start: Start::LeftOutPrimary,
+            ..Bounds::test3()
+        }
+    }
+
+    /// Disk loss under rule 8: from [`Start::AloneWithEntry`], everyone restarts, the
+    /// survivor on an empty disk.
+    pub fn amnesiac_recovers() -> Bounds {
+        Bounds {
+            max_time: 1,
+            lease: 1,
+            max_values: 2,
+            max_ballot: 3,
+            max_crashes: 3,
+            max_silent: 0,
+            max_restarts: 3,
+            max_lost_disks: 1,
+            start: Start::AloneWithEntry,
+            ..Bounds::test3()
+        }
+    }
+
+    /// A targeted bound by name (the `chat-model --bound` names).
+    pub fn named(name: &str) -> Option<Bounds> {
+        Some(match name {
+            "test3" => Bounds::test3(),
+            "full3" => Bounds::full3(),
+            "rejoin3" => Bounds::rejoin3(),
+            "small5" => Bounds::small5(),
+            "lag3" => Bounds::lag3(),
+            "f4" => Bounds::f4(),
+            "r1" => Bounds::r1(),
+            "r3" => Bounds::r3(),
+            "r3-adding" => Bounds::r3_adding(),
+            "restarted" => Bounds::restarted(),
+            "stale-evidence" => Bounds::stale_evidence(),
+            "stale" => Bounds::stale(),
+            "amnesiac-votes" => Bounds::amnesiac_votes(),
+            "amnesiac-unwitnessed" => Bounds::amnesiac_unwitnessed(),
+            "amnesiac-recovers" => Bounds::amnesiac_recovers(),
+            _ => return None,
+        })
+    }
+
+    pub const NAMES: [&'static str; 15] = [
+        "test3",
+        "full3",
+        "rejoin3",
+        "small5",
+        "lag3",
+        "f4",
+        "r1",
+        "r3",
+        "r3-adding",
+        "restarted",
+        "stale-evidence",
+        "stale",
+        "amnesiac-votes",
+        "amnesiac-unwitnessed",
+        "amnesiac-recovers",
+    ];
 }
 
 /// One rule switched off, named after the trace of issue 8 its fix prevents (or, for the
@@ -133,8 +370,13 @@ pub enum Mutation {
     F2,
     /// F3: helpers wait out their promise even to a member proven crashed.
     F3,
-    /// F4: the view-of-one fast path looks only at its highest established view.
+    /// F4: the view-of-one fast path looks only at its highest established view, and
+    /// resumes as that view's primary (its own later proposal, and the promise it made
+    /// itself for it, forgotten).
     F4,
+    /// F4 with the promise kept: the fast path's check alone is dropped; rule 2's acting
+    /// condition (`promised == accepted.ballot`) still keeps it from acting.
+    F4KeepsPromise,
     /// R1: any member, not only the primary, proposes to add a returning replica.
     R1,
     /// R2: a duplicate process says hello before binding its listener (no rule 5).
@@ -153,10 +395,20 @@ pub enum Mutation {
     StillAcks,
     /// Commit with a majority of the view instead of every member.
     CommitWithMajority,
+    /// Disk loss: the answer of a replica that knows no view counts towards rule 4(b)'s
+    /// majority, and it may vote.
+    AmnesiacVotes,
+    /// Disk loss: a view that keeps or adds a replica that knows no view is formed without
+    /// the answers of a counted majority (no `witnessed` check).
+    AmnesiacUnwitnessed,
+    /// Disk loss: rule 8 counts a replica that knows no view as reached.
+    AmnesiacRecovers,
+    /// Rule 6 off: the primary never reports a member lagging (a liveness mutation).
+    NoLagReport,
 }
 
 impl Mutation {
-    pub const ALL: [Mutation; 15] = [
+    pub const ALL: [Mutation; 20] = [
         Mutation::T1,
         Mutation::T2,
         Mutation::T3,
@@ -164,6 +416,7 @@ impl Mutation {
         Mutation::F2,
         Mutation::F3,
         Mutation::F4,
+        Mutation::F4KeepsPromise,
         Mutation::R1,
         Mutation::R2,
         Mutation::R3,
@@ -172,6 +425,10 @@ impl Mutation {
         Mutation::RestartedVotesAtOnce,
         Mutation::StillAcks,
         Mutation::CommitWithMajority,
+        Mutation::AmnesiacVotes,
+        Mutation::AmnesiacUnwitnessed,
+        Mutation::AmnesiacRecovers,
+        Mutation::NoLagReport,
     ];
 
     pub fn name(self) -> String {
@@ -189,12 +446,22 @@ pub const AGREEMENT: &str = "no two values committed at one index";
 pub const DURABILITY: &str = "later established views hold every committed value";
 pub const ONE_PRIMARY: &str = "at most one primary can commit";
 pub const FAILOVER: &str = "survivor commits at once after the others crash";
+pub const LAG_EXCLUSION: &str = "a member cut off from the primary is left out and the rest commit";
 
 /// The protocol under `bounds`, with at most one rule switched off.
 #[derive(Clone, Debug)]
 pub struct ProtocolModel {
     pub bounds: Bounds,
     pub mutation: Option<Mutation>,
+    /// A rule `core` has (`Leases::heard`) but NOTEBOOK.md does not state (off by default,
+    /// so the model stays the NOTEBOOK's rules): a second message from a newer incarnation
+    /// of `s` replaces the old one and spends any evidence against it. In the model it acts
+    /// where the trace needs it: accepting a proposal of the newer incarnation (which comes
+    /// after its `Prepare`). Without it the model finds the stale-evidence trace
+    /// (`sim/tests/model.rs`, `stale_evidence_*`): a helper promises the new incarnation by
+    /// accepting its proposal, then leaves it out under 4(a) with the evidence against the
+    /// old one, waiving that promise (F3's waiver covers only the crashed incarnation).
+    pub candidate_fix: bool,
 }
 
 impl ProtocolModel {
@@ -204,7 +471,37 @@ impl ProtocolModel {
             !has(bounds.initially_out, 0),
             "replica 0 is the initial primary"
         );
-        ProtocolModel { bounds, mutation }
+        ProtocolModel {
+            bounds,
+            mutation,
+            candidate_fix: false,
+        }
+    }
+
+    /// The same model with the candidate rule of [`ProtocolModel::candidate_fix`].
+    pub fn with_candidate_fix(self) -> ProtocolModel {
+        ProtocolModel {
+            candidate_fix: true,
+            ..self
+        }
+    }
+
+    /// Plays `steps` (as [`Action`] displays them) from the start state, each of which
+    /// must be enabled: the state reached, or the first step that is not enabled.
+    pub fn replay(&self, steps: &[&str]) -> Result<State, String> {
+        let mut s = self.start_state();
+        for step in steps {
+            let mut enabled = Vec::new();
+            self.enabled(&s, &mut enabled);
+            let action = enabled
+                .into_iter()
+                .find(|a| a.to_string() == *step)
+                .ok_or_else(|| format!("{step:?} is not enabled at t={}", s.now))?;
+            s = self
+                .apply(&s, action)
+                .ok_or_else(|| format!("{step:?} fails its checks"))?;
+        }
+        Ok(s)
     }
 
     /// Primaries that could commit now: acting, and no member of their view promised a
@@ -225,40 +522,7 @@ impl Model for ProtocolModel {
     type Action = Action;
 
     fn init_states(&self) -> Vec<State> {
-        let n = self.bounds.replicas;
-        let all = ((1u16 << n) - 1) as Mask;
-        let view = View {
-            ballot: Ballot {
-                num: 1,
-                proposer: 0,
-            },
-            members: all & !self.bounds.initially_out,
-        };
-        let replicas = (0..n)
-            .map(|r| {
-                if has(view.members, r) {
-                    Replica::new(view, self.bounds.lease)
-                } else {
-                    Replica::excluded(all)
-                }
-            })
-            .collect();
-        vec![State {
-            now: 0,
-            replicas,
-            network: Default::default(),
-            next_value: 0,
-            crashes: 0,
-            silent_crashes: 0,
-            restarts: 0,
-            duplicate_spoke: false,
-            last_crash_at: 0,
-            values_before_last_crash: 0,
-            committed: Vec::new(),
-            conflict: false,
-            lost: false,
-            fast_failover: false,
-        }]
+        vec![self.start_state()]
     }
 
     fn actions(&self, state: &State, actions: &mut Vec<Action>) {
@@ -281,6 +545,7 @@ impl Model for ProtocolModel {
                 m.unfenced_primaries(s) <= 1
             }),
             Property::sometimes(FAILOVER, |_, s: &State| s.fast_failover),
+            Property::sometimes(LAG_EXCLUSION, |_, s: &State| s.cut_resolved),
         ]
     }
 }
@@ -296,6 +561,8 @@ pub struct Outcome {
     pub violations: Vec<(&'static str, Path<State, Action>)>,
     /// Whether the failover reachability check found its example.
     pub failover_reached: bool,
+    /// Whether rule 6's reachability check found its example (bounds with a cut).
+    pub lag_exclusion_reached: bool,
 }
 
 /// Explores every state under the model's bounds (breadth first, so traces are shortest),
@@ -317,6 +584,7 @@ pub fn explore(
     let checker = builder.spawn_bfs().join();
     let mut discoveries = checker.discoveries();
     let failover_reached = discoveries.remove(FAILOVER).is_some();
+    let lag_exclusion_reached = discoveries.remove(LAG_EXCLUSION).is_some();
     let mut violations: Vec<_> = discoveries.into_iter().collect();
     violations.sort_by_key(|(name, _)| *name);
     Outcome {
@@ -326,6 +594,7 @@ pub fn explore(
         elapsed: started.elapsed(),
         violations,
         failover_reached,
+        lag_exclusion_reached,
     }
 }
 

@@ -11,6 +11,8 @@ pub enum Action {
     Tick,
     Crash(Id, Power),
     Restart(Id),
+    /// A replica whose data directory was lost comes back with `--rejoin`: it knows no view.
+    LoseDisk(Id),
     /// Heartbeat and answer both ways between two members: leases and promises (rule 3).
     Renew(Id, Id),
     /// The first gets a refusal from the second's address (rule 4a).
@@ -43,6 +45,8 @@ pub enum Action {
     /// The primary brings a member up to its log; the member acknowledges durably.
     Replicate(Id, Id),
     Commit(Id),
+    /// Rule 6: the primary reports a member that acknowledged nothing for a lease lagging.
+    ReportLagging(Id, Id),
 }
 
 impl fmt::Display for Action {
@@ -56,6 +60,7 @@ impl fmt::Display for Action {
             Action::Crash(r, Power::Silent) => write!(f, "{r} goes silent (host crash)"),
             Action::Crash(r, _) => write!(f, "{r} crashes (its address refuses)"),
             Action::Restart(r) => write!(f, "{r} restarts as a new incarnation"),
+            Action::LoseDisk(r) => write!(f, "{r} restarts on an empty disk (--rejoin)"),
             Action::Renew(a, b) => write!(f, "{a} and {b} renew leases"),
             Action::Refused(y, s) => write!(f, "{y} is refused by {s}'s address"),
             Action::NewIncarnation(y, s) => write!(f, "{y} hears a newer incarnation of {s}"),
@@ -77,7 +82,9 @@ impl fmt::Display for Action {
                 write!(f, "{q} accepts {view} (copy sent at {sent_at})")
             }
             Action::Accept(q, m) => write!(f, "{q} accepts {m:?}"),
-            Action::Deliver(Msg::Accepted { from, ballot, echo }) => write!(
+            Action::Deliver(Msg::Accepted {
+                from, ballot, echo, ..
+            }) => write!(
                 f,
                 "{} receives {from}'s acceptance of b{}.{} (echo {echo})",
                 ballot.proposer, ballot.num, ballot.proposer
@@ -86,6 +93,7 @@ impl fmt::Display for Action {
             Action::Append(p) => write!(f, "{p} appends a client value"),
             Action::Replicate(p, m) => write!(f, "{p} replicates to {m}"),
             Action::Commit(p) => write!(f, "{p} commits its next index"),
+            Action::ReportLagging(p, m) => write!(f, "{p} reports {m} lagging"),
         }
     }
 }
@@ -93,6 +101,31 @@ impl fmt::Display for Action {
 impl ProtocolModel {
     fn on(&self, m: Mutation) -> bool {
         self.mutation == Some(m)
+    }
+
+    /// `a` and `b` cannot exchange anything (`Bounds::cut`).
+    fn cut(&self, a: Id, b: Id) -> bool {
+        a != b && self.bounds.cut == bit(a) | bit(b)
+    }
+
+    /// Rule 6: `x` does not renew its promise to `y`, which the primary of `x`'s accepted
+    /// view (`x` itself, or the proposer it follows) reports lagging.
+    fn withholds(&self, s: &State, x: Id, y: Id) -> bool {
+        let primary = s.replicas[x as usize].accepted.primary();
+        let rp = &s.replicas[primary as usize];
+        self.bounds.cut != 0 && rp.up() && has(rp.lagging, y)
+    }
+
+    /// `a` promises `b` and `b` holds a lease from `a`, both to `now + lease`, unless `a`
+    /// withholds (rule 6); `a` hears `b`'s incarnation.
+    fn renew_one_way(&self, s: &mut State, a: Id, b: Id) {
+        let (now, lease) = (s.now, self.bounds.lease);
+        if !self.withholds(s, a, b) {
+            s.replicas[a as usize].promise_to[b as usize] = now + lease;
+            s.replicas[b as usize].lease_from[a as usize] = now + lease;
+        }
+        let inc = s.replicas[b as usize].incarnation;
+        s.replicas[a as usize].heard[b as usize] = inc;
     }
 
     fn bounds(&self) -> &Bounds {
@@ -159,6 +192,9 @@ impl ProtocolModel {
                 }
             } else if s.restarts < b.max_restarts {
                 out.push(Action::Restart(r));
+                if s.lost_disks < b.max_lost_disks {
+                    out.push(Action::LoseDisk(r));
+                }
             }
         }
         for a in 0..n {
@@ -215,6 +251,13 @@ impl ProtocolModel {
             if self.may_commit(s, p) {
                 out.push(Action::Commit(p));
             }
+            if b.cut != 0 && !self.on(Mutation::NoLagReport) {
+                for m in ids(rep.accepted.members & !bit(p) & !rep.lagging) {
+                    if s.now >= rep.acked_at[m as usize] + b.lease {
+                        out.push(Action::ReportLagging(p, m));
+                    }
+                }
+            }
         }
     }
 
@@ -223,6 +266,7 @@ impl ProtocolModel {
         let fresh = s.now + self.lease();
         ra.up()
             && rc.up()
+            && !self.cut(a, c)
             && !ra.rejoining
             && !rc.rejoining
             && has(ra.accepted.members, c)
@@ -237,6 +281,7 @@ impl ProtocolModel {
         let rx = &s.replicas[x as usize];
         rx.power == Power::Refusing
             && ry.up()
+            && !self.cut(y, x)
             && !ry.rejoining
             && has(ry.accepted.members, x)
             && !has(ry.evidence, x)
@@ -246,12 +291,14 @@ impl ProtocolModel {
     fn may_hear_new_incarnation(&self, s: &State, y: Id, x: Id) -> bool {
         let ry = &s.replicas[y as usize];
         let rx = &s.replicas[x as usize];
-        let newer = rx.incarnation > ry.heard[x as usize];
+        // A first contact in this life (`heard` 0) is no evidence (core `Leases::heard`).
+        let newer = ry.heard[x as usize] != 0 && rx.incarnation > ry.heard[x as usize];
         // R2: a second process started on x's data directory says hello with a bumped
         // counter and then fails to bind; without rule 5 it spoke before binding.
         let duplicate = self.on(Mutation::R2) && !s.duplicate_spoke;
         rx.up()
             && ry.up()
+            && !self.cut(y, x)
             && !ry.rejoining
             && (newer || duplicate)
             && has(ry.accepted.members, x)
@@ -271,7 +318,10 @@ impl ProtocolModel {
             // does not wait for either.
             let suspects = ids((rep.accepted.members | rep.established.members) & !bit(p))
                 .filter(|&x| {
-                    has(rep.evidence, x) || !self.holds_lease(s, p, x) || self.on(Mutation::T3)
+                    has(rep.evidence, x)
+                        || !self.holds_lease(s, p, x)
+                        || has(rep.lagging, x)
+                        || self.on(Mutation::T3)
                 })
                 .fold(0, |m, x| m | bit(x));
             let mut sub = suspects;
@@ -288,10 +338,15 @@ impl ProtocolModel {
                 }
                 sub = (sub - 1) & suspects;
             }
-            // Rule 7: only the primary adds a returning replica (R1: any member may).
+            // Rule 7: only the primary adds a returning replica (R1: any member may): one
+            // outside its view, or a restarted member (as `core` does; the model also lets
+            // it simply catch up, `Replicate`), or a member that lost its disk (it knows no
+            // view, so it comes back only through a view its new life accepts).
             if self.acting_primary(s, p) || self.on(Mutation::R1) {
                 for j in 0..self.bounds().replicas {
-                    if !has(rep.accepted.members, j) && s.replicas[j as usize].up() {
+                    let rj = &s.replicas[j as usize];
+                    let back = !has(rep.accepted.members, j) || rj.knows_no_view() || rj.rejoining;
+                    if back && rj.up() {
                         out.push(Action::Rejoin {
                             proposer: p,
                             joiner: j,
@@ -320,7 +375,7 @@ impl ProtocolModel {
     /// whose only member is itself (F4: looks at the highest established view only).
     fn may_resume(&self, s: &State, p: Id) -> bool {
         let r = &s.replicas[p as usize];
-        if self.on(Mutation::F4) {
+        if self.on(Mutation::F4) || self.on(Mutation::F4KeepsPromise) {
             r.established.members == bit(p) && r.established.primary() == p
         } else {
             r.accepted == r.established && !r.voted_only && r.accepted.members == bit(p)
@@ -345,9 +400,13 @@ impl ProtocolModel {
                 wait_for |= acc.members;
             }
         }
+        // One that lost its disk counts as missing: its disk may have held entries nobody
+        // else has (AmnesiacRecovers counts it as reached).
         let everyone_back = ids(wait_for).all(|r| {
             let rep = &s.replicas[r as usize];
-            rep.up() && rep.rejoining
+            rep.up()
+                && rep.rejoining
+                && (!rep.knows_no_view() || self.on(Mutation::AmnesiacRecovers))
         });
         if !everyone_back {
             return None;
@@ -378,6 +437,7 @@ impl ProtocolModel {
         let ballot = view.ballot;
         if !r.up()
             || q == ballot.proposer
+            || self.cut(q, ballot.proposer)
             || !has(view.members | voters, q)
             || r.accepted.ballot >= ballot
         {
@@ -409,7 +469,12 @@ impl ProtocolModel {
         };
         let p = &s.replicas[ballot.proposer as usize];
         match &p.proposal {
-            Some(prop) => p.up() && prop.ballot == *ballot && !has(prop.accepted, *from),
+            Some(prop) => {
+                p.up()
+                    && !self.cut(*from, ballot.proposer)
+                    && prop.ballot == *ballot
+                    && !has(prop.accepted, *from)
+            }
             None => false,
         }
     }
@@ -422,6 +487,7 @@ impl ProtocolModel {
         // view (StillAcks drops this).
         let fenced = rm.promised > view.ballot && !self.on(Mutation::StillAcks);
         rm.up()
+            && !self.cut(p, m)
             && rm.accepted == view
             && !rm.voted_only
             && !fenced
@@ -452,7 +518,21 @@ impl ProtocolModel {
         let mut s = s.clone();
         let b = self.bounds().clone();
         match action {
-            Action::Tick => s.now += 1,
+            Action::Tick => {
+                s.now += 1;
+                if b.cut != 0 {
+                    // Fair heartbeats: every pair that may renew does, at once.
+                    for a in 0..b.replicas {
+                        for c in a + 1..b.replicas {
+                            if self.may_renew(&s, a, c) {
+                                self.renew_one_way(&mut s, a, c);
+                                self.renew_one_way(&mut s, c, a);
+                            }
+                        }
+                    }
+                }
+            }
+            Action::ReportLagging(p, m) => s.replicas[p as usize].lagging |= bit(m),
             Action::Crash(r, kind) => {
                 s.replicas[r as usize].power = kind;
                 s.crashes += 1;
@@ -466,15 +546,14 @@ impl ProtocolModel {
                 s.restarts += 1;
                 s.replicas[r as usize].restart(s.now, b.lease);
             }
+            Action::LoseDisk(r) => {
+                s.restarts += 1;
+                s.lost_disks += 1;
+                s.replicas[r as usize].lose_disk(s.now, b.lease);
+            }
             Action::Renew(a, c) => {
-                let (now, lease) = (s.now, b.lease);
-                for (x, y) in [(a, c), (c, a)] {
-                    let inc = s.replicas[y as usize].incarnation;
-                    let rx = &mut s.replicas[x as usize];
-                    rx.lease_from[y as usize] = now + lease;
-                    rx.promise_to[y as usize] = now + lease;
-                    rx.heard[y as usize] = inc;
-                }
+                self.renew_one_way(&mut s, a, c);
+                self.renew_one_way(&mut s, c, a);
             }
             Action::Refused(y, x) => s.replicas[y as usize].evidence |= bit(x),
             Action::NewIncarnation(y, x) => {
@@ -506,9 +585,14 @@ impl ProtocolModel {
             }
             Action::Resume(p) => {
                 let rep = &mut s.replicas[p as usize];
-                if self.on(Mutation::F4) {
+                if self.on(Mutation::F4) || self.on(Mutation::F4KeepsPromise) {
                     rep.accepted = rep.established;
                     rep.voted_only = false;
+                }
+                // The draft's fast path resumes as the primary of its view of one: the
+                // promise it made itself for its own later proposal goes with that proposal.
+                if self.on(Mutation::F4) && rep.promised.proposer == p {
+                    rep.promised = rep.established.ballot;
                 }
                 rep.rejoining = false;
                 rep.acked[p as usize] = rep.log.len() as u8;
@@ -542,8 +626,15 @@ impl ProtocolModel {
                 rm.rejoining = false;
                 rm.heard[p as usize] = inc;
                 let minc = rm.incarnation;
+                let now = s.now;
                 let rp = &mut s.replicas[p as usize];
                 rp.acked[m as usize] = len;
+                // Rule 6's bookkeeping, only where it is modelled (it would split states
+                // that differ in nothing else).
+                if b.cut != 0 {
+                    rp.acked_at[m as usize] = now;
+                    rp.lagging &= !bit(m);
+                }
                 if rp.heard[m as usize] != minc {
                     rp.heard[m as usize] = minc;
                     rp.evidence &= !bit(m);
@@ -555,6 +646,9 @@ impl ProtocolModel {
                 let index = rep.commit;
                 let value = rep.log[index as usize - 1];
                 let ballot = rep.accepted.ballot;
+                if b.cut != 0 && rep.accepted.members & b.cut != b.cut {
+                    s.cut_resolved = true;
+                }
                 if s.committed
                     .iter()
                     .any(|c| c.index == index && c.value != value)
@@ -592,23 +686,36 @@ impl ProtocolModel {
             num: s.replicas[p as usize].promised.num + 1,
             proposer: p,
         };
-        let asked = asked | bit(p);
+        let mut asked = asked | bit(p);
+        let (silent, proven) = match kind {
+            Kind::Exclude { silent, proven } => (silent, proven),
+            _ => (0, 0),
+        };
+        let amnesiacs = (0..self.bounds().replicas)
+            .filter(|&q| s.replicas[q as usize].knows_no_view())
+            .fold(0, |m, q| m | bit(q));
+        if asked & amnesiacs != 0 {
+            // Keeping or adding a replica that lost its disk needs a counted majority's
+            // answers: the proposer asks everyone, and goes on with those that grant.
+            for q in ids(self.all() & !(silent | proven) & !asked) {
+                let rq = &s.replicas[q as usize];
+                if rq.up() && rq.promised < ballot {
+                    asked |= bit(q);
+                }
+            }
+        }
         // Phase 1: every asked replica is reachable and promised nothing as high; it
         // reports its highest accepted-or-voted view and its highest established view.
         let mut base = s.replicas[p as usize].accepted;
         let mut established = s.replicas[p as usize].established;
         for q in ids(asked) {
             let rq = &s.replicas[q as usize];
-            if !rq.up() || (q != p && rq.promised >= ballot) {
+            if !rq.up() || self.cut(p, q) || (q != p && rq.promised >= ballot) {
                 return None;
             }
             base = base.max(rq.accepted);
             established = established.max(rq.established);
         }
-        let (silent, proven) = match kind {
-            Kind::Exclude { silent, proven } => (silent, proven),
-            _ => (0, 0),
-        };
         let members = match kind {
             Kind::Exclude { .. } => base.members & !(silent | proven),
             Kind::Rejoin(j) => base.members | bit(j),
@@ -623,10 +730,24 @@ impl ProtocolModel {
         // unestablished base do not carry over (M1 lets them).
         let justified =
             established.members & !members & !(silent | proven) == 0 || self.on(Mutation::M1);
+        // Disk loss: an answer that knows no view is a promise but never one of 4(b)'s
+        // majority (AmnesiacVotes counts it), and a view that keeps or adds such a replica
+        // needs the answers of a counted majority (AmnesiacUnwitnessed drops this): its
+        // forgotten views must show in someone else's answer.
+        let uncounted = if self.on(Mutation::AmnesiacVotes) {
+            0
+        } else {
+            asked & amnesiacs
+        };
+        let counted = count(asked & !(asked & amnesiacs));
+        let witnessed = members & amnesiacs == 0
+            || counted >= self.majority()
+            || self.on(Mutation::AmnesiacUnwitnessed);
         let ok = has(base.members, p)
             && justified
+            && witnessed
             && members & !asked == 0
-            && (silent == 0 || count(asked) >= self.majority())
+            && (silent == 0 || count(asked & !uncounted) >= self.majority())
             && (now >= rep.quiet_until || self.on(Mutation::RestartedVotesAtOnce))
             && (self.on(Mutation::T3) || ids(silent).all(|x| self.promise_expired(s, p, x)))
             && (!self.on(Mutation::F3) || ids(proven).all(|x| self.promise_expired(s, p, x)));
@@ -646,7 +767,8 @@ impl ProtocolModel {
         rep.proposal = Some(Proposal {
             ballot,
             kind,
-            voters: asked & !members,
+            voters: asked & !members & !uncounted,
+            uncounted,
             base,
             view,
             accepted: bit(p),
@@ -673,7 +795,33 @@ impl ProtocolModel {
         let now = s.now;
         let lease = self.lease();
         let proposer = view.ballot.proposer;
+        let proposer_inc = s.replicas[proposer as usize].incarnation;
         let r = &mut s.replicas[q as usize];
+        // The proposal is a message from the proposer's incarnation (core `Leases::heard`):
+        // a first contact is heard; a newer incarnation is evidence against the one heard
+        // if it holds a lease from it, and otherwise replaces it (its lease and promise
+        // went with it).
+        let known = r.heard[proposer as usize];
+        if known == 0 {
+            r.heard[proposer as usize] = proposer_inc;
+        } else if proposer_inc > known && self.candidate_fix {
+            // The candidate rule, as `core`'s `Leases::heard` does it: the proposal is at
+            // least the new incarnation's second message (its `Prepare` came first), and a
+            // second message from a newer incarnation replaces the old one, spending any
+            // evidence against it.
+            r.heard[proposer as usize] = proposer_inc;
+            r.evidence &= !bit(proposer);
+            r.lease_from[proposer as usize] = 0;
+            r.promise_to[proposer as usize] = 0;
+        } else if proposer_inc > known && !has(r.evidence, proposer) {
+            if now < r.lease_from[proposer as usize] {
+                r.evidence |= bit(proposer);
+            } else {
+                r.heard[proposer as usize] = proposer_inc;
+                r.lease_from[proposer as usize] = 0;
+                r.promise_to[proposer as usize] = 0;
+            }
+        }
         r.promised = r.promised.max(view.ballot);
         r.accepted = view;
         let member = has(view.members, q);
@@ -687,15 +835,23 @@ impl ProtocolModel {
         r.promise_to[proposer as usize] = now + lease;
         // Rule 4a: it ignores the proven-crashed incarnations from now on.
         r.evidence |= proven;
+        let inc = s.replicas[q as usize].incarnation;
         s.network.insert(Msg::Accepted {
             from: q,
+            inc,
             ballot: view.ballot,
             echo: sent_at,
         });
     }
 
     fn deliver(&self, s: &mut State, msg: Msg) {
-        let Msg::Accepted { from, ballot, echo } = msg else {
+        let Msg::Accepted {
+            from,
+            inc,
+            ballot,
+            echo,
+        } = msg
+        else {
             return;
         };
         let lease = self.lease();
@@ -707,10 +863,16 @@ impl ProtocolModel {
         };
         prop.accepted |= bit(from);
         // Rule 3: the lease runs from the send time of the copy it answers (R3: of the
-        // latest copy sent).
+        // latest copy sent), if it comes from the incarnation last heard (a first contact
+        // in this life is heard now; core `Leases::answered`).
         let from_time = if r3 { prop.last_sent } else { echo };
-        let until = &mut rep.lease_from[from as usize];
-        *until = (*until).max(from_time + lease);
+        if rep.heard[from as usize] == 0 {
+            rep.heard[from as usize] = inc;
+        }
+        if rep.heard[from as usize] == inc {
+            let until = &mut rep.lease_from[from as usize];
+            *until = (*until).max(from_time + lease);
+        }
         self.maybe_establish(s, p);
     }
 
@@ -722,7 +884,7 @@ impl ProtocolModel {
         let Some(prop) = &rep.proposal else { return };
         let view = prop.view;
         let silent = matches!(prop.kind, Kind::Exclude { silent, .. } if silent != 0);
-        let enough = count(prop.accepted) >= self.majority();
+        let enough = count(prop.accepted & !prop.uncounted) >= self.majority();
         let everyone = prop.accepted & view.members == view.members;
         let done = (everyone || (self.on(Mutation::T1) && enough)) && (!silent || enough);
         if !done {
@@ -730,10 +892,15 @@ impl ProtocolModel {
         }
         let accepted = prop.accepted;
         let log_len = rep.log.len() as u8;
-        // Ghost check: every member that accepted holds every value committed in an earlier
-        // view.
+        // Ghost check: every member that accepted (and still holds its acceptance: one that
+        // lost its disk since holds nothing, and must be added back) holds every value
+        // committed in an earlier view.
         let lost = ids(view.members & accepted).any(|m| {
-            let log = &s.replicas[m as usize].log;
+            let rm = &s.replicas[m as usize];
+            if rm.accepted.ballot < view.ballot {
+                return false;
+            }
+            let log = &rm.log;
             s.committed
                 .iter()
                 .any(|c| c.ballot < view.ballot && log.get(c.index as usize - 1) != Some(&c.value))
@@ -744,6 +911,10 @@ impl ProtocolModel {
         rep.proposal = None;
         rep.rejoining = false;
         rep.commit = 0;
+        if self.bounds.cut != 0 {
+            rep.acked_at = [s.now; MAX_REPLICAS];
+            rep.lagging = 0;
+        }
         rep.acked = [0; MAX_REPLICAS];
         for m in ids(view.members) {
             rep.acked[m as usize] = if has(accepted, m) {

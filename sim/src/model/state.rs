@@ -98,6 +98,10 @@ pub struct Replica {
     pub acked: [u8; MAX_REPLICAS],
     /// As primary: its commit index.
     pub commit: u8,
+    /// As primary (rule 6, in bounds with `lag_reports`): when each member last
+    /// acknowledged replication, and the members it reports lagging.
+    pub acked_at: [Time; MAX_REPLICAS],
+    pub lagging: Mask,
 }
 
 impl Replica {
@@ -120,6 +124,8 @@ impl Replica {
             proposal: None,
             acked: [0; MAX_REPLICAS],
             commit: 0,
+            acked_at: [0; MAX_REPLICAS],
+            lagging: 0,
         }
     }
 
@@ -142,6 +148,25 @@ impl Replica {
         self.power == Power::Up
     }
 
+    /// Its data directory was lost and it came back with `--rejoin` (core
+    /// `Durable::lost`): it knows no view (accepted and established have no members), no
+    /// promise, no log. It is restarted (quiet, rejoining) and a new incarnation. Its first
+    /// acceptance as a member, with the proposer's whole log, ends the amnesia.
+    pub fn lose_disk(&mut self, now: Time, quiet_for: Time) {
+        let nothing = View::default();
+        self.promised = Ballot::default();
+        self.accepted = nothing;
+        self.voted_only = false;
+        self.log = Vec::new();
+        self.established = nothing;
+        self.restart(now, quiet_for);
+    }
+
+    /// It lost its disk and has accepted no view since (no real view is empty).
+    pub fn knows_no_view(&self) -> bool {
+        self.accepted.members == 0
+    }
+
     /// Loses everything volatile and comes back as a new incarnation.
     pub fn restart(&mut self, now: Time, quiet_for: Time) {
         self.power = Power::Up;
@@ -155,6 +180,8 @@ impl Replica {
         self.proposal = None;
         self.acked = [0; MAX_REPLICAS];
         self.commit = 0;
+        self.acked_at = [0; MAX_REPLICAS];
+        self.lagging = 0;
     }
 }
 
@@ -179,6 +206,8 @@ pub struct Proposal {
     /// The highest accepted-or-voted view phase 1 reported (its own included).
     pub base: View,
     pub view: View,
+    /// Who answered phase 1 knowing no view (lost disk): never counted towards a majority.
+    pub uncounted: Mask,
     /// Who accepted or voted so far, itself included.
     pub accepted: Mask,
     /// When it last sent the proposal, and how many copies it sent.
@@ -203,6 +232,8 @@ pub enum Msg {
     /// An acceptance or vote, echoing the send time of the copy it answers (rule 3).
     Accepted {
         from: Id,
+        /// The acceptor's incarnation when it answered.
+        inc: u8,
         ballot: Ballot,
         echo: Time,
     },
@@ -226,6 +257,8 @@ pub struct State {
     pub crashes: u8,
     pub silent_crashes: u8,
     pub restarts: u8,
+    /// Restarts on an empty disk (`--rejoin`), counted in `restarts` too.
+    pub lost_disks: u8,
     /// Under the `R2` mutation: a duplicate process already said hello.
     pub duplicate_spoke: bool,
     pub last_crash_at: Time,
@@ -241,6 +274,8 @@ pub struct State {
     /// Crash-only schedule: with every other replica crashed, the survivor committed a value
     /// appended after the last crash, in the tick of that crash.
     pub fast_failover: bool,
+    /// With a cut (`Bounds::cut`): a view without one side of the cut committed a value.
+    pub cut_resolved: bool,
 }
 
 impl fmt::Display for View {
