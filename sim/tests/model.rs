@@ -303,27 +303,26 @@ const STALE_EVIDENCE_CORE: [&str; 20] = [
     "2 is refused by 1's address",
 ];
 
-/// **A flaw of the rules as written** (NOTEBOOK.md 2026-12-02; `core` escapes it through a
-/// rule the NOTEBOOK does not state, `ProtocolModel::candidate_fix`): 1 holds
-/// evidence against 2's old incarnation (it heard the new one under a lease from the old),
-/// then accepts the new incarnation's proposal (a promise to it, and a lease for it), then
-/// leaves 2 out under 4(a) with the old evidence, waiving that promise (F3's waiver), and
-/// commits alone; 2, holding the lease from 1's acceptance, is refused by 1's address and
-/// leaves 1 out in turn: a later established view without the committed value. Both
-/// replays are checked step by step under the full rules; with the candidate rule
-/// (`ProtocolModel::candidate_fix`: a second message from the new incarnation spends the
-/// evidence against the old one, as `core`'s `Leases::heard` does) 1's acceptance spends
-/// its evidence and step 12 (1 leaves 2 out as proven crashed) is not enabled. When
-/// NOTEBOOK.md states that rule, make it one of the model's rules and this test assert it.
+/// **The stale-evidence trace** (found by this model, 2026-12-03; rule 4(a) now spends
+/// evidence, `Mutation::StaleEvidence` takes that out): 1 holds evidence against 2's old
+/// incarnation (it heard the new one under a lease from the old), then accepts the new
+/// incarnation's proposal (a promise to it, and a lease for it), then leaves 2 out under
+/// 4(a) with the old evidence, waiving that promise (F3's waiver), and commits alone; 2,
+/// holding the lease from 1's acceptance, is refused by 1's address and leaves 1 out in
+/// turn: a later established view without the committed value. Both replays (the trace,
+/// and the path `core` takes to re-add the restarted replica) are checked step by step;
+/// with the rule, 1's acceptance spends its evidence and step 12 (1 leaves 2 out as proven
+/// crashed) is not enabled.
 #[test]
-fn stale_evidence_flaw_of_the_rules_as_written() {
-    let model = ProtocolModel::new(Bounds::restarted(), None);
+fn stale_evidence_is_caught() {
+    let mutation = Some(Mutation::StaleEvidence);
+    let model = ProtocolModel::new(Bounds::restarted(), mutation);
     print_start(&model.bounds);
     let end = model.replay(&STALE_EVIDENCE).expect("every step enabled");
     println!("{}", STALE_EVIDENCE.join("\n"));
-    assert!(end.lost, "the full rules lose a committed value");
+    assert!(end.lost, "without the rule a committed value is lost");
 
-    let core = ProtocolModel::new(Bounds::stale_evidence(), None);
+    let core = ProtocolModel::new(Bounds::stale_evidence(), mutation);
     let mut steps = STALE_EVIDENCE_CORE.to_vec();
     let before = core.replay(&steps).expect("every step enabled");
     assert!(!before.lost);
@@ -331,33 +330,28 @@ fn stale_evidence_flaw_of_the_rules_as_written() {
     let end = core.replay(&steps).expect("every step enabled");
     assert!(end.lost, "the re-add path loses a committed value too");
 
-    let fixed = model.clone().with_candidate_fix();
-    let err = fixed
+    let rules = ProtocolModel::new(Bounds::restarted(), None);
+    let err = rules
         .replay(&STALE_EVIDENCE)
-        .expect_err("the candidate rule stops it");
-    println!("with the candidate rule: {err}");
+        .expect_err("rule 4(a) stops it");
+    println!("with every rule: {err}");
     assert!(err.contains("1 proposes to exclude proven {2}"), "{err}");
 
-    // Exhaustively from half-way (`Start::StaleEvidence`): the rules as written fail, the
-    // candidate rule passes the whole bound.
+    // Exhaustively from half-way (`Start::StaleEvidence`): without the rule a violation,
+    // with it the whole bound passes.
     let bounds = Bounds::stale();
     print_start(&bounds);
-    let written = explore(
-        ProtocolModel::new(bounds.clone(), None),
+    let mutated = explore(
+        ProtocolModel::new(bounds.clone(), mutation),
         1,
         false,
         Some(CAP),
     );
-    report("all rules as written", &written);
-    assert!(!written.violations.is_empty());
-    let fixed = explore(
-        ProtocolModel::new(bounds, None).with_candidate_fix(),
-        1,
-        false,
-        Some(CAP),
-    );
-    report("with the candidate rule", &fixed);
-    assert!(fixed.total_states < CAP && fixed.violations.is_empty());
+    report("StaleEvidence", &mutated);
+    assert!(!mutated.violations.is_empty());
+    let all = explore(ProtocolModel::new(bounds, None), 1, false, Some(CAP));
+    report("all rules", &all);
+    assert!(all.total_states < CAP && all.violations.is_empty());
 }
 
 // ----- rule 6: lag reports (a liveness rule) -----

@@ -50,8 +50,8 @@ fn run(seed: u64, cut_for: u64, settle: u64) -> Result<(), Failure> {
 /// the trace's critical point (with `STALE_VERBOSE=1`: `p` re-adds the restarted `b` in b1.0{0,1,2}
 /// without leaving its old incarnation out; after `p`'s kill `b` forms b2.2{1,2} and `a`
 /// accepts it), but `a` never leaves `b` out: `Leases::heard` spent its evidence against
-/// the old incarnation when the new one spoke again, the rule the model calls
-/// `candidate_fix`. 32 runs, about 1 s.
+/// the old incarnation when the new one spoke again, as rule 4(a) now says
+/// (`Mutation::StaleEvidence` takes it out of the model). 32 runs, about 1 s.
 #[test]
 fn the_stale_evidence_schedule_on_the_core() {
     let mut failed = Vec::new();

@@ -168,8 +168,11 @@ impl Leases {
         now >= self.quiet_until
     }
 
-    /// Any message from `peer`'s `incarnation` arrived. A newer incarnation is evidence
-    /// against the older one (if we held a lease from it). Promises are made only by
+    /// Any message from `peer`'s `incarnation` arrived. A newer incarnation's first message
+    /// is evidence against the older one (if we held a lease from it). Its next message
+    /// spends that evidence (rule 4(a)): from then on we may answer the new incarnation,
+    /// which promises it, and evidence against a replica must never outlive a promise to
+    /// it (the stale-evidence trace, NOTEBOOK 2026-12-03). Promises are made only by
     /// answering ([`Leases::promise_to`]).
     pub fn heard(&mut self, peer: ReplicaId, incarnation: Incarnation, now: Instant) {
         let without_lease = self.evidence_without_lease;
@@ -181,7 +184,7 @@ impl Leases {
             Some(known) if incarnation > known => {
                 if (p.held_until > now || without_lease) && p.evidence.is_none() {
                     p.evidence = Some(Evidence::Succeeded(incarnation));
-                    return; // Remember the evidence against `known` until it is used.
+                    return; // Evidence against `known`, until the new life speaks again.
                 }
                 *p = PeerLease {
                     withheld: p.withheld,
@@ -487,6 +490,21 @@ mod tests {
         // A message from the dead incarnation changes nothing.
         l.heard(1, I1, at(100));
         assert_eq!(l.incarnation(1), Some(I2));
+    }
+
+    /// Rule 4(a): the new incarnation's second message spends the evidence against the old
+    /// one, so that it can be promised (the stale-evidence trace).
+    #[test]
+    fn evidence_against_an_old_life_is_spent_when_the_new_one_speaks_again() {
+        let mut l = start(&[1]);
+        exchange(&mut l, 1, I1, 10);
+        l.heard(1, I2, at(50));
+        assert_eq!(l.may_exclude(1, at(50)), Some(Exclusion::Crashed(I1)));
+        l.heard(1, I2, at(60));
+        assert_eq!(l.incarnation(1), Some(I2));
+        assert!(!l.has_evidence(1));
+        assert!(l.promise_to(1, at(60)));
+        assert_eq!(l.may_exclude(1, at(60)), None);
     }
 
     #[test]

@@ -40,10 +40,6 @@ struct Args {
     /// Override the highest ballot number.
     #[arg(long)]
     max_ballot: Option<u8>,
-    /// Add core's evidence rule, which NOTEBOOK.md does not state
-    /// (`ProtocolModel::candidate_fix`).
-    #[arg(long)]
-    candidate_fix: bool,
     /// Stop after about this many states (a partial run, to measure the rate).
     #[arg(long)]
     target_states: Option<usize>,
@@ -92,10 +88,7 @@ fn main() -> ExitCode {
     println!("bound: {bounds:?}");
     let mut ok = true;
     for mutation in mutations {
-        let mut model = ProtocolModel::new(bounds.clone(), mutation);
-        if args.candidate_fix {
-            model = model.with_candidate_fix();
-        }
+        let model = ProtocolModel::new(bounds.clone(), mutation);
         let outcome = explore(model, args.threads, mutation.is_some(), args.target_states);
         let label = mutation.map_or("all rules".to_string(), |m| m.name());
         println!(

@@ -43,11 +43,11 @@
 //! survivor commits a new value in the very tick of the last crash; with a cut between the
 //! primary and a member, a view without one side commits (rule 6).
 //!
-//! **A flaw of the NOTEBOOK's rules found by this model**: evidence against an old
-//! incarnation of a replica may still be used after its new incarnation was promised.
-//! `core` spends such evidence when the new incarnation speaks again; the model has that
-//! rule as an option ([`ProtocolModel::candidate_fix`]; `sim/tests/model.rs`,
-//! `stale_evidence_flaw_of_the_rules_as_written`).
+//! **A flaw of the NOTEBOOK's rules found by this model** (2026-12-03): evidence against an
+//! old incarnation of a replica could still be used after its new incarnation was promised.
+//! `core` spent such evidence when the new incarnation spoke again (`Leases::heard`); rule
+//! 4(a) now says so, and the model has it ([`Mutation::StaleEvidence`] takes it out;
+//! `sim/tests/model.rs`, `stale_evidence_is_caught`).
 
 mod rules;
 mod starts;
@@ -237,7 +237,7 @@ impl Bounds {
     }
 
     /// [`Bounds::restarted`] from [`Start::StaleEvidence`] (no tick left): small enough for
-    /// `cargo test` to check the candidate rule near the flaw.
+    /// `cargo test` to check rule 4(a)'s spending of evidence near the stale-evidence trace.
     pub fn stale() -> Bounds {
         Bounds {
             start: Start::StaleEvidence,
@@ -405,10 +405,13 @@ pub enum Mutation {
     AmnesiacRecovers,
     /// Rule 6 off: the primary never reports a member lagging (a liveness mutation).
     NoLagReport,
+    /// Rule 4(a)'s spending of evidence off: evidence against an old incarnation outlives
+    /// a second message from the newer one (the stale-evidence trace, found by this model).
+    StaleEvidence,
 }
 
 impl Mutation {
-    pub const ALL: [Mutation; 20] = [
+    pub const ALL: [Mutation; 21] = [
         Mutation::T1,
         Mutation::T2,
         Mutation::T3,
@@ -429,6 +432,7 @@ impl Mutation {
         Mutation::AmnesiacUnwitnessed,
         Mutation::AmnesiacRecovers,
         Mutation::NoLagReport,
+        Mutation::StaleEvidence,
     ];
 
     pub fn name(self) -> String {
@@ -453,15 +457,6 @@ pub const LAG_EXCLUSION: &str = "a member cut off from the primary is left out a
 pub struct ProtocolModel {
     pub bounds: Bounds,
     pub mutation: Option<Mutation>,
-    /// A rule `core` has (`Leases::heard`) but NOTEBOOK.md does not state (off by default,
-    /// so the model stays the NOTEBOOK's rules): a second message from a newer incarnation
-    /// of `s` replaces the old one and spends any evidence against it. In the model it acts
-    /// where the trace needs it: accepting a proposal of the newer incarnation (which comes
-    /// after its `Prepare`). Without it the model finds the stale-evidence trace
-    /// (`sim/tests/model.rs`, `stale_evidence_*`): a helper promises the new incarnation by
-    /// accepting its proposal, then leaves it out under 4(a) with the evidence against the
-    /// old one, waiving that promise (F3's waiver covers only the crashed incarnation).
-    pub candidate_fix: bool,
 }
 
 impl ProtocolModel {
@@ -471,19 +466,7 @@ impl ProtocolModel {
             !has(bounds.initially_out, 0),
             "replica 0 is the initial primary"
         );
-        ProtocolModel {
-            bounds,
-            mutation,
-            candidate_fix: false,
-        }
-    }
-
-    /// The same model with the candidate rule of [`ProtocolModel::candidate_fix`].
-    pub fn with_candidate_fix(self) -> ProtocolModel {
-        ProtocolModel {
-            candidate_fix: true,
-            ..self
-        }
+        ProtocolModel { bounds, mutation }
     }
 
     /// Plays `steps` (as [`Action`] displays them) from the start state, each of which

@@ -804,11 +804,11 @@ impl ProtocolModel {
         let known = r.heard[proposer as usize];
         if known == 0 {
             r.heard[proposer as usize] = proposer_inc;
-        } else if proposer_inc > known && self.candidate_fix {
-            // The candidate rule, as `core`'s `Leases::heard` does it: the proposal is at
-            // least the new incarnation's second message (its `Prepare` came first), and a
-            // second message from a newer incarnation replaces the old one, spending any
-            // evidence against it.
+        } else if proposer_inc > known && !self.on(Mutation::StaleEvidence) {
+            // Rule 4(a), as `core`'s `Leases::heard` does it: the proposal is at least the
+            // new incarnation's second message (its `Prepare` came first), and a second
+            // message from a newer incarnation replaces the old one, spending any evidence
+            // against it.
             r.heard[proposer as usize] = proposer_inc;
             r.evidence &= !bit(proposer);
             r.lease_from[proposer as usize] = 0;
