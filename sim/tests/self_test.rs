@@ -171,11 +171,11 @@ fn silent_exclusion_while_promised_is_caught() {
 /// first catch was seed 51 (agreement: the old primary's view and a view formed through the
 /// voter that promised nothing both committed index 261), then 141, 313; the same 100 seeds
 /// pass without the mutation (NOTEBOOK.md, 2026-12-03, "The four uncaught mutations").
-/// Since drivers carry out outputs in batches (2026-12-03, session 6), partitions and cuts
-/// alone are caught at seeds 3, 34, 193 (and partitions, cuts and pauses first at 372).
+/// Since drivers carry out outputs in batches and clients pause 3 ms after a round (2026-12-03,
+/// session 6), partitions and cuts alone are caught at seeds 127, 333.
 #[test]
 fn promise_nothing_is_caught() {
-    two_crash_mutation_is_caught("promise_nothing", "partition,cut", 50);
+    two_crash_mutation_is_caught("promise_nothing", "partition,cut", 200);
 }
 
 /// Rule 1d (trace T1): nothing commits in a view before every member accepted it.
@@ -194,8 +194,8 @@ fn accept_before_log_is_caught() {
 /// is that established view of itself. The mutation resumes in the established view of one
 /// as the model's F4 does, forgetting the higher accepted ballot and its promise; the
 /// invariant check right after the start finds the protocol state gone back (crash-only:
-/// 21 of the first 300 seeds, the first at seed 13; with every fault kind, where a lone
-/// survivor's restart with an unfinished rejoin is rarer, 3 of 300, the first at 42).
+/// 31 of the first 300 seeds, the first at seed 5; with every fault kind, where a lone
+/// survivor's restart with an unfinished rejoin is rarer, 2 of 300, the first at 68).
 /// [`f4_at_its_point_catches_view_of_one_ignores_accepted`] shows it at F4's exact point.
 #[test]
 fn view_of_one_ignores_accepted_is_caught() {
@@ -207,7 +207,7 @@ fn view_of_one_ignores_accepted_is_caught() {
 /// NOTEBOOK.md 2026-12-02): a commit in the older view needs the later view's proposer,
 /// who stops acknowledging it when it accepts its own proposal and whose log the later view
 /// takes. So no agreement or durability checker can see it; `check_invariants` checks the
-/// promise itself on every acknowledgement, and fails most seeds (206 of the first 300 of
+/// promise itself on every acknowledgement, and fails most seeds (202 of the first 300 of
 /// `all`, seed 0 among them).
 #[test]
 fn still_acknowledge_is_caught() {
@@ -338,8 +338,9 @@ fn t3_then_the_majority_crashes_passes_without_mutations() -> Result<(), Failure
 /// Trace F4 at its exact point (rule 8): the survivor `s` of two kills serves alone, `x`
 /// restarts and `s` adds it back; the moment `x` has accepted `{s, x}` (before `s` heard),
 /// both are killed. `s` restarts alone, `x` 2 s later; then `s` is killed and restarted once
-/// more. Returns `s`'s status just after its first restart.
-fn f4_at_the_pending_rejoin(seed: u64, mutations: Mutations) -> Result<Status, Failure> {
+/// more. Returns `s`'s status just after its first restart, or `None` if `s` heard of the
+/// acceptance first in this seed (the point was missed).
+fn f4_at_the_pending_rejoin(seed: u64, mutations: Mutations) -> Result<Option<Status>, Failure> {
     let (mut sim, x) = with_a_primary(SimOptions {
         mutations,
         ..SimOptions::scripted(seed)
@@ -366,7 +367,9 @@ fn f4_at_the_pending_rejoin(seed: u64, mutations: Mutations) -> Result<Status, F
         sim.wait_for(secs(1), accepted)?,
         "seed {seed}: {x} never accepted"
     );
-    assert!(!sim.status(s).expect("up").established);
+    if sim.status(s).expect("up").established {
+        return Ok(None);
+    }
     sim.crash(s);
     sim.crash(x);
     sim.run_for(ms(500))?;
@@ -380,7 +383,7 @@ fn f4_at_the_pending_rejoin(seed: u64, mutations: Mutations) -> Result<Status, F
     sim.restart(s)?;
     sim.play(&[SERVES])?;
     sim.finish()?;
-    Ok(restarted)
+    Ok(Some(restarted))
 }
 
 /// The mutation `view_of_one_ignores_accepted` at F4's exact point: without it the restarted
@@ -389,12 +392,17 @@ fn f4_at_the_pending_rejoin(seed: u64, mutations: Mutations) -> Result<Status, F
 #[test]
 fn f4_at_its_point_catches_view_of_one_ignores_accepted() -> Result<(), Failure> {
     let mutations = parse_mutations("view_of_one_ignores_accepted").expect("a mutation");
-    for seed in 0..5 {
-        let off = f4_at_the_pending_rejoin(seed, Mutations::default())?;
+    let mut reached = 0;
+    for seed in 0..8 {
+        let Some(off) = f4_at_the_pending_rejoin(seed, Mutations::default())? else {
+            continue;
+        };
+        reached += 1;
         assert!(off.rejoining && off.role != Role::Primary, "{off:?}");
         let caught = f4_at_the_pending_rejoin(seed, mutations).expect_err("caught");
         assert_eq!(caught.checker, Checker::Invariants, "{caught}");
         assert!(caught.detail.contains("went back"), "{caught}");
     }
+    assert!(reached >= 3, "F4's point reached in {reached} of 8 seeds");
     Ok(())
 }

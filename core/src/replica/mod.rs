@@ -735,6 +735,20 @@ impl Replica {
         }
     }
 
+    /// Whom to send a client to: during a view change, not the primary we followed (it may
+    /// be the one that crashed) but the proposer we last promised, who will be primary if
+    /// its proposal succeeds (a failover takes milliseconds; a client told "the old primary"
+    /// loses a round and a pause).
+    fn redirect_hint(&self) -> Option<ReplicaId> {
+        match &self.role {
+            RoleState::Backup { .. } => {
+                let latest = view::proposer(self.state.promised);
+                (latest != self.opts.id).then_some(latest)
+            }
+            _ => self.known_primary(),
+        }
+    }
+
     /// Whether this replica is the proposer of its accepted view, promised nothing higher,
     /// and that view is established (the model's `acting_primary`, before the role).
     fn is_view_primary(&self) -> bool {

@@ -147,7 +147,7 @@ impl super::Replica {
     }
 
     fn redirect(&mut self, client: ClientId) {
-        let primary = self.known_primary();
+        let primary = self.redirect_hint();
         self.outputs.push_back(Output::Redirect { client, primary });
     }
 
