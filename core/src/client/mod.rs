@@ -47,8 +47,7 @@ pub struct Options {
     /// long; `None`: keep trying (the status says what is going on).
     pub give_up_after: Option<Duration>,
     /// Pause after each full round of replicas without a primary; doubled each round. Short
-    /// at first: a failover on evidence takes about 2 ms between local replicas (issue 8),
-    /// and replicas asked during it send the client round without naming the new primary.
+    /// at first: a failover on evidence takes tens of milliseconds (issue 8).
     pub first_backoff: Duration,
     pub max_backoff: Duration,
     /// Report [`Output::Waiting`] once a request has waited this long.
@@ -63,7 +62,7 @@ impl Default for Options {
             reply_timeout: Duration::from_secs(2),
             connect_timeout: Duration::from_secs(1),
             give_up_after: None,
-            first_backoff: Duration::from_millis(3),
+            first_backoff: Duration::from_millis(10),
             max_backoff: Duration::from_secs(1),
             status_after: Duration::from_millis(500),
             first_replica: 0,

@@ -322,7 +322,7 @@ fn the_status_says_what_was_tried_and_clears_with_the_answer() {
     assert!(w.none_serving(), "{w}");
     // After a full round, a pause; then replica 0 again, which answers.
     let pause = s.poll_timeout();
-    assert_eq!(pause, Instant(603 * MS), "the first backoff, 3 ms");
+    assert_eq!(pause, Instant(610 * MS), "the first backoff, 10 ms");
     s.handle_timeout(pause);
     let (c3, r) = connect_of(&drain(&mut s));
     assert_eq!(r, 0);
