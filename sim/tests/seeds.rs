@@ -143,3 +143,24 @@ fn five_replica_seeds() {
     );
     assert!(partitions > 0);
 }
+
+/// Seeds the soaks of 2026-12-03 (session 6) found, each fixed: `host_crash,partition` 158
+/// (a push routed by an attachment made later in the same driver turn), 1458 (a rejoining
+/// member counted as a survivor by the liveness promise) and `all` 76124 (a replica left out
+/// of a higher accepted view kept proposing, pre-empting that view's own re-forming).
+#[test]
+fn seeds_found_by_the_soaks() {
+    let host_crash_partition = Inject::parse("host_crash,partition").expect("kinds");
+    for (seed, inject) in [
+        (158, host_crash_partition),
+        (1458, host_crash_partition),
+        (76124, Inject::ALL),
+    ] {
+        if let Err(failure) = check(RunSpec {
+            inject: Some(inject),
+            ..RunSpec::new(seed)
+        }) {
+            panic!("{failure}");
+        }
+    }
+}

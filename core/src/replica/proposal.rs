@@ -700,7 +700,19 @@ impl super::Replica {
                     .without(uncounted);
                 self.start_phase_two(view, base, excluded, voters, uncounted);
             }
-            None if everyone => self.abandon(),
+            None if everyone => {
+                // A higher view that leaves us out was accepted (and may be established
+                // unseen): we can never propose on it (rule 1b), and each new attempt would
+                // only pre-empt its members' own re-forming of it (soak seed 76124: two
+                // proposers outbidding each other for 20 s). We were left out: rejoin.
+                let me = self.opts.id;
+                let base = p.answers.values().map(|r| r.accepted).max();
+                if base.is_some_and(|b| !b.members.contains(me)) {
+                    self.rejoining = true;
+                    self.pending_accept = None;
+                }
+                self.abandon();
+            }
             None => {}
         }
     }
