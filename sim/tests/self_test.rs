@@ -117,30 +117,11 @@ fn refusals_long_after_the_leases_pass_without_mutations() -> Result<(), Failure
 /// taken as evidence (the mutation), `p` goes on alone from its old log and commits something
 /// else at an index the new view committed.
 fn refusals_long_after_the_leases(seed: u64, mutations: Mutations) -> Result<(), Failure> {
-    let (mut sim, p) = with_a_primary(SimOptions {
+    let opts = SimOptions {
         mutations,
         ..SimOptions::scripted(seed)
-    })?;
-    let others: Vec<ReplicaId> = (0..3).filter(|&r| r != p).collect();
-    sim.partition(&[&[p], &others]);
-    let committed = sim.committed();
-    let moved_on = |s: &Sim| s.committed() > committed && s.primary().is_some_and(|q| q != p);
-    assert!(
-        sim.wait_for(secs(5), moved_on)?,
-        "seed {seed}: the majority side did not commit in a view of its own"
-    );
-    sim.run_for(secs(2))?;
-    for &r in &others {
-        sim.crash(r);
-    }
-    sim.heal();
-    sim.run_for(secs(2))?;
-    for &r in &others {
-        sim.restart(r)?;
-    }
-    sim.play(&[SERVES])?;
-    sim.finish()?;
-    Ok(())
+    };
+    primary_cut_off_then_the_others_crash(opts, secs(2))
 }
 
 /// Rule 3: a restarted replica neither votes, accepts nor uses evidence for
@@ -301,11 +282,23 @@ fn with_a_primary(opts: SimOptions) -> Result<(Sim, ReplicaId), Failure> {
 /// The clocks may drift 10 % (the protocol is told the bound): that widens the mutation's
 /// window from a heartbeat interval to about 200 ms. The other two come back later.
 fn t3_then_the_majority_crashes(seed: u64, mutations: Mutations) -> Result<(), Failure> {
-    let (mut sim, p) = with_a_primary(SimOptions {
+    let opts = SimOptions {
         max_clock_drift: 0.1,
         mutations,
         ..SimOptions::scripted(seed)
-    })?;
+    };
+    primary_cut_off_then_the_others_crash(opts, Duration::ZERO)
+}
+
+/// The primary `p` is cut off from the other two; once they commit in a view of their own
+/// and `linger` has passed, both are killed and the partition heals, so `p` is refused by
+/// both; they come back 2 s later.
+fn primary_cut_off_then_the_others_crash(
+    opts: SimOptions,
+    linger: Duration,
+) -> Result<(), Failure> {
+    let seed = opts.seed;
+    let (mut sim, p) = with_a_primary(opts)?;
     let others: Vec<ReplicaId> = (0..3).filter(|&r| r != p).collect();
     sim.partition(&[&[p], &others]);
     let committed = sim.committed();
@@ -314,6 +307,7 @@ fn t3_then_the_majority_crashes(seed: u64, mutations: Mutations) -> Result<(), F
         sim.wait_for(secs(5), moved_on)?,
         "seed {seed}: the majority side did not commit in a view of its own"
     );
+    sim.run_for(linger)?;
     for &r in &others {
         sim.crash(r);
     }
