@@ -78,9 +78,33 @@ struct Tally {
     acked: Vec<MessageId>,
     failed: u64,
     longest_gap: Duration,
+    /// When the last acknowledgement came (or the sending began).
+    last_ack: Option<Instant>,
 }
 
 impl Tally {
+    fn from(began: Instant) -> Tally {
+        Tally {
+            last_ack: Some(began),
+            ..Tally::default()
+        }
+    }
+
+    /// The answer to a send made at `sent` came at `now`.
+    fn answered(&mut self, sent: Instant, now: Instant, reply: Option<Reply>, acks: &AtomicU64) {
+        match reply {
+            Some(Reply::Sent { id }) => {
+                self.sends.push((sent, now - sent));
+                self.acked.push(id);
+                let since = self.last_ack.unwrap_or(sent);
+                self.longest_gap = self.longest_gap.max(now - since);
+                self.last_ack = Some(now);
+                acks.fetch_add(1, Ordering::Relaxed);
+            }
+            _ => self.failed += 1,
+        }
+    }
+
     fn add(&mut self, one: Tally) {
         self.sends.extend(one.sends);
         self.acked.extend(one.acked);
@@ -143,7 +167,6 @@ pub fn run(cluster: &Cluster, setting: &Setting, progress: &Progress) -> Result<
     })
 }
 
-/// A session logged in as `me`, after creating `me` and the recipients.
 /// Each client on a thread of its own, with the library's `Client` (which speaks TLS).
 fn on_threads(
     cluster: &Cluster,
@@ -297,46 +320,38 @@ struct Sender {
     to: Vec<String>,
     setup: std::collections::VecDeque<Op>,
     setup_error: Option<String>,
-    /// Sending from the first instant to the second (after [`Sender::start`]).
-    sending: Option<(Instant, Instant)>,
+    /// Sending until then (after [`Sender::start`]).
+    until: Option<Instant>,
     n: usize,
     sent_at: Instant,
-    last_ack: Instant,
     tally: Tally,
     acks: Arc<AtomicU64>,
 }
 
 impl Sender {
     fn new(me: String, to: Vec<String>, acks: Arc<AtomicU64>) -> Sender {
-        let mut setup: std::collections::VecDeque<Op> = std::iter::once(&me)
-            .chain(&to)
-            .map(|user| Op::Create { user: user.clone() })
-            .collect();
-        setup.push_back(Op::Login { user: me.clone() });
-        let now = Instant::now();
         Sender {
+            setup: setup(&me, &to).into(),
             me,
             to,
-            setup,
             setup_error: None,
-            sending: None,
+            until: None,
             n: 0,
-            sent_at: now,
-            last_ack: now,
+            sent_at: Instant::now(),
             tally: Tally::default(),
             acks,
         }
     }
 
     fn start(&mut self, from: Instant, until: Instant) {
-        self.sending = Some((from, until));
-        self.last_ack = from;
+        self.until = Some(until);
+        self.tally = Tally::from(from);
     }
 }
 
 impl Script for Sender {
     fn next(&mut self, now: Instant) -> Option<Op> {
-        let Some((_, until)) = self.sending else {
+        let Some(until) = self.until else {
             return self.setup.front().cloned();
         };
         if now >= until {
@@ -344,49 +359,59 @@ impl Script for Sender {
         }
         self.sent_at = now;
         self.n += 1;
-        Some(Op::Send {
-            to: self.to[self.n % self.to.len()].clone(),
-            text: format!("message {} from {}", self.n, self.me),
-        })
+        Some(nth_send(&self.me, &self.to, self.n))
     }
 
     fn answered(&mut self, now: Instant, reply: Result<Reply, String>) {
-        if self.sending.is_none() {
+        if self.until.is_none() {
             let op = self.setup.pop_front();
-            let ok = matches!(
-                (&op, &reply),
-                (Some(Op::Create { .. }), Ok(Reply::Created))
-                    | (Some(Op::Login { .. }), Ok(Reply::LoggedIn { .. }))
-            );
+            let ok = matches!((&op, &reply), (Some(op), Ok(reply)) if set_up(op, reply));
             if !ok {
                 self.setup_error = Some(format!("{op:?}: unexpected reply {reply:?}"));
                 self.setup.clear();
             }
             return;
         }
-        match reply {
-            Ok(Reply::Sent { id }) => {
-                self.tally.sends.push((self.sent_at, now - self.sent_at));
-                self.tally.acked.push(id);
-                self.tally.longest_gap = self.tally.longest_gap.max(now - self.last_ack);
-                self.last_ack = now;
-                self.acks.fetch_add(1, Ordering::Relaxed);
-            }
-            _ => self.tally.failed += 1,
-        }
+        self.tally
+            .answered(self.sent_at, now, reply.ok(), &self.acks);
     }
 }
 
+/// A session logged in as `me`, after creating `me` and the recipients.
 fn log_in(config: &Config, me: &str, recipients: &[String]) -> Result<Client, String> {
     let (client, _incoming) = Client::connect(config).map_err(|e| e.to_string())?;
-    for user in std::iter::once(me).chain(recipients.iter().map(String::as_str)) {
-        expect(&client, Op::Create { user: user.into() }, |r| {
-            r == &Reply::Created
-        })?;
+    for op in setup(me, recipients) {
+        let asked = op.clone();
+        expect(&client, op, |r| set_up(&asked, r))?;
     }
-    let login = Op::Login { user: me.into() };
-    expect(&client, login, |r| matches!(r, Reply::LoggedIn { .. }))?;
     Ok(client)
+}
+
+/// What a client of the load does before it sends: create its user and its recipients,
+/// then log in.
+fn setup(me: &str, recipients: &[String]) -> Vec<Op> {
+    let mut ops: Vec<Op> = std::iter::once(me)
+        .chain(recipients.iter().map(String::as_str))
+        .map(|user| Op::Create { user: user.into() })
+        .collect();
+    ops.push(Op::Login { user: me.into() });
+    ops
+}
+
+/// Whether `reply` is the one a setup step wants.
+fn set_up(op: &Op, reply: &Reply) -> bool {
+    matches!(
+        (op, reply),
+        (Op::Create { .. }, Reply::Created) | (Op::Login { .. }, Reply::LoggedIn { .. })
+    )
+}
+
+/// The `n`th message of `me`, round its recipients.
+fn nth_send(me: &str, to: &[String], n: usize) -> Op {
+    Op::Send {
+        to: to[n % to.len()].clone(),
+        text: format!("message {n} from {me}"),
+    }
 }
 
 fn expect(client: &Client, op: Op, ok: impl Fn(&Reply) -> bool) -> Result<Reply, String> {
@@ -400,29 +425,15 @@ fn expect(client: &Client, op: Op, ok: impl Fn(&Reply) -> bool) -> Result<Reply,
 
 /// Sends one message at a time, round the recipients, for `run`.
 fn send_for(client: &Client, me: &str, to: &[String], run: Duration, acks: &AtomicU64) -> Tally {
-    let mut out = Tally::default();
     let begin = Instant::now();
-    let mut last_ack = begin;
+    let mut out = Tally::from(begin);
     for n in 0.. {
         let sent = Instant::now();
         if sent - begin >= run {
             break;
         }
-        let op = Op::Send {
-            to: to[n % to.len()].clone(),
-            text: format!("message {n} from {me}"),
-        };
-        match client.request(op) {
-            Ok(Reply::Sent { id }) => {
-                let now = Instant::now();
-                out.sends.push((sent, now - sent));
-                out.acked.push(id);
-                out.longest_gap = out.longest_gap.max(now - last_ack);
-                last_ack = now;
-                acks.fetch_add(1, Ordering::Relaxed);
-            }
-            _ => out.failed += 1,
-        }
+        let reply = client.request(nth_send(me, to, n));
+        out.answered(sent, Instant::now(), reply.ok(), acks);
     }
     out
 }
