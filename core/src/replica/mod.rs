@@ -436,7 +436,7 @@ impl Replica {
         }
         let log = Log::new(base, recovered.entries);
         let durable_index = log.last_index();
-        let snapshots = Snapshots::new(snapshot, base.last_index + opts.snapshot_every);
+        let snapshots = Snapshots::new(snapshot, base.last_index, opts.snapshot_every);
         let mut state = recovered
             .protocol
             .unwrap_or_else(|| Durable::initial(opts.replica_count));

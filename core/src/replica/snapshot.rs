@@ -7,7 +7,7 @@ use crate::durable::{Record, Snapshot, SnapshotMeta};
 use crate::ids::{OpIndex, ReplicaId, View};
 use crate::service::Service;
 
-/// Bounds the encoding work of snapshots per entry applied (see `snapshot_interval`): with
+/// Bounds the encoding work of snapshots per entry applied (see [`interval`]): with
 /// 25 MB of queued messages a snapshot every 10,000 entries took a fifth of the primary's
 /// time and most of its 99th-percentile latency (NOTEBOOK, 2026-12-03, session 6).
 const SNAPSHOT_BYTES_PER_ENTRY: u64 = 256;
@@ -33,12 +33,21 @@ struct IncomingSnapshot {
     data: Vec<u8>,
 }
 
+/// Entries until the next snapshot after one of `len` bytes: `every`, or more for a large
+/// state, so that taking snapshots (which stops the replica while it encodes the whole
+/// state) costs at most [`SNAPSHOT_BYTES_PER_ENTRY`] bytes per entry applied.
+fn interval(every: u64, len: usize) -> u64 {
+    every.max(len as u64 / SNAPSHOT_BYTES_PER_ENTRY)
+}
+
 impl Snapshots {
-    pub fn new(latest: Option<Snapshot>, next_at: OpIndex) -> Snapshots {
+    /// With the newest durable snapshot, if any, taken at `applied`.
+    pub fn new(latest: Option<Snapshot>, applied: OpIndex, every: u64) -> Snapshots {
+        let len = latest.as_ref().map_or(0, |s| s.data.len());
         Snapshots {
             latest,
             pending: None,
-            next_at,
+            next_at: applied + interval(every, len),
             incoming: None,
         }
     }
@@ -56,7 +65,7 @@ impl super::Replica {
             return;
         }
         let data = self.service.snapshot();
-        self.snapshots.next_at = self.applied + self.snapshot_interval(data.len());
+        self.snapshots.next_at = self.applied + interval(self.opts.snapshot_every, data.len());
         let meta = SnapshotMeta {
             last_index: self.applied,
             last_view: self
@@ -259,16 +268,7 @@ impl super::Replica {
         self.applied = meta.last_index;
         self.snapshots.latest = Some(snapshot);
         self.snapshots.pending = None;
-        self.snapshots.next_at = meta.last_index + self.snapshot_interval(len);
+        self.snapshots.next_at = meta.last_index + interval(self.opts.snapshot_every, len);
         true
-    }
-
-    /// Entries until the next snapshot after one of `len` bytes: `snapshot_every`, or more
-    /// for a large state, so that taking snapshots (which stops the replica while it encodes
-    /// the whole state) costs at most [`SNAPSHOT_BYTES_PER_ENTRY`] bytes per entry applied.
-    fn snapshot_interval(&self, len: usize) -> u64 {
-        self.opts
-            .snapshot_every
-            .max(len as u64 / SNAPSHOT_BYTES_PER_ENTRY)
     }
 }
