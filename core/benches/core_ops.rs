@@ -138,7 +138,11 @@ impl Cluster {
             inbox: VecDeque::new(),
             replies: Vec::new(),
         };
-        while cluster.primary().is_none() {
+        // Until a primary holds a lease from both backups: before that it cannot replicate.
+        while cluster
+            .primary()
+            .is_none_or(|p| cluster.replicas[p].status().leases.len() < 2)
+        {
             cluster.now = cluster.now + Duration::from_millis(10);
             for r in 0..3 {
                 cluster.replicas[r].tick(cluster.now);
