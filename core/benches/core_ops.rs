@@ -168,6 +168,9 @@ impl Cluster {
                     },
                 )),
                 Output::Persist { id, .. } => self.inbox.push_back((from, Input::Persisted(id))),
+                Output::Snapshot(job) => self
+                    .inbox
+                    .push_back((from, Input::SnapshotWritten(job.encode()))),
                 Output::Reply { client, reply, .. } => self.replies.push((client, reply)),
                 _ => {}
             }

@@ -3,7 +3,7 @@
 
 use crate::chat::Event;
 use crate::ids::{ClientId, ReplicaId};
-use crate::replica::{Output, PeerMessage, Persist, PersistId};
+use crate::replica::{Output, PeerMessage, Persist, PersistId, SnapshotJob};
 use crate::wire::ServerToClient;
 
 /// One replica output, addressed.
@@ -13,6 +13,8 @@ pub enum Route {
     Peer { to: ReplicaId, message: PeerMessage },
     /// Make durable after every earlier one, then report `Input::Persisted(id)`.
     Disk { id: PersistId, what: Persist },
+    /// Encode and write off the event loop, then report `Input::SnapshotWritten`.
+    Snapshot(SnapshotJob),
     /// Send to client session `client` on the connection it is attached to here; dropped if
     /// it has none (the client retries or re-attaches).
     Client {
@@ -27,6 +29,7 @@ impl From<Output> for Route {
         match output {
             Output::Send { to, message } => Route::Peer { to, message },
             Output::Persist { id, what } => Route::Disk { id, what },
+            Output::Snapshot(job) => Route::Snapshot(job),
             Output::Reply {
                 client: id,
                 request,

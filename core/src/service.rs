@@ -40,11 +40,12 @@
 //! So no session blocks its user forever.
 
 use crate::chat::{AccountLock, Chat, ChatError, Event, Limits, Message, Op, QueueTotals, Reply};
+use crate::codec::persistent;
 use crate::codec::snapshot::{self, StateError};
 use crate::ids::{ClientId, OpIndex, RequestNo};
 use crate::time::{Duration, Instant};
+use imbl::OrdMap;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
 
 /// A session that made a request within this much replicated time is active: eviction
 /// takes it only when no idle session is left.
@@ -87,7 +88,8 @@ pub enum Lookup {
 pub struct Service {
     chat: Chat,
     /// Ordered by client id, so equal tables give equal snapshot bytes.
-    clients: BTreeMap<ClientId, ClientRow>,
+    #[serde(deserialize_with = "persistent::ord_map")]
+    clients: OrdMap<ClientId, ClientRow>,
     /// The replicated clock: the latest time a primary put in the log.
     clock: Instant,
     /// Bytes of the table: [`ROW_BYTES`] and the cached reply's encoded size, per row.

@@ -63,6 +63,9 @@ impl Cluster {
                 )),
                 // Instant, perfect disk.
                 Route::Disk { id, .. } => self.inbox.push_back((from, Input::Persisted(id))),
+                Route::Snapshot(job) => self
+                    .inbox
+                    .push_back((from, Input::SnapshotWritten(job.encode()))),
                 Route::Client { client, message } => match message {
                     ServerToClient::Reply { request, reply } => {
                         self.replies.push((client, request, reply))

@@ -8,7 +8,7 @@
 //! notice at start-up.
 
 use chat_core::codec::record::{decode_all, encode, End};
-use chat_core::durable::{Record, Recovered, ReplayError, Snapshot};
+use chat_core::durable::{Record, Recovered, ReplayError, Snapshot, SnapshotMeta};
 use chat_core::replica::{Persist, PersistId};
 use rand::rngs::SmallRng;
 use rand::Rng;
@@ -18,6 +18,7 @@ use std::collections::VecDeque;
 enum Write {
     Log(Vec<u8>),
     Snapshot(Snapshot),
+    Compact(SnapshotMeta),
 }
 
 /// Why a replica cannot start from its disk.
@@ -57,6 +58,7 @@ impl Disk {
                 Write::Log(bytes)
             }
             Persist::Snapshot(snapshot) => Write::Snapshot(snapshot),
+            Persist::Compact(meta) => Write::Compact(meta),
         };
         self.volatile.push_back((id, write));
     }
@@ -77,17 +79,29 @@ impl Disk {
         while self.volatile.front().is_some_and(|(id, _)| *id <= upto) {
             match self.volatile.pop_front().expect("checked above").1 {
                 Write::Log(bytes) => self.wal.extend_from_slice(&bytes),
-                Write::Snapshot(snapshot) => self.install_snapshot(snapshot),
+                Write::Snapshot(snapshot) => {
+                    let covered = snapshot.meta.last_index;
+                    self.put_snapshot(snapshot);
+                    self.compact(covered);
+                }
+                Write::Compact(meta) => self.compact(meta.last_index),
             }
         }
         upto
     }
 
-    /// A snapshot is durable: it replaces the previous one, and the log entries it covers go.
-    /// The remaining records keep their order; of the protocol states only the latest is needed.
-    fn install_snapshot(&mut self, snapshot: Snapshot) {
-        let covered = snapshot.meta.last_index;
-        self.snapshot = Some(snapshot);
+    /// A snapshot is durable (a file renamed into place): it replaces the previous one,
+    /// unless that one is newer (recovery starts from the newest).
+    pub fn put_snapshot(&mut self, snapshot: Snapshot) {
+        let newest = self.snapshot.as_ref().map(|s| s.meta.last_index);
+        if newest.is_none_or(|index| index < snapshot.meta.last_index) {
+            self.snapshot = Some(snapshot);
+        }
+    }
+
+    /// The log entries up to `covered` go (a durable snapshot holds them). The remaining
+    /// records keep their order; of the protocol states only the latest is needed.
+    fn compact(&mut self, covered: u64) {
         let decoded = decode_all::<Record>(&self.wal);
         assert_eq!(
             decoded.end,
@@ -126,6 +140,7 @@ impl Disk {
             match write {
                 Write::Log(b) => bytes.extend_from_slice(&b),
                 Write::Snapshot(_) => break,
+                Write::Compact(_) => {}
             }
         }
         let keep = rng.gen_range(0..=bytes.len());
@@ -168,7 +183,7 @@ impl Disk {
             .iter()
             .map(|(_, w)| match w {
                 Write::Log(bytes) => bytes.len(),
-                Write::Snapshot(_) => 0,
+                Write::Snapshot(_) | Write::Compact(_) => 0,
             })
             .sum()
     }

@@ -71,10 +71,9 @@ fn password_calls_are_made_answered_and_checked() {
 /// Issue 9: in these seeds a new primary used to refuse the right password of an account
 /// whose creation it had not applied yet (`BadCredentials` for `2|fay|pw-fay` in seed 42).
 /// They pass now, under a checker that decides every login from the client's password and the
-/// state at its log position. With the stale read switched back on, seed 89 meets the lag
-/// and is caught (seeds 42 and 388 take other courses before they get there; 89 is the
-/// first that does since replicas' drivers carry out outputs in batches, 2026-12-03;
-/// `stale_reads_are_caught` in `self_test.rs` finds it).
+/// state at its log position. With the stale read switched back on, the first seed that
+/// meets the lag fails on exactly that (which seed it is moves with every change to the
+/// simulator's schedules: seed 2 since snapshots are written in the background, 2026-12-03).
 #[test]
 fn a_new_primary_answers_the_right_password_rightly() {
     for seed in [42, 388] {
@@ -82,14 +81,18 @@ fn a_new_primary_answers_the_right_password_rightly() {
             panic!("{failure}");
         }
     }
-    let stale = RunSpec {
-        mutations: Mutations {
-            stale_reads: true,
-            ..Mutations::default()
-        },
-        ..RunSpec::new(89)
-    };
-    let failure = check(stale).expect_err("the stale read is caught");
+    let failure = (0..200)
+        .find_map(|seed| {
+            let stale = RunSpec {
+                mutations: Mutations {
+                    stale_reads: true,
+                    ..Mutations::default()
+                },
+                ..RunSpec::new(seed)
+            };
+            check(stale).err()
+        })
+        .expect("the stale read is caught within 200 seeds");
     assert!(
         failure
             .message

@@ -66,7 +66,7 @@ fn no_client_table_is_caught() {
 }
 
 /// Since the simulated clients run the core session, the lag a stale read needs is rarer:
-/// seed 89 is the first to meet it (since drivers carry out outputs in batches).
+/// seed 2 is the first to meet it (since snapshots are written in the background, 2026-12-03).
 #[test]
 fn stale_reads_are_caught() {
     let mutations = Mutations {
@@ -152,11 +152,11 @@ fn silent_exclusion_while_promised_is_caught() {
 /// first catch was seed 51 (agreement: the old primary's view and a view formed through the
 /// voter that promised nothing both committed index 261), then 141, 313; the same 100 seeds
 /// pass without the mutation (NOTEBOOK.md, 2026-12-03, "The four uncaught mutations").
-/// Since drivers carry out outputs in batches (2026-12-03, session 6), partitions and cuts
-/// alone are caught at seeds 3, 193.
+/// Since snapshots are written in the background (2026-12-03, session 7), partitions, cuts
+/// and host crashes are caught at seeds 24, 126, 162 (partitions and cuts alone first at 126).
 #[test]
 fn promise_nothing_is_caught() {
-    two_crash_mutation_is_caught("promise_nothing", "partition,cut", 50);
+    two_crash_mutation_is_caught("promise_nothing", "partition,cut,host_crash", 50);
 }
 
 /// Rule 1d (trace T1): nothing commits in a view before every member accepted it.

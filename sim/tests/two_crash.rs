@@ -41,6 +41,9 @@ const PAST_THE_LEASE: Duration = Duration::from_secs(3);
 fn new_sim(seed: u64, replicas: u8) -> Sim {
     Sim::new(SimOptions {
         replicas,
+        // `SIM_TRACE=1 cargo test -p chat-sim --test two_crash NAME -- --nocapture` prints
+        // every event of a scenario.
+        verbose: std::env::var_os("SIM_TRACE").is_some(),
         ..SimOptions::scripted(seed)
     })
 }

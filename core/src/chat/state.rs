@@ -37,18 +37,25 @@
 use super::names::{check_name, check_text};
 use super::pattern::NamePattern;
 use super::{ChatError, Event, Limits, Message, Op, Reply};
+use crate::codec::persistent;
 use crate::ids::{ClientId, MessageId};
+use imbl::{OrdMap, Vector};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::BTreeSet;
 
-/// The whole chat state. Only ordered containers, so equal states have equal snapshot bytes.
+/// The whole chat state. Only ordered containers, so equal states have equal snapshot bytes;
+/// persistent ones (`imbl`), so that a clone for a snapshot costs next to nothing and the
+/// copy is encoded off the event loop while this state moves on.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Chat {
-    accounts: BTreeMap<String, Account>,
+    #[serde(deserialize_with = "persistent::ord_map")]
+    accounts: OrdMap<String, Account>,
     /// Session -> the user it is logged in as. Every user here has an account.
-    user_of: BTreeMap<ClientId, String>,
+    #[serde(deserialize_with = "persistent::ord_map")]
+    user_of: OrdMap<ClientId, String>,
     /// User -> the one session logged in as that user: the inverse of `user_of`.
-    session_of: BTreeMap<String, ClientId>,
+    #[serde(deserialize_with = "persistent::ord_map")]
+    session_of: OrdMap<String, ClientId>,
     /// The id of the latest message; ids start at 1.
     last_id: MessageId,
     /// Bytes of every queued message ([`queued_size`]), kept against `limits.max_queued_bytes`.
@@ -65,7 +72,8 @@ struct Account {
     /// The PHC string of the password's hash; `None` for an open account.
     password_hash: Option<String>,
     /// Oldest first.
-    queue: VecDeque<Queued>,
+    #[serde(deserialize_with = "persistent::vector")]
+    queue: Vector<Queued>,
 }
 
 /// How much waits in the message queues (see [`Chat::queued`]).
@@ -214,8 +222,9 @@ impl Chat {
             Op::Deliver => {
                 let account = self.account_of(client)?;
                 let take = account.queue.len().min(limits.deliver_max as usize);
-                let messages: Vec<Message> =
-                    account.queue.drain(..take).map(|q| q.message).collect();
+                let rest = account.queue.split_off(take);
+                let taken = std::mem::replace(&mut account.queue, rest);
+                let messages: Vec<Message> = taken.into_iter().map(|q| q.message).collect();
                 let more = account.queue.len() as u64;
                 self.queued_bytes -= messages.iter().map(queued_size).sum::<u64>();
                 Ok(Reply::Delivered { messages, more })
@@ -267,7 +276,7 @@ impl Chat {
         }
         let account = Account {
             password_hash: password_hash.cloned(),
-            queue: VecDeque::new(),
+            queue: Vector::new(),
         };
         self.accounts.insert(user.to_owned(), account);
         Ok(Reply::Created)

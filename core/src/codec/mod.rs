@@ -2,5 +2,6 @@
 
 pub mod frame;
 pub mod handshake;
+pub mod persistent;
 pub mod record;
 pub mod snapshot;

@@ -105,7 +105,6 @@ impl super::Replica {
             let (_, out) = self.held.pop_front().expect("checked above");
             self.outputs.push_back(out);
         }
-        self.on_snapshot_persisted(id);
         match &self.role {
             RoleState::Primary(p) if p.proposal.is_some() => self.maybe_establish(),
             RoleState::Primary(_) => self.advance_commit(),

@@ -31,6 +31,8 @@
 //!   and act on each output:
 //!   - `Persist { id, what }`: make it durable after every earlier `Persist`, then call
 //!     `handle(now, Input::Persisted(id))` (one call may cover many ids: group commit).
+//!   - `Snapshot(job)`: run `job.encode()` and write the snapshot durably, off the event
+//!     loop, in any order with `Persist`s; then `handle(now, Input::SnapshotWritten(..))`.
 //!   - `Send`: send to the peer at any time; the core itself holds back every message that
 //!     relies on state not yet durable, and releases it once `Persisted` covers that state.
 //!     Nothing is sent before the process's new incarnation is durable (rule 5).
@@ -76,6 +78,7 @@ pub mod view;
 pub use lease::LeaseOptions;
 pub use message::{Body, PeerMessage, Report};
 pub use removal::RemoveRefused;
+pub use snapshot::SnapshotJob;
 
 use crate::chat::{AccountLock, Event, Limits, Reply};
 use crate::durable::{Entry, EntryBody, Record, Recovered, Snapshot, SnapshotMeta};
@@ -253,9 +256,12 @@ pub type PersistId = u64;
 pub enum Persist {
     /// Append these records to the write-ahead log.
     Records(Vec<Record>),
-    /// Write this snapshot; once durable, log entries it covers may be deleted (keep the
-    /// latest `Record::Protocol`).
+    /// Write this snapshot (one installed from the primary); once durable, log entries it
+    /// covers may be deleted (keep the latest `Record::Protocol`).
     Snapshot(Snapshot),
+    /// Our own snapshot through `meta` is durable ([`Input::SnapshotWritten`]): log entries
+    /// it covers, and older snapshots, may be deleted (keep the latest `Record::Protocol`).
+    Compact(SnapshotMeta),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -272,6 +278,8 @@ pub enum Input {
     /// A connection to this peer's configured address was refused: its process is down
     /// (not merely silent). Evidence under rule 4(a).
     PeerRefused(ReplicaId),
+    /// The [`Output::Snapshot`] job is done: this snapshot of ours is durable.
+    SnapshotWritten(Snapshot),
     /// The operator declared this peer's host gone for good (`chat-admin remove`; see
     /// [`Replica::may_remove`]): evidence under rule 4(a) without a lease.
     Removed(ReplicaId),
@@ -300,6 +308,10 @@ pub enum Output {
     },
     /// A push or notice for a client session (see [`Event`]).
     Event(Event),
+    /// Encode this snapshot of our own and write it durably, off the event loop and outside
+    /// the order of `Persist`s (every entry it covers is durable already), then report
+    /// `Input::SnapshotWritten`. One at a time: the next comes after that report.
+    Snapshot(SnapshotJob),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -508,6 +520,7 @@ impl Replica {
             Input::Client(request) => self.on_client_request(request),
             Input::ClientAttached(client) => self.on_client_attached(client),
             Input::Persisted(id) => self.on_persisted(id),
+            Input::SnapshotWritten(snapshot) => self.on_snapshot_written(snapshot),
             Input::Removed(peer) => self.on_removed(peer),
             Input::PeerRefused(peer) => {
                 if !self.rejoining {

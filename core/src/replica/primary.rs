@@ -370,6 +370,14 @@ impl super::Replica {
             }
             return;
         }
+        if prev_index == progress.matched && progress.state == SendState::Replicate {
+            // An append that overtook the one before it was refused, and the backup holds
+            // that one now: send what was refused again at once, rather than leave it to
+            // the heartbeat's probe (a stall of a heartbeat interval).
+            progress.next = prev_index + 1;
+            self.send_append(from);
+            return;
+        }
         let stale = prev_index <= progress.matched
             || (progress.state == SendState::Probe && prev_index + 1 != progress.next);
         if stale {

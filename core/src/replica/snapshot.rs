@@ -2,7 +2,7 @@
 //! installing one from the primary.
 
 use super::primary::SendState;
-use super::{Body, Persist, PersistId};
+use super::{Body, Output, Persist};
 use crate::durable::{Record, Snapshot, SnapshotMeta};
 use crate::ids::{OpIndex, ReplicaId, View};
 use crate::service::Service;
@@ -17,8 +17,9 @@ const SNAPSHOT_BYTES_PER_ENTRY: u64 = 256;
 pub(super) struct Snapshots {
     /// The newest durable snapshot, kept to send to lagging backups.
     latest: Option<Snapshot>,
-    /// A snapshot of our own handed to the driver and not yet durable.
-    pending: Option<(PersistId, Snapshot)>,
+    /// A snapshot of our own handed to the driver ([`Output::Snapshot`]) and not yet
+    /// reported written.
+    pending: Option<SnapshotMeta>,
     /// Applied index at which to snapshot next.
     next_at: OpIndex,
     /// A snapshot arriving from the primary in chunks.
@@ -34,8 +35,8 @@ struct IncomingSnapshot {
 }
 
 /// Entries until the next snapshot after one of `len` bytes: `every`, or more for a large
-/// state, so that taking snapshots (which stops the replica while it encodes the whole
-/// state) costs at most [`SNAPSHOT_BYTES_PER_ENTRY`] bytes per entry applied.
+/// state, so that taking snapshots (encoding the whole state, off the event loop but on the
+/// same CPUs) costs at most [`SNAPSHOT_BYTES_PER_ENTRY`] bytes per entry applied.
 fn interval(every: u64, len: usize) -> u64 {
     every.max(len as u64 / SNAPSHOT_BYTES_PER_ENTRY)
 }
@@ -58,14 +59,45 @@ impl Snapshots {
     }
 }
 
+/// Our own snapshot, to encode and write off the event loop (see [`Output::Snapshot`]). The
+/// state is a clone that shares its structure with the live one, so taking it is cheap; the
+/// encoding, which is not, happens in [`SnapshotJob::encode`], wherever the driver runs it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SnapshotJob {
+    pub meta: SnapshotMeta,
+    state: Service,
+}
+
+impl SnapshotJob {
+    /// The snapshot's bytes: the slow part, linear in the state's size.
+    pub fn encode(&self) -> Snapshot {
+        Snapshot {
+            meta: self.meta,
+            data: self.state.snapshot(),
+        }
+    }
+}
+
+impl std::fmt::Debug for SnapshotJob {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The state can be large: traces show where the snapshot stands, not what it holds.
+        f.debug_struct("SnapshotJob")
+            .field("meta", &self.meta)
+            .finish_non_exhaustive()
+    }
+}
+
 impl super::Replica {
-    /// Snapshots the applied state once enough entries piled up since the last snapshot.
+    /// Hands the driver a snapshot of the applied state to write, once enough entries piled
+    /// up since the last one and every entry it covers is durable here (so that it may be
+    /// written in any order with the log).
     pub(super) fn maybe_snapshot(&mut self) {
-        if self.snapshots.pending.is_some() || self.applied < self.snapshots.next_at {
+        if self.snapshots.pending.is_some()
+            || self.applied < self.snapshots.next_at
+            || self.applied > self.durable_index
+        {
             return;
         }
-        let data = self.service.snapshot();
-        self.snapshots.next_at = self.applied + interval(self.opts.snapshot_every, data.len());
         let meta = SnapshotMeta {
             last_index: self.applied,
             last_view: self
@@ -73,31 +105,29 @@ impl super::Replica {
                 .view_at(self.applied)
                 .expect("applied entries are in the log"),
         };
-        let snapshot = Snapshot { meta, data };
-        let id = self.persist(Persist::Snapshot(snapshot.clone()));
-        self.snapshots.pending = Some((id, snapshot));
+        self.snapshots.pending = Some(meta);
+        self.outputs.push_back(Output::Snapshot(SnapshotJob {
+            meta,
+            state: self.service.clone(),
+        }));
     }
 
-    /// Everything up to persist id `id` is durable: finish our own snapshot if it is among.
-    pub(super) fn on_snapshot_persisted(&mut self, id: PersistId) {
-        if self
-            .snapshots
-            .pending
-            .as_ref()
-            .is_some_and(|(mark, _)| *mark <= id)
-        {
-            let (_, snapshot) = self.snapshots.pending.take().expect("checked above");
-            self.finish_own_snapshot(snapshot);
+    /// The driver wrote our own snapshot durably: space the next one by its size, drop the
+    /// entries it covers, and have the driver delete them and older snapshots on disk.
+    pub(super) fn on_snapshot_written(&mut self, snapshot: Snapshot) {
+        if self.snapshots.pending != Some(snapshot.meta) {
+            return; // Not the one we asked for (a driver bug, or from an earlier life).
         }
-    }
-
-    /// Our own snapshot is durable: drop the entries it covers.
-    fn finish_own_snapshot(&mut self, snapshot: Snapshot) {
+        self.snapshots.pending = None;
+        let next_at =
+            snapshot.meta.last_index + interval(self.opts.snapshot_every, snapshot.data.len());
+        self.snapshots.next_at = self.snapshots.next_at.max(next_at);
         if snapshot.meta.last_index <= self.log.base().last_index {
             return; // A newer snapshot (installed from the primary) already covers it.
         }
         let kept = self.log.compact_to(snapshot.meta);
         debug_assert!(kept, "our own snapshot is of our own committed log");
+        self.persist(Persist::Compact(snapshot.meta));
         self.snapshots.latest = Some(snapshot);
     }
 
@@ -267,7 +297,6 @@ impl super::Replica {
         self.commit = meta.last_index;
         self.applied = meta.last_index;
         self.snapshots.latest = Some(snapshot);
-        self.snapshots.pending = None;
         self.snapshots.next_at = meta.last_index + interval(self.opts.snapshot_every, len);
         true
     }

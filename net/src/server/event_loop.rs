@@ -19,6 +19,7 @@ use super::passwords::{Attempt, Decision, Passwords};
 use super::peers::Peers;
 use super::removal;
 use super::shutdown::Shutdown;
+use super::snapshot_thread::SnapshotThread;
 use crate::storage::Storage;
 use crate::tls::ServerTls;
 use chat_core::chat::Reply;
@@ -76,6 +77,8 @@ pub(super) struct EventLoop {
     driven: bool,
     /// `None` once stopping.
     io: Option<IoThread>,
+    /// Writes our own snapshots; `None` once stopping.
+    snapshots: Option<SnapshotThread>,
     links: Links,
     peers: Peers,
     clients: Clients,
@@ -140,6 +143,8 @@ impl EventLoop {
             metrics.connections.clone(),
         )
         .map_err(ServerError::io("registering a listener"))?;
+        let snapshots = SnapshotThread::spawn(storage.snapshot_writer(), waker.clone())
+            .map_err(ServerError::io("starting the snapshot thread"))?;
         let io = IoThread::spawn(storage, waker.clone(), metrics.fsync_seconds.clone())
             .map_err(ServerError::io("starting the storage thread"))?;
         let passwords = Passwords::start(opts.password_cost, waker.clone())
@@ -156,6 +161,7 @@ impl EventLoop {
             replica,
             driven: true,
             io: Some(io),
+            snapshots: Some(snapshots),
             links,
             peers,
             clients: Clients::new(&config.net),
@@ -235,6 +241,11 @@ impl EventLoop {
                     io.submit(id, what);
                 }
             }
+            Route::Snapshot(job) => {
+                if let Some(snapshots) = &self.snapshots {
+                    snapshots.submit(job);
+                }
+            }
             Route::Client { client, message } => {
                 if let ServerToClient::Reply {
                     reply: Reply::Error(e),
@@ -289,6 +300,24 @@ impl EventLoop {
     fn on_wake(&mut self) -> Result<(), ServerError> {
         while let Some(attempt) = self.passwords.next_finished() {
             self.advance_password(attempt);
+        }
+        if let Some(snapshots) = &self.snapshots {
+            let ended = snapshots.is_finished();
+            match snapshots.completed() {
+                Err(e) => {
+                    error!("writing a snapshot failed; stopping: {e}");
+                    return Err(e.into());
+                }
+                Ok(written) => {
+                    for snapshot in written {
+                        self.drive(Drive::Input(Input::SnapshotWritten(snapshot)));
+                    }
+                }
+            }
+            if ended {
+                error!("the snapshot thread stopped unexpectedly");
+                return Err(ServerError::IoThreadGone);
+            }
         }
         let Some(io) = &self.io else {
             return Ok(());
@@ -533,6 +562,9 @@ impl EventLoop {
     fn stop(mut self) -> Result<(), ServerError> {
         info!("stopping: no new connections; finishing the sync in flight");
         self.links.stop_listening();
+        if let Some(snapshots) = self.snapshots.take() {
+            snapshots.finish(); // What it wrote is safe to leave: recovery reads it.
+        }
         if let Some(io) = self.io.take() {
             if let Some(id) = io.finish()? {
                 self.now = self.clock.now();

@@ -77,7 +77,7 @@ impl IoThread {
 }
 
 /// Wakes the event loop when the thread ends, however it ends (a panic included).
-struct WakeOnExit(Arc<Waker>);
+pub(super) struct WakeOnExit(pub(super) Arc<Waker>);
 
 impl Drop for WakeOnExit {
     fn drop(&mut self) {
@@ -121,6 +121,7 @@ fn write_batch(
                 storage.sync()?;
                 storage.write_snapshot(&snapshot)?;
             }
+            Persist::Compact(meta) => storage.compact(meta.last_index)?,
         }
         last = id;
     }

@@ -28,6 +28,7 @@ mod peers;
 mod removal;
 mod session_opens;
 mod shutdown;
+mod snapshot_thread;
 
 pub use error::ServerError;
 pub use fresh_start::{ran_before, RanBefore};

@@ -186,24 +186,28 @@ impl Storage {
     /// Durably replaces the snapshot with `snap`, then deletes the log segments it makes
     /// unnecessary.
     pub fn write_snapshot(&mut self, snap: &Snapshot) -> Result<(), StorageError> {
-        let index = snap.meta.last_index;
-        let temp = self.dir.join(files::temp_name(index));
-        let path = self.dir.join(files::snapshot_name(index));
-        if let Err(e) = write_snapshot_file(&temp, snap, self.opts.snapshot_chunk_bytes) {
-            // A full disk must not leave half a snapshot behind (start-up would remove it,
-            // but the space is needed now).
-            let _ = std::fs::remove_file(&temp);
-            return Err(e);
-        }
-        std::fs::rename(&temp, &path).map_err(io_error(&temp))?;
-        sync_dir(&self.dir)?;
+        self.snapshot_writer().write(snap)?;
+        self.compact(snap.meta.last_index)
+    }
 
+    /// What writes snapshot files into this directory from another thread, while appends go
+    /// on here; [`compact`](Self::compact) afterwards.
+    pub fn snapshot_writer(&self) -> SnapshotWriter {
+        SnapshotWriter {
+            dir: self.dir.clone(),
+            chunk_bytes: self.opts.snapshot_chunk_bytes,
+        }
+    }
+
+    /// The snapshot through `index` is durable: deletes older snapshots and the log segments
+    /// it covers.
+    pub fn compact(&mut self, index: OpIndex) -> Result<(), StorageError> {
         // Seal the active segment too if the snapshot covers it, so it can go now.
         if self.active.max_index.is_some_and(|max| max <= index) {
             self.rotate()?;
         }
         let listing = files::list(&self.dir)?;
-        for (_, old) in listing.snapshots.iter().filter(|(_, p)| *p != path) {
+        for (_, old) in listing.snapshots.iter().filter(|(i, _)| *i < index) {
             std::fs::remove_file(old).map_err(io_error(old))?;
         }
         let covered = self
@@ -249,6 +253,31 @@ impl Storage {
         self.file = file;
         self.len = len;
         Ok(())
+    }
+}
+
+/// Writes snapshot files into a storage directory (see [`Storage::snapshot_writer`]).
+#[derive(Clone, Debug)]
+pub struct SnapshotWriter {
+    dir: PathBuf,
+    chunk_bytes: usize,
+}
+
+impl SnapshotWriter {
+    /// Writes `snap` durably beside any older snapshot: to a temporary file, synced, renamed,
+    /// and the directory synced. Recovery starts from the newest snapshot it finds.
+    pub fn write(&self, snap: &Snapshot) -> Result<(), StorageError> {
+        let index = snap.meta.last_index;
+        let temp = self.dir.join(files::temp_name(index));
+        let path = self.dir.join(files::snapshot_name(index));
+        if let Err(e) = write_snapshot_file(&temp, snap, self.chunk_bytes) {
+            // A full disk must not leave half a snapshot behind (start-up would remove it,
+            // but the space is needed now).
+            let _ = std::fs::remove_file(&temp);
+            return Err(e);
+        }
+        std::fs::rename(&temp, &path).map_err(io_error(&temp))?;
+        sync_dir(&self.dir)
     }
 }
 

@@ -170,7 +170,9 @@ impl Sim {
     pub(super) fn hold_if_paused(&mut self, event: Event) -> Option<Event> {
         let to = match &event {
             Event::Peer { to, .. } | Event::PeerRefused { to, .. } => *to,
-            Event::DiskSynced { replica, .. } | Event::Drain { replica, .. } => *replica,
+            Event::DiskSynced { replica, .. }
+            | Event::SnapshotWritten { replica, .. }
+            | Event::Drain { replica, .. } => *replica,
             Event::ToReplica { conn, .. } => match self.conns.get(conn) {
                 Some(c) => c.replica,
                 None => return Some(event),

@@ -29,6 +29,7 @@ use crate::options::{FaultPlan, SimOptions};
 use crate::trace::Trace;
 use crate::workload::Workload;
 use chat_core::client::{self as session, ConnId as SessionConn};
+use chat_core::durable::Snapshot;
 use chat_core::ids::{ClientId, OpIndex, ReplicaId, View};
 use chat_core::password::request::{Next, PasswordRequest};
 use chat_core::password::HashCost;
@@ -96,6 +97,12 @@ enum Event {
     DiskSynced {
         replica: ReplicaId,
         life: u64,
+    },
+    /// The background job writing a snapshot of the replica's own finished.
+    SnapshotWritten {
+        replica: ReplicaId,
+        life: u64,
+        snapshot: Snapshot,
     },
     ClientStart {
         slot: usize,
@@ -628,6 +635,17 @@ impl Sim {
                     self.kick_disk(replica);
                 }
             }
+            Event::SnapshotWritten {
+                replica,
+                life,
+                snapshot,
+            } => {
+                let slot = &mut self.slots[usize::from(replica)];
+                if slot.replica.is_some() && slot.life == life {
+                    slot.disk.put_snapshot(snapshot.clone());
+                    self.input(replica, Input::SnapshotWritten(snapshot))?;
+                }
+            }
             Event::ClientStart { slot } => {
                 self.with_client(slot, |client, ctx| client.start(ctx));
             }
@@ -770,6 +788,20 @@ impl Sim {
                 slot.last_persist = id;
                 slot.disk.write(id, what);
                 self.kick_disk(r);
+            }
+            Route::Snapshot(job) => {
+                // The driver's job encodes, writes a file and syncs it and its directory:
+                // a few disk latencies, during which everything else goes on.
+                let snapshot = job.encode();
+                let (lo, hi) = self.plan.disk_latency_us;
+                let at = self.now + Duration::from_micros(self.rng.gen_range(lo..=5 * hi));
+                let life = slot.life;
+                let done = Event::SnapshotWritten {
+                    replica: r,
+                    life,
+                    snapshot,
+                };
+                self.schedule(at, done);
             }
             Route::Client { client, message } => self.send_to_session(r, client, message),
         }
