@@ -89,6 +89,7 @@ pub use invariants::InvariantViolation;
 use invariants::StepStart;
 use lease::Leases;
 use log::Log;
+use primary::HeldClient;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use role::RoleState;
@@ -417,6 +418,10 @@ pub struct Replica {
     /// The last protocol state handed to the driver as a `Record::Protocol`, and its id.
     persisted_state: (Durable, PersistId),
     outputs: VecDeque<Output>,
+    /// Client inputs that reached us as the proposer in phase 2 of our own view (adding or
+    /// leaving out a member, or taking over), kept until it is established or we stop
+    /// proposing it (`primary::release_held_clients`).
+    held_clients: Vec<HeldClient>,
     /// Requests were ordered since the outputs were last taken: replicate them when they are.
     replicate_due: bool,
 
@@ -490,6 +495,7 @@ impl Replica {
             held: VecDeque::new(),
             persisted_state: (state, 0),
             outputs: VecDeque::new(),
+            held_clients: Vec::new(),
             replicate_due: false,
             step_start: StepStart::default(),
             opts,
@@ -537,6 +543,7 @@ impl Replica {
                 }
             }
         }
+        self.release_held_clients();
     }
 
     /// Time has passed: fire any timer that is due.
@@ -553,6 +560,7 @@ impl Replica {
                 }
             }
         }
+        self.release_held_clients();
     }
 
     /// Every step starts here: a clock that jumped past the pause bound since the last step
@@ -775,6 +783,11 @@ impl Replica {
 
     fn is_acting_primary(&self) -> bool {
         !self.rejoining && matches!(&self.role, RoleState::Primary(p) if p.proposal.is_none())
+    }
+
+    /// Whether we are in phase 2 of our own view, about to act as its primary.
+    fn is_proposing_primary(&self) -> bool {
+        !self.rejoining && matches!(&self.role, RoleState::Primary(p) if p.proposal.is_some())
     }
 
     /// Whether this replica is a member of its accepted view (not a voter, not excluded).

@@ -89,8 +89,22 @@ enum Decision {
     Order,
 }
 
+/// The most client inputs kept during our own phase 2; past it they are redirected.
+const MAX_HELD_CLIENTS: usize = 4096;
+
+/// A client input kept while our own view is in phase 2.
+#[derive(Debug)]
+pub(super) enum HeldClient {
+    Request(Request),
+    Attached(ClientId),
+}
+
 impl super::Replica {
     pub(super) fn on_client_request(&mut self, request: Request) {
+        if self.holds_clients() {
+            self.held_clients.push(HeldClient::Request(request));
+            return;
+        }
         match self.decide(&request) {
             Decision::Redirect => self.redirect(request.client),
             Decision::Reply(reply) => self.reply(request.client, request.request, reply),
@@ -132,7 +146,36 @@ impl super::Replica {
         }
     }
 
+    /// As the proposer in phase 2 of our own view, keeps what a client asks until the view
+    /// is established, rather than send the client away: it would only try the others and
+    /// come back, pausing longer each round (a view change that adds a member back after a
+    /// large catch-up took 40-230 ms, and clients' gaps were twice that).
+    fn holds_clients(&self) -> bool {
+        self.is_proposing_primary() && self.held_clients.len() < MAX_HELD_CLIENTS
+    }
+
+    /// After every step: once we are no longer proposing, what was held is handled as if it
+    /// arrived now (ordered if we are the primary of the established view, else redirected).
+    pub(super) fn release_held_clients(&mut self) {
+        if self.held_clients.is_empty() || self.is_proposing_primary() {
+            return;
+        }
+        for what in std::mem::take(&mut self.held_clients) {
+            match what {
+                HeldClient::Request(request) => self.on_client_request(request),
+                HeldClient::Attached(client) => self.on_client_attached(client),
+            }
+        }
+    }
+
     pub(super) fn on_client_attached(&mut self, client: ClientId) {
+        if self.holds_clients() {
+            // Only its latest attachment replays the session's pushes, once.
+            self.held_clients
+                .retain(|held| !matches!(held, HeldClient::Attached(c) if *c == client));
+            self.held_clients.push(HeldClient::Attached(client));
+            return;
+        }
         if !self.is_acting_primary() {
             self.redirect(client);
             return;

@@ -1070,6 +1070,9 @@ impl super::Replica {
             self.persist_state();
             self.rejoining = false;
             self.forget_excluded();
+            // Before anything commits in the new view: an attachment held meanwhile replays
+            // its session's earlier pushes ahead of any new one.
+            self.release_held_clients();
             self.append_entry(EntryBody::Noop);
             self.primary_heartbeat();
         } else if start_replicating {

@@ -204,6 +204,10 @@ impl Drop for Cluster {
     fn drop(&mut self) {
         if let Some(local) = &self.local {
             lock(&local.servers).clear();
+            if std::env::var_os("CHAT_BENCH_KEEP").is_some() {
+                eprintln!("kept {} (CHAT_BENCH_KEEP)", local.dir.display());
+                return;
+            }
             let _ = std::fs::remove_dir_all(&local.dir);
         }
     }
