@@ -35,8 +35,12 @@ pub struct Outcome {
     /// Delivered, though the send was never acknowledged (a request that failed).
     pub unacknowledged: u64,
     pub failed: u64,
-    /// Longest time one client waited between two acknowledgements (kill runs only).
+    /// Longest time one client waited between two acknowledgements across the kill (kill
+    /// runs only).
     pub failover_gap: Option<Duration>,
+    /// Longest such wait anywhere in the run, the start included (kill runs only): a stall
+    /// that is not the failover's, such as adding back the replica an earlier setting killed.
+    pub longest_gap: Option<Duration>,
     /// CPU time per acknowledged send while measuring: (the local replicas', this process's
     /// client threads').
     pub cpu_per_send: Option<(Duration, Duration)>,
@@ -77,10 +81,15 @@ struct Tally {
     sends: Vec<(Instant, Duration)>,
     acked: Vec<MessageId>,
     failed: u64,
-    longest_gap: Duration,
+    /// Waits between two acknowledgements (or from the start) of at least [`NOTED_GAP`]:
+    /// (from, to).
+    long_gaps: Vec<(Instant, Instant)>,
     /// When the last acknowledgement came (or the sending began).
     last_ack: Option<Instant>,
 }
+
+/// Shorter waits between acknowledgements are not kept (no failover is that fast).
+const NOTED_GAP: Duration = Duration::from_millis(2);
 
 impl Tally {
     fn from(began: Instant) -> Tally {
@@ -97,7 +106,9 @@ impl Tally {
                 self.sends.push((sent, now - sent));
                 self.acked.push(id);
                 let since = self.last_ack.unwrap_or(sent);
-                self.longest_gap = self.longest_gap.max(now - since);
+                if now - since >= NOTED_GAP {
+                    self.long_gaps.push((since, now));
+                }
                 self.last_ack = Some(now);
                 acks.fetch_add(1, Ordering::Relaxed);
             }
@@ -109,14 +120,21 @@ impl Tally {
         self.sends.extend(one.sends);
         self.acked.extend(one.acked);
         self.failed += one.failed;
-        self.longest_gap = self.longest_gap.max(one.longest_gap);
+        self.long_gaps.extend(one.long_gaps);
+    }
+
+    /// The longest noted wait, of those that `keep`.
+    fn longest_gap(&self, keep: impl Fn(&(Instant, Instant)) -> bool) -> Duration {
+        let waits = self.long_gaps.iter().filter(|g| keep(g));
+        waits.map(|&(from, to)| to - from).max().unwrap_or_default()
     }
 }
 
 /// What the clients of one setting did, however they were driven.
 struct Driven {
     all: Tally,
-    killed: Option<ReplicaId>,
+    /// The replica killed, and when.
+    killed: Option<(ReplicaId, Instant)>,
     began: Instant,
     cpu_per_send: Option<(Duration, Duration)>,
 }
@@ -141,7 +159,7 @@ pub fn run(cluster: &Cluster, setting: &Setting, progress: &Progress) -> Result<
     } else {
         on_threads(cluster, setting, progress, &recipients)?
     };
-    if let Some(id) = killed {
+    if let Some((id, _)) = killed {
         cluster.spawn(id)?;
         cluster.wait_for_primary(Duration::from_secs(30))?;
     }
@@ -162,7 +180,8 @@ pub fn run(cluster: &Cluster, setting: &Setting, progress: &Progress) -> Result<
         duplicated: delivered.values().map(|&n| n.saturating_sub(1)).sum(),
         unacknowledged: delivered.keys().filter(|id| !acked.contains(id)).count() as u64,
         failed: all.failed,
-        failover_gap: setting.kill_primary_at.map(|_| all.longest_gap),
+        failover_gap: killed.map(|(_, at)| all.longest_gap(|&(from, to)| from <= at && at <= to)),
+        longest_gap: killed.map(|_| all.longest_gap(|_| true)),
         cpu_per_send,
     })
 }
@@ -209,7 +228,7 @@ fn on_threads(
         }
         thread::sleep(Duration::from_millis(5));
     }
-    let cpu_per_send = cpu_per_send(cluster, &acks, measuring_from.flatten(), killed);
+    let cpu_per_send = cpu_per_send(cluster, &acks, measuring_from.flatten(), killed.is_some());
     progress.clear();
     let mut all = Tally::default();
     for thread in threads {
@@ -245,7 +264,7 @@ fn on_one_thread(
         sender.start(began, began + total);
     }
     let mut measuring_from = None;
-    let killed = thread::scope(|scope| -> Result<Option<ReplicaId>, String> {
+    let killed = thread::scope(|scope| -> Result<Option<(ReplicaId, Instant)>, String> {
         let killer = setting.kill_primary_at.map(|at| {
             scope.spawn(move || {
                 thread::sleep(
@@ -275,7 +294,7 @@ fn on_one_thread(
             .map(|k| k.join().map_err(|_| "the killing thread panicked")?)
             .transpose()
     })?;
-    let cpu_per_send = cpu_per_send(cluster, &acks, measuring_from.flatten(), killed);
+    let cpu_per_send = cpu_per_send(cluster, &acks, measuring_from.flatten(), killed.is_some());
     progress.clear();
     let mut all = Tally::default();
     for sender in mux.into_scripts() {
@@ -292,10 +311,11 @@ fn on_one_thread(
 /// How often the one-thread driver looks at the clock besides its sockets.
 const TICK: Duration = Duration::from_millis(5);
 
-fn kill_primary(cluster: &Cluster) -> Result<ReplicaId, String> {
+/// Kills the primary; returns which replica it was, and when.
+fn kill_primary(cluster: &Cluster) -> Result<(ReplicaId, Instant), String> {
     let primary = cluster.primary().ok_or("no primary to kill")?;
     cluster.kill(primary.id)?;
-    Ok(primary.id)
+    Ok((primary.id, Instant::now()))
 }
 
 /// CPU per acknowledged send since `from`, unless a replica was killed (its time is gone
@@ -304,11 +324,11 @@ fn cpu_per_send(
     cluster: &Cluster,
     acks: &AtomicU64,
     from: Option<CpuMark>,
-    killed: Option<ReplicaId>,
+    killed: bool,
 ) -> Option<(Duration, Duration)> {
     let to = CpuMark::now(cluster, acks)?;
     match (from, killed) {
-        (Some(from), None) => from.per_send(&to),
+        (Some(from), false) => from.per_send(&to),
         _ => None,
     }
 }

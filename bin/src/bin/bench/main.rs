@@ -195,6 +195,7 @@ fn bench(args: &LoadArgs) -> Result<(), String> {
             row.unacknowledged = outcome.unacknowledged;
             row.failed = outcome.failed;
             row.failover_gap_ms = outcome.failover_gap.map(report::ms);
+            row.longest_gap_ms = outcome.longest_gap.map(report::ms);
             if let Some((replicas, clients)) = outcome.cpu_per_send {
                 row.replicas_cpu_us_per_send = Some(replicas.as_secs_f64() * 1e6);
                 row.clients_cpu_us_per_send = Some(clients.as_secs_f64() * 1e6);
