@@ -45,8 +45,11 @@ use event_loop::{Clock, EventLoop};
 use std::path::PathBuf;
 use tracing::{info, warn};
 
-/// Most entries in one `Append` message.
-const MAX_APPEND_ENTRIES: usize = 64;
+/// Most entries in one `Append` message; `max_append_bytes` (a quarter of a frame) is the
+/// bound that matters. A returning replica catches up in phase 2 of the view that adds it
+/// back, while nothing commits: at 64 entries an `Append`, 7,479 entries took 117 round
+/// trips and 44 ms (NOTEBOOK, session 7).
+const MAX_APPEND_ENTRIES: usize = 4096;
 
 /// Runs replica `id` of `config` until shutdown is requested (then `Ok`) or its storage
 /// fails (then `Err`: durability is lost, and the process must stop and recover).

@@ -311,7 +311,12 @@ impl Sim {
         };
         let snapshot_every = rng.gen_range(20..=400);
         let snapshot_every = opts.snapshot_every.unwrap_or(snapshot_every);
-        let max_append_entries = rng.gen_range(1..=64);
+        // Small batches in half the runs, the server's bound in the others.
+        let max_append_entries = if rng.gen_bool(0.5) {
+            rng.gen_range(1..=64)
+        } else {
+            4096
+        };
         let snapshot_chunk_bytes = rng.gen_range(200..=16_384);
         let n = opts.replicas;
         let clocks: Vec<Clock> = (0..n)
