@@ -147,13 +147,18 @@ fn five_replica_seeds() {
 /// Seeds the soaks of 2026-12-03 (session 6) found, each fixed: `host_crash,partition` 158
 /// (a push routed by an attachment made later in the same driver turn), 1458 (a rejoining
 /// member counted as a survivor by the liveness promise) and `all` 76124 (a replica left out
-/// of a higher accepted view kept proposing, pre-empting that view's own re-forming).
+/// of a higher accepted view kept proposing, pre-empting that view's own re-forming); and
+/// of session 8, `crash` 4608 (a view of one recorded as accepted, then as established in a
+/// second write the crash lost: restarted, it waited for a member whose disk was corrupt).
+/// A seed stays a good regression only while the schedules it ran under do.
 #[test]
 fn seeds_found_by_the_soaks() {
     let host_crash_partition = Inject::parse("host_crash,partition").expect("kinds");
+    let crash = Inject::parse("crash").expect("kinds");
     for (seed, inject) in [
         (158, host_crash_partition),
         (1458, host_crash_partition),
+        (4608, crash),
         (76124, Inject::ALL),
     ] {
         if let Err(failure) = check(RunSpec {

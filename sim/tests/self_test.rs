@@ -152,12 +152,15 @@ fn silent_exclusion_while_promised_is_caught() {
 /// first catch was seed 51 (agreement: the old primary's view and a view formed through the
 /// voter that promised nothing both committed index 261), then 141, 313; the same 100 seeds
 /// pass without the mutation (NOTEBOOK.md, 2026-12-03, "The four uncaught mutations").
-/// A rare one: since the simulator also runs the server's large `Append`s (2026-12-03,
-/// session 7), partitions alone catch it at seed 378 of the first 1,000 (every fault kind at
-/// 254 only; partitions, cuts and host crashes at 492, 785, 817).
+/// A rare one, and the first seed moves whenever the schedules do: with partitions alone it
+/// was seed 378 in session 7 (the server's large `Append`s), and since learners (session 8)
+/// it is seed 758; 6 of the first 3,000 seeds catch it. Most seeds fail on liveness first. A
+/// scripted F1 (a cut between the primary and a backup, `two_crash.rs`) did not catch it in
+/// 200 seeds: the voter's acceptance promises, so two proposals meet it in an order that
+/// fences one of them unless entries and phase-1 answers interleave just so.
 #[test]
 fn promise_nothing_is_caught() {
-    two_crash_mutation_is_caught("promise_nothing", "partition", 400);
+    two_crash_mutation_is_caught("promise_nothing", "partition", 1_000);
 }
 
 /// Rule 1d (trace T1): nothing commits in a view before every member accepted it.

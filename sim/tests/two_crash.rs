@@ -677,6 +677,47 @@ fn a_returning_replica_never_disturbs_a_healthy_primary() -> Result<(), Failure>
     Ok(())
 }
 
+/// A replica left out on evidence of its crash comes back far behind (thousands of entries
+/// and snapshots later) and is added back in a view change. It learns the committed log
+/// first (`core/src/replica/learner.rs`), so the view change moves a few entries and no
+/// client waits long for it. Before learners, the same catch-up ran inside phase 2 and held
+/// every client (NOTEBOOK.md, session 8, has the figures of both).
+#[test]
+fn a_replica_far_behind_is_added_back_without_a_stall() -> Result<(), Failure> {
+    for seed in 70..80 {
+        let (mut sim, p, b, _) = three(seed)?;
+        sim.crash(b);
+        let left_out = |s: &Sim| s.status(p).is_some_and(|st| !st.members.contains(&b));
+        assert!(
+            sim.wait_for(secs(1), left_out)?,
+            "seed {seed}: {b} never left out"
+        );
+        let before = sim.committed();
+        sim.run_for(secs(20))?;
+        let behind = sim.committed() - before;
+        sim.restart(b)?;
+        let back = sim.now();
+        let added = |s: &Sim| {
+            s.status(p)
+                .is_some_and(|st| st.established && st.members.contains(&b))
+        };
+        assert!(
+            sim.wait_for(secs(5), added)?,
+            "seed {seed}: {b} never added back"
+        );
+        sim.run_for(AFTER_RETURN)?;
+        if let Some((wait, op)) = sim.longest_wait_since(back) {
+            println!("seed {seed}: {behind} entries behind, longest wait {wait:?}");
+            assert!(
+                wait <= NO_STALL,
+                "seed {seed}: {b} came back {behind} entries behind, a client waited {wait:?} for {op:?}"
+            );
+        }
+        sim.finish()?;
+    }
+    Ok(())
+}
+
 /// A lost disk that alone held committed entries stops the cluster, and nothing is
 /// promised (the rules wait for it); the same loss while a member of the view has run
 /// since it was established is an ordinary crash, and the cluster serves on.

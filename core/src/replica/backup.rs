@@ -6,7 +6,8 @@ use crate::durable::{Entry, Record};
 use crate::ids::{OpIndex, ReplicaId, View};
 
 impl super::Replica {
-    /// Whether we take log entries (or a snapshot) from `from` for ballot `view`: it is the
+    /// Whether we take log entries (or a snapshot) from `from` for ballot `view` as a member
+    /// (else perhaps as a learner, `learner::learn_from`): it is the
     /// proposer of the view we accepted, or of a proposal we checked and wait to accept, and
     /// we promised nothing higher (rule 1: never acknowledge an entry of a lower-ballot view
     /// after a phase-1 answer). An established view's primary is followed: its heartbeat
@@ -61,10 +62,16 @@ impl super::Replica {
                 prev_index,
             })
         };
-        if !self.follow(from, view, established) {
+        let learner = !self.follow(from, view, established);
+        if learner && !(established && self.learn_from(from, view)) {
             let message = reply(self, false, self.log.last_index());
             self.send_after_persist(from, message);
             return;
+        }
+        let mut entries = entries;
+        if learner {
+            // A learner takes committed entries only (`learner`).
+            entries.retain(|e| e.index <= commit);
         }
         if prev_index > self.log.last_index() {
             let message = reply(self, false, self.log.last_index());

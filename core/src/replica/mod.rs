@@ -61,6 +61,7 @@
 mod backup;
 mod durability;
 mod invariants;
+mod learner;
 pub mod lease;
 mod log;
 mod message;

@@ -1,6 +1,7 @@
 //! The proposer's and primary's side: ordering client requests, replicating (in phase 2 to
 //! bring members to the proposer's log, then in the established view), committing.
 
+use super::learner::Learner;
 use super::proposal::Proposal;
 use super::role::RoleState;
 use super::view::Members;
@@ -19,6 +20,8 @@ pub(super) struct PrimaryState {
     pub(super) proposal: Option<Proposal>,
     /// Replication progress of every other member of the view.
     pub(super) peers: BTreeMap<ReplicaId, Progress>,
+    /// Returning replicas outside the view that take our committed log (`learner`).
+    pub(super) learners: BTreeMap<ReplicaId, Learner>,
     /// Requests ordered in the log and not yet applied: client -> request number.
     pub pending: BTreeMap<ClientId, RequestNo>,
     /// The clock last put in the log in this view (`EntryBody::Time`).
@@ -57,18 +60,45 @@ impl PrimaryState {
         proposal: Option<Proposal>,
         now: Instant,
     ) -> PrimaryState {
-        let progress = |_| Progress {
+        PrimaryState {
+            proposal,
+            peers: peers
+                .into_iter()
+                .map(|p| (p, Progress::new(next, now)))
+                .collect(),
+            learners: BTreeMap::new(),
+            pending: BTreeMap::new(),
+            stamped: None,
+        }
+    }
+
+    /// The progress of a member or a learner.
+    fn progress(&mut self, peer: ReplicaId) -> Option<&mut Progress> {
+        if self.peers.contains_key(&peer) {
+            return self.peers.get_mut(&peer);
+        }
+        self.learners.get_mut(&peer).map(|l| &mut l.progress)
+    }
+
+    /// Members and learners: everyone we send entries to.
+    fn recipients(&self) -> Vec<ReplicaId> {
+        self.peers
+            .keys()
+            .chain(self.learners.keys())
+            .copied()
+            .collect()
+    }
+}
+
+impl Progress {
+    /// Probing from `next`, nothing known to match yet.
+    pub(super) fn new(next: OpIndex, now: Instant) -> Progress {
+        Progress {
             next,
             matched: 0,
             matched_at_heartbeat: 0,
             state: SendState::Probe,
             acked_at: now,
-        };
-        PrimaryState {
-            proposal,
-            peers: peers.into_iter().map(|p| (p, progress(p))).collect(),
-            pending: BTreeMap::new(),
-            stamped: None,
         }
     }
 }
@@ -234,19 +264,19 @@ impl super::Replica {
         self.persist(Persist::Records(vec![Record::Entry(entry)]));
     }
 
-    /// Streams new entries to every backup that keeps up, as far as the window allows.
+    /// Streams new entries to every backup that keeps up, as far as the window allows (to a
+    /// learner, committed entries only).
     pub(super) fn replicate(&mut self) {
         let RoleState::Primary(primary) = &self.role else {
             return;
         };
         let window = WINDOW_APPENDS * self.opts.max_append_entries as u64;
-        let last_index = self.log.last_index();
-        let ready = |p: &Progress| {
-            let in_flight = p.next.saturating_sub(p.matched + 1);
-            p.state == SendState::Replicate && p.next <= last_index && in_flight < window
-        };
-        let peers: Vec<ReplicaId> = primary.peers.keys().copied().collect();
-        for peer in peers {
+        for peer in primary.recipients() {
+            let last = self.sendable_end(peer);
+            let ready = |p: &Progress| {
+                let in_flight = p.next.saturating_sub(p.matched + 1);
+                p.state == SendState::Replicate && p.next <= last && in_flight < window
+            };
             while let Some(next) = self.progress(peer).filter(|p| ready(p)).map(|p| p.next) {
                 self.send_append(peer);
                 if self.progress(peer).is_none_or(|p| p.next == next) {
@@ -256,13 +286,27 @@ impl super::Replica {
         }
     }
 
-    /// Heartbeat of a proposer or primary: replication to every member, and the check for
-    /// lost messages.
+    /// The last entry `peer` may be sent: our last, or our commit point for a learner.
+    fn sendable_end(&self, peer: ReplicaId) -> OpIndex {
+        let learner = self
+            .role
+            .primary_ref()
+            .is_some_and(|p| p.learners.contains_key(&peer));
+        if learner {
+            self.commit
+        } else {
+            self.log.last_index()
+        }
+    }
+
+    /// Heartbeat of a proposer or primary: replication to every member and learner, and the
+    /// check for lost messages.
     pub(super) fn primary_heartbeat(&mut self) {
         let Some(primary) = self.role.as_primary() else {
             return;
         };
-        for progress in primary.peers.values_mut() {
+        let learners = primary.learners.values_mut().map(|l| &mut l.progress);
+        for progress in primary.peers.values_mut().chain(learners) {
             let stalled = progress.state == SendState::Replicate
                 && progress.matched + 1 < progress.next
                 && progress.matched == progress.matched_at_heartbeat;
@@ -273,15 +317,15 @@ impl super::Replica {
             }
             progress.matched_at_heartbeat = progress.matched;
         }
-        let peers: Vec<ReplicaId> = primary.peers.keys().copied().collect();
-        for peer in peers {
+        for peer in primary.recipients() {
             self.send_append(peer);
         }
     }
 
-    /// A primary's progress record of `peer`; `None` if we are not primary.
+    /// A primary's progress record of `peer` (a member or a learner); `None` if we are not
+    /// primary.
     pub(super) fn progress(&mut self, peer: ReplicaId) -> Option<&mut Progress> {
-        self.role.as_primary()?.peers.get_mut(&peer)
+        self.role.as_primary()?.progress(peer)
     }
 
     /// Sends `peer` what it needs next: entries from its `next`, a heartbeat, or a snapshot
@@ -306,9 +350,10 @@ impl super::Replica {
             .log
             .view_at(prev_index)
             .expect("prev entry is in the log");
+        let most = (self.sendable_end(peer) + 1).saturating_sub(next);
         let entries = self.log.slice(
             next,
-            self.opts.max_append_entries,
+            self.opts.max_append_entries.min(most as usize),
             self.opts.max_append_bytes,
         );
         if let (true, Some(last), Some(progress)) =
@@ -338,6 +383,14 @@ impl super::Replica {
     /// proposer or primary of that view. A refusal from a member that promised a higher
     /// ballot fences us: we stop acting and step down.
     pub(super) fn heard(&mut self, from: ReplicaId, view: View, ok: bool) -> bool {
+        if let Some(primary) = self.role.as_primary() {
+            if !ok && primary.learners.contains_key(&from) && view > self.state.accepted.ballot {
+                // A learner that promised a higher ballot meanwhile: it does not fence us (it
+                // is no member), and it cannot learn from us.
+                primary.learners.remove(&from);
+                return false;
+            }
+        }
         if view > self.state.accepted.ballot && !ok {
             if self.role.primary_ref().is_some() {
                 self.step_down(None);
@@ -386,7 +439,7 @@ impl super::Replica {
         if !self.heard(from, view, ok) {
             return;
         }
-        let last_index = self.log.last_index();
+        let last_index = self.sendable_end(from);
         let Some(progress) = self.progress(from) else {
             return;
         };
@@ -459,6 +512,11 @@ impl super::Replica {
         ) {
             self.commit = commit;
             self.apply_committed();
+            // Learners take entries up to the commit point only: more are due now.
+            self.replicate_due |= self
+                .role
+                .primary_ref()
+                .is_some_and(|p| !p.learners.is_empty());
         }
     }
 }

@@ -225,6 +225,7 @@ impl super::Replica {
         self.learn_exclusion(&report);
         if self.is_acting_primary() {
             if !self.members().contains(from) {
+                self.teach(from, &report);
                 self.maybe_add(from, &report);
             } else if report.rejoining {
                 // A restarted member still in our view comes back through a view change
@@ -447,6 +448,9 @@ impl super::Replica {
         }
         if self.leases.has_evidence(joiner) || !self.leases.may_vote_or_accept(self.now) {
             return;
+        }
+        if !self.learner_ready(joiner, report) {
+            return; // Still learning our log: adding it now would pause clients longer.
         }
         let asked = self.members().with(joiner);
         self.start_proposal(Kind::Rejoin(joiner), asked);
@@ -815,6 +819,14 @@ impl super::Replica {
         self.state.accepted = view;
         self.accepted_in_this_life = true;
         self.state.vote = false;
+        // A view of one that leaves nobody out for silence is established by our own
+        // acceptance: record both at once. Recorded apart, a crash between the two left us,
+        // restarted, waiting (rule 8) for a member of the view this one replaced, which may
+        // never come back (crash-only seed 4608: its disk was corrupt).
+        let silent = excluded.iter().any(|(_, why)| *why == Exclusion::Silent);
+        if view.members == Members::one(me) && !silent {
+            self.state.established = view;
+        }
         let own = self.persist_state();
         self.use_exclusions(&excluded);
         let log_end = self.log.last_index();

@@ -217,7 +217,8 @@ impl super::Replica {
                 offset,
             })
         };
-        if !self.follow(from, view, false) {
+        // A snapshot is committed state: a learner may take it too.
+        if !self.follow(from, view, false) && !self.learn_from(from, view) {
             let message = reply(self, 0);
             self.send_after_persist(from, message);
             return;

@@ -1070,3 +1070,66 @@ fn a_view_keeping_a_replica_that_lost_its_disk_needs_a_counted_majority() {
         assert_eq!(proposed, goes_on, "{report:?}");
     }
 }
+
+/// A restarted replica left out of the primary's view learns from it before it is added
+/// back (`learner`): it promises the primary's ballot first, takes committed entries only,
+/// and answers once they are durable. A primary below what it promised teaches it nothing.
+#[test]
+fn a_rejoining_replica_learns_committed_entries_only() {
+    let (mut r, _) = fresh(2);
+    let recovered = Recovered {
+        protocol: Some(r.state),
+        ..Recovered::default()
+    };
+    r = Replica::new(Options::new(2, N), recovered, Instant(5_000_000)).unwrap();
+    outputs(&mut r);
+    persist_all(&mut r, 5_000);
+    assert!(r.status().rejoining);
+    // 0 is the primary of b1.0{0, 1}, which left 2 out; it committed index 2 of 3.
+    let view = ballot(1, 0);
+    let entry = |index| Entry {
+        index,
+        view,
+        body: EntryBody::Noop,
+    };
+    let append = Body::Append {
+        view,
+        established: true,
+        prev_index: 0,
+        prev_view: 0,
+        entries: vec![entry(1), entry(2), entry(3)],
+        commit: 2,
+    };
+    let out = peer(&mut r, 5_010, 0, PEER, append.clone());
+    assert_eq!(persisted_states(&out)[0].promised, view, "promises first");
+    assert!(sends(&out).is_empty(), "answers once durable");
+    assert_eq!(r.log.last_index(), 2, "committed entries only");
+    let out = persist_all(&mut r, 5_011);
+    assert!(matches!(
+        sends(&out).as_slice(),
+        [(
+            0,
+            Body::AppendReply {
+                ok: true,
+                index: 2,
+                ..
+            }
+        )]
+    ));
+    assert_eq!(r.commit, 2);
+    assert!(r.status().rejoining, "still outside the view");
+    // It promised b1.0: an older primary's entries are refused.
+    let older = Body::Append {
+        view: ballot(0, 1),
+        entries: vec![],
+        prev_index: 2,
+        prev_view: view,
+        established: true,
+        commit: 2,
+    };
+    let out = peer(&mut r, 5_020, 1, PEER, older);
+    assert!(matches!(
+        sends(&out).as_slice(),
+        [(1, Body::AppendReply { ok: false, .. })]
+    ));
+}

@@ -408,10 +408,15 @@ pub enum Mutation {
     /// Rule 4(a)'s spending of evidence off: evidence against an old incarnation outlives
     /// a second message from the newer one (the stale-evidence trace, found by this model).
     StaleEvidence,
+    /// A learner (`Action::Teach`) takes the primary's whole log, uncommitted entries too.
+    LearnsUncommitted,
+    /// A learner takes entries without promising the primary's ballot, whatever it
+    /// promised before.
+    LearnsWithoutPromise,
 }
 
 impl Mutation {
-    pub const ALL: [Mutation; 21] = [
+    pub const ALL: [Mutation; 23] = [
         Mutation::T1,
         Mutation::T2,
         Mutation::T3,
@@ -433,6 +438,8 @@ impl Mutation {
         Mutation::AmnesiacRecovers,
         Mutation::NoLagReport,
         Mutation::StaleEvidence,
+        Mutation::LearnsUncommitted,
+        Mutation::LearnsWithoutPromise,
     ];
 
     pub fn name(self) -> String {

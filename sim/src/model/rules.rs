@@ -44,6 +44,10 @@ pub enum Action {
     Append(Id),
     /// The primary brings a member up to its log; the member acknowledges durably.
     Replicate(Id, Id),
+    /// The primary sends its committed prefix to a returning replica outside its view (a
+    /// learner, before the view change that adds it): the learner promises the primary's
+    /// ballot and adopts the prefix; its acknowledgement counts for nothing.
+    Teach(Id, Id),
     Commit(Id),
     /// Rule 6: the primary reports a member that acknowledged nothing for a lease lagging.
     ReportLagging(Id, Id),
@@ -92,6 +96,7 @@ impl fmt::Display for Action {
             Action::Deliver(m) => write!(f, "deliver {m:?}"),
             Action::Append(p) => write!(f, "{p} appends a client value"),
             Action::Replicate(p, m) => write!(f, "{p} replicates to {m}"),
+            Action::Teach(p, j) => write!(f, "{p} sends its committed log to learner {j}"),
             Action::Commit(p) => write!(f, "{p} commits its next index"),
             Action::ReportLagging(p, m) => write!(f, "{p} reports {m} lagging"),
         }
@@ -246,6 +251,11 @@ impl ProtocolModel {
             for m in ids(rep.accepted.members) {
                 if m != p && self.may_replicate(s, p, m) {
                     out.push(Action::Replicate(p, m));
+                }
+            }
+            for j in 0..n {
+                if self.taught(s, p, j).is_some() {
+                    out.push(Action::Teach(p, j));
                 }
             }
             if self.may_commit(s, p) {
@@ -497,6 +507,38 @@ impl ProtocolModel {
                 || rp.acked[m as usize] as usize != rp.log.len())
     }
 
+    /// What the learner `j` holds after the primary `p` teaches it (`None`: not enabled,
+    /// or nothing would change): its promise raised to `p`'s ballot, and `p`'s committed
+    /// prefix in its log, whose older entries it keeps only where they agree (core
+    /// `Replica::on_append` as a learner).
+    fn taught(&self, s: &State, p: Id, j: Id) -> Option<(Ballot, Vec<u8>)> {
+        let rp = &s.replicas[p as usize];
+        let rj = &s.replicas[j as usize];
+        let ballot = rp.accepted.ballot;
+        let learner = j != p && !has(rp.accepted.members, j) && rj.up() && rj.rejoining;
+        let unfenced = rj.promised <= ballot || self.on(Mutation::LearnsWithoutPromise);
+        if !learner || self.cut(p, j) || !unfenced {
+            return None;
+        }
+        let ballot = if self.on(Mutation::LearnsWithoutPromise) {
+            rj.promised
+        } else {
+            ballot
+        };
+        let learned = if self.on(Mutation::LearnsUncommitted) {
+            rp.log.len()
+        } else {
+            rp.commit as usize
+        };
+        let committed = &rp.log[..learned];
+        let log = if rj.log.starts_with(committed) {
+            rj.log.clone()
+        } else {
+            committed.to_vec()
+        };
+        (log != rj.log || rj.promised != ballot).then_some((ballot, log))
+    }
+
     fn may_commit(&self, s: &State, p: Id) -> bool {
         let rp = &s.replicas[p as usize];
         let next = rp.commit + 1;
@@ -639,6 +681,12 @@ impl ProtocolModel {
                     rp.heard[m as usize] = minc;
                     rp.evidence &= !bit(m);
                 }
+            }
+            Action::Teach(p, j) => {
+                let (ballot, log) = self.taught(&s, p, j)?;
+                let rj = &mut s.replicas[j as usize];
+                rj.promised = ballot;
+                rj.log = log;
             }
             Action::Commit(p) => {
                 let rep = &mut s.replicas[p as usize];
