@@ -52,6 +52,7 @@ pub struct SnapshotMeta {
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Snapshot {
     pub meta: SnapshotMeta,
+    #[serde(with = "serde_bytes")]
     pub data: Vec<u8>,
 }
 

@@ -200,7 +200,12 @@ impl Service {
     /// Canonical bytes of the whole state (postcard; maps are ordered, so equal states give
     /// equal bytes), sealed with a checksum over the whole ([`snapshot::seal_state`]).
     pub fn snapshot(&self) -> Vec<u8> {
-        snapshot::seal_state(postcard::to_stdvec(self).expect("in-memory encoding cannot fail"))
+        // Sized first (a tenth of the encoding's time): growing the buffer by doubling
+        // copied megabytes several times over, and the checksum's four bytes once more.
+        let size = postcard::experimental::serialized_size(self).unwrap_or(0);
+        let buf = Vec::with_capacity(size + snapshot::STATE_CRC_BYTES);
+        let encoded = postcard::to_extend(self, buf).expect("in-memory encoding cannot fail");
+        snapshot::seal_state(encoded)
     }
 
     /// The state from [`snapshot`](Self::snapshot)'s bytes: refused unless the checksum over

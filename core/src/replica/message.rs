@@ -103,6 +103,9 @@ pub enum Body {
         meta: SnapshotMeta,
         offset: u64,
         total_len: u64,
+        /// In one piece (the same bytes as a sequence of `u8`, without serde's per-byte
+        /// calls).
+        #[serde(with = "serde_bytes")]
         data: Vec<u8>,
     },
     /// Member -> proposer or primary: received the snapshot up to `offset` bytes (the whole
