@@ -169,10 +169,14 @@ fn act_before_established_is_caught() {
     two_crash_mutation_is_caught("act_before_established", "all", 50);
 }
 
-/// Rule 1c (trace T2): accept only once holding the proposer's whole log.
+/// Rule 1c (trace T2): accept only once holding the proposer's whole log. Since learners
+/// (session 8) a returning replica mostly holds the log before it is asked to accept, and
+/// since snapshots are taken afresh for a transfer, the first catch with crashes alone
+/// moved from within 50 seeds to seed 102 (then 126, 275); earlier seeds mostly stop on the
+/// core's own assertion that a committed entry conflicts, which does not count here.
 #[test]
 fn accept_before_log_is_caught() {
-    two_crash_mutation_is_caught("accept_before_log", "crash", 50);
+    two_crash_mutation_is_caught("accept_before_log", "crash", 200);
 }
 
 /// Rule 8 (trace F4): the view-of-one fast path holds only if the replica's accepted view

@@ -112,6 +112,7 @@ impl super::Replica {
             .heartbeat_interval
             .min(self.opts.leases.watchdog());
         self.timers.arm(Timer::Heartbeat, self.now + period);
+        self.release_snapshot_bytes();
         // Rule 6: a lag report its primary stopped renewing is void.
         self.leases
             .expire_lag_report(self.now, self.opts.election_timeout);
