@@ -147,15 +147,32 @@ impl Cluster {
         proc_status_kb(servers[id as usize].as_ref()?.pid(), "VmRSS:")
     }
 
-    /// CPU time (user + system) used so far by the running local replicas, summed.
-    pub fn replicas_cpu(&self) -> Option<Duration> {
+    /// CPU time (user + system) used so far by the running local replicas, summed over
+    /// them, by kind of thread ([`thread_kind`]).
+    pub fn replicas_cpu(&self) -> Option<ThreadCpu> {
         let local = self.local.as_ref()?;
         let servers = lock(&local.servers);
-        let pids = servers.iter().flatten().map(ServerProcess::pid);
-        Some(
-            pids.filter_map(|pid| cpu_time(&format!("/proc/{pid}/stat")))
-                .sum(),
-        )
+        let mut total = ThreadCpu::new();
+        for pid in servers.iter().flatten().map(ServerProcess::pid) {
+            let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+            for task in tasks.flatten() {
+                let stat = task.path().join("stat");
+                let Ok(text) = std::fs::read_to_string(&stat) else {
+                    continue; // The thread ended meanwhile.
+                };
+                let tid = task.file_name().to_string_lossy().parse::<u32>().ok();
+                let name = text
+                    .find('(')
+                    .zip(text.rfind(')'))
+                    .map_or("", |(a, b)| &text[a + 1..b]);
+                if let Some(cpu) = cpu_time(&stat.to_string_lossy()) {
+                    *total
+                        .entry(thread_kind(name, tid == Some(pid)))
+                        .or_default() += cpu;
+                }
+            }
+        }
+        Some(total)
     }
 
     /// Peak resident memory in kB, and whether it was read before a kill.
@@ -229,7 +246,21 @@ fn config_text(replicas: usize, dir: &Path, secret: &Path) -> Result<String, Str
     Ok(text)
 }
 
-/// User + system CPU time of a process, from its `/proc/<pid>/stat` (fields 14 and 15, in
+/// CPU time by kind of thread of the replicas.
+pub type ThreadCpu = std::collections::BTreeMap<&'static str, Duration>;
+
+/// What a replica's thread does, from its name (`net/src/server`): the event loop is the
+/// process's main thread.
+fn thread_kind(name: &str, main: bool) -> &'static str {
+    match name {
+        _ if main => "event loop",
+        "chat-storage" => "storage",
+        "chat-snapshot" => "snapshot",
+        _ => "other",
+    }
+}
+
+/// User + system CPU time of a process (or of a thread, from its task's `stat`), from its `/proc/<pid>/stat` (fields 14 and 15, in
 /// clock ticks of 1/100 s: the kernel's `USER_HZ` on Linux).
 pub fn cpu_time(stat_path: &str) -> Option<Duration> {
     let stat = std::fs::read_to_string(stat_path).ok()?;

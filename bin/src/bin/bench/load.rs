@@ -2,7 +2,7 @@
 //! sends `5|` one at a time, round a few users who stay logged out; afterwards those users
 //! take their queues (`6|`), and the ids delivered must be exactly the ids acknowledged.
 
-use crate::cluster::Cluster;
+use crate::cluster::{Cluster, ThreadCpu};
 use crate::mux::{Mux, Script};
 use crate::report::{Progress, Samples};
 use chat_core::chat::{Op, Reply};
@@ -41,14 +41,14 @@ pub struct Outcome {
     /// Longest such wait anywhere in the run, the start included (kill runs only): a stall
     /// that is not the failover's, such as adding back the replica an earlier setting killed.
     pub longest_gap: Option<Duration>,
-    /// CPU time per acknowledged send while measuring: (the local replicas', this process's
-    /// client threads').
-    pub cpu_per_send: Option<(Duration, Duration)>,
+    /// CPU time per acknowledged send while measuring: (the local replicas', by kind of
+    /// thread; this process's client threads').
+    pub cpu_per_send: Option<(ThreadCpu, Duration)>,
 }
 
 /// CPU used so far by the local replicas and by this process, and the acknowledgements.
 struct CpuMark {
-    replicas: Duration,
+    replicas: ThreadCpu,
     clients: Duration,
     acks: u64,
 }
@@ -63,11 +63,15 @@ impl CpuMark {
     }
 
     /// CPU per acknowledgement from `self` to `end`.
-    fn per_send(&self, end: &CpuMark) -> Option<(Duration, Duration)> {
+    fn per_send(&self, end: &CpuMark) -> Option<(ThreadCpu, Duration)> {
         let sends = u32::try_from(end.acks.checked_sub(self.acks)?).ok()?;
+        let before = |kind| self.replicas.get(kind).copied().unwrap_or_default();
         (sends > 0).then(|| {
             (
-                end.replicas.saturating_sub(self.replicas) / sends,
+                end.replicas
+                    .iter()
+                    .map(|(&kind, &cpu)| (kind, cpu.saturating_sub(before(kind)) / sends))
+                    .collect(),
                 end.clients.saturating_sub(self.clients) / sends,
             )
         })
@@ -136,7 +140,7 @@ struct Driven {
     /// The replica killed, and when.
     killed: Option<(ReplicaId, Instant)>,
     began: Instant,
-    cpu_per_send: Option<(Duration, Duration)>,
+    cpu_per_send: Option<(ThreadCpu, Duration)>,
 }
 
 pub fn run(cluster: &Cluster, setting: &Setting, progress: &Progress) -> Result<Outcome, String> {
@@ -325,7 +329,7 @@ fn cpu_per_send(
     acks: &AtomicU64,
     from: Option<CpuMark>,
     killed: bool,
-) -> Option<(Duration, Duration)> {
+) -> Option<(ThreadCpu, Duration)> {
     let to = CpuMark::now(cluster, acks)?;
     match (from, killed) {
         (Some(from), false) => from.per_send(&to),

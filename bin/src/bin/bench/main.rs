@@ -197,8 +197,11 @@ fn bench(args: &LoadArgs) -> Result<(), String> {
             row.failover_gap_ms = outcome.failover_gap.map(report::ms);
             row.longest_gap_ms = outcome.longest_gap.map(report::ms);
             if let Some((replicas, clients)) = outcome.cpu_per_send {
-                row.replicas_cpu_us_per_send = Some(replicas.as_secs_f64() * 1e6);
-                row.clients_cpu_us_per_send = Some(clients.as_secs_f64() * 1e6);
+                let us = |d: std::time::Duration| d.as_secs_f64() * 1e6;
+                row.replicas_cpu_us_per_send = Some(replicas.values().copied().map(us).sum());
+                row.replicas_cpu_us_by_thread =
+                    replicas.iter().map(|(&kind, &d)| (kind, us(d))).collect();
+                row.clients_cpu_us_per_send = Some(us(clients));
             }
             row.print(args.json);
         }

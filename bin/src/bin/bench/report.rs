@@ -73,6 +73,10 @@ pub struct Row {
     /// measuring; less sensitive to a busy machine than the rate.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub replicas_cpu_us_per_send: Option<f64>,
+    /// The same by kind of the replicas' threads: "event loop", "storage" (the log's
+    /// writes and syncs), "snapshot" (encoding and writing snapshots), "other".
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub replicas_cpu_us_by_thread: std::collections::BTreeMap<&'static str, f64>,
     /// CPU time of the benchmark's own client threads per acknowledged send.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub clients_cpu_us_per_send: Option<f64>,
@@ -100,6 +104,7 @@ impl Row {
             failover_gap_ms: None,
             longest_gap_ms: None,
             replicas_cpu_us_per_send: None,
+            replicas_cpu_us_by_thread: Default::default(),
             clients_cpu_us_per_send: None,
             fdatasync_p50_ms: floor,
         }
@@ -129,7 +134,18 @@ impl Row {
             _ => String::new(),
         };
         let cpu = match (self.replicas_cpu_us_per_send, self.clients_cpu_us_per_send) {
-            (Some(r), Some(c)) => format!("; CPU per send: replicas {r:.0} us, clients {c:.0} us"),
+            (Some(r), Some(c)) => {
+                let threads: Vec<String> = self
+                    .replicas_cpu_us_by_thread
+                    .iter()
+                    .filter(|(_, &us)| us >= 0.5)
+                    .map(|(kind, us)| format!("{kind} {us:.0}"))
+                    .collect();
+                format!(
+                    "; CPU per send: replicas {r:.0} us ({}), clients {c:.0} us",
+                    threads.join(", ")
+                )
+            }
             _ => String::new(),
         };
         println!(
