@@ -601,6 +601,11 @@ impl Replica {
         }
     }
 
+    /// The role alone (cheaper than [`Replica::status`]).
+    pub fn role(&self) -> Role {
+        self.role.role()
+    }
+
     pub fn commit_index(&self) -> OpIndex {
         self.commit
     }

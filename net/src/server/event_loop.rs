@@ -26,7 +26,7 @@ use chat_core::chat::Reply;
 use chat_core::config::Config;
 use chat_core::ids::ReplicaId;
 use chat_core::peer_auth::{ClusterSecret, Prover};
-use chat_core::replica::{Input, Output, Replica};
+use chat_core::replica::{Input, Output, Replica, Role};
 use chat_core::route::Route;
 use chat_core::time::{Duration, Instant};
 use chat_core::wire::{ClientToServer, Endpoint, Hello, ServerToClient};
@@ -194,10 +194,40 @@ impl EventLoop {
             self.turn_timers();
             self.carry_out_all();
             self.links.flush_dirty();
+            // After the turn's sends went out: a sync done here does not hold them back.
+            self.end_disk_turn()?;
             self.forget_closed();
             self.sample_queues();
         }
         self.stop()
+    }
+
+    /// Writes the turn's persists: here if that is quicker (`io_thread`), carrying out what
+    /// their durability releases; else on the storage thread.
+    fn end_disk_turn(&mut self) -> Result<(), ServerError> {
+        let Some(io) = &mut self.io else {
+            return Ok(());
+        };
+        let backup = self.replica.role() != Role::Primary;
+        match io.end_turn(backup) {
+            Err(e) => {
+                error!("storage failed; stopping without acknowledging anything more: {e}");
+                Err(e.into())
+            }
+            Ok(Some(id)) => {
+                self.now = self.clock.now();
+                self.drive(Drive::Input(Input::Persisted(id)));
+                self.carry_out_all();
+                self.links.flush_dirty();
+                // What that released may have persisted more: to the thread, rather than
+                // left queued while the loop sleeps.
+                if let Some(io) = &mut self.io {
+                    io.hand_on();
+                }
+                Ok(())
+            }
+            Ok(None) => Ok(()),
+        }
     }
 
     /// The one place the replica is driven. What it outputs is carried out once per turn of
@@ -237,7 +267,7 @@ impl EventLoop {
                 }
             }
             Route::Disk { id, what } => {
-                if let Some(io) = &self.io {
+                if let Some(io) = &mut self.io {
                     io.submit(id, what);
                 }
             }
@@ -319,7 +349,7 @@ impl EventLoop {
                 return Err(ServerError::IoThreadGone);
             }
         }
-        let Some(io) = &self.io else {
+        let Some(io) = &mut self.io else {
             return Ok(());
         };
         // Checked first: once the thread has ended, all it reported is in the channel.
