@@ -45,13 +45,13 @@ impl super::Replica {
             return;
         };
         let start = report.log_end.min(commit) + 1;
+        let fresh = !primary.learners.contains_key(&from);
         let learner = primary.learners.entry(from).or_insert_with(|| Learner {
             progress: Progress::new(start, now),
             since: now,
         });
         // Its log is shorter than what it acknowledged: it restarted on an empty disk.
         let lost = report.log_end < learner.progress.matched;
-        let fresh = learner.since == now;
         if lost {
             learner.progress = Progress::new(start, now);
         }
@@ -63,7 +63,7 @@ impl super::Replica {
     /// Whether a learner holds enough of our log that adding it back pauses clients for
     /// about a round trip: within one `Append` of our commit point, or learning for longer
     /// than the bound (a learner that cannot keep up is added as before).
-    pub(super) fn learner_ready(&mut self, joiner: ReplicaId, report: &Report) -> bool {
+    pub(super) fn learner_ready(&self, joiner: ReplicaId, report: &Report) -> bool {
         let member = self.members().contains(joiner);
         if member || !report.rejoining || report.promised > self.state.accepted.ballot {
             return true; // Not a learner (see `teach`): it catches up in phase 2.
@@ -72,7 +72,11 @@ impl super::Replica {
         let commit = self.commit;
         let close = self.opts.max_append_entries as u64;
         let bound = self.learning_bound();
-        let Some(learner) = self.role.as_primary().and_then(|p| p.learners.get(&joiner)) else {
+        let Some(learner) = self
+            .role
+            .primary_ref()
+            .and_then(|p| p.learners.get(&joiner))
+        else {
             return false;
         };
         learner.progress.matched + close >= commit || now.saturating_sub(learner.since) > bound

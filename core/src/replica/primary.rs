@@ -80,13 +80,10 @@ impl PrimaryState {
         self.learners.get_mut(&peer).map(|l| &mut l.progress)
     }
 
-    /// Members and learners: everyone we send entries to.
-    fn recipients(&self) -> Vec<ReplicaId> {
-        self.peers
-            .keys()
-            .chain(self.learners.keys())
-            .copied()
-            .collect()
+    /// Members and learners, everyone we send entries to, with their progress.
+    pub(super) fn recipients(&self) -> impl Iterator<Item = (ReplicaId, &Progress)> {
+        let learners = self.learners.iter().map(|(&r, l)| (r, &l.progress));
+        self.peers.iter().map(|(&r, p)| (r, p)).chain(learners)
     }
 }
 
@@ -271,7 +268,8 @@ impl super::Replica {
             return;
         };
         let window = WINDOW_APPENDS * self.opts.max_append_entries as u64;
-        for peer in primary.recipients() {
+        let recipients: Vec<ReplicaId> = primary.recipients().map(|(r, _)| r).collect();
+        for peer in recipients {
             let last = self.sendable_end(peer);
             let ready = |p: &Progress| {
                 let in_flight = p.next.saturating_sub(p.matched + 1);
@@ -317,7 +315,8 @@ impl super::Replica {
             }
             progress.matched_at_heartbeat = progress.matched;
         }
-        for peer in primary.recipients() {
+        let recipients: Vec<ReplicaId> = primary.recipients().map(|(r, _)| r).collect();
+        for peer in recipients {
             self.send_append(peer);
         }
     }

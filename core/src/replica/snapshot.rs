@@ -136,9 +136,10 @@ impl super::Replica {
             self.snapshots.latest = Some(snapshot.meta);
         }
         // Otherwise a newer snapshot (installed from the primary) already covers it.
-        if snapshot.meta == self.log.base() && !self.snapshot_receivers().is_empty() {
+        let receivers = self.snapshot_receivers();
+        if snapshot.meta == self.log.base() && !receivers.is_empty() {
             self.snapshots.transfer = Some(snapshot);
-            for peer in self.snapshot_receivers() {
+            for peer in receivers {
                 self.send_append(peer);
             }
         }
@@ -149,12 +150,8 @@ impl super::Replica {
         let Some(primary) = self.role.primary_ref() else {
             return Vec::new();
         };
-        let learners = primary.learners.iter().map(|(&r, l)| (r, &l.progress));
         primary
-            .peers
-            .iter()
-            .map(|(&r, p)| (r, p))
-            .chain(learners)
+            .recipients()
             .filter(|(_, p)| matches!(p.state, SendState::Snapshot { .. }))
             .map(|(r, _)| r)
             .collect()
