@@ -76,6 +76,8 @@ struct PeerLease {
     /// The incarnation last heard from, and when.
     incarnation: Option<Incarnation>,
     heard_at: Instant,
+    /// When its address last refused a connection (evidence or not).
+    refused_at: Instant,
     /// Our lease from it (it will not help exclude us before then).
     held_until: Instant,
     /// Our promise to it (we help exclude it no earlier than this).
@@ -238,11 +240,23 @@ impl Leases {
     /// A connection to `peer`'s configured address was refused.
     pub fn refused(&mut self, peer: ReplicaId, now: Instant) {
         if let Some(p) = self.peers.get_mut(&peer) {
+            p.refused_at = now;
             let lease = p.held_until > now || self.evidence_without_lease;
             if p.incarnation.is_some() && lease && p.evidence.is_none() {
                 p.evidence = Some(Evidence::Refused);
             }
         }
+    }
+
+    /// Whether `peer` could answer a proposal now: we heard from it within a lease, and its
+    /// address has not refused a connection since. Live replicas hear from each other every
+    /// heartbeat (heartbeats between members, `Hello`s from everyone else).
+    pub fn seems_up(&self, peer: ReplicaId, now: Instant) -> bool {
+        self.peers.get(&peer).is_some_and(|p| {
+            p.incarnation.is_some()
+                && p.refused_at <= p.heard_at
+                && now.saturating_sub(p.heard_at) <= self.opts.lease
+        })
     }
 
     /// Whether we hold an unexpired lease from `peer`.

@@ -370,7 +370,15 @@ impl super::Replica {
         let out: Members = exclude.iter().map(|&(m, _)| m).collect();
         let kept = Members::all(self.opts.replica_count).without(out);
         let silent = exclude.iter().any(|(_, why)| *why == Exclusion::Silent);
-        if silent && kept.len() < self.majority() {
+        // Replicas we have not heard from lately, or whose address refuses, cannot answer
+        // now: a proposal that needs them would only fail, and our promise of its ballot
+        // would fence the view we are in (its primary, only frozen, found itself fenced
+        // when it woke, and had to re-form its view).
+        let answering = kept
+            .iter()
+            .filter(|&m| m == me || self.leases.seems_up(m, self.now))
+            .count();
+        if silent && answering < self.majority() {
             // Rule 4(b) needs a majority of the configured replicas: leave out only the
             // proven crashed.
             exclude.retain(|(_, why)| *why != Exclusion::Silent);
