@@ -652,12 +652,11 @@ fn a_primary_frozen_past_its_promise_serves_on_in_its_view() -> Result<(), Failu
             (view, chat_core::replica::Role::Primary),
             "seed {seed}: the primary had to leave its view"
         );
-        if let Some((wait, op)) = sim.longest_wait_since(back) {
-            assert!(
-                wait <= NO_STALL,
-                "seed {seed}: after the primary woke a client waited {wait:?} for {op:?}"
-            );
-        }
+        no_stall_since(
+            &sim,
+            back,
+            format_args!("seed {seed}: after the primary woke"),
+        );
         sim.finish()?;
     }
     Ok(())
@@ -667,6 +666,18 @@ fn a_primary_frozen_past_its_promise_serves_on_in_its_view() -> Result<(), Failu
 
 /// The longest a client may wait for a reply after a backup comes back.
 const NO_STALL: Duration = Duration::from_millis(50);
+
+/// Asserts that no client waited over [`NO_STALL`] for a reply from `from` on (`what` says
+/// after what), and prints the longest wait.
+fn no_stall_since(sim: &Sim, from: chat_core::time::Instant, what: std::fmt::Arguments) {
+    if let Some((wait, op)) = sim.longest_wait_since(from) {
+        println!("{what}: longest wait {wait:?}");
+        assert!(
+            wait <= NO_STALL,
+            "{what}: a client waited {wait:?} for {op:?}"
+        );
+    }
+}
 
 /// How long after a backup's return the primary must stay and clients must not stall.
 const AFTER_RETURN: Duration = Duration::from_secs(1);
@@ -710,12 +721,7 @@ fn a_returning_replica_never_disturbs_a_healthy_primary() -> Result<(), Failure>
             deposed.is_empty(),
             "return {i} of backup {b}: primary {p} was replaced (view, primary): {deposed:?}"
         );
-        if let Some((wait, op)) = sim.longest_wait_since(back) {
-            assert!(
-                wait <= NO_STALL,
-                "return {i} of backup {b}: a client waited {wait:?} for {op:?}"
-            );
-        }
+        no_stall_since(&sim, back, format_args!("return {i} of backup {b}"));
     }
     sim.finish()?;
     Ok(())
@@ -750,13 +756,11 @@ fn a_replica_far_behind_is_added_back_without_a_stall() -> Result<(), Failure> {
             "seed {seed}: {b} never added back"
         );
         sim.run_for(AFTER_RETURN)?;
-        if let Some((wait, op)) = sim.longest_wait_since(back) {
-            println!("seed {seed}: {behind} entries behind, longest wait {wait:?}");
-            assert!(
-                wait <= NO_STALL,
-                "seed {seed}: {b} came back {behind} entries behind, a client waited {wait:?} for {op:?}"
-            );
-        }
+        no_stall_since(
+            &sim,
+            back,
+            format_args!("seed {seed}: {b} came back {behind} entries behind"),
+        );
         sim.finish()?;
     }
     Ok(())

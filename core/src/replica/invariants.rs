@@ -45,7 +45,6 @@ impl StepStart {
 impl super::Replica {
     /// Checks the replica's invariants (cheap: no walk over the log):
     /// - applied ≤ commit ≤ last index, and the snapshot point ≤ applied;
-    /// - a compacted log starts right after the snapshot kept to send;
     /// - durable ≤ last index; no entry of a ballot above the one promised;
     /// - accepted ≤ promised, established ≤ accepted; the protocol state in memory is the
     ///   one last handed to the driver to persist;
@@ -66,11 +65,6 @@ impl super::Replica {
             return fail(format!(
                 "snapshot {base} ≤ applied {} ≤ commit {} ≤ last {last} does not hold",
                 self.applied, self.commit
-            ));
-        }
-        if base > 0 && self.snapshots.latest_meta() != Some(self.log.base()) {
-            return fail(format!(
-                "the log starts after {base} but not at our snapshot"
             ));
         }
         if self.durable_index > last {

@@ -436,13 +436,13 @@ impl Replica {
     pub fn new(opts: Options, recovered: Recovered, now: Instant) -> Result<Replica, RestoreError> {
         assert!(opts.id < opts.replica_count, "replica id out of range");
         assert!(opts.replica_count <= 16, "at most 16 replicas");
-        let (service, base, snapshot) = match recovered.snapshot {
+        let (service, base, snapshot_len) = match recovered.snapshot {
             Some(snap) => {
                 let service =
                     Service::restore(&snap.data).map_err(|e| RestoreError(e.to_string()))?;
-                (service, snap.meta, Some(snap))
+                (service, snap.meta, snap.data.len())
             }
-            None => (Service::new(), SnapshotMeta::default(), None),
+            None => (Service::new(), SnapshotMeta::default(), 0),
         };
         if let Some(first) = recovered.entries.first() {
             if first.index != base.last_index + 1 {
@@ -454,7 +454,7 @@ impl Replica {
         }
         let log = Log::new(base, recovered.entries);
         let durable_index = log.last_index();
-        let snapshots = Snapshots::new(snapshot, base.last_index, opts.snapshot_every);
+        let snapshots = Snapshots::new(snapshot_len, base.last_index, opts.snapshot_every);
         let mut state = recovered
             .protocol
             .unwrap_or_else(|| Durable::initial(opts.replica_count));

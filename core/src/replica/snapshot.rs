@@ -15,9 +15,7 @@ const SNAPSHOT_BYTES_PER_ENTRY: u64 = 256;
 /// Everything about snapshots a replica keeps.
 #[derive(Debug)]
 pub(super) struct Snapshots {
-    /// Where the newest durable snapshot stands (our log starts right after it).
-    latest: Option<SnapshotMeta>,
-    /// Its bytes, kept only while a lagging member or learner is being sent them: held for
+    /// The bytes of the snapshot our log starts after (`Log::base`), kept only while a lagging member or learner is being sent them: held for
     /// good, they were a quarter of a replica's memory (76 of 281 bytes per queued message).
     /// Without them, a transfer starts by taking a snapshot of our own.
     transfer: Option<Snapshot>,
@@ -48,22 +46,15 @@ fn interval(every: u64, len: usize) -> u64 {
 }
 
 impl Snapshots {
-    /// With the newest durable snapshot, if any, taken at `applied`.
-    pub fn new(latest: Option<Snapshot>, applied: OpIndex, every: u64) -> Snapshots {
-        let len = latest.as_ref().map_or(0, |s| s.data.len());
+    /// After the newest durable snapshot (`len` bytes, 0 if none), taken at `applied`.
+    pub fn new(len: usize, applied: OpIndex, every: u64) -> Snapshots {
         Snapshots {
-            latest: latest.map(|s| s.meta),
             transfer: None,
             wanted: false,
             pending: None,
             next_at: applied + interval(every, len),
             incoming: None,
         }
-    }
-
-    /// The meta of the newest durable snapshot, if any.
-    pub fn latest_meta(&self) -> Option<SnapshotMeta> {
-        self.latest
     }
 }
 
@@ -133,7 +124,6 @@ impl super::Replica {
             let kept = self.log.compact_to(snapshot.meta);
             debug_assert!(kept, "our own snapshot is of our own committed log");
             self.persist(Persist::Compact(snapshot.meta));
-            self.snapshots.latest = Some(snapshot.meta);
         }
         // Otherwise a newer snapshot (installed from the primary) already covers it.
         let receivers = self.snapshot_receivers();
@@ -164,7 +154,7 @@ impl super::Replica {
             .snapshots
             .transfer
             .as_ref()
-            .is_some_and(|s| Some(s.meta) != self.snapshots.latest);
+            .is_some_and(|s| s.meta != self.log.base());
         if stale || self.snapshot_receivers().is_empty() {
             self.snapshots.transfer = None;
         }
@@ -339,7 +329,6 @@ impl super::Replica {
         self.service = service;
         self.commit = meta.last_index;
         self.applied = meta.last_index;
-        self.snapshots.latest = Some(meta);
         self.snapshots.transfer = None;
         self.snapshots.next_at = meta.last_index + interval(self.opts.snapshot_every, len);
         true

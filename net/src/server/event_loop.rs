@@ -20,13 +20,13 @@ use super::peers::Peers;
 use super::removal;
 use super::shutdown::Shutdown;
 use super::snapshot_thread::SnapshotThread;
-use crate::storage::Storage;
+use crate::storage::{Storage, StorageError};
 use crate::tls::ServerTls;
 use chat_core::chat::Reply;
 use chat_core::config::Config;
 use chat_core::ids::ReplicaId;
 use chat_core::peer_auth::{ClusterSecret, Prover};
-use chat_core::replica::{Input, Output, Replica, Role};
+use chat_core::replica::{Input, Output, PersistId, Replica, Role};
 use chat_core::route::Route;
 use chat_core::time::{Duration, Instant};
 use chat_core::wire::{ClientToServer, Endpoint, Hello, ServerToClient};
@@ -209,25 +209,24 @@ impl EventLoop {
             return Ok(());
         };
         let backup = self.replica.role() != Role::Primary;
-        match io.end_turn(backup) {
-            Err(e) => {
-                error!("storage failed; stopping without acknowledging anything more: {e}");
-                Err(e.into())
+        if let Some(id) = io.end_turn(backup).map_err(storage_failed)? {
+            self.durable_up_to(id);
+            // What that released may have persisted more: to the thread, rather than left
+            // queued while the loop sleeps.
+            if let Some(io) = &mut self.io {
+                io.hand_on();
             }
-            Ok(Some(id)) => {
-                self.now = self.clock.now();
-                self.drive(Drive::Input(Input::Persisted(id)));
-                self.carry_out_all();
-                self.links.flush_dirty();
-                // What that released may have persisted more: to the thread, rather than
-                // left queued while the loop sleeps.
-                if let Some(io) = &mut self.io {
-                    io.hand_on();
-                }
-                Ok(())
-            }
-            Ok(None) => Ok(()),
         }
+        Ok(())
+    }
+
+    /// Everything persisted up to `id` is durable: carries out and sends what that releases
+    /// at once (outside the loop's turn: after a sync of our own, and when stopping).
+    fn durable_up_to(&mut self, id: PersistId) {
+        self.now = self.clock.now();
+        self.drive(Drive::Input(Input::Persisted(id)));
+        self.carry_out_all();
+        self.links.flush_dirty();
     }
 
     /// The one place the replica is driven. What it outputs is carried out once per turn of
@@ -354,13 +353,8 @@ impl EventLoop {
         };
         // Checked first: once the thread has ended, all it reported is in the channel.
         let ended = io.is_finished();
-        match io.completed() {
-            Err(e) => {
-                error!("storage failed; stopping without acknowledging anything more: {e}");
-                return Err(e.into());
-            }
-            Ok(Some(id)) => self.drive(Drive::Input(Input::Persisted(id))),
-            Ok(None) => {}
+        if let Some(id) = io.completed().map_err(storage_failed)? {
+            self.drive(Drive::Input(Input::Persisted(id)));
         }
         if ended {
             error!("the storage thread stopped unexpectedly");
@@ -597,10 +591,7 @@ impl EventLoop {
         }
         if let Some(io) = self.io.take() {
             if let Some(id) = io.finish()? {
-                self.now = self.clock.now();
-                self.drive(Drive::Input(Input::Persisted(id)));
-                self.carry_out_all();
-                self.links.flush_dirty();
+                self.durable_up_to(id);
             }
         }
         info!("stopped");
@@ -633,4 +624,10 @@ fn local(listener: &TcpListener) -> String {
     listener
         .local_addr()
         .map_or_else(|e| e.to_string(), |a| a.to_string())
+}
+
+/// The log's storage failed: nothing more may be acknowledged, so the replica stops.
+fn storage_failed(e: StorageError) -> ServerError {
+    error!("storage failed; stopping without acknowledging anything more: {e}");
+    e.into()
 }

@@ -83,17 +83,14 @@ impl IoThread {
         if self.queued.is_empty() {
             return Ok(None);
         }
-        let records: usize = self
-            .queued
-            .iter()
-            .map(|(_, what)| match what {
-                Persist::Records(records) => records.len(),
-                // A snapshot or a compaction is long work: the thread's.
-                Persist::Snapshot(_) | Persist::Compact(_) => usize::MAX / 2,
-            })
-            .sum();
+        let records = self.queued.iter().try_fold(0, |n, (_, what)| match what {
+            Persist::Records(records) => Some(n + records.len()),
+            // A snapshot or a compaction is long work: the thread's.
+            Persist::Snapshot(_) | Persist::Compact(_) => None,
+        });
+        let small = records.is_some_and(|n| n <= INLINE_MAX_RECORDS);
         let idle = self.submitted == self.reported;
-        if inline && idle && records <= INLINE_MAX_RECORDS {
+        if inline && idle && small {
             if let Ok(mut storage) = self.storage.try_lock() {
                 let batch = std::mem::take(&mut self.queued);
                 let last = write_batch(&mut storage, batch.into_iter(), &self.fsync_seconds)?;
