@@ -3,12 +3,13 @@
 //! and check what recovery gives back.
 
 use chat_core::chat::Op;
+use chat_core::codec::record::End;
 use chat_core::codec::{record, snapshot};
 use chat_core::durable::{Entry, EntryBody, Record, Recovered, Snapshot, SnapshotMeta};
 use chat_core::ids::OpIndex;
 use chat_core::replica::view::Durable;
 use chat_core::service::Request;
-use chat_net::storage::{Storage, StorageError, StorageOptions};
+use chat_net::storage::{Storage, StorageError, StorageOptions, ZERO_AHEAD_BYTES};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::collections::BTreeMap;
@@ -106,9 +107,9 @@ fn allocated(path: &Path) -> u64 {
     std::fs::metadata(path).unwrap().blocks() * 512
 }
 
-/// A new segment reserves its blocks without growing (recovery reads exactly what was
-/// written), and a sealed one gives back what it did not use: at rotation, and at the
-/// next start for the segment that was active.
+/// A new segment reserves its blocks, grows by zeros written ahead of its appends, and a
+/// sealed one ends at its last record and gives back what it did not use: at rotation, and
+/// at the next start for the segment that was active.
 #[test]
 fn segments_reserve_their_blocks_and_sealed_ones_give_the_rest_back() {
     let dir = tempfile::tempdir().unwrap();
@@ -126,12 +127,16 @@ fn segments_reserve_their_blocks_and_sealed_ones_give_the_rest_back() {
     }
     storage.sync().unwrap();
     let active = segments(dir.path()).pop().unwrap();
-    let len = std::fs::metadata(&active).unwrap().len();
+    let (_, len) = log_end(dir.path());
     assert!(len < 1 << 16, "{len}");
+    assert_eq!(std::fs::metadata(&active).unwrap().len(), ZERO_AHEAD_BYTES);
     assert!(allocated(&active) >= 1 << 20, "{}", allocated(&active));
     drop(storage);
     let (_, recovered, report) = Storage::open(dir.path(), opts).unwrap();
-    assert_eq!(report.torn_tail, None);
+    assert_eq!(
+        report.torn_tail, None,
+        "zeros written ahead are no torn tail"
+    );
     assert_eq!(std::fs::metadata(&active).unwrap().len(), len);
     assert!(allocated(&active) < 1 << 20, "{}", allocated(&active));
     let expected = Recovered::replay(None, written).unwrap();
@@ -151,11 +156,20 @@ fn segments(dir: &Path) -> Vec<PathBuf> {
     found
 }
 
-/// The last segment and its length.
+/// The last segment and where its records end (zeros written ahead may follow).
 fn log_end(dir: &Path) -> (PathBuf, u64) {
     let last = segments(dir).pop().expect("a segment always exists");
-    let len = std::fs::metadata(&last).unwrap().len();
-    (last, len)
+    let bytes = std::fs::read(&last).unwrap();
+    (last, records_end(&bytes))
+}
+
+/// Where the records of a segment's bytes end.
+fn records_end(bytes: &[u8]) -> u64 {
+    match record::decode_all::<Record>(bytes).end {
+        End::Clean => bytes.len() as u64,
+        End::TornTail { offset } => offset,
+        End::Corrupt { offset, reason } => panic!("corrupt at {offset}: {reason}"),
+    }
 }
 
 /// Every file of the directory with its contents.
@@ -174,9 +188,13 @@ fn replay(snapshot: Option<Snapshot>, records: &[Record]) -> Recovered {
     Recovered::replay(snapshot, records.iter().cloned()).expect("generated histories are valid")
 }
 
-/// Cuts the last segment at a random offset past its synced length: the unsynced bytes a
-/// power failure may lose. `synced` is where the log ended at the last sync; a segment
-/// started since then had its leading vote (if any) synced when it was created.
+/// Loses what a power failure may lose of the last segment past its synced length: the
+/// file cut at a random offset (appends that grew it), or, over zeros written ahead, the
+/// bytes from a random point on read as zeros again (sectors that never reached the disk).
+/// The point is a record's start or inside its body: a cut inside a header or checksum
+/// reads as corruption by design (`chat_core::codec::record`). `synced` is where the log
+/// ended at the last sync; a segment started since then had its leading vote (if any) synced
+/// when it was created.
 fn lose_unsynced_tail(dir: &Path, synced: &(PathBuf, u64), rng: &mut StdRng) {
     let (last, len) = log_end(dir);
     let from = if last == synced.0 {
@@ -189,9 +207,32 @@ fn lose_unsynced_tail(dir: &Path, synced: &(PathBuf, u64), rng: &mut StdRng) {
             _ => 0,
         }
     };
-    let cut = rng.gen_range(from..=len);
     let file = std::fs::OpenOptions::new().write(true).open(&last).unwrap();
-    file.set_len(cut).unwrap();
+    let file_len = file.metadata().unwrap().len();
+    if file_len == len || rng.gen_bool(0.5) {
+        file.set_len(rng.gen_range(from..=file_len)).unwrap();
+        return;
+    }
+    let bytes = std::fs::read(&last).unwrap();
+    let decoded = record::decode_all::<Record>(&bytes);
+    let starts: Vec<u64> = decoded
+        .records
+        .iter()
+        .map(|(o, _)| *o)
+        .chain([len])
+        .collect();
+    let points: Vec<u64> = starts
+        .windows(2)
+        .filter(|w| w[0] >= from)
+        .flat_map(|w| {
+            let body = w[0] + record::HEADER_BYTES as u64..w[1] - record::TRAILER_BYTES as u64;
+            [w[0]].into_iter().chain(body)
+        })
+        .chain([len])
+        .collect();
+    let zero_from = points[rng.gen_range(0..points.len())];
+    let zeros = vec![0; (len - zero_from) as usize];
+    std::os::unix::fs::FileExt::write_all_at(&file, &zeros, zero_from).unwrap();
 }
 
 /// Recovers after a crash and checks the result is the history up to some point that
@@ -277,11 +318,13 @@ fn damaged_bytes_are_reported_never_silently_changed() {
 
         let all = segments(dir.path());
         let originals: Vec<Vec<u8>> = all.iter().map(|p| std::fs::read(p).unwrap()).collect();
+        // Damage to a record: the zeros written ahead past the last one are no record, and
+        // what is found there is taken for a torn write (nothing synced is lost by that).
         let candidates: Vec<usize> = (0..all.len())
-            .filter(|&i| !originals[i].is_empty())
+            .filter(|&i| records_end(&originals[i]) > 0)
             .collect();
         let i = candidates[rng.gen_range(0..candidates.len())];
-        let at = rng.gen_range(0..originals[i].len());
+        let at = rng.gen_range(0..records_end(&originals[i]) as usize);
         let mut damaged = originals[i].clone();
         damaged[at] ^= rng.gen_range(1..=255u8);
         std::fs::write(&all[i], &damaged).unwrap();
@@ -632,7 +675,23 @@ fn a_failed_start_on_a_full_disk_leaves_nothing_new_behind() {
         String::from_utf8_lossy(&output.stderr)
     );
     assert!(stdout.contains("refused as expected"), "{stdout}");
-    assert_eq!(dir_state(dir.path()), before, "no new or changed file");
+    // The last segment's zeros written ahead may be cut: they were never a record.
+    let records = |state: BTreeMap<PathBuf, Vec<u8>>| -> BTreeMap<PathBuf, Vec<u8>> {
+        state
+            .into_iter()
+            .map(|(path, mut bytes)| {
+                if path.extension().is_some_and(|e| e == "log") {
+                    bytes.truncate(records_end(&bytes) as usize);
+                }
+                (path, bytes)
+            })
+            .collect()
+    };
+    assert_eq!(
+        records(dir_state(dir.path())),
+        records(before),
+        "no new or changed file"
+    );
 }
 
 #[test]

@@ -1,23 +1,34 @@
 //! Checksummed records, the unit of the write-ahead log and of snapshot files.
 //!
-//! Layout: `[len: u32 LE][len_check: u32 LE][crc: u32 LE][body: len bytes]`, where
-//! `len_check` is the CRC32C of the four length bytes, `crc` the CRC32C of the length bytes
-//! followed by the body, and the body the postcard encoding of the value.
+//! Layout: `[len: u32 LE][len_check: u32 LE][body: len bytes][crc: u32 LE]`, where
+//! `len_check` is the CRC32C of the four length bytes, the body the postcard encoding of the
+//! value, and `crc` the CRC32C of the length bytes followed by the body. The checksum comes
+//! last so that a record whose end was never written shows it (below).
 //!
 //! A reader tells a write that was cut short (a torn tail, normal after a crash) from damage to
-//! bytes that had been completely written (corruption), and never mistakes one for the other:
-//! - torn: the last record is incomplete (its header or body runs past the end), or everything
-//!   from a record's start to the end is zero bytes (a zero-filled tail);
-//! - corrupt: anything else that fails a check. In particular a *complete* record whose checksum
-//!   fails is corruption even when it is the last one, and a damaged length cannot pass for a
-//!   torn tail because `len_check` catches it. Truncating a record that had been synced would
-//!   silently lose an acknowledged write or a vote, so recovery must stop instead.
+//! bytes that had been completely written (corruption), and never mistakes damage for a torn
+//! write. The log is written over zeros (the storage writes zeros ahead of its appends, so that
+//! a sync changes no file metadata), and a write cut short may leave any of its sectors
+//! unwritten: they read as zeros. So a record is torn when
+//! - it runs past the end of the bytes (its header or its body and checksum), or
+//! - its header fails its check and its eight header bytes are all zero (never written), or
+//! - its header is sound, its checksum fails, and the four checksum bytes are all zero.
+//!
+//! Anything else that fails a check is corruption. A genuine header is never all zero (its
+//! length check is the CRC of the length, and the CRC of four zero bytes is not zero), and it
+//! has at least two non-zero bytes, so one damaged byte cannot make it read as unwritten; a
+//! genuine checksum is zero with odds of 2^-32. The price of never guessing: a cut-short write
+//! whose sectors landed out of order, or that was cut inside a header or a checksum, reads as
+//! corruption, and start-up stops rather than truncate what may have been acknowledged.
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-/// Bytes of the header: length, length check and checksum.
-pub const HEADER_BYTES: usize = 12;
+/// Bytes of the header: length and length check.
+pub const HEADER_BYTES: usize = 8;
+
+/// Bytes of the trailer: the checksum.
+pub const TRAILER_BYTES: usize = 4;
 
 /// Largest body a reader accepts. Writers never exceed it, so a larger length can only be
 /// damage.
@@ -40,9 +51,9 @@ pub fn encode<T: Serialize>(value: &T, out: &mut Vec<u8>) {
         .expect("record body over MAX_RECORD_BYTES");
     out[start..start + 4].copy_from_slice(&len.to_le_bytes());
     let len_check = crc32c::crc32c(&len.to_le_bytes());
-    out[start + 4..start + 8].copy_from_slice(&len_check.to_le_bytes());
+    out[start + 4..start + HEADER_BYTES].copy_from_slice(&len_check.to_le_bytes());
     let crc = checksum(&out[start..start + 4], &out[start + HEADER_BYTES..]);
-    out[start + 8..start + HEADER_BYTES].copy_from_slice(&crc.to_le_bytes());
+    out.extend_from_slice(&crc.to_le_bytes());
 }
 
 /// How a decoded byte sequence ended.
@@ -50,8 +61,9 @@ pub fn encode<T: Serialize>(value: &T, out: &mut Vec<u8>) {
 pub enum End {
     /// Right after the last whole record.
     Clean,
-    /// The record at `offset` is the last thing in the buffer and was cut short (its header or
-    /// body runs past the end), or only zero bytes follow `offset`.
+    /// The record at `offset` was cut short: it runs past the end of the buffer, or its
+    /// header or its checksum was never written (see the module documentation). Everything
+    /// from `offset` on is the torn write's.
     TornTail { offset: u64 },
     /// The record at `offset` is complete but damaged: its length check or checksum fails, its
     /// length is absurd, or its body is checksum-valid yet undecodable.
@@ -94,34 +106,50 @@ pub fn decode_next<T: DeserializeOwned>(
         return Ok(None);
     }
     let offset = pos as u64;
-    if rest.iter().all(|&b| b == 0) {
-        return Err(End::TornTail { offset });
-    }
+    let torn = End::TornTail { offset };
     let Some(header) = rest.first_chunk::<HEADER_BYTES>() else {
-        return Err(End::TornTail { offset });
+        return Err(torn);
     };
-    let word = |i: usize| u32::from_le_bytes(header[i..i + 4].try_into().expect("4 bytes"));
-    let (len, len_check, crc) = (word(0), word(4), word(8));
+    let len_bytes = &header[..4];
+    let len = u32::from_le_bytes(header[..4].try_into().expect("4 bytes"));
+    let len_check = u32::from_le_bytes(header[4..].try_into().expect("4 bytes"));
     let corrupt = |reason: String| End::Corrupt { offset, reason };
-    if crc32c::crc32c(&header[..4]) != len_check {
-        return Err(corrupt("damaged record length".to_string()));
+    if crc32c::crc32c(len_bytes) != len_check {
+        return Err(if unwritten(header) {
+            torn
+        } else {
+            corrupt("damaged record length".to_string())
+        });
     }
     if len > MAX_RECORD_BYTES {
         return Err(corrupt(format!(
             "record length {len} is over the limit of {MAX_RECORD_BYTES}"
         )));
     }
-    let Some(body) = rest[HEADER_BYTES..].get(..len as usize) else {
-        return Err(End::TornTail { offset });
+    let body_end = HEADER_BYTES + len as usize;
+    let Some(crc) = rest.get(body_end..body_end + TRAILER_BYTES) else {
+        return Err(torn);
     };
-    if checksum(&header[..4], body) != crc {
-        return Err(corrupt("checksum mismatch".to_string()));
+    let body = &rest[HEADER_BYTES..body_end];
+    let crc_bytes: [u8; TRAILER_BYTES] = crc.try_into().expect("4 bytes");
+    if checksum(len_bytes, body) != u32::from_le_bytes(crc_bytes) {
+        return Err(if unwritten(&crc_bytes) {
+            torn
+        } else {
+            corrupt("checksum mismatch".to_string())
+        });
     }
     match postcard::take_from_bytes::<T>(body) {
-        Ok((value, [])) => Ok(Some((value, pos + HEADER_BYTES + body.len()))),
+        Ok((value, [])) => Ok(Some((value, pos + body_end + TRAILER_BYTES))),
         Ok((_, extra)) => Err(corrupt(format!("{} bytes after the value", extra.len()))),
         Err(e) => Err(corrupt(format!("undecodable body: {e}"))),
     }
+}
+
+/// Whether these bytes of a record read as never written (all zero; see the module
+/// documentation for why a genuine header or checksum never does).
+fn unwritten(bytes: &[u8]) -> bool {
+    bytes.iter().all(|&b| b == 0)
 }
 
 fn checksum(len_bytes: &[u8], body: &[u8]) -> u32 {
@@ -139,8 +167,8 @@ mod tests {
         let len = 1u32.to_le_bytes();
         let mut bytes = len.to_vec();
         bytes.extend_from_slice(&crc32c::crc32c(&len).to_le_bytes());
-        bytes.extend_from_slice(&checksum(&len, &body).to_le_bytes());
         bytes.extend_from_slice(&body);
+        bytes.extend_from_slice(&checksum(&len, &body).to_le_bytes());
         let decoded = decode_all::<bool>(&bytes);
         assert!(decoded.records.is_empty());
         assert!(
@@ -170,7 +198,7 @@ mod tests {
         encode(&6u8, &mut bytes);
         // Claim a longer body for the last record: the length check catches it, so it does
         // not pass for a torn tail.
-        let last = HEADER_BYTES + 1;
+        let last = HEADER_BYTES + 1 + TRAILER_BYTES;
         bytes[last] = 200;
         let decoded = decode_all::<u8>(&bytes);
         assert_eq!(decoded.records, vec![(0, 5)]);
@@ -201,5 +229,48 @@ mod tests {
         let decoded = decode_all::<u8>(&bytes);
         assert_eq!(decoded.records, vec![(0, 5)]);
         assert_eq!(decoded.end, End::TornTail { offset: at });
+    }
+
+    /// A record written over zeros whose last sector never reached the disk: its body is cut
+    /// and its checksum reads as zeros.
+    #[test]
+    fn a_record_whose_checksum_was_never_written_is_torn() {
+        let mut bytes = Vec::new();
+        encode(&"one".to_string(), &mut bytes);
+        let at = bytes.len();
+        encode(&"a longer value".to_string(), &mut bytes);
+        let body = at + HEADER_BYTES;
+        bytes[body + 3..].fill(0);
+        bytes.extend_from_slice(&[0; 40]);
+        let decoded = decode_all::<String>(&bytes);
+        assert_eq!(decoded.records, vec![(0, "one".to_string())]);
+        assert_eq!(decoded.end, End::TornTail { offset: at as u64 });
+    }
+
+    /// The checksum is written but a sector of the body is zeros: written out of order, or
+    /// damaged; either way not a clean cut, so it is not guessed to be one.
+    #[test]
+    fn a_lost_middle_with_its_checksum_written_is_corrupt() {
+        let mut bytes = Vec::new();
+        encode(&"a longer value".to_string(), &mut bytes);
+        bytes[HEADER_BYTES + 2..HEADER_BYTES + 6].fill(0);
+        assert!(matches!(
+            decode_all::<String>(&bytes).end,
+            End::Corrupt { offset: 0, .. }
+        ));
+    }
+
+    /// Half a header zero is what a cut inside it looks like, but also what damage can do:
+    /// corruption.
+    #[test]
+    fn a_header_only_partly_zero_is_corrupt() {
+        let mut bytes = Vec::new();
+        encode(&5u8, &mut bytes);
+        bytes[4..].fill(0);
+        bytes.extend_from_slice(&[0; 40]);
+        assert!(matches!(
+            decode_all::<u8>(&bytes).end,
+            End::Corrupt { offset: 0, .. }
+        ));
     }
 }

@@ -27,8 +27,13 @@ use chat_core::ids::OpIndex;
 use files::{io_error, sync_dir, sync_error};
 use rustix::fs::{fallocate, FallocateFlags};
 use std::fs::{File, OpenOptions};
-use std::io::{BufWriter, Write};
+use std::io::{BufWriter, Read, Write};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+
+/// How far ahead of the appends a segment is written with zeros (see
+/// [`StorageOptions::preallocate`]): each extension costs one sync with metadata.
+pub const ZERO_AHEAD_BYTES: u64 = 1 << 20;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct StorageOptions {
@@ -37,8 +42,12 @@ pub struct StorageOptions {
     /// Bytes of state per record of a snapshot file.
     pub snapshot_chunk_bytes: usize,
     /// Reserve each new segment's disk blocks up front (`fallocate` keeping the file's size),
-    /// so that an append finds its blocks allocated. Best effort: where the file system
-    /// cannot, appends allocate as they go.
+    /// and write zeros a little ahead of the appends ([`ZERO_AHEAD_BYTES`]), so that an append
+    /// overwrites blocks already allocated and written within the file's size: its `fdatasync`
+    /// then flushes data only, no metadata (on ext4 a quarter faster alone; NOTEBOOK,
+    /// session 9). Recovery reads the zeros past the last record as never written
+    /// ([`record`]). The reservation is best effort: where the file system cannot, appends
+    /// allocate as they go.
     pub preallocate: bool,
 }
 
@@ -114,8 +123,10 @@ pub struct Storage {
     sealed: Vec<Segment>,
     active: Segment,
     file: File,
-    /// Bytes in the active segment.
+    /// Bytes of records in the active segment.
     len: u64,
+    /// Bytes of the active segment's file: `len`, then zeros written ahead.
+    file_len: u64,
     /// Whether the active segment has bytes not yet synced.
     unsynced: bool,
     /// The newest vote appended, repeated at the start of every new segment.
@@ -136,9 +147,10 @@ impl Storage {
         recovery::open(dir, opts)
     }
 
-    /// Whether `dir` holds no durable state: no snapshot, and no log segment with a byte in
-    /// it (a missing directory holds none). Reads names and sizes only, and changes nothing,
-    /// unlike [`open`](Self::open), which starts a new segment.
+    /// Whether `dir` holds no durable state: no snapshot, and no log segment with a record
+    /// begun in it (a missing directory holds none). Reads names and each segment's first
+    /// bytes only (a segment of zeros holds nothing: a genuine record's header is never
+    /// zero), and changes nothing, unlike [`open`](Self::open), which starts a new segment.
     pub fn holds_no_state(dir: &Path) -> Result<bool, StorageError> {
         if !dir.is_dir() {
             return Ok(true);
@@ -148,7 +160,13 @@ impl Storage {
             return Ok(false);
         }
         for (_, path) in &listing.segments {
-            if std::fs::metadata(path).map_err(io_error(path))?.len() > 0 {
+            let mut head = [0; record::HEADER_BYTES];
+            let file = File::open(path).map_err(io_error(path))?;
+            let read = file
+                .take(head.len() as u64)
+                .read(&mut head)
+                .map_err(io_error(path))?;
+            if head[..read].iter().any(|&b| b != 0) {
                 return Ok(false);
             }
         }
@@ -223,10 +241,15 @@ impl Storage {
 
     fn write_pending(&mut self) -> Result<(), StorageError> {
         if !self.pending.is_empty() {
+            let end = self.len + self.pending.len() as u64;
+            if self.opts.preallocate && end > self.file_len {
+                self.file_len = zero_ahead(&self.file, &self.active.path, end)?;
+            }
             self.file
                 .write_all(&self.pending)
                 .map_err(io_error(&self.active.path))?;
             self.len += self.pending.len() as u64;
+            self.file_len = self.file_len.max(self.len);
             self.unsynced = true;
             self.pending.clear();
         }
@@ -237,10 +260,14 @@ impl Storage {
     fn rotate(&mut self) -> Result<(), StorageError> {
         self.sync()?;
         if self.opts.preallocate {
-            // Gives back the reserved blocks past the end (the size does not change).
-            self.file
-                .set_len(self.len)
-                .map_err(io_error(&self.active.path))?;
+            // Cuts the zeros written ahead, durably (only the last segment may end in zeros:
+            // recovery takes them for a torn tail elsewhere), and gives back the blocks
+            // reserved past the end.
+            let path = &self.active.path;
+            self.file.set_len(self.len).map_err(io_error(path))?;
+            if self.file_len > self.len {
+                self.file.sync_data().map_err(sync_error(path))?;
+            }
         }
         let (segment, file, len) = start_segment(
             &self.dir,
@@ -252,6 +279,7 @@ impl Storage {
             .push(std::mem::replace(&mut self.active, segment));
         self.file = file;
         self.len = len;
+        self.file_len = len;
         Ok(())
     }
 }
@@ -307,10 +335,26 @@ impl StorageOptions {
     }
 }
 
+/// Writes zeros from `end` (the end of the records about to be written) to the next multiple
+/// of [`ZERO_AHEAD_BYTES`] past it; returns the file's new length. They become durable with
+/// the next sync, the only one in that stretch that changes metadata.
+fn zero_ahead(file: &File, path: &Path, end: u64) -> Result<u64, StorageError> {
+    static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
+    let target = (end / ZERO_AHEAD_BYTES + 1) * ZERO_AHEAD_BYTES;
+    let mut at = end;
+    while at < target {
+        let n = (target - at).min(ZEROS.len() as u64);
+        file.write_all_at(&ZEROS[..n as usize], at)
+            .map_err(io_error(path))?;
+        at += n;
+    }
+    Ok(target)
+}
+
 /// Creates segment `seq` holding `vote` (if any), durably: file synced, then directory. If
 /// that fails (a full disk), the new file is removed again: a failed start leaves nothing new.
-/// `reserve` bytes of disk blocks are allocated without changing the file's size, so that
-/// recovery reads exactly what was written (no zero padding to tell from a torn write).
+/// `reserve` bytes of disk blocks are allocated without changing the file's size; zeros are
+/// written into them as appends come ([`zero_ahead`]).
 fn start_segment(
     dir: &Path,
     seq: u64,

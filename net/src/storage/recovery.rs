@@ -23,6 +23,8 @@ pub(super) fn open(
     let mut sealed = Vec::new();
     let mut records = Vec::new();
     let mut torn_tail = None;
+    // Where the last segment's records end, if bytes follow them (a torn write or zeros).
+    let mut cut = None;
     let last_seq = listing.segments.last().map(|(seq, _)| *seq);
     for (seq, path) in &listing.segments {
         let bytes = std::fs::read(path).map_err(io_error(path))?;
@@ -30,7 +32,11 @@ pub(super) fn open(
         match decoded.end {
             End::Clean => {}
             End::TornTail { offset } if Some(*seq) == last_seq => {
-                torn_tail = Some((path.clone(), offset));
+                cut = Some((path.clone(), offset));
+                // Zeros to the end are what was written ahead of the appends, not a torn write.
+                if bytes[offset as usize..].iter().any(|&b| b != 0) {
+                    torn_tail = Some((path.clone(), offset));
+                }
             }
             End::TornTail { offset } => {
                 return Err(corrupt(
@@ -66,8 +72,10 @@ pub(super) fn open(
     let recovered = Recovered::replay(snapshot, records)?;
 
     // Everything checked out: repair.
-    if let Some((path, offset)) = &torn_tail {
-        tracing::warn!(file = %path.display(), offset, "truncating a torn tail (a write cut short)");
+    if let Some((path, offset)) = &cut {
+        if torn_tail.is_some() {
+            tracing::warn!(file = %path.display(), offset, "truncating a torn tail (a write cut short)");
+        }
         let file = OpenOptions::new()
             .write(true)
             .open(path)
@@ -105,6 +113,7 @@ pub(super) fn open(
         active,
         file,
         len,
+        file_len: len,
         unsynced: false,
         last_vote,
         pending: Vec::new(),

@@ -170,7 +170,7 @@ fn bench(args: &LoadArgs) -> Result<(), String> {
             println!("etcd: {}", endpoints.join(","));
         }
         println!(
-            "floor: 100-byte write + fdatasync p50 {floor:.3} ms (the lower of {spinning:.3} ms \
+            "floor: 100-byte write in place + fdatasync p50 {floor:.3} ms (the lower of {spinning:.3} ms \
              with a thread spinning beside it and {quiet:.3} ms without); load average {}",
             load_average()
         );
