@@ -13,7 +13,7 @@ use crate::durable::{Snapshot, SnapshotMeta};
 use serde::{Deserialize, Serialize};
 
 /// The default bytes of state per chunk record.
-pub const DEFAULT_CHUNK_BYTES: usize = 16 << 20;
+pub const DEFAULT_CHUNK_BYTES: usize = 1 << 20;
 
 /// One record of a snapshot file.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
