@@ -9,8 +9,10 @@ use crate::service::Service;
 
 /// Bounds the encoding work of snapshots per entry applied (see [`interval`]): with
 /// 25 MB of queued messages a snapshot every 10,000 entries took a fifth of the primary's
-/// time and most of its 99th-percentile latency (NOTEBOOK, 2026-12-03, session 6).
-const SNAPSHOT_BYTES_PER_ENTRY: u64 = 256;
+/// time and most of its 99th-percentile latency (NOTEBOOK, 2026-12-03, session 6). Half of
+/// 256 gave 64 clients a tenth more throughput and halved their 99th percentile; the log
+/// kept longer is paid for by smaller queued messages (NOTEBOOK, session 9).
+const SNAPSHOT_BYTES_PER_ENTRY: u64 = 128;
 
 /// Everything about snapshots a replica keeps.
 #[derive(Debug)]
