@@ -8,18 +8,21 @@
 //! A reader tells a write that was cut short (a torn tail, normal after a crash) from damage to
 //! bytes that had been completely written (corruption), and never mistakes damage for a torn
 //! write. The log is written over zeros (the storage writes zeros ahead of its appends, so that
-//! a sync changes no file metadata), and a write cut short may leave any of its sectors
-//! unwritten: they read as zeros. So a record is torn when
+//! a sync changes no file metadata); a write cut short leaves the sectors it did not reach
+//! reading as zeros. So a record is torn when
 //! - it runs past the end of the bytes (its header or its body and checksum), or
-//! - its header fails its check and its eight header bytes are all zero (never written), or
-//! - its header is sound, its checksum fails, and the four checksum bytes are all zero.
+//! - its header fails its check, and it and everything after it are zero (never written), or
+//! - its header is sound, its checksum fails, and the checksum and everything after it are
+//!   zero (the write stopped inside the body).
 //!
 //! Anything else that fails a check is corruption. A genuine header is never all zero (its
-//! length check is the CRC of the length, and the CRC of four zero bytes is not zero), and it
-//! has at least two non-zero bytes, so one damaged byte cannot make it read as unwritten; a
-//! genuine checksum is zero with odds of 2^-32. The price of never guessing: a cut-short write
-//! whose sectors landed out of order, or that was cut inside a header or a checksum, reads as
-//! corruption, and start-up stops rather than truncate what may have been acknowledged.
+//! length check is the CRC of the length, and the CRC of four zero bytes is not zero) and has
+//! at least two non-zero bytes, so one damaged byte cannot make it read as unwritten; a genuine
+//! checksum is zero with odds of 2^-32. Asking for zeros to the end also keeps a synced sector
+//! that reads back as zeros, with records after it, from passing for a torn write. The price
+//! of never guessing: a cut-short write whose sectors landed out of order, or that stopped
+//! inside a header or a checksum, reads as corruption, and start-up stops rather than
+//! truncate what may have been acknowledged.
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -115,7 +118,7 @@ pub fn decode_next<T: DeserializeOwned>(
     let len_check = u32::from_le_bytes(header[4..].try_into().expect("4 bytes"));
     let corrupt = |reason: String| End::Corrupt { offset, reason };
     if crc32c::crc32c(len_bytes) != len_check {
-        return Err(if unwritten(header) {
+        return Err(if unwritten(rest) {
             torn
         } else {
             corrupt("damaged record length".to_string())
@@ -133,7 +136,7 @@ pub fn decode_next<T: DeserializeOwned>(
     let body = &rest[HEADER_BYTES..body_end];
     let crc_bytes: [u8; TRAILER_BYTES] = crc.try_into().expect("4 bytes");
     if checksum(len_bytes, body) != u32::from_le_bytes(crc_bytes) {
-        return Err(if unwritten(&crc_bytes) {
+        return Err(if unwritten(&rest[body_end..]) {
             torn
         } else {
             corrupt("checksum mismatch".to_string())
@@ -146,8 +149,8 @@ pub fn decode_next<T: DeserializeOwned>(
     }
 }
 
-/// Whether these bytes of a record read as never written (all zero; see the module
-/// documentation for why a genuine header or checksum never does).
+/// Whether these bytes, from a record's header or checksum to the end, read as never written
+/// (all zero; see the module documentation for why a genuine header or checksum never does).
 fn unwritten(bytes: &[u8]) -> bool {
     bytes.iter().all(|&b| b == 0)
 }
@@ -254,6 +257,35 @@ mod tests {
         let mut bytes = Vec::new();
         encode(&"a longer value".to_string(), &mut bytes);
         bytes[HEADER_BYTES + 2..HEADER_BYTES + 6].fill(0);
+        assert!(matches!(
+            decode_all::<String>(&bytes).end,
+            End::Corrupt { offset: 0, .. }
+        ));
+    }
+
+    /// A synced record that reads back as zeros, with records after it, is damage (a lost
+    /// write), not a torn one.
+    #[test]
+    fn a_zeroed_record_before_others_is_corrupt() {
+        let mut bytes = Vec::new();
+        encode(&5u8, &mut bytes);
+        let second = bytes.len();
+        encode(&6u8, &mut bytes);
+        encode(&7u8, &mut bytes);
+        let third = second + HEADER_BYTES + 1 + TRAILER_BYTES;
+        bytes[second..third].fill(0);
+        bytes.extend_from_slice(&[0; 40]);
+        assert!(matches!(
+            decode_all::<u8>(&bytes).end,
+            End::Corrupt { offset, .. } if offset == second as u64
+        ));
+        // Its checksum alone zeroed, the same.
+        let mut bytes = Vec::new();
+        encode(&"one".to_string(), &mut bytes);
+        encode(&"two".to_string(), &mut bytes);
+        let end = bytes.len();
+        let one_end = end / 2;
+        bytes[one_end - TRAILER_BYTES..one_end].fill(0);
         assert!(matches!(
             decode_all::<String>(&bytes).end,
             End::Corrupt { offset: 0, .. }
