@@ -156,7 +156,7 @@ impl Chat {
 
     /// After decoding, which gives every message a name of its own: one allocation per
     /// sender's name again, as when the messages were sent.
-    pub fn share_senders(&mut self) {
+    pub(crate) fn share_senders(&mut self) {
         let mut names: BTreeSet<Arc<str>> = self.user_of.values().cloned().collect();
         let users: Vec<String> = self.accounts.keys().cloned().collect();
         for user in users {
