@@ -497,40 +497,6 @@ mod tests {
         Op::Login { user: user.into() }
     }
 
-    /// A queued message encodes as its `Message`'s fields then `pushed`, and decoding shares
-    /// each sender's name again.
-    #[test]
-    fn queued_messages_encode_as_messages_and_share_their_sender_after_decoding() {
-        let mut w = World::with_users(&["ann", "bob"]);
-        w.ok(A, login("ann"));
-        w.ok(A, send("bob", "hi"));
-        w.ok(A, send("bob", "yo"));
-        let queue = &w.chat.accounts["bob"].queue;
-        assert!(Arc::ptr_eq(&queue[0].from, &queue[1].from));
-        #[derive(Serialize)]
-        struct Before {
-            message: Message,
-            pushed: bool,
-        }
-        let before = Before {
-            message: queue[0].message(),
-            pushed: false,
-        };
-        assert_eq!(
-            postcard::to_allocvec(&queue[0]).unwrap(),
-            postcard::to_allocvec(&before).unwrap()
-        );
-        let mut decoded: Chat =
-            postcard::from_bytes(&postcard::to_allocvec(&w.chat).unwrap()).unwrap();
-        let queue = &decoded.accounts["bob"].queue;
-        assert!(!Arc::ptr_eq(&queue[0].from, &queue[1].from));
-        decoded.share_senders();
-        assert_eq!(decoded, w.chat);
-        let queue = &decoded.accounts["bob"].queue;
-        assert!(Arc::ptr_eq(&queue[0].from, &queue[1].from));
-        assert!(Arc::ptr_eq(&queue[0].from, &decoded.user_of[&A]));
-    }
-
     fn send(to: &str, text: &str) -> Op {
         Op::Send {
             to: to.into(),
@@ -1021,5 +987,39 @@ mod tests {
         let restored: Chat =
             postcard::from_bytes(&postcard::to_stdvec(&one.chat).unwrap()).unwrap();
         assert_eq!(restored, one.chat);
+    }
+
+    /// A queued message encodes as its `Message`'s fields then `pushed`, and decoding shares
+    /// each sender's name again.
+    #[test]
+    fn queued_messages_encode_as_messages_and_share_their_sender_after_decoding() {
+        let mut w = World::with_users(&["ann", "bob"]);
+        w.ok(A, login("ann"));
+        w.ok(A, send("bob", "hi"));
+        w.ok(A, send("bob", "yo"));
+        let queue = &w.chat.accounts["bob"].queue;
+        assert!(Arc::ptr_eq(&queue[0].from, &queue[1].from));
+        #[derive(Serialize)]
+        struct Before {
+            message: Message,
+            pushed: bool,
+        }
+        let before = Before {
+            message: queue[0].message(),
+            pushed: false,
+        };
+        assert_eq!(
+            postcard::to_allocvec(&queue[0]).unwrap(),
+            postcard::to_allocvec(&before).unwrap()
+        );
+        let mut decoded: Chat =
+            postcard::from_bytes(&postcard::to_allocvec(&w.chat).unwrap()).unwrap();
+        let queue = &decoded.accounts["bob"].queue;
+        assert!(!Arc::ptr_eq(&queue[0].from, &queue[1].from));
+        decoded.share_senders();
+        assert_eq!(decoded, w.chat);
+        let queue = &decoded.accounts["bob"].queue;
+        assert!(Arc::ptr_eq(&queue[0].from, &queue[1].from));
+        assert!(Arc::ptr_eq(&queue[0].from, &decoded.user_of[&A]));
     }
 }

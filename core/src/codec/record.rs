@@ -114,7 +114,7 @@ pub fn decode_next<T: DeserializeOwned>(
         return Err(torn);
     };
     let len_bytes = &header[..4];
-    let len = u32::from_le_bytes(header[..4].try_into().expect("4 bytes"));
+    let len = u32::from_le_bytes(len_bytes.try_into().expect("4 bytes"));
     let len_check = u32::from_le_bytes(header[4..].try_into().expect("4 bytes"));
     let corrupt = |reason: String| End::Corrupt { offset, reason };
     if crc32c::crc32c(len_bytes) != len_check {
@@ -162,6 +162,14 @@ fn checksum(len_bytes: &[u8], body: &[u8]) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Where decoding `bytes` stopped on corruption, if it did.
+    fn corrupt_at<T: DeserializeOwned>(bytes: &[u8]) -> Option<u64> {
+        match decode_all::<T>(bytes).end {
+            End::Corrupt { offset, .. } => Some(offset),
+            _ => None,
+        }
+    }
 
     #[test]
     fn checksum_valid_but_undecodable_body_is_corrupt_even_at_the_end() {
@@ -217,10 +225,7 @@ mod tests {
         let mut bytes = Vec::new();
         encode(&5u8, &mut bytes);
         *bytes.last_mut().unwrap() ^= 1;
-        assert!(matches!(
-            decode_all::<u8>(&bytes).end,
-            End::Corrupt { offset: 0, .. }
-        ));
+        assert_eq!(corrupt_at::<u8>(&bytes), Some(0));
     }
 
     #[test]
@@ -257,10 +262,7 @@ mod tests {
         let mut bytes = Vec::new();
         encode(&"a longer value".to_string(), &mut bytes);
         bytes[HEADER_BYTES + 2..HEADER_BYTES + 6].fill(0);
-        assert!(matches!(
-            decode_all::<String>(&bytes).end,
-            End::Corrupt { offset: 0, .. }
-        ));
+        assert_eq!(corrupt_at::<String>(&bytes), Some(0));
     }
 
     /// A synced record that reads back as zeros, with records after it, is damage (a lost
@@ -275,10 +277,7 @@ mod tests {
         let third = second + HEADER_BYTES + 1 + TRAILER_BYTES;
         bytes[second..third].fill(0);
         bytes.extend_from_slice(&[0; 40]);
-        assert!(matches!(
-            decode_all::<u8>(&bytes).end,
-            End::Corrupt { offset, .. } if offset == second as u64
-        ));
+        assert_eq!(corrupt_at::<u8>(&bytes), Some(second as u64));
         // Its checksum alone zeroed, the same.
         let mut bytes = Vec::new();
         encode(&"one".to_string(), &mut bytes);
@@ -286,10 +285,7 @@ mod tests {
         let end = bytes.len();
         let one_end = end / 2;
         bytes[one_end - TRAILER_BYTES..one_end].fill(0);
-        assert!(matches!(
-            decode_all::<String>(&bytes).end,
-            End::Corrupt { offset: 0, .. }
-        ));
+        assert_eq!(corrupt_at::<String>(&bytes), Some(0));
     }
 
     /// Half a header zero is what a cut inside it looks like, but also what damage can do:
@@ -300,9 +296,6 @@ mod tests {
         encode(&5u8, &mut bytes);
         bytes[4..].fill(0);
         bytes.extend_from_slice(&[0; 40]);
-        assert!(matches!(
-            decode_all::<u8>(&bytes).end,
-            End::Corrupt { offset: 0, .. }
-        ));
+        assert_eq!(corrupt_at::<u8>(&bytes), Some(0));
     }
 }
