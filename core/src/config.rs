@@ -11,14 +11,17 @@ use std::collections::BTreeSet;
 pub struct Config {
     pub replicas: Vec<ReplicaAddr>,
     /// Replica `i` keeps its log and snapshots in `<data_dir>/replica-<i>`.
+    #[serde(default = "default_data_dir")]
     pub data_dir: String,
     /// A file holding the cluster's shared secret (at least 32 bytes), with which replicas
     /// prove to each other who they are. Without it, peers are checked by address only.
     #[serde(default)]
     pub cluster_secret_file: Option<String>,
     /// An idle primary sends a heartbeat this often.
+    #[serde(default = "default_heartbeat_interval_ms")]
     pub heartbeat_interval_ms: u64,
     /// A backup that hears no primary for a random time in [t, 2t) starts a view change.
+    #[serde(default = "default_election_timeout_ms")]
     pub election_timeout_ms: u64,
     /// Snapshot and compact the log after this many new entries.
     #[serde(default = "default_snapshot_every")]
@@ -163,6 +166,18 @@ impl LeaseSettings {
 
 fn default_snapshot_every() -> u64 {
     10_000
+}
+
+fn default_data_dir() -> String {
+    "./data".to_owned()
+}
+
+fn default_heartbeat_interval_ms() -> u64 {
+    100
+}
+
+fn default_election_timeout_ms() -> u64 {
+    1000
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -404,13 +419,27 @@ mod tests {
 
     #[test]
     fn missing_field_is_named() {
-        let text: String = GOOD
-            .lines()
-            .filter(|l| !l.starts_with("election_timeout_ms"))
-            .collect::<Vec<_>>()
-            .join("\n");
-        let e = err(&text);
-        assert!(e.contains("election_timeout_ms"), "{e}");
+        let e = err("data_dir: ./data\n");
+        assert!(e.contains("replicas"), "{e}");
+        let e = err("replicas:\n  - id: 0\n    host: 127.0.0.1\n    client_port: 7000\n");
+        assert!(e.contains("peer_port"), "{e}");
+    }
+
+    /// Only the replicas must be written: everything else has the defaults of the
+    /// checked-in `config.yaml` (less its secret and TLS files, which are optional).
+    #[test]
+    fn a_config_of_only_replicas_takes_the_defaults() {
+        let only: String = GOOD.split("\ndata_dir:").next().unwrap().to_owned() + "\n";
+        let c = Config::parse(&only).unwrap();
+        let full = Config::parse(GOOD).unwrap();
+        assert_eq!(
+            c,
+            Config {
+                cluster_secret_file: None,
+                tls: None,
+                ..full
+            }
+        );
     }
 
     #[test]
