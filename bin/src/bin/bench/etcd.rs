@@ -5,7 +5,7 @@
 //! forwarded by a follower.
 
 use crate::load::Setting;
-use crate::report::{Progress, Row, Samples};
+use crate::report::{Floor, Progress, Row, Samples};
 use etcd_client::{Client, GetOptions};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 pub fn run(
     endpoints: &[String],
     setting: &Setting,
-    floor: f64,
+    floor: &Floor,
     progress: &Progress,
 ) -> Result<Row, String> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -30,7 +30,7 @@ type Tally = (Vec<(Instant, Duration)>, u64);
 async fn drive(
     endpoints: &[String],
     setting: &Setting,
-    floor: f64,
+    floor: &Floor,
     progress: &Progress,
 ) -> Result<Row, String> {
     let total = setting.warmup + setting.measure;

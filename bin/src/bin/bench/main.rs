@@ -153,8 +153,7 @@ fn bench(args: &LoadArgs) -> Result<(), String> {
         .1
         .dir()
         .map_or_else(std::env::temp_dir, Path::to_path_buf);
-    let (spinning, quiet) = report::fdatasync_floor(&probe_dir)?;
-    let floor = spinning.min(quiet);
+    let floor = report::Floor::measure(&probe_dir, args.replicas)?;
     if !args.json {
         for ((system, cluster), primary) in clusters.iter().zip(&primaries) {
             match cluster.dir() {
@@ -170,8 +169,14 @@ fn bench(args: &LoadArgs) -> Result<(), String> {
             println!("etcd: {}", endpoints.join(","));
         }
         println!(
-            "floor: 100-byte write in place + fdatasync p50 {floor:.3} ms (the lower of {spinning:.3} ms \
-             with a thread spinning beside it and {quiet:.3} ms without); load average {}",
+            "floor: 100-byte write in place + fdatasync p50 {:.3} ms (the lower of {:.3} ms \
+             with a thread spinning beside it and {:.3} ms without); {} at once, one per \
+             replica, on this disk: the slowest p50 {:.3} ms; load average {}",
+            floor.one,
+            floor.spinning,
+            floor.quiet,
+            floor.replicas,
+            floor.all_replicas,
             load_average()
         );
         println!("{}", Row::HEADER);
@@ -189,7 +194,7 @@ fn bench(args: &LoadArgs) -> Result<(), String> {
         // the other, so that a change in the machine's load falls on both.
         for (system, cluster) in &clusters {
             let outcome = load::run(cluster, &setting, &progress)?;
-            let mut row = Row::new(system, clients, &outcome.samples, floor);
+            let mut row = Row::new(system, clients, &outcome.samples, &floor);
             row.lost = outcome.lost;
             row.duplicated = outcome.duplicated;
             row.unacknowledged = outcome.unacknowledged;
@@ -206,7 +211,7 @@ fn bench(args: &LoadArgs) -> Result<(), String> {
             row.print(args.json);
         }
         if let Some(endpoints) = &etcd {
-            run_etcd(endpoints, &setting, floor, &progress)?.print(args.json);
+            run_etcd(endpoints, &setting, &floor, &progress)?.print(args.json);
         }
     }
     if !args.json {
@@ -252,14 +257,19 @@ fn etcd_target(endpoints: Option<&str>) -> Result<Option<Vec<String>>, String> {
 fn run_etcd(
     endpoints: &[String],
     setting: &load::Setting,
-    floor: f64,
+    floor: &report::Floor,
     progress: &Progress,
 ) -> Result<Row, String> {
     etcd::run(endpoints, setting, floor, progress)
 }
 
 #[cfg(not(feature = "etcd"))]
-fn run_etcd(_: &[String], _: &load::Setting, _: f64, _: &Progress) -> Result<Row, String> {
+fn run_etcd(
+    _: &[String],
+    _: &load::Setting,
+    _: &report::Floor,
+    _: &Progress,
+) -> Result<Row, String> {
     unreachable!("refused by etcd_target")
 }
 

@@ -83,10 +83,13 @@ pub struct Row {
     /// A 100-byte write (over bytes already written) + `fdatasync` on the data directory's
     /// disk, median: the floor of a durable acknowledgement.
     pub fdatasync_p50_ms: f64,
+    /// The same done by one thread per replica at once, the slowest of each round, median:
+    /// the floor of an acknowledgement durable on every replica when they share this disk.
+    pub fdatasync_all_replicas_p50_ms: f64,
 }
 
 impl Row {
-    pub fn new(system: &'static str, clients: u32, samples: &Samples, floor: f64) -> Row {
+    pub fn new(system: &'static str, clients: u32, samples: &Samples, floor: &Floor) -> Row {
         Row {
             system,
             clients,
@@ -106,7 +109,8 @@ impl Row {
             replicas_cpu_us_per_send: None,
             replicas_cpu_us_by_thread: Default::default(),
             clients_cpu_us_per_send: None,
-            fdatasync_p50_ms: floor,
+            fdatasync_p50_ms: floor.one,
+            fdatasync_all_replicas_p50_ms: floor.all_replicas,
         }
     }
 
@@ -190,50 +194,137 @@ impl Progress {
     }
 }
 
-/// The floor of a durable acknowledgement on the disk of `dir`, in milliseconds: the median of
-/// 200 writes of 100 bytes, each followed by `fdatasync`, measured twice, as (with, without)
-/// another thread spinning beside it. Either can only be inflated by the machine, not the disk:
-/// on a virtual machine an idle vCPU halts, and waking it when the disk answers can wait for a
-/// timer tick (4 ms against 0.14-0.16 ms with a CPU busy, on this project's machines), while on
-/// a machine loaded by others the spinning thread competes for a CPU. The floor is the lower.
-pub fn fdatasync_floor(dir: &Path) -> Result<(f64, f64), String> {
-    let without = fdatasync_p50(dir)?;
-    let stop = AtomicBool::new(false);
-    let with = std::thread::scope(|scope| {
-        scope.spawn(|| {
-            // Plain work, not `spin_loop()`: a hypervisor may take a loop of PAUSE
-            // instructions for an idle vCPU.
-            let mut n = 0u64;
-            while !stop.load(Ordering::Relaxed) {
-                n = std::hint::black_box(n.wrapping_add(1));
-            }
-        });
-        let with = fdatasync_p50(dir);
-        stop.store(true, Ordering::Relaxed);
-        with
-    })?;
-    Ok((with, without))
+/// The floors of a durable acknowledgement on the disk of a directory, in milliseconds.
+pub struct Floor {
+    /// One write and sync alone: the lower of the medians with and without a thread
+    /// spinning beside it (`spinning`, `quiet`).
+    pub one: f64,
+    pub spinning: f64,
+    pub quiet: f64,
+    /// One write and sync per replica, started together: the median of the slowest.
+    pub all_replicas: f64,
+    pub replicas: usize,
+}
+
+impl Floor {
+    /// Measures the floors on the disk of `dir` for a cluster of `replicas`.
+    ///
+    /// One sync alone is measured twice, with and without another thread spinning beside
+    /// it. Either can only be inflated by the machine, not the disk: on a virtual machine an
+    /// idle vCPU halts, and waking it when the disk answers can wait for a timer tick (4 ms
+    /// against 0.14-0.16 ms with a CPU busy, on this project's machines), while on a machine
+    /// loaded by others the spinning thread competes for a CPU. The floor is the lower.
+    ///
+    /// Replicas on one machine share its disk, and a sync that arrives while another is
+    /// under way waits for it: so an acknowledgement durable on every replica has a floor of
+    /// its own, which `all_replicas` measures.
+    pub fn measure(dir: &Path, replicas: usize) -> Result<Floor, String> {
+        let quiet = fdatasync_p50(dir)?;
+        let stop = AtomicBool::new(false);
+        let spinning = std::thread::scope(|scope| {
+            scope.spawn(|| {
+                // Plain work, not `spin_loop()`: a hypervisor may take a loop of PAUSE
+                // instructions for an idle vCPU.
+                let mut n = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    n = std::hint::black_box(n.wrapping_add(1));
+                }
+            });
+            let with = fdatasync_p50(dir);
+            stop.store(true, Ordering::Relaxed);
+            with
+        })?;
+        Ok(Floor {
+            one: spinning.min(quiet),
+            spinning,
+            quiet,
+            all_replicas: fdatasync_at_once_p50(dir, replicas)?,
+            replicas,
+        })
+    }
+}
+
+const FLOOR_ROUNDS: usize = 200;
+
+/// A file of `FLOOR_ROUNDS` × 100 bytes, written and synced, rewound: the probe writes over
+/// it.
+fn probe_file(dir: &Path, name: &str) -> Result<(std::fs::File, std::path::PathBuf), String> {
+    let path = dir.join(format!("fdatasync-probe-{}-{name}", std::process::id()));
+    let failed = |e: std::io::Error| format!("{}: {e}", path.display());
+    let mut file = std::fs::File::create(&path).map_err(failed)?;
+    file.write_all(&[0u8; FLOOR_ROUNDS * 100])
+        .and_then(|()| file.sync_all())
+        .and_then(|()| file.rewind())
+        .map_err(failed)?;
+    Ok((file, path))
+}
+
+/// One round of the probe: 100 bytes written in place and synced, timed.
+fn write_and_sync(mut file: &std::fs::File, path: &Path) -> Result<Duration, String> {
+    let began = Instant::now();
+    file.write_all(&[7u8; 100])
+        .and_then(|()| file.sync_data())
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(began.elapsed())
+}
+
+/// `replicas` threads, each with its own file, start each round together (a barrier) and
+/// write and sync once; the median over the rounds of the slowest thread's time.
+fn fdatasync_at_once_p50(dir: &Path, replicas: usize) -> Result<f64, String> {
+    let barrier = std::sync::Barrier::new(replicas);
+    let per_thread: Vec<Result<Vec<Duration>, String>> = std::thread::scope(|scope| {
+        let threads: Vec<_> = (0..replicas)
+            .map(|i| {
+                let barrier = &barrier;
+                scope.spawn(move || {
+                    // Every thread goes through every barrier, even after an error, so that
+                    // none waits forever.
+                    let probe = probe_file(dir, &format!("at-once-{i}"));
+                    let mut times = Vec::with_capacity(FLOOR_ROUNDS);
+                    let mut error = None;
+                    for _ in 0..FLOOR_ROUNDS {
+                        barrier.wait();
+                        if let Ok((file, path)) = &probe {
+                            if error.is_none() {
+                                match write_and_sync(file, path) {
+                                    Ok(t) => times.push(t),
+                                    Err(e) => error = Some(e),
+                                }
+                            }
+                        }
+                    }
+                    let (_, path) = probe?;
+                    let _ = std::fs::remove_file(path);
+                    error.map_or(Ok(times), Err)
+                })
+            })
+            .collect();
+        threads
+            .into_iter()
+            .map(|t| t.join().expect("a probe thread does not panic"))
+            .collect()
+    });
+    let per_thread = per_thread.into_iter().collect::<Result<Vec<_>, _>>()?;
+    let slowest = (0..FLOOR_ROUNDS)
+        .map(|round| {
+            per_thread
+                .iter()
+                .map(|t| t[round])
+                .max()
+                .unwrap_or_default()
+        })
+        .collect();
+    Ok(Samples::new(slowest, Duration::from_secs(1)).ms(0.5))
 }
 
 /// Over bytes already written and synced, the way the log writes (`ZERO_AHEAD_BYTES` in
 /// `chat_net::storage`): appending that grows the file costs a metadata sync each time, about
 /// a third more on ext4.
 fn fdatasync_p50(dir: &Path) -> Result<f64, String> {
-    let path = dir.join(format!("fdatasync-probe-{}", std::process::id()));
-    let failed = |e: std::io::Error| format!("{}: {e}", path.display());
-    let mut file = std::fs::File::create(&path).map_err(failed)?;
-    file.write_all(&[0u8; 200 * 100])
-        .and_then(|()| file.sync_all())
-        .and_then(|()| file.rewind())
-        .map_err(failed)?;
-    let mut samples = Vec::with_capacity(200);
-    for _ in 0..200 {
-        let began = Instant::now();
-        file.write_all(&[7u8; 100])
-            .and_then(|()| file.sync_data())
-            .map_err(failed)?;
-        samples.push(began.elapsed());
-    }
+    let (file, path) = probe_file(dir, "alone")?;
+    let samples = (0..FLOOR_ROUNDS)
+        .map(|_| write_and_sync(&file, &path))
+        .collect::<Result<Vec<_>, _>>();
     let _ = std::fs::remove_file(&path);
-    Ok(Samples::new(samples, Duration::from_secs(1)).ms(0.5))
+    Ok(Samples::new(samples?, Duration::from_secs(1)).ms(0.5))
 }
