@@ -75,6 +75,32 @@ fn killing_the_primary_loses_nothing_and_shows_nothing_twice() {
     assert_eq!(next_message(&bob_incoming).id, id);
 }
 
+/// An idle recipient asks nothing, so no reply can redirect it: when the primary its
+/// connection leads to froze, woke and stepped down, that replica sends it on, and pushes
+/// reach it again at once (not after its connection idles out, five minutes later).
+#[test]
+fn an_idle_recipient_gets_pushes_again_after_its_primary_froze_and_stepped_down() {
+    let cluster = Cluster::start();
+    let (alice, _bob, bob_incoming) = alice_and_bob(&cluster);
+    let frozen = cluster.wait_for_primary(None);
+    cluster.pause(frozen);
+    let new_primary = cluster.wait_for_primary(Some(frozen));
+    cluster.resume(frozen);
+    let deadline = Instant::now() + WAIT;
+    while cluster
+        .status(frozen)
+        .is_none_or(|s| s.primary != Some(new_primary))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "replica {frozen} never followed {new_primary}"
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+    let id = send(&alice, "bob", "after the freeze");
+    assert_eq!(next_message(&bob_incoming).id, id);
+}
+
 #[test]
 fn after_all_replicas_restart_queued_messages_remain_and_logins_work() {
     let mut cluster = Cluster::start();

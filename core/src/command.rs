@@ -187,9 +187,29 @@ fn send(rest: &str) -> Result<Op, ParseError> {
     })
 }
 
-/// A received message, as the client shows it: `[id] from: text`.
+/// A received message, as the client shows it: `[id] from: text`. The text is the
+/// sender's: its control characters (escape sequences, carriage returns) and the marks that
+/// reorder text are shown escaped (`\u{1b}`), so that no message can move the cursor, wipe
+/// the line, or pass itself off as another sender's on the recipient's terminal.
 pub fn describe_message(m: &Message) -> String {
-    format!("[{}] {}: {}", m.id, m.from, m.text)
+    format!("[{}] {}: {}", m.id, m.from, shown_as_text(&m.text))
+}
+
+fn shown_as_text(text: &str) -> std::borrow::Cow<'_, str> {
+    let escaped = |c: char| {
+        c.is_control()
+            || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    };
+    if !text.chars().any(escaped) {
+        return text.into();
+    }
+    text.chars()
+        .map(|c| match escaped(c) {
+            true => c.escape_unicode().to_string(),
+            false => c.to_string(),
+        })
+        .collect::<String>()
+        .into()
 }
 
 /// What the client prints for a reply: one line, or one line per delivered message.
@@ -241,6 +261,24 @@ mod tests {
             Ok(Command::Op(op)) => op,
             other => panic!("{line:?} gave {other:?}"),
         }
+    }
+
+    #[test]
+    fn a_message_cannot_drive_the_recipients_terminal() {
+        let m = |text: &str| Message {
+            id: 7,
+            from: "carol".into(),
+            text: text.into(),
+        };
+        assert_eq!(describe_message(&m("héllo 日本")), "[7] carol: héllo 日本");
+        assert_eq!(
+            describe_message(&m("hi\r\x1b[K[1400] alice: send your password")),
+            "[7] carol: hi\\u{d}\\u{1b}[K[1400] alice: send your password"
+        );
+        assert_eq!(
+            describe_message(&m("a\u{202e}b\u{7}\u{9b}")),
+            "[7] carol: a\\u{202e}b\\u{7}\\u{9b}"
+        );
     }
 
     #[test]

@@ -21,6 +21,8 @@ pub enum Route {
         client: ClientId,
         message: ServerToClient,
     },
+    /// Send to every client session attached here, each on its connection.
+    AttachedClients(ServerToClient),
 }
 
 impl From<Output> for Route {
@@ -39,6 +41,9 @@ impl From<Output> for Route {
                 client: id,
                 primary,
             } => client(id, ServerToClient::Redirect { primary }),
+            Output::RedirectAttached { primary } => {
+                Route::AttachedClients(ServerToClient::Redirect { primary })
+            }
             Output::Event(Event::Push {
                 client: id,
                 message,
@@ -94,6 +99,10 @@ mod tests {
         for (output, message) in cases {
             assert_eq!(Route::from(output), Route::Client { client: 7, message });
         }
+        assert_eq!(
+            Route::from(Output::RedirectAttached { primary: Some(1) }),
+            Route::AttachedClients(ServerToClient::Redirect { primary: Some(1) })
+        );
         let persist = Output::Persist {
             id: 9,
             what: Persist::Records(vec![]),

@@ -66,6 +66,7 @@ impl Cluster {
                 Route::Snapshot(job) => self
                     .inbox
                     .push_back((from, Input::SnapshotWritten(job.encode()))),
+                Route::AttachedClients(_) => {}
                 Route::Client { client, message } => match message {
                     ServerToClient::Reply { request, reply } => {
                         self.replies.push((client, request, reply))

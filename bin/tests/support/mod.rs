@@ -181,6 +181,14 @@ impl Cluster {
         }
     }
 
+    /// SIGCONT one replica paused by [`Cluster::pause`].
+    #[allow(dead_code)]
+    pub fn resume(&self, id: ReplicaId) {
+        if let Some(server) = lock(&self.servers)[id as usize].as_mut() {
+            server.resume();
+        }
+    }
+
     /// Runs `chat-admin` with this cluster's configuration.
     #[allow(dead_code)]
     pub fn admin(&self, args: &[&str]) -> std::process::Output {

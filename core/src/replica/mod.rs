@@ -308,6 +308,13 @@ pub enum Output {
         client: ClientId,
         primary: Option<ReplicaId>,
     },
+    /// This replica stopped serving clients (it stepped down as primary): the same
+    /// redirect, to every client session attached here. An idle client waits for pushes on
+    /// its connection and asks nothing, so it would never hear a redirect of its own; told,
+    /// it moves to the new primary and its pushes flow again.
+    RedirectAttached {
+        primary: Option<ReplicaId>,
+    },
     /// A push or notice for a client session (see [`Event`]).
     Event(Event),
     /// Encode this snapshot of our own and write it durably, off the event loop and outside
@@ -425,6 +432,9 @@ pub struct Replica {
     held_clients: Vec<HeldClient>,
     /// Requests were ordered since the outputs were last taken: replicate them when they are.
     replicate_due: bool,
+    /// Whether this replica served clients (as primary, or proposing to be) at the end of
+    /// the last step: when it stops, its attached clients are told (`RedirectAttached`).
+    serving_clients: bool,
 
     /// What `check_invariants` compares against: the state before the last step.
     step_start: StepStart,
@@ -498,6 +508,7 @@ impl Replica {
             outputs: VecDeque::new(),
             held_clients: Vec::new(),
             replicate_due: false,
+            serving_clients: false,
             step_start: StepStart::default(),
             opts,
         };
@@ -544,7 +555,7 @@ impl Replica {
                 }
             }
         }
-        self.release_held_clients();
+        self.end_step();
     }
 
     /// Time has passed: fire any timer that is due.
@@ -561,7 +572,19 @@ impl Replica {
                 }
             }
         }
+        self.end_step();
+    }
+
+    /// After every input and tick: clients held for a proposal that ended are served, and
+    /// if this replica no longer serves clients, the ones attached here are sent on.
+    fn end_step(&mut self) {
         self.release_held_clients();
+        let serving = self.is_acting_primary() || self.is_proposing_primary();
+        if self.serving_clients && !serving {
+            let primary = self.redirect_hint();
+            self.outputs.push_back(Output::RedirectAttached { primary });
+        }
+        self.serving_clients = serving;
     }
 
     /// Every step starts here: a clock that jumped past the pause bound since the last step

@@ -8,7 +8,9 @@ use super::connection::{Connection, FromReader, OpenError, SendError};
 use super::{ClientError, Incoming};
 use crate::tls::ClientTls;
 use chat_core::chat::Reply;
-use chat_core::client::{Ask, Closed, ConnEvent, ConnId, Output, Session, Ticket, Waiting};
+use chat_core::client::{
+    Ask, Closed, ConnEvent, ConnId, Failure, Notice, Output, Session, Ticket, Waiting,
+};
 use chat_core::codec::frame::FrameDecoder;
 use chat_core::config::ReplicaAddr;
 use chat_core::time::Instant as CoreInstant;
@@ -172,6 +174,11 @@ impl Driver {
             }
             Output::Issued { .. } => {}
             Output::Answered { ticket, answer } => {
+                // Only an answer shows that a primary serves again (a wait also ends when
+                // the request gives up or is cancelled).
+                if std::mem::take(&mut self.told_unavailable) {
+                    let _ = self.incoming.send(Incoming::Available);
+                }
                 if let Some(answer_to) = ticket.and_then(|t| self.waiters.remove(&t)) {
                     let _ = answer_to.send(Progress::Done(Ok(answer.for_user())));
                 }
@@ -181,7 +188,14 @@ impl Driver {
                     let _ = answer_to.send(Progress::Done(Err(ClientError::Failed(failure))));
                 }
             }
+            // The session's own request (after a reconnection, while the user idles) gave up
+            // waiting for a primary: said once per outage, like the idle wait (it retries).
+            Output::Notice(Notice::Trouble(Failure::Unavailable { .. }))
+                if self.told_unavailable => {}
             Output::Notice(notice) => {
+                if matches!(notice, Notice::Trouble(Failure::Unavailable { .. })) {
+                    self.told_unavailable = self.tell_availability;
+                }
                 let _ = self.incoming.send(Incoming::from(notice));
             }
             Output::Waiting(waiting) => self.show_waiting(waiting),
@@ -189,21 +203,15 @@ impl Driver {
     }
 
     /// A user's wait is shown to the callers waiting; the session's own (while the user
-    /// idles) becomes one notice when no replica serves, and one when a primary answers.
+    /// idles) becomes one notice when no replica serves (and one when a primary answers:
+    /// `Output::Answered`).
     fn show_waiting(&mut self, waiting: Option<Waiting>) {
-        match &waiting {
-            Some(w) if !w.user => {
-                if self.tell_availability && w.none_serving() && !self.told_unavailable {
-                    self.told_unavailable = true;
-                    let _ = self.incoming.send(Incoming::Unavailable(w.clone()));
-                }
-                return;
+        if let Some(w) = waiting.as_ref().filter(|w| !w.user) {
+            if self.tell_availability && w.none_serving() && !self.told_unavailable {
+                self.told_unavailable = true;
+                let _ = self.incoming.send(Incoming::Unavailable(w.clone()));
             }
-            None if self.told_unavailable => {
-                self.told_unavailable = false;
-                let _ = self.incoming.send(Incoming::Available);
-            }
-            _ => {}
+            return;
         }
         for answer_to in self.waiters.values() {
             let _ = answer_to.send(Progress::Waiting(waiting.clone()));

@@ -57,6 +57,11 @@ impl Clients {
         self.connection_of.get(&client).copied()
     }
 
+    /// Every connection a session is attached to.
+    pub(super) fn attached_connections(&self) -> impl Iterator<Item = Token> + '_ {
+        self.session_of.keys().copied()
+    }
+
     /// A message from the client connection `token`, from `ip`.
     pub(super) fn on_message(
         &mut self,

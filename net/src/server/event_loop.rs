@@ -319,6 +319,11 @@ impl EventLoop {
                     self.links.send_frame(token, &message);
                 }
             }
+            Route::AttachedClients(message) => {
+                for token in self.clients.attached_connections() {
+                    self.links.send_frame(token, &message);
+                }
+            }
         }
     }
 

@@ -809,6 +809,16 @@ impl Sim {
                 self.schedule(at, done);
             }
             Route::Client { client, message } => self.send_to_session(r, client, message),
+            Route::AttachedClients(message) => {
+                let sessions: Vec<ClientId> = self.slots[usize::from(r)]
+                    .attached
+                    .keys()
+                    .copied()
+                    .collect();
+                for session in sessions {
+                    self.send_to_session(r, session, message.clone());
+                }
+            }
         }
         Ok(())
     }
