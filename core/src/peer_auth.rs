@@ -36,6 +36,10 @@ pub const MIN_SECRET_BYTES: usize = 32;
 pub const AUTH_MAGIC: u32 = 0x4155_5448;
 /// Separates these MACs from any other use of the same secret.
 const LABEL: &[u8] = b"chat-peer-auth v1";
+/// Separates [`ClusterSecret::identity_tag`] from any other use of the same secret.
+const IDENTITY_LABEL: &[u8] = b"chat-data-dir-identity v1";
+/// Bytes of [`ClusterSecret::identity_tag`] (twice as many hex digits).
+pub const IDENTITY_TAG_BYTES: usize = 16;
 
 /// A value each side draws fresh (and unpredictable) for every connection.
 pub type Nonce = [u8; NONCE_BYTES];
@@ -67,6 +71,22 @@ impl ClusterSecret {
             return Err(SecretError::TooShort);
         }
         Ok(ClusterSecret(bytes))
+    }
+
+    /// A public name for the cluster this secret belongs to: the first
+    /// [`IDENTITY_TAG_BYTES`] bytes of HMAC-SHA256 of a fixed label, keyed with the secret, in
+    /// lowercase hex. A data directory records it (`IDENTITY`) so that a replica started on
+    /// another cluster's directory is refused. It reveals nothing of the secret (HMAC is a
+    /// pseudo-random function of its key) and, its label being its own, matches no proof or
+    /// signature made with the same secret.
+    pub fn identity_tag(&self) -> String {
+        let mut mac = self.mac();
+        mac.update(IDENTITY_LABEL);
+        let tag = mac.finalize().into_bytes();
+        tag[..IDENTITY_TAG_BYTES]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
     }
 
     fn mac(&self) -> Hmac<Sha256> {
@@ -516,6 +536,20 @@ mod tests {
             ClusterSecret::from_file_contents(short).unwrap_err(),
             SecretError::TooShort
         );
+    }
+
+    #[test]
+    fn the_identity_tag_is_fixed_by_the_secret_alone() {
+        // HMAC-SHA256(key 32 × 0x07, "chat-data-dir-identity v1"), first 16 bytes, from
+        // Python's hmac: every data directory records it, so it must never change.
+        assert_eq!(secret(7).identity_tag(), "ceaba8b7dfb0a6020f8979704648a2b1");
+        assert_eq!(secret(7).identity_tag(), secret(7).identity_tag());
+        assert_ne!(secret(7).identity_tag(), secret(8).identity_tag());
+        let tag = secret(b'x').identity_tag();
+        assert_eq!(tag.len(), 2 * IDENTITY_TAG_BYTES);
+        assert!(tag
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)));
     }
 
     #[test]

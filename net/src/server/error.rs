@@ -28,6 +28,11 @@ pub enum ServerError {
     /// with this one before (the message says which, and what to do).
     #[error("{0}")]
     LostDataDir(String),
+    /// The data directory belongs to another replica or another cluster, or its identity
+    /// file cannot be read (the message names the directory, whose it is, what this start
+    /// is, and what to do); its log and snapshots are left as they were.
+    #[error("{0}")]
+    DataDirIdentity(String),
     /// `--rejoin` where it does not apply (the message says why).
     #[error("{0}")]
     Rejoin(String),

@@ -18,6 +18,7 @@ mod event_loop;
 mod fresh_start;
 mod handshake;
 mod hash_pool;
+mod identity;
 mod io_thread;
 mod links;
 mod metrics;
@@ -39,6 +40,7 @@ pub use shutdown::Shutdown;
 use crate::storage::{DirLock, Storage, StorageOptions};
 use chat_core::config::Config;
 use chat_core::ids::ReplicaId;
+use chat_core::peer_auth::ClusterSecret;
 use chat_core::replica::{Mutations, Options, Replica};
 use chat_core::time::Duration;
 use event_loop::{Clock, EventLoop};
@@ -62,6 +64,14 @@ pub fn run(config: &Config, id: ReplicaId, opts: ServerOptions) -> Result<(), Se
         .unwrap_or_else(|| PathBuf::from(&config.data_dir).join(format!("replica-{id}")));
     // Before anything in the directory is read; held until this function returns.
     let _lock = DirLock::acquire(&dir)?;
+    // Whose directory this is, before anything else in it is read: another replica's or
+    // another cluster's is refused. A missing identity is recorded below, once a start on an
+    // empty directory has passed its checks (a refused start writes nothing).
+    let me = identity::Identity {
+        replica: id,
+        cluster: secret.as_ref().map(ClusterSecret::identity_tag),
+    };
+    let identity = identity::check(&dir, &me, config.cluster_secret_file.as_deref())?;
     // Issue 8, disk loss: a directory without state, in a cluster that ran with this replica
     // before, is refused before anything is written to it or sent (see `fresh_start` for the
     // rule and its limits). A directory with state skips this: its start is not slowed.
@@ -73,6 +83,7 @@ pub fn run(config: &Config, id: ReplicaId, opts: ServerOptions) -> Result<(), Se
             return Err(ServerError::LostDataDir(fresh_start::refusal(&dir, &found)));
         }
     }
+    identity.record(holds_no_state)?;
     let (storage, mut recovered, report) = Storage::open(&dir, StorageOptions::default())?;
     if opts.rejoin {
         recovered.protocol = Some(fresh_start::lost_state());
