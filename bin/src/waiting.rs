@@ -58,6 +58,21 @@ pub fn display() -> WaitDisplay {
     }
 }
 
+/// The status display of `--json`: a request that waits is told once on stdout, as
+/// `{"type":"waiting","status":"..."}` (what was tried and why), like the other objects.
+pub fn display_json() -> WaitDisplay {
+    let mut shown = false;
+    Box::new(move |waiting: Option<&Waiting>| match waiting {
+        Some(w) if !shown => {
+            shown = true;
+            let line = serde_json::json!({ "type": "waiting", "status": w.to_string() });
+            println!("{line}");
+        }
+        Some(_) => {}
+        None => shown = false,
+    })
+}
+
 /// Ctrl-C while a request waits cancels the wait; a second Ctrl-C soon after, or one while
 /// nothing waits, runs `before_quit` (the demo stops its replicas there) and quits (exit
 /// status 130). (At a terminal prompt the line editor takes Ctrl-C itself.)

@@ -605,3 +605,23 @@ fn record_is_length_length_check_body_then_checksum() {
     let crc = crc32c::crc32c_append(crc32c::crc32c(&bytes[..4]), body);
     assert_eq!(bytes[bytes.len() - TRAILER_BYTES..], crc.to_le_bytes());
 }
+
+/// A plaintext reader that meets TLS (an alert or a handshake record) can say so.
+#[test]
+fn a_tls_record_read_as_a_frame_is_recognised() {
+    let read = |bytes: &[u8]| {
+        let mut decoder = FrameDecoder::new(1 << 20);
+        decoder.push(bytes);
+        decoder.next::<Hello>()
+    };
+    for record in [
+        [0x15, 0x03, 0x03, 0x00, 0x02],
+        [0x16, 0x03, 0x01, 0x02, 0x00],
+    ] {
+        assert!(
+            read(&record).is_err_and(|e| e.is_tls_record()),
+            "{record:?}"
+        );
+    }
+    assert!(read(&[0x7f, 0x00, 0x00, 0x00]).is_err_and(|e| !e.is_tls_record()));
+}

@@ -66,8 +66,12 @@ fn run(args: Args) -> Result<Outcome, String> {
         give_up_after,
         ..ClientOptions::default()
     };
-    let (client, incoming) = Client::connect_showing(&loaded.config, options, waiting::display())
-        .map_err(|e| e.to_string())?;
+    let display = match args.json {
+        true => waiting::display_json(),
+        false => waiting::display(),
+    };
+    let (client, incoming) =
+        Client::connect_showing(&loaded.config, options, display).map_err(|e| e.to_string())?;
     waiting::cancel_on_ctrl_c(client.canceller(), || {})?;
     let commands = [args.command, args.commands]
         .into_iter()

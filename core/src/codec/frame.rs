@@ -29,6 +29,18 @@ pub enum FrameError {
     TrailingBytes { extra: usize },
 }
 
+impl FrameError {
+    /// Whether the "length" read was the start of a TLS record (content type 20-23, version
+    /// 3.x): the other side speaks TLS to a plaintext reader.
+    pub fn is_tls_record(&self) -> bool {
+        let Self::TooLarge { len, .. } = self else {
+            return false;
+        };
+        let [_, _, _, _, kind, major, _, _] = len.to_be_bytes();
+        (20..=23).contains(&kind) && major == 3
+    }
+}
+
 /// Encodes `value` as one frame, refusing payloads over `max_frame` bytes.
 pub fn encode<T: Serialize>(value: &T, max_frame: u32) -> Result<Vec<u8>, FrameError> {
     let mut out = postcard::to_extend(value, vec![0u8; PREFIX_BYTES])

@@ -114,7 +114,13 @@ impl Connection {
     ) -> Result<T, String> {
         let mut buf = [0u8; 4096];
         loop {
-            if let Some(value) = decoder.next::<T>().map_err(|e| e.to_string())? {
+            let next = decoder.next::<T>().map_err(|e| match e.is_tls_record() {
+                true => "the replica speaks TLS, and this configuration has no `tls:` section \
+                         (a client needs its `ca`)"
+                    .to_owned(),
+                false => e.to_string(),
+            });
+            if let Some(value) = next? {
                 return Ok(value);
             }
             let left = deadline.saturating_duration_since(Instant::now());
