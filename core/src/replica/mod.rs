@@ -308,7 +308,7 @@ pub enum Output {
         client: ClientId,
         primary: Option<ReplicaId>,
     },
-    /// This replica stopped serving clients (it stepped down as primary): the same
+    /// This replica went back to following (it was primary, or proposing a view): the same
     /// redirect, to every client session attached here. An idle client waits for pushes on
     /// its connection and asks nothing, so it would never hear a redirect of its own; told,
     /// it moves to the new primary and its pushes flow again.
@@ -432,8 +432,9 @@ pub struct Replica {
     held_clients: Vec<HeldClient>,
     /// Requests were ordered since the outputs were last taken: replicate them when they are.
     replicate_due: bool,
-    /// Whether this replica served clients (as primary, or proposing to be) at the end of
-    /// the last step: when it stops, its attached clients are told (`RedirectAttached`).
+    /// Whether this replica was primary or proposing a view of its own at the end of the
+    /// last step: when it goes back to following, its attached clients are told
+    /// (`RedirectAttached`).
     serving_clients: bool,
 
     /// What `check_invariants` compares against: the state before the last step.
@@ -576,10 +577,12 @@ impl Replica {
     }
 
     /// After every input and tick: clients held for a proposal that ended are served, and
-    /// if this replica no longer serves clients, the ones attached here are sent on.
+    /// if this replica went back to following (it was primary, or proposing a view of its
+    /// own, and is a backup now), the clients attached here are sent on. A primary that
+    /// proposes a view keeps them: it is about to serve again, within milliseconds.
     fn end_step(&mut self) {
         self.release_held_clients();
-        let serving = self.is_acting_primary() || self.is_proposing_primary();
+        let serving = !self.rejoining && !matches!(self.role, RoleState::Backup { .. });
         if self.serving_clients && !serving {
             let primary = self.redirect_hint();
             self.outputs.push_back(Output::RedirectAttached { primary });
