@@ -46,27 +46,28 @@ pub fn display() -> WaitDisplay {
             let _ = err.flush();
         })
     } else {
-        let mut shown = false;
-        Box::new(move |waiting: Option<&Waiting>| match waiting {
-            Some(w) if !shown => {
-                shown = true;
-                eprintln!("{}", status_line(w));
-            }
-            Some(_) => {}
-            None => shown = false,
-        })
+        once_per_wait(|w| eprintln!("{}", status_line(w)))
     }
 }
 
 /// The status display of `--json`: a request that waits is told once on stdout, as
 /// `{"type":"waiting","status":"..."}` (what was tried and why), like the other objects.
 pub fn display_json() -> WaitDisplay {
+    once_per_wait(|w| {
+        println!(
+            "{}",
+            serde_json::json!({ "type": "waiting", "status": w.to_string() })
+        )
+    })
+}
+
+/// A display that shows a wait once, when it starts, with `show`.
+fn once_per_wait(show: impl Fn(&Waiting) + Send + 'static) -> WaitDisplay {
     let mut shown = false;
     Box::new(move |waiting: Option<&Waiting>| match waiting {
         Some(w) if !shown => {
             shown = true;
-            let line = serde_json::json!({ "type": "waiting", "status": w.to_string() });
-            println!("{line}");
+            show(w);
         }
         Some(_) => {}
         None => shown = false,
