@@ -8,12 +8,10 @@ mod support;
 
 use chat_core::chat::{Op, Reply};
 use chat_core::ids::ReplicaId;
-use std::io::Read;
-use std::process::{Command, ExitStatus, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 use support::chat::{create, ok, WAIT};
-use support::{Cluster, REPLICAS};
+use support::{run_expecting_exit, Cluster, REPLICAS};
 
 /// Waits until every replica in `ids` answers with the same commit index as the others.
 fn until_same_commit(cluster: &Cluster, ids: &[ReplicaId]) {
@@ -29,38 +27,6 @@ fn until_same_commit(cluster: &Cluster, ids: &[ReplicaId]) {
         assert!(Instant::now() < deadline, "commits differ: {commits:?}");
         thread::sleep(Duration::from_millis(50));
     }
-}
-
-/// Runs `command` (a `chat-server` expected to refuse to start) for at most 10 s; returns
-/// its exit status and what it wrote to stderr.
-fn run_expecting_exit(mut command: Command) -> (ExitStatus, String) {
-    let started = Instant::now();
-    let mut child = command
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start chat-server");
-    let status: Option<ExitStatus> = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break Some(status);
-        }
-        if started.elapsed() > Duration::from_secs(10) {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        thread::sleep(Duration::from_millis(20));
-    };
-    let mut stderr = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut stderr)
-        .unwrap();
-    let status = status.unwrap_or_else(|| panic!("still running after 10 s:\n{stderr}"));
-    (status, stderr)
 }
 
 #[test]

@@ -6,7 +6,6 @@
 #[allow(dead_code)] // the harness serves several test programs
 mod support;
 
-use chat_bin::process::ServerProcess;
 use chat_core::ids::ReplicaId;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -14,10 +13,10 @@ use std::process::{Command, ExitStatus};
 use std::thread;
 use std::time::{Duration, Instant};
 use support::chat::{create, WAIT};
-use support::{Cluster, REPLICAS};
+use support::{run_expecting_exit, Cluster, REPLICAS};
 
 /// Runs replica `id` of `cluster` on the data directory `dir` (a start expected to be
-/// refused) for at most 10 s; returns its exit status and what it logged.
+/// refused) for at most 10 s; returns its exit status and what it wrote to stderr.
 fn start_on(cluster: &Cluster, id: ReplicaId, dir: &Path) -> (ExitStatus, String) {
     let mut command = Command::new(env!("CARGO_BIN_EXE_chat-server"));
     command
@@ -28,22 +27,7 @@ fn start_on(cluster: &Cluster, id: ReplicaId, dir: &Path) -> (ExitStatus, String
         .arg("--data-dir")
         .arg(dir)
         .env("RUST_LOG", "info");
-    let log = cluster.dir.path().join(format!("refused-{id}.log"));
-    let _ = std::fs::remove_file(&log);
-    let mut server = ServerProcess::spawn(command, &log).expect("start chat-server");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        if let Some(status) = server.exited() {
-            break status;
-        }
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
-        assert!(
-            Instant::now() < deadline,
-            "still running after 10 s:\n{text}"
-        );
-        thread::sleep(Duration::from_millis(20));
-    };
-    (status, std::fs::read_to_string(&log).unwrap())
+    run_expecting_exit(command)
 }
 
 /// The line of `log` that holds `want`.

@@ -11,8 +11,9 @@ use chat_core::config::Config;
 use chat_core::ids::ReplicaId;
 use chat_core::replica::{Role, Status};
 use chat_net::client::{self, Client, Incoming};
+use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, ExitStatus, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread;
@@ -298,4 +299,37 @@ fn config_text(data_dir: &Path, secret: &Path) -> String {
         ms = NET_TIMEOUT.as_millis()
     );
     text
+}
+
+/// Runs `command` (a `chat-server` expected to refuse to start) for at most 10 s; returns
+/// its exit status and what it wrote to stderr.
+#[allow(dead_code)]
+pub fn run_expecting_exit(mut command: Command) -> (ExitStatus, String) {
+    let started = Instant::now();
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start chat-server");
+    let status: Option<ExitStatus> = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break Some(status);
+        }
+        if started.elapsed() > Duration::from_secs(10) {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        thread::sleep(Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    let status = status.unwrap_or_else(|| panic!("still running after 10 s:\n{stderr}"));
+    (status, stderr)
 }
