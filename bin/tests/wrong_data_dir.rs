@@ -9,7 +9,7 @@ mod support;
 use chat_core::ids::ReplicaId;
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::{Command, ExitStatus};
+use std::process::ExitStatus;
 use std::thread;
 use std::time::{Duration, Instant};
 use support::chat::{create, WAIT};
@@ -18,16 +18,7 @@ use support::{run_expecting_exit, Cluster, REPLICAS};
 /// Runs replica `id` of `cluster` on the data directory `dir` (a start expected to be
 /// refused) for at most 10 s; returns its exit status and what it wrote to stderr.
 fn start_on(cluster: &Cluster, id: ReplicaId, dir: &Path) -> (ExitStatus, String) {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_chat-server"));
-    command
-        .arg("--config")
-        .arg(&cluster.config_path)
-        .arg("--id")
-        .arg(id.to_string())
-        .arg("--data-dir")
-        .arg(dir)
-        .env("RUST_LOG", "info");
-    run_expecting_exit(command)
+    run_expecting_exit(cluster.server_command_on(id, dir))
 }
 
 /// The line of `log` that holds `want`.

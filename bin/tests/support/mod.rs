@@ -149,6 +149,11 @@ impl Cluster {
     /// The `chat-server` command line of replica `id` (its data directory is
     /// [`Cluster::data_dir`]).
     pub fn server_command(&self, id: ReplicaId) -> Command {
+        self.server_command_on(id, &self.data_dir(id))
+    }
+
+    /// The `chat-server` command line of replica `id` on the data directory `dir`.
+    pub fn server_command_on(&self, id: ReplicaId, dir: &Path) -> Command {
         let mut command = Command::new(env!("CARGO_BIN_EXE_chat-server"));
         command
             .arg("--config")
@@ -156,7 +161,7 @@ impl Cluster {
             .arg("--id")
             .arg(id.to_string())
             .arg("--data-dir")
-            .arg(self.data_dir(id))
+            .arg(dir)
             .env("RUST_LOG", "info");
         command
     }
